@@ -1,0 +1,1 @@
+"""Verilator builds and cache, the pyverilator driver, monitors and scoreboards."""

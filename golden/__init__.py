@@ -1,0 +1,1 @@
+"""numpy golden reference: GGUF loading, float and integer forward passes, tokenizer."""

@@ -1,0 +1,243 @@
+"""GGUF loading with the `gguf` package, keeping weights in their quantized block form.
+
+A linear weight is held as GGUF blocks of 32: integer codes `q`, the fp16
+scale `d` and (Q4_1 only) the fp16 offset `m`, so that
+    w = fp16(d) * q + fp16(m)
+with q signed (Q4_0's offset of 8 is folded in). Nothing is converted to float
+here; the float reference dequantizes on its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from gguf import GGMLQuantizationType as QT
+from gguf import GGUFReader
+
+from .errors import HardwireError
+
+BLOCK = 32
+SUPPORTED_QUANTS = (QT.Q8_0, QT.Q4_0, QT.Q4_1)
+FLOAT_TYPES = (QT.F32, QT.F16)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    n_layers: int
+    d_model: int
+    d_ffn: int
+    n_heads: int
+    n_kv_heads: int
+    vocab: int
+    context: int
+    rope_theta: float
+    rms_eps: float
+    name: str = "model"
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def group(self) -> int:
+        """Query heads per KV head (GQA)."""
+        return self.n_heads // self.n_kv_heads
+
+
+@dataclass
+class QuantTensor:
+    """A (rows, cols) linear weight as GGUF blocks along cols. rows = output features."""
+
+    qtype: QT
+    q: np.ndarray  # (rows, nb, 32) int8 signed codes
+    d_bits: np.ndarray  # (rows, nb) uint16 fp16 bit patterns
+    m_bits: np.ndarray | None  # (rows, nb) uint16, Q4_1 only
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.q.shape[0], self.q.shape[1] * BLOCK
+
+    def dequantize(self) -> np.ndarray:
+        d = self.d_bits.view(np.float16).astype(np.float32)[..., None]
+        w = d * self.q.astype(np.float32)
+        if self.m_bits is not None:
+            w = w + self.m_bits.view(np.float16).astype(np.float32)[..., None]
+        return w.reshape(self.shape)
+
+
+@dataclass
+class LayerWeights:
+    attn_norm: np.ndarray  # float32 gains
+    wq: QuantTensor
+    wk: QuantTensor
+    wv: QuantTensor
+    wo: QuantTensor
+    ffn_norm: np.ndarray
+    w_gate: QuantTensor
+    w_up: QuantTensor
+    w_down: QuantTensor
+
+
+@dataclass
+class Model:
+    config: ModelConfig
+    embed: QuantTensor  # (vocab, d_model); also the LM head when output.weight is absent
+    layers: list[LayerWeights]
+    out_norm: np.ndarray
+    lm_head: QuantTensor
+    tokenizer_meta: dict = field(default_factory=dict)
+    path: Path | None = None
+
+
+# --- block decoding ---------------------------------------------------------------------------
+
+def decode_blocks(raw: np.ndarray, qtype: QT, rows: int, cols: int) -> QuantTensor:
+    """Split a GGUF byte tensor (rows, bytes_per_row) into codes and fp16 scale bit patterns."""
+    nb = cols // BLOCK
+    raw = np.ascontiguousarray(raw, dtype=np.uint8).reshape(rows, nb, -1)
+    d_bits = raw[..., 0:2].copy().view(np.uint16)[..., 0]
+    if qtype == QT.Q8_0:
+        return QuantTensor(qtype, raw[..., 2:34].view(np.int8).copy(), d_bits, None)
+    if qtype == QT.Q4_0:
+        return QuantTensor(qtype, _unpack_nibbles(raw[..., 2:18]) - 8, d_bits, None)
+    if qtype == QT.Q4_1:
+        m_bits = raw[..., 2:4].copy().view(np.uint16)[..., 0]
+        return QuantTensor(qtype, _unpack_nibbles(raw[..., 4:20]), d_bits, m_bits)
+    raise HardwireError(f"unsupported quant type {qtype.name} (supported: Q8_0, Q4_0, Q4_1)")
+
+
+def _unpack_nibbles(packed: np.ndarray) -> np.ndarray:
+    # ggml packs element j in the low nibble of byte j and element j+16 in its high nibble
+    lo = (packed & 0x0F).astype(np.int8)
+    hi = (packed >> 4).astype(np.int8)
+    return np.concatenate([lo, hi], axis=-1)
+
+
+# --- reading a file ---------------------------------------------------------------------------
+
+def _field(reader: GGUFReader, key: str, default=None):
+    f = reader.fields.get(key)
+    if f is None:
+        if default is None:
+            raise HardwireError(f"GGUF metadata is missing '{key}'")
+        return default
+    return f.contents()
+
+
+def open_reader(path: Path) -> GGUFReader:
+    path = Path(path)
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"GGUF":
+        raise HardwireError(f"{path}: not a GGUF file (bad magic {magic!r})")
+    try:
+        return GGUFReader(path)
+    except HardwireError:
+        raise
+    except Exception as exc:  # gguf raises assorted errors on truncated files
+        raise HardwireError(f"{path}: truncated or corrupt GGUF ({type(exc).__name__}: {exc})") from None
+
+
+def read_config(reader: GGUFReader) -> ModelConfig:
+    arch = _field(reader, "general.architecture")
+    if arch != "llama":
+        raise HardwireError(f"architecture '{arch}' is not supported (only 'llama')")
+    p = "llama."
+    n_heads = int(_field(reader, p + "attention.head_count"))
+    tokens = reader.fields.get("tokenizer.ggml.tokens")
+    vocab = int(_field(reader, p + "vocab_size", len(tokens.data) if tokens else None))
+    cfg = ModelConfig(
+        n_layers=int(_field(reader, p + "block_count")),
+        d_model=int(_field(reader, p + "embedding_length")),
+        d_ffn=int(_field(reader, p + "feed_forward_length")),
+        n_heads=n_heads,
+        n_kv_heads=int(_field(reader, p + "attention.head_count_kv", n_heads)),
+        vocab=vocab,
+        context=int(_field(reader, p + "context_length")),
+        rope_theta=float(_field(reader, p + "rope.freq_base", 10000.0)),
+        rms_eps=float(_field(reader, p + "attention.layer_norm_rms_epsilon")),
+        name=str(_field(reader, "general.name", "model")),
+    )
+    _check_dims(cfg)
+    return cfg
+
+
+def _check_dims(cfg: ModelConfig) -> None:
+    for name in ("d_model", "d_ffn"):
+        value = getattr(cfg, name)
+        if value % BLOCK:
+            raise HardwireError(f"{name}={value} is not divisible by the block size {BLOCK}")
+    if cfg.d_model % cfg.n_heads or cfg.n_heads % cfg.n_kv_heads:
+        raise HardwireError(
+            f"heads do not divide evenly: d_model={cfg.d_model}, heads={cfg.n_heads}, kv_heads={cfg.n_kv_heads}"
+        )
+    if cfg.head_dim % 2:
+        raise HardwireError(f"head_dim={cfg.head_dim} must be even for RoPE pairs")
+
+
+def _tensor_map(reader: GGUFReader) -> dict:
+    return {t.name: t for t in reader.tensors}
+
+
+def _quant(tensors: dict, name: str, rows: int, cols: int) -> QuantTensor:
+    t = _get(tensors, name)
+    if t.tensor_type not in SUPPORTED_QUANTS:
+        raise HardwireError(f"tensor '{name}' has unsupported quant type {t.tensor_type.name} "
+                            "(supported: Q8_0, Q4_0, Q4_1)")
+    got = tuple(int(x) for x in t.shape)  # GGUF lists (cols, rows)
+    if got != (cols, rows):
+        raise HardwireError(f"tensor '{name}' has shape {got[::-1]}, expected {(rows, cols)}")
+    return decode_blocks(t.data, t.tensor_type, rows, cols)
+
+
+def _vector(tensors: dict, name: str, n: int) -> np.ndarray:
+    t = _get(tensors, name)
+    if t.tensor_type not in FLOAT_TYPES:
+        raise HardwireError(f"norm tensor '{name}' must be F32 or F16, not {t.tensor_type.name}")
+    v = np.asarray(t.data).astype(np.float32).reshape(-1)
+    if v.size != n:
+        raise HardwireError(f"tensor '{name}' has {v.size} elements, expected {n}")
+    return v
+
+
+def _get(tensors: dict, name: str):
+    if name not in tensors:
+        raise HardwireError(f"GGUF is missing tensor '{name}'")
+    return tensors[name]
+
+
+def load_model(path: Path) -> Model:
+    reader = open_reader(path)
+    cfg = read_config(reader)
+    t = _tensor_map(reader)
+    d, f, kv = cfg.d_model, cfg.d_ffn, cfg.n_kv_heads * cfg.head_dim
+    layers = []
+    for i in range(cfg.n_layers):
+        b = f"blk.{i}."
+        layers.append(LayerWeights(
+            attn_norm=_vector(t, b + "attn_norm.weight", d),
+            wq=_quant(t, b + "attn_q.weight", d, d),
+            wk=_quant(t, b + "attn_k.weight", kv, d),
+            wv=_quant(t, b + "attn_v.weight", kv, d),
+            wo=_quant(t, b + "attn_output.weight", d, d),
+            ffn_norm=_vector(t, b + "ffn_norm.weight", d),
+            w_gate=_quant(t, b + "ffn_gate.weight", f, d),
+            w_up=_quant(t, b + "ffn_up.weight", f, d),
+            w_down=_quant(t, b + "ffn_down.weight", d, f),
+        ))
+    embed = _quant(t, "token_embd.weight", cfg.vocab, d)
+    lm_head = _quant(t, "output.weight", cfg.vocab, d) if "output.weight" in t else embed
+    return Model(cfg, embed, layers, _vector(t, "output_norm.weight", d), lm_head,
+                 tokenizer_meta=_tokenizer_meta(reader), path=Path(path))
+
+
+def _tokenizer_meta(reader: GGUFReader) -> dict:
+    meta = {}
+    for key in ("tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.tokens",
+                "tokenizer.ggml.merges", "tokenizer.ggml.token_type", "tokenizer.ggml.bos_token_id",
+                "tokenizer.ggml.eos_token_id", "tokenizer.ggml.add_bos_token"):
+        if key in reader.fields:
+            meta[key.removeprefix("tokenizer.ggml.")] = reader.fields[key].contents()
+    return meta

@@ -1,0 +1,307 @@
+"""Integer reference: docs/numerics.md made executable, vectorized over positions.
+
+Every op works on a batch of T new positions at once (one for decoding, a
+chunk for evaluation); the integers do not depend on the batching. Where a
+float fast path is used it is exact: products and sums stay below 2**53 and
+are whole numbers, which each call checks before trusting it, falling back to
+the int64 path otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import spec
+from .errors import HardwireError
+from .gguf_model import Model, QuantTensor
+from .spec import ACC_BITS, ACC_FRAC, BLOCK, blocks, floor_shift, rq, sat
+
+EXACT_F64 = 2.0**53
+
+# A tap is (mantissas, exponents): B8 taps carry one exponent per block, ACC taps None.
+Tap = tuple[np.ndarray, "np.ndarray | None"]
+
+
+class IntTensor:
+    """A quantized weight laid out for the block dot product of section 3."""
+
+    def __init__(self, qt: QuantTensor):
+        rows, cols = qt.shape
+        self.rows, self.nb = rows, cols // BLOCK
+        if self.nb > spec.MAX_BLOCKS_PER_ROW:
+            raise HardwireError(f"rows of {cols} elements exceed the {spec.MAX_BLOCKS_PER_ROW * BLOCK} limit")
+        # codes as float32 (nb, rows, 32): block sums |S| < 2**19 are exact in float32 BLAS
+        self.codes = np.ascontiguousarray(qt.q.transpose(1, 0, 2), dtype=np.float32)
+        self.md, self.ed = (p.T.copy() for p in spec.fp16_parts(qt.d_bits))
+        self.cd = self.md * np.exp2(self.ed + ACC_FRAC)  # exact float64
+        self.max_code = int(np.abs(qt.q).max(initial=0))
+        if qt.m_bits is not None:
+            self.mm, self.em = (p.T.copy() for p in spec.fp16_parts(qt.m_bits))
+            self.cm = self.mm * np.exp2(self.em + ACC_FRAC)
+        else:
+            self.mm = self.em = self.cm = None
+        self.cd_peak = float(np.abs(self.cd).max(initial=0.0))
+        self.cm_peak = float(np.abs(self.cm).max(initial=0.0)) if self.cm is not None else 0.0
+
+    def matmul(self, am: np.ndarray, ae: np.ndarray) -> np.ndarray:
+        """B8 activations (T, cols) mantissas, (T, nb) exponents -> ACC (T, rows)."""
+        T = am.shape[0]
+        a3 = am.reshape(T, self.nb, BLOCK)
+        s = np.matmul(self.codes, a3.transpose(1, 2, 0).astype(np.float32))  # (nb, rows, T)
+        asum = a3.sum(axis=-1).T if self.cm is not None else None  # (nb, T)
+        scale = np.exp2(ae.T.astype(np.float64))[:, None, :]  # (nb, 1, T)
+        term_bound = (self.cd_peak * self.max_code + self.cm_peak) * 127 * BLOCK * scale.max()
+        if term_bound * self.nb < EXACT_F64 and term_bound < 2.0 ** (spec.TERM_BITS - 1):
+            y = np.floor(self.cd[:, :, None] * (s * scale)).sum(axis=0)
+            if asum is not None:
+                y += np.floor(self.cm[:, :, None] * (asum[:, None, :] * scale)).sum(axis=0)
+            y = y.astype(np.int64)
+        else:
+            y = self._terms_exact(s.astype(np.int64), asum, ae.T).sum(axis=0)
+        return sat(y.T, ACC_BITS)
+
+    def matmul_exact(self, am: np.ndarray, ae: np.ndarray) -> np.ndarray:
+        """The same result through int64 only (the check for the fast path)."""
+        T = am.shape[0]
+        a3 = am.reshape(T, self.nb, BLOCK).astype(np.int64)
+        s = np.einsum("brj,tbj->brt", self.codes.astype(np.int64), a3)
+        asum = a3.sum(axis=-1).T if self.cm is not None else None
+        return sat(self._terms_exact(s, asum, ae.T).sum(axis=0).T, ACC_BITS)
+
+    def _terms_exact(self, s, asum, e):
+        terms = _term(self.md[:, :, None] * s, self.ed[:, :, None] + e[:, None, :] + ACC_FRAC)
+        if asum is not None:
+            terms = terms + _term(self.mm[:, :, None] * asum[:, None, :],
+                                  self.em[:, :, None] + e[:, None, :] + ACC_FRAC)
+        return terms
+
+
+def _term(p: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """floor_shift(p, shift) saturated to TERM_BITS without int64 overflow."""
+    room = spec.TERM_BITS - 1 - spec.bitlen(np.abs(p))
+    over = (shift > room) & (p != 0)
+    limit = (1 << (spec.TERM_BITS - 1)) - 1
+    shifted = floor_shift(p, np.where(over, 0, shift))  # not over: the result fits TERM_BITS
+    return np.where(over, np.where(p < 0, -limit - 1, limit), shifted)
+
+
+@dataclass
+class KVCache:
+    """B8 keys (after RoPE) and values per layer, for `capacity` positions."""
+
+    k: np.ndarray  # (L, P, kv_dim) int64 mantissas
+    ke: np.ndarray  # (L, P, kv_dim // 32) exponents
+    v: np.ndarray
+    ve: np.ndarray
+    length: int = 0
+
+    @property
+    def capacity(self) -> int:
+        return self.k.shape[1]
+
+
+@dataclass
+class Trace:
+    """Per-op taps: (layer, op, position) -> (mantissas, exponents or None)."""
+
+    taps: dict = field(default_factory=dict)
+
+    def put(self, layer: int, op: str, positions: np.ndarray, mant: np.ndarray, exp=None) -> None:
+        for i, p in enumerate(positions):
+            self.taps[(layer, op, int(p))] = (mant[i].copy(), None if exp is None else exp[i].copy())
+
+
+class IntModel:
+    def __init__(self, model: Model, capacity: int | None = None):
+        cfg = self.cfg = model.config
+        self.model = model
+        self.capacity = capacity or cfg.context
+        self.embed = model.embed
+        self.embed_md, self.embed_ed = spec.fp16_parts(model.embed.d_bits)
+        self.embed_mm = self.embed_em = None
+        if model.embed.m_bits is not None:
+            self.embed_mm, self.embed_em = spec.fp16_parts(model.embed.m_bits)
+        self.lm_head = IntTensor(model.lm_head)
+        self.layers = [
+            {name: IntTensor(getattr(lw, name)) for name in
+             ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")}
+            | {"attn_norm": spec.norm_gains(lw.attn_norm), "ffn_norm": spec.norm_gains(lw.ffn_norm)}
+            for lw in model.layers
+        ]
+        self.out_norm = spec.norm_gains(model.out_norm)
+        self.eps_q = spec.eps_q(cfg.d_model, cfg.rms_eps)
+        if self.eps_q >= 1 << 62:
+            raise HardwireError(f"rms epsilon {cfg.rms_eps} is too large for the norm unit")
+        self.rsqrt = spec.rsqrt_lut()
+        self.exp2 = spec.exp2_lut()
+        self.sigmoid = spec.sigmoid_lut()
+        self.rope_cos, self.rope_sin = spec.rope_tables(cfg.head_dim, cfg.rope_theta, self.capacity)
+        self.attn_scale = spec.attn_scale(cfg.head_dim)
+
+    # --- state -----------------------------------------------------------------------------------
+
+    def new_cache(self) -> KVCache:
+        cfg = self.cfg
+        kv = cfg.n_kv_heads * cfg.head_dim
+        shape, eshape = (cfg.n_layers, self.capacity, kv), (cfg.n_layers, self.capacity, kv // BLOCK)
+        return KVCache(np.zeros(shape, np.int64), np.zeros(eshape, np.int64),
+                       np.zeros(shape, np.int64), np.zeros(eshape, np.int64))
+
+    # --- ops -------------------------------------------------------------------------------------
+
+    def embed_rows(self, tokens: np.ndarray) -> np.ndarray:
+        q = self.embed.q[tokens].astype(np.int64)  # (T, nb, 32)
+        x = floor_shift(self.embed_md[tokens][..., None] * q, self.embed_ed[tokens][..., None] + ACC_FRAC)
+        if self.embed_mm is not None:
+            x = x + floor_shift(self.embed_mm[tokens], self.embed_em[tokens] + ACC_FRAC)[..., None]
+        return sat(x.reshape(len(tokens), -1), ACC_BITS)
+
+    def rmsnorm(self, x: np.ndarray, gains: tuple[np.ndarray, int]) -> tuple[np.ndarray, np.ndarray]:
+        G, e_g = gains
+        x16, ex = rq(blocks(x), -ACC_FRAC, 16)  # (T, nb, 32), (T, nb)
+        top = ex.max(axis=-1)  # X
+        ss = floor_shift((x16 * x16).sum(axis=-1), 2 * (ex - top[:, None])).sum(axis=-1)
+        ss = np.maximum(ss + floor_shift(self.eps_q, -(spec.RMS_EPS_FRAC + 2 * top)), 1)
+        j = -((32 - spec.bitlen(ss)) // 2)  # ceil((bitlen - 32) / 2)
+        t = floor_shift(ss, -2 * j)
+        r = self.rsqrt[(t >> 21) - 512]
+        y = x16 * blocks(G) * r[:, None, None]
+        m, e = rq(y, ex + e_g - 31 - (j + top)[:, None], 8)
+        return m.reshape(x.shape), e
+
+    def rope(self, acc: np.ndarray, positions: np.ndarray, heads: int) -> tuple[np.ndarray, np.ndarray]:
+        T, hd = len(positions), self.cfg.head_dim
+        u, e = rq(blocks(acc), -ACC_FRAC, 16)
+        u = u.reshape(T, heads, hd)
+        c = self.rope_cos[positions][:, None, :]
+        s = self.rope_sin[positions][:, None, :]
+        a, b = u[..., 0::2], u[..., 1::2]
+        out = np.empty_like(u)
+        out[..., 0::2] = a * c - b * s
+        out[..., 1::2] = a * s + b * c
+        m, e2 = rq(blocks(out.reshape(T, -1)), e - spec.ROPE_FRAC, 8)
+        return m.reshape(T, -1), e2
+
+    def silu_gate(self, gate: np.ndarray, up: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        g16, eg = rq(blocks(gate), -ACC_FRAC, 16)
+        u16, eu = rq(blocks(up), -ACC_FRAC, 16)
+        half = spec.SIGMOID_ENTRIES // 2
+        k = np.clip(floor_shift(g16, eg[..., None] + spec.SIGMOID_GRID_FRAC) + half, 0, spec.SIGMOID_ENTRIES - 1)
+        y = g16 * self.sigmoid[k] * u16
+        m, e = rq(y, eg + eu - spec.SIGMOID_FRAC, 8)
+        return m.reshape(gate.shape), e
+
+    def attention(self, q, qe, cache: KVCache, layer: int, positions: np.ndarray):
+        """q: (T, d_model) B8 after RoPE; the cache already holds these positions."""
+        cfg = self.cfg
+        T, hd, g = len(positions), cfg.head_dim, cfg.group
+        nbh, n_keys = hd // BLOCK, int(positions[-1]) + 1
+        out_m = np.empty((T, cfg.d_model), np.int64)
+        out_e = np.empty((T, cfg.d_model // BLOCK), np.int64)
+        visible = np.arange(n_keys)[None, :] <= positions[:, None]  # causal (T, S)
+        for kvh in range(cfg.n_kv_heads):
+            sl = slice(kvh * hd, (kvh + 1) * hd)
+            k = cache.k[layer, :n_keys, sl].reshape(n_keys, nbh, BLOCK)
+            ke = cache.ke[layer, :n_keys, kvh * nbh:(kvh + 1) * nbh]
+            v = cache.v[layer, :n_keys, sl]
+            ve = cache.ve[layer, :n_keys, kvh * nbh:(kvh + 1) * nbh]
+            hsl = slice(kvh * g * hd, (kvh + 1) * g * hd)
+            qh = q[:, hsl].reshape(T * g, nbh, BLOCK)
+            qhe = qe[:, kvh * g * nbh:(kvh + 1) * g * nbh].reshape(T * g, nbh)
+            w = self._softmax_weights(qh, qhe, k, ke, np.repeat(visible, g, axis=0))
+            o = self._weighted_values(w, v, ve)  # (T*g, hd) at 2**-48
+            m, e = rq(blocks(o), -spec.ATTN_OUT_FRAC, 8)
+            out_m[:, hsl] = m.reshape(T, g * hd)
+            out_e[:, kvh * g * nbh:(kvh + 1) * g * nbh] = e.reshape(T, g * nbh)
+        return out_m, out_e
+
+    def _softmax_weights(self, qh, qhe, k, ke, visible):
+        d = np.matmul(qh.transpose(1, 0, 2).astype(np.float32),
+                      k.transpose(1, 2, 0).astype(np.float32)).astype(np.int64)  # (nbh, Q, S), exact
+        shift = qhe.T[:, :, None] + ke.T[:, None, :] + spec.SCORE_FRAC
+        s = floor_shift(d, shift).sum(axis=0)  # (Q, S)
+        s = floor_shift(s * self.attn_scale, -15)
+        top = np.where(visible, s, np.iinfo(np.int64).min).max(axis=-1, keepdims=True)
+        u = -floor_shift((np.where(visible, s, top) - top) * spec.LOG2E_Q, -15)
+        p = np.right_shift(self.exp2[(u & 0xFFFF) >> 6], np.minimum(u >> 16, 63))
+        p = np.where(visible, p, 0)
+        rcp = (1 << 48) // p.sum(axis=-1, keepdims=True)
+        return (p * rcp) >> 24
+
+    @staticmethod
+    def _weighted_values(w, v, ve):
+        shift = np.repeat(ve + 24, BLOCK, axis=1)  # (S, hd), >= 0 by construction
+        if int(shift.max(initial=0)) <= 24 - 2 and int(shift.min(initial=0)) >= 0:
+            # sum_t w_t <= 2**24 and |v| < 2**7: every partial sum stays below 2**53
+            return (w.astype(np.float64) @ (v * np.exp2(shift))).astype(np.int64)
+        if int(shift.max(initial=0)) <= 31:  # |w v 2**shift| < 2**62: int64 is exact
+            return np.einsum("qs,sd->qd", w, v << shift)
+        exact = w.astype(object) @ (v.astype(object) * (2 ** shift.astype(object)))  # Python ints
+        return np.clip(exact, -(1 << 63), (1 << 63) - 1).astype(np.int64)
+
+    # --- the forward pass ------------------------------------------------------------------------
+
+    def forward(self, tokens, cache: KVCache, trace: Trace | None = None) -> np.ndarray:
+        """Run new tokens after the cached ones; return ACC logits (T, vocab)."""
+        cfg = self.cfg
+        tokens = np.asarray(tokens, dtype=np.int64)
+        bad = tokens[(tokens < 0) | (tokens >= cfg.vocab)]
+        if bad.size:
+            raise HardwireError(f"token id {int(bad[0])} is out of range for vocab size {cfg.vocab}")
+        start = cache.length
+        if start + len(tokens) > cache.capacity:
+            raise HardwireError(f"KV cache overflow: {start + len(tokens)} positions exceed the "
+                                f"capacity of {cache.capacity}")
+        pos = np.arange(start, start + len(tokens))
+        tap = trace.put if trace is not None else (lambda *a, **k: None)
+        x = self.embed_rows(tokens)
+        tap(-1, "embed", pos, x)
+        for li, L in enumerate(self.layers):
+            x = self._layer(li, L, x, pos, cache, tap)
+        cache.length = start + len(tokens)
+        n = cfg.n_layers
+        h, he = self.rmsnorm(x, self.out_norm)
+        tap(n, "final_norm", pos, h, he)
+        logits = self.lm_head.matmul(h, he)
+        tap(n, "logits", pos, logits)
+        tap(n, "argmax", pos, argmax(logits)[:, None])
+        return logits
+
+    def _layer(self, li, L, x, pos, cache: KVCache, tap):
+        nh, nkv = self.cfg.n_heads, self.cfg.n_kv_heads
+        h, he = self.rmsnorm(x, L["attn_norm"])
+        tap(li, "attn_norm", pos, h, he)
+        q, qe = self.rope(L["wq"].matmul(h, he), pos, nh)
+        k, ke = self.rope(L["wk"].matmul(h, he), pos, nkv)
+        v, ve = rq(blocks(L["wv"].matmul(h, he)), -ACC_FRAC, 8)
+        v = v.reshape(len(pos), -1)
+        tap(li, "q", pos, q, qe)
+        tap(li, "k", pos, k, ke)
+        tap(li, "v", pos, v, ve)
+        cache.k[li, pos], cache.ke[li, pos], cache.v[li, pos], cache.ve[li, pos] = k, ke, v, ve
+        a, ae = self.attention(q, qe, cache, li, pos)
+        tap(li, "attn", pos, a, ae)
+        o = L["wo"].matmul(a, ae)
+        tap(li, "o", pos, o)
+        x = sat(x + o, ACC_BITS)
+        tap(li, "resid_attn", pos, x)
+        h, he = self.rmsnorm(x, L["ffn_norm"])
+        tap(li, "ffn_norm", pos, h, he)
+        f, fe = self.silu_gate(L["w_gate"].matmul(h, he), L["w_up"].matmul(h, he))
+        tap(li, "ffn_act", pos, f, fe)
+        d = L["w_down"].matmul(f, fe)
+        tap(li, "down", pos, d)
+        x = sat(x + d, ACC_BITS)
+        tap(li, "resid_ffn", pos, x)
+        return x
+
+
+def argmax(logits: np.ndarray) -> np.ndarray:
+    """Largest logit per row; np.argmax returns the first (lowest id) on ties, as the spec says."""
+    return np.argmax(logits, axis=-1).astype(np.int64)
+
+
+def acc_to_float(v: np.ndarray) -> np.ndarray:
+    return np.asarray(v, dtype=np.float64) * 2.0**-ACC_FRAC

@@ -1,0 +1,1 @@
+"""MyHDL hardware: cells, the base grid and the per-model metal generator."""
