@@ -25,25 +25,38 @@ Tap = tuple[np.ndarray, "np.ndarray | None"]
 
 
 class IntTensor:
-    """A quantized weight laid out for the block dot product of section 3."""
+    """Quantized weights laid out for the block dot product of section 3.
 
-    def __init__(self, qt: QuantTensor):
-        rows, cols = qt.shape
-        self.rows, self.nb = rows, cols // BLOCK
-        if self.nb > spec.MAX_BLOCKS_PER_ROW:
-            raise HardwireError(f"rows of {cols} elements exceed the {spec.MAX_BLOCKS_PER_ROW * BLOCK} limit")
+    Several tensors that read the same input (Q|K|V, gate|up) may be stacked by
+    rows so that one pass over the activations serves them all.
+    """
+
+    def __init__(self, *parts: QuantTensor):
+        q = np.concatenate([p.q for p in parts])
+        rows, nb = q.shape[0], q.shape[1]
+        self.rows, self.nb, self.splits = rows, nb, np.cumsum([p.shape[0] for p in parts])[:-1]
+        if nb > spec.MAX_BLOCKS_PER_ROW:
+            raise HardwireError(f"rows of {nb * BLOCK} elements exceed the {spec.MAX_BLOCKS_PER_ROW * BLOCK} limit")
         # codes as float32 (nb, rows, 32): block sums |S| < 2**19 are exact in float32 BLAS
-        self.codes = np.ascontiguousarray(qt.q.transpose(1, 0, 2), dtype=np.float32)
-        self.md, self.ed = (p.T.copy() for p in spec.fp16_parts(qt.d_bits))
+        self.codes = np.ascontiguousarray(q.transpose(1, 0, 2), dtype=np.float32)
+        self.max_code = int(np.abs(q).max(initial=0))
+        self.md, self.ed = (x.T.copy() for x in spec.fp16_parts(np.concatenate([p.d_bits for p in parts])))
         self.cd = self.md * np.exp2(self.ed + ACC_FRAC)  # exact float64
-        self.max_code = int(np.abs(qt.q).max(initial=0))
-        if qt.m_bits is not None:
-            self.mm, self.em = (p.T.copy() for p in spec.fp16_parts(qt.m_bits))
-            self.cm = self.mm * np.exp2(self.em + ACC_FRAC)
-        else:
-            self.mm = self.em = self.cm = None
         self.cd_peak = float(np.abs(self.cd).max(initial=0.0))
-        self.cm_peak = float(np.abs(self.cm).max(initial=0.0)) if self.cm is not None else 0.0
+        # the smallest exponent of a non-zero scale: terms are whole numbers when it plus e + 24 >= 0
+        self.ed_min = int(self.ed[self.md != 0].min(initial=0))
+        self.mm = self.em = self.cm = None
+        self.cm_peak = 0.0
+        if any(p.m_bits is not None for p in parts):
+            if not all(p.m_bits is not None for p in parts):
+                raise HardwireError("stacked tensors mix Q4_1 with other formats")
+            self.mm, self.em = (x.T.copy() for x in spec.fp16_parts(np.concatenate([p.m_bits for p in parts])))
+            self.cm = self.mm * np.exp2(self.em + ACC_FRAC)
+            self.cm_peak = float(np.abs(self.cm).max(initial=0.0))
+
+    def split(self, y: np.ndarray) -> list[np.ndarray]:
+        """Undo the row stacking of a (T, rows) result."""
+        return np.split(y, self.splits, axis=-1)
 
     def matmul(self, am: np.ndarray, ae: np.ndarray) -> np.ndarray:
         """B8 activations (T, cols) mantissas, (T, nb) exponents -> ACC (T, rows)."""
@@ -54,7 +67,13 @@ class IntTensor:
         scale = np.exp2(ae.T.astype(np.float64))[:, None, :]  # (nb, 1, T)
         term_bound = (self.cd_peak * self.max_code + self.cm_peak) * 127 * BLOCK * scale.max()
         if term_bound * self.nb < EXACT_F64 and term_bound < 2.0 ** (spec.TERM_BITS - 1):
-            y = np.floor(self.cd[:, :, None] * (s * scale)).sum(axis=0)
+            s64 = s.astype(np.float64)
+            s64 *= scale
+            if self.ed_min + int(ae.min()) + ACC_FRAC >= 0:  # every term is whole: no floor needed
+                y = np.einsum("brt,br->rt", s64, self.cd)
+            else:
+                s64 *= self.cd[:, :, None]
+                y = np.floor(s64, out=s64).sum(axis=0)
             if asum is not None:
                 y += np.floor(self.cm[:, :, None] * (asum[:, None, :] * scale)).sum(axis=0)
             y = y.astype(np.int64)
@@ -124,12 +143,14 @@ class IntModel:
         if model.embed.m_bits is not None:
             self.embed_mm, self.embed_em = spec.fp16_parts(model.embed.m_bits)
         self.lm_head = IntTensor(model.lm_head)
-        self.layers = [
-            {name: IntTensor(getattr(lw, name)) for name in
-             ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")}
-            | {"attn_norm": spec.norm_gains(lw.attn_norm), "ffn_norm": spec.norm_gains(lw.ffn_norm)}
-            for lw in model.layers
-        ]
+        self.layers = [{
+            "qkv": IntTensor(lw.wq, lw.wk, lw.wv),
+            "wo": IntTensor(lw.wo),
+            "gate_up": IntTensor(lw.w_gate, lw.w_up),
+            "w_down": IntTensor(lw.w_down),
+            "attn_norm": spec.norm_gains(lw.attn_norm),
+            "ffn_norm": spec.norm_gains(lw.ffn_norm),
+        } for lw in model.layers]
         self.out_norm = spec.norm_gains(model.out_norm)
         self.eps_q = spec.eps_q(cfg.d_model, cfg.rms_eps)
         if self.eps_q >= 1 << 62:
@@ -196,32 +217,29 @@ class IntModel:
     def attention(self, q, qe, cache: KVCache, layer: int, positions: np.ndarray):
         """q: (T, d_model) B8 after RoPE; the cache already holds these positions."""
         cfg = self.cfg
-        T, hd, g = len(positions), cfg.head_dim, cfg.group
+        T, hd, nkv = len(positions), cfg.head_dim, cfg.n_kv_heads
         nbh, n_keys = hd // BLOCK, int(positions[-1]) + 1
-        out_m = np.empty((T, cfg.d_model), np.int64)
-        out_e = np.empty((T, cfg.d_model // BLOCK), np.int64)
-        visible = np.arange(n_keys)[None, :] <= positions[:, None]  # causal (T, S)
-        for kvh in range(cfg.n_kv_heads):
-            sl = slice(kvh * hd, (kvh + 1) * hd)
-            k = cache.k[layer, :n_keys, sl].reshape(n_keys, nbh, BLOCK)
-            ke = cache.ke[layer, :n_keys, kvh * nbh:(kvh + 1) * nbh]
-            v = cache.v[layer, :n_keys, sl]
-            ve = cache.ve[layer, :n_keys, kvh * nbh:(kvh + 1) * nbh]
-            hsl = slice(kvh * g * hd, (kvh + 1) * g * hd)
-            qh = q[:, hsl].reshape(T * g, nbh, BLOCK)
-            qhe = qe[:, kvh * g * nbh:(kvh + 1) * g * nbh].reshape(T * g, nbh)
-            w = self._softmax_weights(qh, qhe, k, ke, np.repeat(visible, g, axis=0))
-            o = self._weighted_values(w, v, ve)  # (T*g, hd) at 2**-48
-            m, e = rq(blocks(o), -spec.ATTN_OUT_FRAC, 8)
-            out_m[:, hsl] = m.reshape(T, g * hd)
-            out_e[:, kvh * g * nbh:(kvh + 1) * g * nbh] = e.reshape(T, g * nbh)
-        return out_m, out_e
+        # queries grouped by the KV head they share: (nkv, T*group, ...)
+        qh = q.reshape(T, nkv, cfg.group, nbh, BLOCK).transpose(1, 0, 2, 3, 4).reshape(nkv, -1, nbh, BLOCK)
+        qhe = qe.reshape(T, nkv, cfg.group, nbh).transpose(1, 0, 2, 3).reshape(nkv, -1, nbh)
+        k = cache.k[layer, :n_keys].reshape(n_keys, nkv, nbh, BLOCK).transpose(1, 0, 2, 3)
+        ke = cache.ke[layer, :n_keys].reshape(n_keys, nkv, nbh).transpose(1, 0, 2)
+        v = cache.v[layer, :n_keys].reshape(n_keys, nkv, hd).transpose(1, 0, 2)
+        ve = cache.ve[layer, :n_keys].reshape(n_keys, nkv, nbh).transpose(1, 0, 2)
+        visible = np.repeat(np.arange(n_keys)[None, :] <= positions[:, None], cfg.group, axis=0)  # causal
+        w = self._softmax_weights(qh, qhe, k, ke, visible)  # (nkv, T*group, S)
+        o = self._weighted_values(w, v, ve)  # (nkv, T*group, hd) at 2**-48
+        m, e = rq(blocks(o), -spec.ATTN_OUT_FRAC, 8)
+        m = m.reshape(nkv, T, cfg.group * hd).transpose(1, 0, 2).reshape(T, -1)
+        e = e.reshape(nkv, T, cfg.group * nbh).transpose(1, 0, 2).reshape(T, -1)
+        return m, e
 
     def _softmax_weights(self, qh, qhe, k, ke, visible):
-        d = np.matmul(qh.transpose(1, 0, 2).astype(np.float32),
-                      k.transpose(1, 2, 0).astype(np.float32)).astype(np.int64)  # (nbh, Q, S), exact
-        shift = qhe.T[:, :, None] + ke.T[:, None, :] + spec.SCORE_FRAC
-        s = floor_shift(d, shift).sum(axis=0)  # (Q, S)
+        """Section 7 steps 1-3 for (heads, Q, ...) queries against (heads, S, ...) keys."""
+        d = np.matmul(qh.transpose(0, 2, 1, 3).astype(np.float32),
+                      k.transpose(0, 2, 3, 1).astype(np.float32)).astype(np.int64)  # (h, nbh, Q, S), exact
+        shift = qhe.transpose(0, 2, 1)[..., None] + ke.transpose(0, 2, 1)[:, :, None, :] + spec.SCORE_FRAC
+        s = floor_shift(d, shift).sum(axis=1)  # (h, Q, S)
         s = floor_shift(s * self.attn_scale, -15)
         top = np.where(visible, s, np.iinfo(np.int64).min).max(axis=-1, keepdims=True)
         u = -floor_shift((np.where(visible, s, top) - top) * spec.LOG2E_Q, -15)
@@ -232,13 +250,15 @@ class IntModel:
 
     @staticmethod
     def _weighted_values(w, v, ve):
-        shift = np.repeat(ve + 24, BLOCK, axis=1)  # (S, hd), >= 0 by construction
-        if int(shift.max(initial=0)) <= 24 - 2 and int(shift.min(initial=0)) >= 0:
-            # sum_t w_t <= 2**24 and |v| < 2**7: every partial sum stays below 2**53
-            return (w.astype(np.float64) @ (v * np.exp2(shift))).astype(np.int64)
-        if int(shift.max(initial=0)) <= 31:  # |w v 2**shift| < 2**62: int64 is exact
-            return np.einsum("qs,sd->qd", w, v << shift)
-        exact = w.astype(object) @ (v.astype(object) * (2 ** shift.astype(object)))  # Python ints
+        """Section 7 step 4: w (h, Q, S) Q0.24 weights, v (h, S, hd) B8 values."""
+        shift = np.repeat(ve + 24, BLOCK, axis=-1)  # (h, S, hd), >= 0 by construction
+        top = int(shift.max(initial=0))
+        if top <= 24 - 2:
+            # sum_t w_t <= 2**24 and |v| < 2**7: every product and partial sum is whole and below 2**53
+            return np.matmul(w.astype(np.float64), v * np.exp2(shift)).astype(np.int64)
+        if top <= 31:  # |w v 2**shift| < 2**62 and so is the sum: int64 is exact
+            return np.einsum("hqs,hsd->hqd", w, v << shift)
+        exact = np.einsum("hqs,hsd->hqd", w.astype(object), v.astype(object) * (2 ** shift.astype(object)))
         return np.clip(exact, -(1 << 63), (1 << 63) - 1).astype(np.int64)
 
     # --- the forward pass ------------------------------------------------------------------------
@@ -273,9 +293,10 @@ class IntModel:
         nh, nkv = self.cfg.n_heads, self.cfg.n_kv_heads
         h, he = self.rmsnorm(x, L["attn_norm"])
         tap(li, "attn_norm", pos, h, he)
-        q, qe = self.rope(L["wq"].matmul(h, he), pos, nh)
-        k, ke = self.rope(L["wk"].matmul(h, he), pos, nkv)
-        v, ve = rq(blocks(L["wv"].matmul(h, he)), -ACC_FRAC, 8)
+        q_acc, k_acc, v_acc = L["qkv"].split(L["qkv"].matmul(h, he))
+        q, qe = self.rope(q_acc, pos, nh)
+        k, ke = self.rope(k_acc, pos, nkv)
+        v, ve = rq(blocks(v_acc), -ACC_FRAC, 8)
         v = v.reshape(len(pos), -1)
         tap(li, "q", pos, q, qe)
         tap(li, "k", pos, k, ke)
@@ -289,7 +310,7 @@ class IntModel:
         tap(li, "resid_attn", pos, x)
         h, he = self.rmsnorm(x, L["ffn_norm"])
         tap(li, "ffn_norm", pos, h, he)
-        f, fe = self.silu_gate(L["w_gate"].matmul(h, he), L["w_up"].matmul(h, he))
+        f, fe = self.silu_gate(*L["gate_up"].split(L["gate_up"].matmul(h, he)))
         tap(li, "ffn_act", pos, f, fe)
         d = L["w_down"].matmul(f, fe)
         tap(li, "down", pos, d)

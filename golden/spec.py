@@ -34,24 +34,25 @@ STATUS_OK, STATUS_BAD_TOKEN, STATUS_KV_OVERFLOW = 0, 1, 2  # section 11
 def floor_shift(v, s):
     """v * 2**s, flooring for negative s (arithmetic right shift)."""
     v = np.asarray(v, dtype=np.int64)
-    s = np.asarray(s, dtype=np.int64)
-    left = np.left_shift(v, np.clip(s, 0, 63))
-    right = np.right_shift(v, np.clip(-s, 0, 63))
-    return np.where(s >= 0, left, right)
+    up = np.maximum(s, 0)
+    down = np.minimum(up - s, 63)  # max(-s, 0); a shift of 63 already gives 0 or -1
+    return (v << up) >> down
 
 
 def sat(v, bits: int):
     lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    return np.clip(np.asarray(v, dtype=np.int64), lo, hi)
+    return np.minimum(np.maximum(np.asarray(v, dtype=np.int64), lo), hi)  # np.clip is slower here
 
 
 def bitlen(m):
     """Bit length of non-negative int64 values (0 for 0), exact for all int64."""
     m = np.asarray(m, dtype=np.int64)
-    _, e = np.frexp(m.astype(np.float64))  # may round up to the next power of two; corrected below
+    _, e = np.frexp(m.astype(np.float64))
     e = e.astype(np.int64)
-    below = m < np.left_shift(np.int64(1), np.maximum(e - 1, 0))
-    return np.where(m == 0, 0, np.where(below, e - 1, e))
+    if m.size and m.max() < 2**53:  # the float conversion was exact
+        return e
+    below = m < np.left_shift(np.int64(1), np.maximum(e - 1, 0))  # it rounded up to a power of two
+    return np.where(below, e - 1, e)
 
 
 def rq(v, e_in, bits: int):
@@ -61,7 +62,7 @@ def rq(v, e_in, bits: int):
     s = np.maximum(bitlen(np.abs(v).max(axis=-1)) - (bits - 1), 0)
     half = np.where(s > 0, np.left_shift(np.int64(1), np.maximum(s - 1, 0)), 0)
     m = np.right_shift(v + half[..., None], s[..., None])
-    return np.clip(m, -lim, lim), np.asarray(e_in, dtype=np.int64) + s
+    return np.minimum(np.maximum(m, -lim), lim), np.asarray(e_in, dtype=np.int64) + s
 
 
 def blocks(v):
