@@ -1,0 +1,152 @@
+"""Seeded synthetic Llama models written as real GGUF files (gguf.GGUFWriter).
+
+One loader then serves real and synthetic models. Weights are drawn from a
+seeded normal distribution scaled by 1/sqrt(fan_in) and quantized with
+gguf's own quantizer, so every quant type goes through the real block layout.
+The tokenizer is a byte-level BPE: the 256 byte symbols, then merges of
+letter pairs until the vocabulary is full, then two control tokens.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from gguf import GGMLQuantizationType as QT
+from gguf import GGUFWriter, quantize
+from tokenizers import pre_tokenizers
+
+from .errors import HardwireError
+from .gguf_model import BLOCK
+
+QUANTS = {"q8_0": QT.Q8_0, "q4_0": QT.Q4_0, "q4_1": QT.Q4_1, "f32": QT.F32}
+CONTROL_TOKENS = ("<|im_start|>", "<|im_end|>")
+MIN_VOCAB = 256 + len(CONTROL_TOKENS)
+
+
+@dataclass(frozen=True)
+class SynthSpec:
+    layers: int = 2
+    d_model: int = 64
+    d_ffn: int = 128
+    heads: int = 2
+    kv_heads: int = 1
+    vocab: int = 300
+    context: int = 64
+    embed_quant: str = "q8_0"
+    attn_quant: str = "q4_1"
+    ffn_quant: str = "q4_1"
+    output_quant: str | None = None  # None: the LM head is tied to the embedding
+    rope_theta: float = 10000.0
+    rms_eps: float = 1e-5
+    seed: int = 0
+
+    def check(self) -> None:
+        for name in ("layers", "d_model", "d_ffn", "heads", "kv_heads", "vocab", "context"):
+            if getattr(self, name) < 1:
+                raise HardwireError(f"--{name.replace('_', '-')} must be at least 1")
+        for name in ("d_model", "d_ffn"):
+            if getattr(self, name) % BLOCK:
+                raise HardwireError(f"--{name.replace('_', '-')}={getattr(self, name)} is not divisible "
+                                    f"by the block size {BLOCK}")
+        if self.d_model % self.heads or self.heads % self.kv_heads:
+            raise HardwireError(f"heads do not divide evenly: d_model={self.d_model}, heads={self.heads}, "
+                                f"kv_heads={self.kv_heads}")
+        if (self.d_model // self.heads) % BLOCK:
+            raise HardwireError(f"head_dim={self.d_model // self.heads} is not a multiple of {BLOCK}")
+        if self.vocab < MIN_VOCAB:
+            raise HardwireError(f"--vocab={self.vocab} is below {MIN_VOCAB} (256 byte tokens + 2 control)")
+        for name in ("embed_quant", "attn_quant", "ffn_quant", "output_quant"):
+            value = getattr(self, name)
+            if value is not None and value not in QUANTS:
+                raise HardwireError(f"--{name.replace('_', '-')} {value} is not one of {', '.join(QUANTS)}")
+
+
+def byte_level_vocab(vocab: int) -> tuple[list[str], list[str]]:
+    """(tokens, merges) of a deterministic byte-level BPE with exactly `vocab` tokens."""
+    tokens, merges = sorted(pre_tokenizers.ByteLevel.alphabet()), []
+    wanted = vocab - len(CONTROL_TOKENS)
+    letters = "etaoinshrdlucmfwypvbgkjqxz"
+    lefts = itertools.chain(letters, (a + b for a in letters for b in letters))  # pairs, then triples
+    for left, right in itertools.product(lefts, letters):
+        if len(tokens) >= wanted:
+            break
+        merges.append(f"{left} {right}")
+        tokens.append(left + right)
+    if len(tokens) < wanted:
+        raise HardwireError(f"--vocab={vocab} is above the synthetic tokenizer's {len(tokens) + 2}")
+    return tokens + list(CONTROL_TOKENS), merges
+
+
+def write_synthetic(spec: SynthSpec, out: Path) -> Path:
+    spec.check()
+    rng = np.random.default_rng(spec.seed)
+    head_dim = spec.d_model // spec.heads
+    kv_dim = spec.kv_heads * head_dim
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    w = GGUFWriter(str(tmp), "llama")
+    w.add_name(f"synthetic-{spec.layers}x{spec.d_model}-seed{spec.seed}")
+    w.add_block_count(spec.layers)
+    w.add_context_length(spec.context)
+    w.add_embedding_length(spec.d_model)
+    w.add_feed_forward_length(spec.d_ffn)
+    w.add_head_count(spec.heads)
+    w.add_head_count_kv(spec.kv_heads)
+    w.add_rope_freq_base(spec.rope_theta)
+    w.add_rope_dimension_count(head_dim)
+    w.add_layer_norm_rms_eps(spec.rms_eps)
+    w.add_vocab_size(spec.vocab)
+    _add_tokenizer(w, spec.vocab)
+
+    def linear(name: str, rows: int, cols: int, quant: str) -> None:
+        data = rng.standard_normal((rows, cols)).astype(np.float32) / np.sqrt(cols)
+        _add(w, name, data, QUANTS[quant])
+
+    def gains(name: str, n: int) -> None:
+        w.add_tensor(name, (1.0 + 0.1 * rng.standard_normal(n)).astype(np.float32))
+
+    embed = (0.5 * rng.standard_normal((spec.vocab, spec.d_model))).astype(np.float32)
+    _add(w, "token_embd.weight", embed, QUANTS[spec.embed_quant])
+    for i in range(spec.layers):
+        b = f"blk.{i}."
+        gains(b + "attn_norm.weight", spec.d_model)
+        linear(b + "attn_q.weight", spec.d_model, spec.d_model, spec.attn_quant)
+        linear(b + "attn_k.weight", kv_dim, spec.d_model, spec.attn_quant)
+        linear(b + "attn_v.weight", kv_dim, spec.d_model, spec.attn_quant)
+        linear(b + "attn_output.weight", spec.d_model, spec.d_model, spec.attn_quant)
+        gains(b + "ffn_norm.weight", spec.d_model)
+        linear(b + "ffn_gate.weight", spec.d_ffn, spec.d_model, spec.ffn_quant)
+        linear(b + "ffn_up.weight", spec.d_ffn, spec.d_model, spec.ffn_quant)
+        linear(b + "ffn_down.weight", spec.d_model, spec.d_ffn, spec.ffn_quant)
+    gains("output_norm.weight", spec.d_model)
+    if spec.output_quant is not None:
+        linear("output.weight", spec.vocab, spec.d_model, spec.output_quant)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    tmp.replace(out)
+    return out
+
+
+def _add(w: GGUFWriter, name: str, data: np.ndarray, qtype: QT) -> None:
+    if qtype == QT.F32:
+        w.add_tensor(name, data)
+    else:
+        w.add_tensor(name, quantize(data, qtype), raw_dtype=qtype)
+
+
+def _add_tokenizer(w: GGUFWriter, vocab: int) -> None:
+    tokens, merges = byte_level_vocab(vocab)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(tokens)
+    w.add_token_types([3 if t in CONTROL_TOKENS else 1 for t in tokens])
+    w.add_token_merges(merges)
+    w.add_bos_token_id(tokens.index(CONTROL_TOKENS[0]))
+    w.add_eos_token_id(tokens.index(CONTROL_TOKENS[1]))
+    w.add_add_bos_token(False)

@@ -1,0 +1,140 @@
+"""The `hardwire` command.
+
+Exit codes: 0 success; 1 a verification mismatch (the chip and the golden
+reference disagree); 2 bad input or an unsatisfiable request, with a one-line
+error on stderr; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .console import Console
+from .golden.errors import HardwireError
+
+EXIT_OK, EXIT_MISMATCH, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EPILOG = "exit codes: 0 ok, 1 verification mismatch, 2 bad input (one-line error), 130 interrupted"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    console = Console(json_mode=getattr(args, "json", False))
+    try:
+        return args.handler(args, console) or EXIT_OK
+    except HardwireError as exc:
+        console.error(str(exc))
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        console.error("interrupted")
+        return EXIT_INTERRUPTED
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="hardwire",
+        description="Print a quantized Llama-family LLM onto a mask-programmable chip and prove it bit-exact.",
+        epilog=EPILOG,
+    )
+    parser.add_argument("--version", action="version", version=f"hardwire {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_synth(sub)
+    _add_eval(sub)
+    return parser
+
+
+def _model_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="smollm2-135m",
+                   help="a shipped model name (smollm2-135m) or a path to a llama GGUF file (default: %(default)s)")
+
+
+def _json_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON only")
+
+
+# --- synth -----------------------------------------------------------------------------------------
+
+def _add_synth(sub) -> None:
+    from .golden.synth import QUANTS, SynthSpec
+
+    d = SynthSpec()
+    p = sub.add_parser("synth", help="write a seeded synthetic Llama model as a GGUF file",
+                       description="Write a seeded synthetic Llama model as a real GGUF file.", epilog=EPILOG)
+    p.add_argument("--out", required=True, type=Path, help="the GGUF file to write")
+    for name, help_text in (("layers", "transformer layers"), ("d_model", "model width (multiple of 32)"),
+                            ("d_ffn", "FFN width (multiple of 32)"), ("heads", "query heads"),
+                            ("kv_heads", "KV heads (divides heads)"), ("vocab", "vocabulary size (>= 258)"),
+                            ("context", "context length"), ("seed", "random seed")):
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int, default=getattr(d, name),
+                       help=f"{help_text} (default: %(default)s)")
+    choices = sorted(QUANTS)
+    for name in ("embed_quant", "attn_quant", "ffn_quant"):
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, choices=choices, default=getattr(d, name),
+                       help="quant type of this tensor class (default: %(default)s)")
+    p.add_argument("--output-quant", choices=choices, default=None,
+                   help="write an untied LM head of this quant type (default: tied to the embedding)")
+    p.add_argument("--rope-theta", type=float, default=d.rope_theta, help="RoPE base (default: %(default)s)")
+    _json_arg(p)
+    p.set_defaults(handler=_run_synth)
+
+
+def _run_synth(args, console: Console) -> int:
+    from .golden.synth import SynthSpec, write_synthetic
+
+    fields = SynthSpec.__dataclass_fields__
+    spec = SynthSpec(**{k: v for k, v in vars(args).items() if k in fields})
+    path = write_synthetic(spec, args.out)
+    console.result({"out": str(path), **{k: getattr(spec, k) for k in fields}},
+                   title=f"wrote {path}")
+    return EXIT_OK
+
+
+# --- eval ------------------------------------------------------------------------------------------
+
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="perplexity and top-1 agreement of the integer spec against float",
+                       description="Run the float and the integer reference over a text and compare them.",
+                       epilog=EPILOG)
+    _model_arg(p)
+    p.add_argument("--text", type=Path, default=None,
+                   help="an English text file (default: the shipped evaluation text)")
+    p.add_argument("--tokens", type=int, default=1024, help="tokens of the text to evaluate (default: %(default)s)")
+    _json_arg(p)
+    p.set_defaults(handler=_run_eval)
+
+
+def _run_eval(args, console: Console) -> int:
+    from .golden.evaluate import evaluate, tokens_for_eval
+    from .golden.gguf_model import load_model
+
+    text = _read_text(args.text)
+    model = load_model(console.fetch_model(args.model))
+    ids = tokens_for_eval(model, text, args.tokens)
+    with console.progress("evaluating float and integer paths", total=len(ids)) as advance:
+        result = evaluate(model, ids, progress=advance)
+    console.result(result.as_dict(), title=f"eval of {args.model} over {len(ids)} tokens")
+    return EXIT_OK
+
+
+def _read_text(path: Path | None) -> str:
+    if path is None:
+        from importlib.resources import files
+
+        return files("hardwire.golden").joinpath("data/eval_en.txt").read_text(encoding="utf-8")
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise HardwireError(f"text file {path} does not exist") from None
+    except UnicodeDecodeError:
+        raise HardwireError(f"text file {path} is not UTF-8") from None
+    except IsADirectoryError:
+        raise HardwireError(f"text file {path} is a directory") from None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
