@@ -16,11 +16,11 @@ import numpy as np
 from . import spec
 from .errors import HardwireError
 from .gguf_model import Model, QuantTensor
-from .spec import ACC_BITS, ACC_FRAC, BLOCK, blocks, floor_shift, rq, sat
+from .spec import ACC_BITS, ACC_FRAC, ACT_BITS, ACT_MAX, BLOCK, blocks, floor_shift, rq, sat
 
 EXACT_F64 = 2.0**53
 
-# A tap is (mantissas, exponents): B8 taps carry one exponent per block, ACC taps None.
+# A tap is (mantissas, exponents): B16 taps carry one exponent per block, ACC taps None.
 Tap = tuple[np.ndarray, "np.ndarray | None"]
 
 
@@ -58,16 +58,25 @@ class IntTensor:
         """Undo the row stacking of a (T, rows) result."""
         return np.split(y, self.splits, axis=-1)
 
-    def matmul(self, am: np.ndarray, ae: np.ndarray) -> np.ndarray:
-        """B8 activations (T, cols) mantissas, (T, nb) exponents -> ACC (T, rows)."""
+    def block_sums(self, am: np.ndarray) -> np.ndarray:
+        """S = sum_j q_j a_j per (block, row, position), exact, as float64 (nb, rows, T)."""
         T = am.shape[0]
-        a3 = am.reshape(T, self.nb, BLOCK)
-        s = np.matmul(self.codes, a3.transpose(1, 2, 0).astype(np.float32))  # (nb, rows, T)
-        asum = a3.sum(axis=-1).T if self.cm is not None else None  # (nb, T)
+        a = am.reshape(T, self.nb, BLOCK).transpose(1, 2, 0)  # (nb, 32, T)
+        if self.max_code * ACT_MAX * BLOCK < 2**24:  # float32 BLAS sums are exact
+            return np.matmul(self.codes, a.astype(np.float32)).astype(np.float64)
+        # split a = 256 hi + lo so that each half's sums are exact in float32; one pass over the codes
+        halves = np.concatenate([a >> 8, a & 0xFF], axis=-1).astype(np.float32)
+        s = np.matmul(self.codes, halves).astype(np.float64)
+        return s[..., :T] * 256.0 + s[..., T:]
+
+    def matmul(self, am: np.ndarray, ae: np.ndarray) -> np.ndarray:
+        """B16 activations (T, cols) mantissas, (T, nb) exponents -> ACC (T, rows)."""
+        T = am.shape[0]
+        s64 = self.block_sums(am)  # (nb, rows, T)
+        asum = am.reshape(T, self.nb, BLOCK).sum(axis=-1).T if self.cm is not None else None  # (nb, T)
         scale = np.exp2(ae.T.astype(np.float64))[:, None, :]  # (nb, 1, T)
-        term_bound = (self.cd_peak * self.max_code + self.cm_peak) * 127 * BLOCK * scale.max()
+        term_bound = (self.cd_peak * self.max_code + self.cm_peak) * ACT_MAX * BLOCK * scale.max()
         if term_bound * self.nb < EXACT_F64 and term_bound < 2.0 ** (spec.TERM_BITS - 1):
-            s64 = s.astype(np.float64)
             s64 *= scale
             if self.ed_min + int(ae.min()) + ACC_FRAC >= 0:  # every term is whole: no floor needed
                 y = np.einsum("brt,br->rt", s64, self.cd)
@@ -78,7 +87,7 @@ class IntTensor:
                 y += np.floor(self.cm[:, :, None] * (asum[:, None, :] * scale)).sum(axis=0)
             y = y.astype(np.int64)
         else:
-            y = self._terms_exact(s.astype(np.int64), asum, ae.T).sum(axis=0)
+            y = self._terms_exact(s64.astype(np.int64), asum, ae.T).sum(axis=0)
         return sat(y.T, ACC_BITS)
 
     def matmul_exact(self, am: np.ndarray, ae: np.ndarray) -> np.ndarray:
@@ -90,25 +99,17 @@ class IntTensor:
         return sat(self._terms_exact(s, asum, ae.T).sum(axis=0).T, ACC_BITS)
 
     def _terms_exact(self, s, asum, e):
-        terms = _term(self.md[:, :, None] * s, self.ed[:, :, None] + e[:, None, :] + ACC_FRAC)
+        terms = spec.sat_shift(self.md[:, :, None] * s, self.ed[:, :, None] + e[:, None, :] + ACC_FRAC,
+                               spec.TERM_BITS)
         if asum is not None:
-            terms = terms + _term(self.mm[:, :, None] * asum[:, None, :],
-                                  self.em[:, :, None] + e[:, None, :] + ACC_FRAC)
+            terms = terms + spec.sat_shift(self.mm[:, :, None] * asum[:, None, :],
+                                           self.em[:, :, None] + e[:, None, :] + ACC_FRAC, spec.TERM_BITS)
         return terms
-
-
-def _term(p: np.ndarray, shift: np.ndarray) -> np.ndarray:
-    """floor_shift(p, shift) saturated to TERM_BITS without int64 overflow."""
-    room = spec.TERM_BITS - 1 - spec.bitlen(np.abs(p))
-    over = (shift > room) & (p != 0)
-    limit = (1 << (spec.TERM_BITS - 1)) - 1
-    shifted = floor_shift(p, np.where(over, 0, shift))  # not over: the result fits TERM_BITS
-    return np.where(over, np.where(p < 0, -limit - 1, limit), shifted)
 
 
 @dataclass
 class KVCache:
-    """B8 keys (after RoPE) and values per layer, for `capacity` positions."""
+    """B16 keys (after RoPE) and values per layer, for `capacity` positions."""
 
     k: np.ndarray  # (L, P, kv_dim) int64 mantissas
     ke: np.ndarray  # (L, P, kv_dim // 32) exponents
@@ -189,7 +190,7 @@ class IntModel:
         t = floor_shift(ss, -2 * j)
         r = self.rsqrt[(t >> 21) - 512]
         y = x16 * blocks(G) * r[:, None, None]
-        m, e = rq(y, ex + e_g - 31 - (j + top)[:, None], 8)
+        m, e = rq(y, ex + e_g - 31 - (j + top)[:, None], ACT_BITS)
         return m.reshape(x.shape), e
 
     def rope(self, acc: np.ndarray, positions: np.ndarray, heads: int) -> tuple[np.ndarray, np.ndarray]:
@@ -202,7 +203,7 @@ class IntModel:
         out = np.empty_like(u)
         out[..., 0::2] = a * c - b * s
         out[..., 1::2] = a * s + b * c
-        m, e2 = rq(blocks(out.reshape(T, -1)), e - spec.ROPE_FRAC, 8)
+        m, e2 = rq(blocks(out.reshape(T, -1)), e - spec.ROPE_FRAC, ACT_BITS)
         return m.reshape(T, -1), e2
 
     def silu_gate(self, gate: np.ndarray, up: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -211,11 +212,11 @@ class IntModel:
         half = spec.SIGMOID_ENTRIES // 2
         k = np.clip(floor_shift(g16, eg[..., None] + spec.SIGMOID_GRID_FRAC) + half, 0, spec.SIGMOID_ENTRIES - 1)
         y = g16 * self.sigmoid[k] * u16
-        m, e = rq(y, eg + eu - spec.SIGMOID_FRAC, 8)
+        m, e = rq(y, eg + eu - spec.SIGMOID_FRAC, ACT_BITS)
         return m.reshape(gate.shape), e
 
     def attention(self, q, qe, cache: KVCache, layer: int, positions: np.ndarray):
-        """q: (T, d_model) B8 after RoPE; the cache already holds these positions."""
+        """q: (T, d_model) B16 after RoPE; the cache already holds these positions."""
         cfg = self.cfg
         T, hd, nkv = len(positions), cfg.head_dim, cfg.n_kv_heads
         nbh, n_keys = hd // BLOCK, int(positions[-1]) + 1
@@ -229,17 +230,17 @@ class IntModel:
         visible = np.repeat(np.arange(n_keys)[None, :] <= positions[:, None], cfg.group, axis=0)  # causal
         w = self._softmax_weights(qh, qhe, k, ke, visible)  # (nkv, T*group, S)
         o = self._weighted_values(w, v, ve)  # (nkv, T*group, hd) at 2**-48
-        m, e = rq(blocks(o), -spec.ATTN_OUT_FRAC, 8)
+        m, e = rq(blocks(o), -spec.ATTN_OUT_FRAC, ACT_BITS)
         m = m.reshape(nkv, T, cfg.group * hd).transpose(1, 0, 2).reshape(T, -1)
         e = e.reshape(nkv, T, cfg.group * nbh).transpose(1, 0, 2).reshape(T, -1)
         return m, e
 
     def _softmax_weights(self, qh, qhe, k, ke, visible):
         """Section 7 steps 1-3 for (heads, Q, ...) queries against (heads, S, ...) keys."""
-        d = np.matmul(qh.transpose(0, 2, 1, 3).astype(np.float32),
-                      k.transpose(0, 2, 3, 1).astype(np.float32)).astype(np.int64)  # (h, nbh, Q, S), exact
+        d = np.matmul(qh.transpose(0, 2, 1, 3).astype(np.float64),
+                      k.transpose(0, 2, 3, 1).astype(np.float64)).astype(np.int64)  # (h, nbh, Q, S), < 2**35
         shift = qhe.transpose(0, 2, 1)[..., None] + ke.transpose(0, 2, 1)[:, :, None, :] + spec.SCORE_FRAC
-        s = floor_shift(d, shift).sum(axis=1)  # (h, Q, S)
+        s = sat(spec.sat_shift(d, shift, spec.SCORE_BITS).sum(axis=1), spec.SCORE_BITS)  # (h, Q, S)
         s = floor_shift(s * self.attn_scale, -15)
         top = np.where(visible, s, np.iinfo(np.int64).min).max(axis=-1, keepdims=True)
         u = -floor_shift((np.where(visible, s, top) - top) * spec.LOG2E_Q, -15)
@@ -250,13 +251,13 @@ class IntModel:
 
     @staticmethod
     def _weighted_values(w, v, ve):
-        """Section 7 step 4: w (h, Q, S) Q0.24 weights, v (h, S, hd) B8 values."""
+        """Section 7 step 4: w (h, Q, S) Q0.24 weights, v (h, S, hd) B16 values."""
         shift = np.repeat(ve + 24, BLOCK, axis=-1)  # (h, S, hd), >= 0 by construction
         top = int(shift.max(initial=0))
-        if top <= 24 - 2:
-            # sum_t w_t <= 2**24 and |v| < 2**7: every product and partial sum is whole and below 2**53
+        # sum_t w_t <= 2**24 and |v| < 2**15, so |sum| < 2**(39 + top)
+        if top <= 53 - 39:  # every product and partial sum is whole and below 2**53
             return np.matmul(w.astype(np.float64), v * np.exp2(shift)).astype(np.int64)
-        if top <= 31:  # |w v 2**shift| < 2**62 and so is the sum: int64 is exact
+        if top <= 63 - 39:  # below 2**63: int64 is exact
             return np.einsum("hqs,hsd->hqd", w, v << shift)
         exact = np.einsum("hqs,hsd->hqd", w.astype(object), v.astype(object) * (2 ** shift.astype(object)))
         return np.clip(exact, -(1 << 63), (1 << 63) - 1).astype(np.int64)
@@ -296,7 +297,7 @@ class IntModel:
         q_acc, k_acc, v_acc = L["qkv"].split(L["qkv"].matmul(h, he))
         q, qe = self.rope(q_acc, pos, nh)
         k, ke = self.rope(k_acc, pos, nkv)
-        v, ve = rq(blocks(v_acc), -ACC_FRAC, 8)
+        v, ve = rq(blocks(v_acc), -ACC_FRAC, ACT_BITS)
         v = v.reshape(len(pos), -1)
         tap(li, "q", pos, q, qe)
         tap(li, "k", pos, k, ke)

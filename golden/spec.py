@@ -13,6 +13,8 @@ import numpy as np
 from .errors import HardwireError
 
 BLOCK = 32
+ACT_BITS = 16  # section 1: B16 mantissas, for activations and the KV cache alike
+ACT_MAX = (1 << (ACT_BITS - 1)) - 1
 ACC_BITS, ACC_FRAC = 48, 24  # section 1
 TERM_BITS = 54  # section 3: a block term saturates here; 512 terms still fit 64 bits
 MAX_BLOCKS_PER_ROW = 512
@@ -20,7 +22,7 @@ NORM_GAIN_BITS = 24  # section 5
 RMS_EPS_FRAC = 64
 RSQRT_INDEX_BITS = 11  # t >> 21 indexes [512, 2048)
 ROPE_FRAC = 14  # section 6
-SCORE_FRAC = 16  # section 7
+SCORE_FRAC, SCORE_BITS = 16, 40  # section 7
 ATTN_OUT_FRAC = 48
 LOG2E_Q = round(math.log2(math.e) * 2**15)
 EXP2_LUT_BITS = 10
@@ -37,6 +39,16 @@ def floor_shift(v, s):
     up = np.maximum(s, 0)
     down = np.minimum(up - s, 63)  # max(-s, 0); a shift of 63 already gives 0 or -1
     return (v << up) >> down
+
+
+def sat_shift(v, s, bits: int):
+    """sat(floor_shift(v, s), bits), computed without int64 overflow for any s."""
+    v = np.asarray(v, dtype=np.int64)
+    room = bits - 1 - bitlen(np.abs(v))
+    over = (s > room) & (v != 0)
+    shifted = floor_shift(v, np.where(over, 0, s))  # not over: the result fits `bits`
+    limit = (1 << (bits - 1)) - 1
+    return np.where(over, np.where(v < 0, -limit - 1, limit), sat(shifted, bits))
 
 
 def sat(v, bits: int):

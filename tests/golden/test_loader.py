@@ -1,0 +1,109 @@
+"""The GGUF loader: every supported quant type in block form, and every kind of bad file refused."""
+
+from __future__ import annotations
+
+import gguf
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType as QT
+from gguf import GGUFWriter
+
+from hardwire.golden import synth
+from hardwire.golden.errors import HardwireError
+from hardwire.golden.gguf_model import load_model
+from hardwire.golden.synth import SynthSpec, write_synthetic
+
+LINEARS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
+
+
+@pytest.mark.parametrize("quant", ["q8_0", "q4_0", "q4_1"])
+def test_block_decoding_equals_gguf_dequantize(tmp_path, quant):
+    path = write_synthetic(SynthSpec(embed_quant=quant, attn_quant=quant, ffn_quant=quant, output_quant=quant,
+                                     seed=3), tmp_path / f"{quant}.gguf")
+    model = load_model(path)
+    tensors = {t.name: t for t in gguf.GGUFReader(path).tensors}
+    for i, layer in enumerate(model.layers):
+        for gguf_name, ours in zip(LINEARS, (layer.wq, layer.wk, layer.wv, layer.wo,
+                                             layer.w_gate, layer.w_up, layer.w_down), strict=True):
+            t = tensors[f"blk.{i}.{gguf_name}.weight"]
+            assert t.tensor_type == synth.QUANTS[quant]
+            np.testing.assert_array_equal(ours.dequantize(), gguf.dequantize(t.data, t.tensor_type))
+    for name, ours in (("token_embd.weight", model.embed), ("output.weight", model.lm_head)):
+        t = tensors[name]
+        np.testing.assert_array_equal(ours.dequantize(), gguf.dequantize(t.data, t.tensor_type))
+
+
+def test_config_from_metadata(tmp_path):
+    spec = SynthSpec(layers=3, d_model=96, d_ffn=160, heads=3, kv_heads=1, vocab=333, context=48, seed=1)
+    cfg = load_model(write_synthetic(spec, tmp_path / "m.gguf")).config
+    assert (cfg.n_layers, cfg.d_model, cfg.d_ffn, cfg.n_heads, cfg.n_kv_heads, cfg.vocab, cfg.context) == \
+        (3, 96, 160, 3, 1, 333, 48)
+    assert cfg.head_dim == 32 and cfg.group == 3
+
+
+def test_tied_head_is_the_embedding(synth_model):
+    assert synth_model.lm_head is synth_model.embed
+
+
+def test_codes_stay_quantized(synth_model):
+    wq = synth_model.layers[0].wq
+    assert wq.q.dtype == np.int8 and wq.d_bits.dtype == np.uint16
+    assert wq.q.min() >= 0 and wq.q.max() <= 15  # Q4_1 nibbles
+
+
+def test_real_model_shape(smollm2):
+    cfg = smollm2.config
+    assert (cfg.n_layers, cfg.d_model, cfg.d_ffn, cfg.n_heads, cfg.n_kv_heads, cfg.vocab) == \
+        (30, 576, 1536, 9, 3, 49152)
+    assert smollm2.embed.qtype == QT.Q8_0 and smollm2.layers[0].wq.qtype == QT.Q4_1
+
+
+# --- bad input -------------------------------------------------------------------------------------
+
+def test_not_gguf(tmp_path):
+    p = tmp_path / "x.gguf"
+    p.write_bytes(b"this is text, not a model")
+    with pytest.raises(HardwireError, match="not a GGUF file"):
+        load_model(p)
+
+
+@pytest.mark.parametrize("fraction", [0.05, 0.5, 0.99])
+def test_truncated(tmp_path, synth_model_path, fraction):
+    data = synth_model_path.read_bytes()
+    p = tmp_path / "cut.gguf"
+    p.write_bytes(data[: int(len(data) * fraction)])
+    with pytest.raises(HardwireError, match="truncated or corrupt"):
+        load_model(p)
+
+
+def _metadata_only(path, arch="llama", d_model=64):
+    w = GGUFWriter(str(path), arch)
+    w.add_block_count(1)
+    w.add_context_length(16)
+    w.add_embedding_length(d_model)
+    w.add_feed_forward_length(128)
+    w.add_head_count(2)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_vocab_size(300)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def test_other_architecture(tmp_path):
+    with pytest.raises(HardwireError, match="architecture 'gpt2' is not supported"):
+        load_model(_metadata_only(tmp_path / "g.gguf", arch="gpt2"))
+
+
+def test_dims_not_divisible_by_block(tmp_path):
+    with pytest.raises(HardwireError, match="d_model=48 is not divisible by the block size 32"):
+        load_model(_metadata_only(tmp_path / "d.gguf", d_model=48))
+
+
+def test_unsupported_quant_is_named(tmp_path, monkeypatch):
+    monkeypatch.setitem(synth.QUANTS, "q5_0", QT.Q5_0)
+    path = write_synthetic(SynthSpec(ffn_quant="q5_0"), tmp_path / "q5.gguf")
+    with pytest.raises(HardwireError, match="unsupported quant type Q5_0"):
+        load_model(path)
