@@ -58,36 +58,41 @@ class IntTensor:
         """Undo the row stacking of a (T, rows) result."""
         return np.split(y, self.splits, axis=-1)
 
-    def block_sums(self, am: np.ndarray) -> np.ndarray:
-        """S = sum_j q_j a_j per (block, row, position), exact, as float64 (nb, rows, T)."""
+    def block_sums(self, am: np.ndarray, scale: np.ndarray | None = None) -> np.ndarray:
+        """S = sum_j q_j a_j per (block, row, position), times `scale` (nb, 1, T) if given.
+
+        Exact: scaling every activation of a block by the same power of two scales
+        its float sums exactly. Returns float32 or float64 (nb, rows, T).
+        """
         T = am.shape[0]
         a = am.reshape(T, self.nb, BLOCK).transpose(1, 2, 0)  # (nb, 32, T)
         if self.max_code * ACT_MAX * BLOCK < 2**24:  # float32 BLAS sums are exact
-            return np.matmul(self.codes, a.astype(np.float32)).astype(np.float64)
+            a32 = a.astype(np.float32)
+            return np.matmul(self.codes, a32 if scale is None else a32 * scale.astype(np.float32))
         # split a = 256 hi + lo so that each half's sums are exact in float32; one pass over the codes
         halves = np.concatenate([a >> 8, a & 0xFF], axis=-1).astype(np.float32)
+        if scale is not None:
+            halves *= np.concatenate([scale, scale], axis=-1).astype(np.float32)
         s = np.matmul(self.codes, halves).astype(np.float64)
         return s[..., :T] * 256.0 + s[..., T:]
 
     def matmul(self, am: np.ndarray, ae: np.ndarray) -> np.ndarray:
         """B16 activations (T, cols) mantissas, (T, nb) exponents -> ACC (T, rows)."""
         T = am.shape[0]
-        s64 = self.block_sums(am)  # (nb, rows, T)
         asum = am.reshape(T, self.nb, BLOCK).sum(axis=-1).T if self.cm is not None else None  # (nb, T)
         scale = np.exp2(ae.T.astype(np.float64))[:, None, :]  # (nb, 1, T)
         term_bound = (self.cd_peak * self.max_code + self.cm_peak) * ACT_MAX * BLOCK * scale.max()
-        if term_bound * self.nb < EXACT_F64 and term_bound < 2.0 ** (spec.TERM_BITS - 1):
-            s64 *= scale
-            if self.ed_min + int(ae.min()) + ACC_FRAC >= 0:  # every term is whole: no floor needed
-                y = np.einsum("brt,br->rt", s64, self.cd)
-            else:
-                s64 *= self.cd[:, :, None]
-                y = np.floor(s64, out=s64).sum(axis=0)
-            if asum is not None:
-                y += np.floor(self.cm[:, :, None] * (asum[:, None, :] * scale)).sum(axis=0)
-            y = y.astype(np.int64)
+        in_float_range = int(ae.min()) > -100  # scaled activations stay normal float32 numbers
+        if term_bound * self.nb < EXACT_F64 and term_bound < 2.0 ** (spec.TERM_BITS - 1) and in_float_range:
+            terms = np.multiply(self.block_sums(am, scale), self.cd[:, :, None], dtype=np.float64)
+            if self.ed_min + int(ae.min()) + ACC_FRAC < 0:  # some terms have fractions: floor them
+                np.floor(terms, out=terms)
+            if asum is not None:  # Q4_1's offset term, floored on its own
+                offsets = np.multiply(self.cm[:, :, None], asum[:, None, :] * scale)
+                terms += np.floor(offsets, out=offsets)
+            y = terms.sum(axis=0).astype(np.int64)
         else:
-            y = self._terms_exact(s64.astype(np.int64), asum, ae.T).sum(axis=0)
+            y = self._terms_exact(self.block_sums(am).astype(np.int64), asum, ae.T).sum(axis=0)
         return sat(y.T, ACC_BITS)
 
     def matmul_exact(self, am: np.ndarray, ae: np.ndarray) -> np.ndarray:

@@ -72,8 +72,8 @@ def rq(v, e_in, bits: int):
     v = np.asarray(v, dtype=np.int64)
     lim = (1 << (bits - 1)) - 1
     s = np.maximum(bitlen(np.abs(v).max(axis=-1)) - (bits - 1), 0)
-    half = np.where(s > 0, np.left_shift(np.int64(1), np.maximum(s - 1, 0)), 0)
-    m = np.right_shift(v + half[..., None], s[..., None])
+    half = (1 << s) >> 1  # 2**(s-1), or 0 when s == 0
+    m = (v + half[..., None]) >> s[..., None]
     return np.minimum(np.maximum(m, -lim), lim), np.asarray(e_in, dtype=np.int64) + s
 
 
