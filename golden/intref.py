@@ -299,10 +299,11 @@ class IntModel:
         nh, nkv = self.cfg.n_heads, self.cfg.n_kv_heads
         h, he = self.rmsnorm(x, L["attn_norm"])
         tap(li, "attn_norm", pos, h, he)
-        q_acc, k_acc, v_acc = L["qkv"].split(L["qkv"].matmul(h, he))
-        q, qe = self.rope(q_acc, pos, nh)
-        k, ke = self.rope(k_acc, pos, nkv)
-        v, ve = rq(blocks(v_acc), -ACC_FRAC, ACT_BITS)
+        d, kv = self.cfg.d_model, nkv * self.cfg.head_dim
+        qkv = L["qkv"].matmul(h, he)
+        qk, qke = self.rope(qkv[:, :d + kv], pos, nh + nkv)  # Q and K heads rotate alike
+        q, k, qe, ke = qk[:, :d], qk[:, d:], qke[:, :d // BLOCK], qke[:, d // BLOCK:]
+        v, ve = rq(blocks(qkv[:, d + kv:]), -ACC_FRAC, ACT_BITS)
         v = v.reshape(len(pos), -1)
         tap(li, "q", pos, q, qe)
         tap(li, "k", pos, k, ke)
