@@ -39,7 +39,7 @@ class IntTensor:
             raise HardwireError(f"rows of {nb * BLOCK} elements exceed the {spec.MAX_BLOCKS_PER_ROW * BLOCK} limit")
         # codes as float32 (nb, rows, 32): block sums |S| < 2**19 are exact in float32 BLAS
         self.codes = np.ascontiguousarray(q.transpose(1, 0, 2), dtype=np.float32)
-        self.max_code = int(np.abs(q).max(initial=0))
+        self.max_code = int(np.abs(q.astype(np.int16)).max(initial=0))  # |-128| overflows int8
         self.md, self.ed = (x.T.copy() for x in spec.fp16_parts(np.concatenate([p.d_bits for p in parts])))
         self.cd = self.md * np.exp2(self.ed + ACC_FRAC)  # exact float64
         self.cd_peak = float(np.abs(self.cd).max(initial=0.0))
@@ -262,10 +262,10 @@ class IntModel:
         # sum_t w_t <= 2**24 and |v| < 2**15, so |sum| < 2**(39 + top)
         if top <= 53 - 39:  # every product and partial sum is whole and below 2**53
             return np.matmul(w.astype(np.float64), v * np.exp2(shift)).astype(np.int64)
-        if top <= 63 - 39:  # below 2**63: int64 is exact
+        if top <= 62 - 39:  # below 2**62: int64 is exact and no saturation can apply
             return np.einsum("hqs,hsd->hqd", w, v << shift)
         exact = np.einsum("hqs,hsd->hqd", w.astype(object), v.astype(object) * (2 ** shift.astype(object)))
-        return np.clip(exact, -(1 << 63), (1 << 63) - 1).astype(np.int64)
+        return sat(np.clip(exact, -(1 << 63), (1 << 63) - 1).astype(np.int64), spec.ATTN_OUT_BITS)
 
     # --- the forward pass ------------------------------------------------------------------------
 

@@ -16,14 +16,15 @@ BLOCK = 32
 ACT_BITS = 16  # section 1: B16 mantissas, for activations and the KV cache alike
 ACT_MAX = (1 << (ACT_BITS - 1)) - 1
 ACC_BITS, ACC_FRAC = 48, 24  # section 1
-TERM_BITS = 54  # section 3: a block term saturates here; 512 terms still fit 64 bits
+TERM_BITS = 52  # section 3: each shifted product saturates here; 2 x 512 of them fit 64 bits
 MAX_BLOCKS_PER_ROW = 512
 NORM_GAIN_BITS = 24  # section 5
 RMS_EPS_FRAC = 64
 RSQRT_INDEX_BITS = 11  # t >> 21 indexes [512, 2048)
 ROPE_FRAC = 14  # section 6
 SCORE_FRAC, SCORE_BITS = 16, 40  # section 7
-ATTN_OUT_FRAC = 48
+ATTN_OUT_FRAC, ATTN_OUT_BITS = 48, 63
+RQ_IN_BITS = 63  # section 1.1
 LOG2E_Q = round(math.log2(math.e) * 2**15)
 EXP2_LUT_BITS = 10
 SIGMOID_GRID_FRAC, SIGMOID_ENTRIES, SIGMOID_FRAC = 8, 8192, 15  # section 8
@@ -63,12 +64,15 @@ def bitlen(m):
     e = e.astype(np.int64)
     if m.size and m.max() < 2**53:  # the float conversion was exact
         return e
-    below = m < np.left_shift(np.int64(1), np.maximum(e - 1, 0))  # it rounded up to a power of two
-    return np.where(below, e - 1, e)
+    rounded_up = (m >> np.maximum(e - 1, 0)) == 0  # the conversion rounded up to a power of two
+    return np.where(m == 0, 0, np.where(rounded_up, e - 1, e))
 
 
 def rq(v, e_in, bits: int):
-    """Requantizer (section 1.1): int64 (..., nblocks, 32) -> (mantissas, per-block exponents)."""
+    """Requantizer (section 1.1): int64 (..., nblocks, 32) -> (mantissas, per-block exponents).
+
+    Inputs are at most RQ_IN_BITS wide, so |v| and v + half stay inside int64.
+    """
     v = np.asarray(v, dtype=np.int64)
     lim = (1 << (bits - 1)) - 1
     s = np.maximum(bitlen(np.abs(v).max(axis=-1)) - (bits - 1), 0)

@@ -1,0 +1,89 @@
+"""The sequencer's instruction set: fixed by the base grid, programmed by the metal.
+
+A program is a list of 128-bit microcode words in a via ROM. Each instruction
+streams blocks between the tile scratchpad (block-addressed: one entry holds
+32 words of 48 bits and an exponent) and one unit; a non-zero `tap` offers
+every block the instruction writes to the debug tap port under that op id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+from gguf import GGMLQuantizationType as QT
+from hardwire.golden.errors import HardwireError
+
+WORD_BITS = 128
+
+
+class Op(IntEnum):
+    END = 0  # stop; wait for the next token
+    RECV = 1  # dst <- n residual blocks from the upstream neighbour
+    SEND = 2  # n residual blocks from src -> the downstream neighbour
+    NORM = 3  # dst <- RMSNorm(src), gains at consts[rom]
+    MATMUL = 4  # dst <- W[rom] @ src: n input blocks, `groups` row groups of `lanes` rows, format `fmt`
+    ROPE = 5  # dst <- RoPE(src) over n blocks, `aux` blocks per head
+    RQ = 6  # dst <- rq(src, -24, 16) over n blocks
+    KVW = 7  # KV SRAM[position] <- K blocks at src, V blocks at src2, n blocks each
+    ATTN = 8  # dst <- attention(Q at src) over `groups` heads, `aux` KV heads
+    ADD = 9  # dst <- sat(src + src2, 48) over n blocks
+    SILU = 10  # dst <- silu(gate at src) * up at src2 over n blocks
+    EMBED = 11  # dst <- embedding row of the input token: n blocks from ROM region `rom`
+    ARGMAX = 12  # the output token <- argmax over the n logit blocks at src (lowest id on ties)
+
+
+# tap op ids; the names are the golden trace's op names (docs/numerics.md section 10)
+TAP_OPS = ("embed", "attn_norm", "q", "k", "v", "attn", "o", "resid_attn", "ffn_norm", "ffn_act",
+           "down", "resid_ffn", "final_norm", "logits", "argmax")
+TAP_ID = {name: i + 1 for i, name in enumerate(TAP_OPS)}
+TAP_NAME = {i + 1: name for i, name in enumerate(TAP_OPS)}
+
+FORMAT_CODE = {QT.Q8_0: 0, QT.Q4_0: 1, QT.Q4_1: 2}
+
+# (field, bits) from the least significant end of the word
+LAYOUT = (("op", 4), ("tap", 5), ("src", 12), ("src2", 12), ("dst", 12), ("n", 12),
+          ("groups", 16), ("rom", 24), ("fmt", 2), ("aux", 8))
+
+
+@dataclass(frozen=True)
+class Instr:
+    op: Op
+    tap: int = 0
+    src: int = 0
+    src2: int = 0
+    dst: int = 0
+    n: int = 0
+    groups: int = 0
+    rom: int = 0
+    fmt: int = 0
+    aux: int = 0
+
+    def encode(self) -> int:
+        word, shift = 0, 0
+        for name, bits in LAYOUT:
+            value = int(getattr(self, name))
+            if not 0 <= value < 1 << bits:
+                raise HardwireError(f"microcode field {name}={value} does not fit {bits} bits ({self.op.name})")
+            word |= value << shift
+            shift += bits
+        return word
+
+    @classmethod
+    def decode(cls, word: int) -> Instr:
+        values, shift = {}, 0
+        for name, bits in LAYOUT:
+            values[name] = (word >> shift) & ((1 << bits) - 1)
+            shift += bits
+        values["op"] = Op(values["op"])
+        return cls(**values)
+
+
+def field_offsets() -> dict[str, tuple[int, int]]:
+    """(lsb, bits) of each field: the decoder in the sequencer slices the word with these."""
+    out, shift = {}, 0
+    for name, bits in LAYOUT:
+        out[name] = (shift, bits)
+        shift += bits
+    return out
+
