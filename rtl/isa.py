@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from gguf import GGMLQuantizationType as QT
+
 from hardwire.golden.errors import HardwireError
 
 WORD_BITS = 128

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from hardwire.golden.gguf_model import load_model
 from hardwire.golden.models import DEFAULT_MODEL, resolve_model
 from hardwire.golden.synth import SynthSpec, write_synthetic

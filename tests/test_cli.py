@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+
 from hardwire.golden import synth
 from hardwire.golden.errors import HardwireError
 from hardwire.golden.intref import IntModel

@@ -20,6 +20,7 @@ for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(var, "1")  # one core: BLAS must not spread
 
 import numpy as np  # noqa: E402
+
 from hardwire.golden.float_ref import FloatModel  # noqa: E402
 from hardwire.golden.gguf_model import load_model  # noqa: E402
 from hardwire.golden.intref import IntModel  # noqa: E402

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
+
 from hardwire.golden.gguf_model import load_model
 from hardwire.golden.intref import IntModel
 from hardwire.golden.synth import SynthSpec, write_synthetic
-from hypothesis import HealthCheck, settings
 
 settings.register_profile(
     "hardwire-golden",

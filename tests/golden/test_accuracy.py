@@ -7,6 +7,7 @@ from importlib.resources import files
 from pathlib import Path
 
 import pytest
+
 from hardwire.golden.evaluate import evaluate, tokens_for_eval
 
 LLAMA_CPP = json.loads((Path(__file__).parent.parent / "data" / "llama_cpp_reference.json").read_text("utf-8"))

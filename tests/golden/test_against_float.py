@@ -13,11 +13,12 @@ import math
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as QT
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from hardwire.golden import spec
 from hardwire.golden.gguf_model import QuantTensor
 from hardwire.golden.intref import IntModel, IntTensor
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 GOLDEN = settings.get_profile("hardwire-golden")
 SEEDS = range(12)

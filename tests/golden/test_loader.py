@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as QT
 from gguf import GGUFWriter
+
 from hardwire.golden import synth
 from hardwire.golden.errors import HardwireError
 from hardwire.golden.gguf_model import load_model

@@ -13,6 +13,7 @@ import math
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as QT
+
 from hardwire.golden import spec
 from hardwire.golden.errors import HardwireError
 from hardwire.golden.gguf_model import QuantTensor

@@ -17,12 +17,13 @@ import math
 
 import numpy as np
 from gguf import GGMLQuantizationType as QT
-from hardwire.golden import spec
-from hardwire.golden.gguf_model import QuantTensor
-from hardwire.golden.intref import IntModel, IntTensor
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+
+from hardwire.golden import spec
+from hardwire.golden.gguf_model import QuantTensor
+from hardwire.golden.intref import IntModel, IntTensor
 
 GOLDEN = settings.get_profile("hardwire-golden")
 I64_MIN, I64_MAX = -(2**63), 2**63 - 1

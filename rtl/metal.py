@@ -1,0 +1,369 @@
+"""The metal generator: one model's via maps, microcode and straps for a die.
+
+Everything model-specific on the chip comes from here, as ROM images that the
+base grid's via-programmable macros load. Weights are the GGUF blocks
+themselves, never re-quantized: a block slot is 32 eight-bit code fields
+(Q4 codes as their raw nibble), the fp16 scale and the fp16 offset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hardwire.golden import spec
+from hardwire.golden.errors import HardwireError
+from hardwire.golden.gguf_model import BLOCK, Model, ModelConfig, QuantTensor
+
+from .die import DIES, SLOT_BITS, Die
+from .isa import FORMAT_CODE, TAP_ID, Instr, Op
+from .isa import WORD_BITS as UCODE_BITS
+
+SLOT_BYTES = SLOT_BITS // 8
+GAIN_BITS = spec.NORM_GAIN_BITS
+CONST_BITS = BLOCK * GAIN_BITS  # one consts word: 32 gains, or a header
+STRAP_BITS = 128
+LAYER_TENSORS = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")
+STREAM_ONLY = 1  # MATMUL aux flag: outputs go to the tap port and the argmax tracker, not the scratchpad
+
+
+@dataclass
+class RomImage:
+    """The words of one via ROM: little-endian bytes per word, `depth` words in the macro."""
+
+    name: str
+    width: int
+    depth: int
+    words: np.ndarray  # (used words, width // 8) uint8
+
+    @property
+    def used(self) -> int:
+        return len(self.words)
+
+    def bits_set(self) -> int:
+        return int(np.unpackbits(self.words).sum())
+
+    def digest(self) -> str:
+        h = hashlib.sha256(f"{self.name} {self.width} {self.depth}\n".encode())
+        h.update(self.words.tobytes())
+        return h.hexdigest()
+
+
+@dataclass
+class Metal:
+    die: Die
+    config: ModelConfig
+    roms: dict[str, RomImage] = field(default_factory=dict)
+    programs: dict[str, list[Instr]] = field(default_factory=dict)
+
+    def sha256(self) -> str:
+        h = hashlib.sha256()
+        for name in sorted(self.roms):
+            h.update(self.roms[name].digest().encode())
+        return h.hexdigest()
+
+    def stats(self) -> dict:
+        return {
+            "tiles_used": self.config.n_layers,
+            "via_bits": sum(r.width * r.depth for r in self.roms.values()),
+            "via_bits_set": sum(r.bits_set() for r in self.roms.values()),
+            "rom_bits_used": sum(r.width * r.used for r in self.roms.values()),
+        }
+
+
+# --- fitting a model to a die -------------------------------------------------------------------
+
+def tile_rom_words_needed(cfg: ModelConfig, lanes: int) -> int:
+    kv = cfg.n_kv_heads * cfg.head_dim
+    shapes = [(cfg.d_model, cfg.d_model), (kv, cfg.d_model), (kv, cfg.d_model), (cfg.d_model, cfg.d_model),
+              (cfg.d_ffn, cfg.d_model), (cfg.d_ffn, cfg.d_model), (cfg.d_model, cfg.d_ffn)]
+    return sum(_ceil(rows, lanes) // lanes * (cols // BLOCK) for rows, cols in shapes)
+
+
+def head_rom_words_needed(cfg: ModelConfig, lanes: int, tied: bool) -> int:
+    per_table = _ceil(cfg.vocab, lanes) // lanes * (cfg.d_model // BLOCK)
+    return per_table if tied else 2 * per_table
+
+
+def overflows(cfg: ModelConfig, die: Die, tied: bool = True) -> list[str]:
+    """What of the model does not fit the die, each with how far over it is."""
+    kv = cfg.n_kv_heads * cfg.head_dim
+    checks = [
+        ("layers", cfg.n_layers, die.tiles, "tiles"),
+        ("d_model", cfg.d_model, die.max_d_model, "max_d_model"),
+        ("d_ffn", cfg.d_ffn, die.max_d_ffn, "max_d_ffn"),
+        ("kv_dim", kv, die.max_kv_dim, "max_kv_dim"),
+        ("vocab", cfg.vocab, die.max_vocab, "max_vocab"),
+        ("heads", cfg.n_heads, die.max_heads, "max_heads"),
+        ("tile ROM words", tile_rom_words_needed(cfg, die.lanes), die.tile_rom_words, "tile_rom_words"),
+        ("head ROM words", head_rom_words_needed(cfg, die.head_lanes, tied), die.head_rom_words,
+         "head_rom_words"),
+    ]
+    return [f"{what} {need} > {limit_name} {limit} (over by {need - limit})"
+            for what, need, limit, limit_name in checks if need > limit]
+
+
+def check_fits(model: Model, die: Die) -> None:
+    problems = overflows(model.config, die, tied=model.lm_head is model.embed)
+    if problems:
+        raise HardwireError(f"the model does not fit die {die.name}: {'; '.join(problems)}")
+
+
+def smallest_die(model: Model) -> Die:
+    tied = model.lm_head is model.embed
+    by_size = sorted(DIES.values(), key=lambda d: d.tiles * d.tile_rom_words * d.tile_rom_width)
+    for die in by_size:
+        if not overflows(model.config, die, tied):
+            return die
+    largest = by_size[-1]
+    raise HardwireError(f"the model fits no die; on the largest, {largest.name}: "
+                        f"{'; '.join(overflows(model.config, largest, tied))}")
+
+
+# --- weights -------------------------------------------------------------------------------------
+
+def block_slots(t: QuantTensor) -> np.ndarray:
+    """(rows, nb, 36) bytes: 32 code fields, d and m little-endian (m = 0 without an offset)."""
+    rows, nb = t.q.shape[:2]
+    codes = t.q + 8 if t.qtype.name == "Q4_0" else t.q  # Q4_0 keeps its raw nibble; the lane subtracts 8
+    slots = np.zeros((rows, nb, SLOT_BYTES), np.uint8)
+    slots[..., :BLOCK] = codes.astype(np.int8).view(np.uint8)
+    slots[..., BLOCK:BLOCK + 2] = t.d_bits[..., None].view(np.uint8).reshape(rows, nb, 2)
+    if t.m_bits is not None:
+        slots[..., BLOCK + 2:] = t.m_bits[..., None].view(np.uint8).reshape(rows, nb, 2)
+    return slots
+
+
+def weight_words(t: QuantTensor, lanes: int) -> np.ndarray:
+    """ROM words for one tensor: row group g, input block b at word g * nb + b, lane l = row g * lanes + l."""
+    slots = block_slots(t)
+    rows, nb = slots.shape[:2]
+    padded = np.zeros((_ceil(rows, lanes), nb, SLOT_BYTES), np.uint8)
+    padded[:rows] = slots
+    groups = padded.shape[0] // lanes
+    return padded.reshape(groups, lanes, nb, SLOT_BYTES).transpose(0, 2, 1, 3).reshape(groups * nb, -1)
+
+
+# --- constants -----------------------------------------------------------------------------------
+
+def gain_region(g: np.ndarray, n: int, eps: float) -> np.ndarray:
+    """A norm's consts region: a header word (e_G, EPS_Q), then one word of 32 gains per block."""
+    G, e_g = spec.norm_gains(g)
+    words = np.zeros((1 + n // BLOCK, CONST_BITS // 8), np.uint8)
+    words[0] = _pack([e_g & 0xFF, spec.eps_q(n, eps)], [8, 64], CONST_BITS)
+    gains = (G.reshape(-1, BLOCK) & ((1 << GAIN_BITS) - 1)).astype(np.uint64)
+    for b, row in enumerate(gains):
+        words[1 + b] = _pack(row.tolist(), [GAIN_BITS] * BLOCK, CONST_BITS)
+    return words
+
+
+def attention_consts(cfg: ModelConfig) -> np.ndarray:
+    return _pack([spec.attn_scale(cfg.head_dim)], [16], CONST_BITS)[None]
+
+
+# --- scratchpad layout and programs ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TileLayout:
+    """Scratchpad regions of a layer program, in blocks."""
+
+    x: int
+    h: int
+    qkv: int
+    q: int
+    k: int
+    v: int
+    attn: int
+    o: int
+    gate_up: int
+    f: int
+    end: int
+
+
+def tile_layout(cfg: ModelConfig) -> TileLayout:
+    nd, nf = cfg.d_model // BLOCK, cfg.d_ffn // BLOCK
+    nkv = cfg.n_kv_heads * cfg.head_dim // BLOCK
+    sizes = (("x", nd), ("h", nd), ("qkv", nd + 2 * nkv), ("q", nd), ("k", nkv), ("v", nkv), ("attn", nd),
+             ("o", nd), ("gate_up", 2 * nf), ("f", nf))
+    bases, at = {}, 0
+    for name, size in sizes:
+        bases[name], at = at, at + size
+    return TileLayout(**bases, end=at)
+
+
+def layer_program(cfg: ModelConfig, lanes: int, bases: dict[str, int], consts: dict[str, int],
+                  formats: dict[str, int]) -> list[Instr]:
+    L = tile_layout(cfg)
+    nd, nf = cfg.d_model // BLOCK, cfg.d_ffn // BLOCK
+    nkv = cfg.n_kv_heads * cfg.head_dim // BLOCK
+    hb = cfg.head_dim // BLOCK
+    kv = cfg.n_kv_heads * cfg.head_dim
+    tap = TAP_ID
+
+    def matmul(src, dst, n, rows, tensor, tap_id=0):
+        return Instr(Op.MATMUL, tap=tap_id, src=src, dst=dst, n=n, groups=_ceil(rows, lanes) // lanes,
+                     rom=bases[tensor], fmt=formats[tensor])
+
+    return [
+        Instr(Op.RECV, dst=L.x, n=nd),
+        Instr(Op.NORM, tap=tap["attn_norm"], src=L.x, dst=L.h, n=nd, rom=consts["attn_norm"]),
+        matmul(L.h, L.qkv, nd, cfg.d_model, "wq"),
+        matmul(L.h, L.qkv + nd, nd, kv, "wk"),
+        matmul(L.h, L.qkv + nd + nkv, nd, kv, "wv"),
+        Instr(Op.ROPE, tap=tap["q"], src=L.qkv, dst=L.q, n=nd, aux=hb),
+        Instr(Op.ROPE, tap=tap["k"], src=L.qkv + nd, dst=L.k, n=nkv, aux=hb),
+        Instr(Op.RQ, tap=tap["v"], src=L.qkv + nd + nkv, dst=L.v, n=nkv),
+        Instr(Op.KVW, src=L.k, src2=L.v, n=nkv),
+        Instr(Op.ATTN, tap=tap["attn"], src=L.q, dst=L.attn, n=hb, groups=cfg.n_heads, aux=cfg.n_kv_heads,
+              rom=consts["attn"]),
+        matmul(L.attn, L.o, nd, cfg.d_model, "wo", tap["o"]),
+        Instr(Op.ADD, tap=tap["resid_attn"], src=L.x, src2=L.o, dst=L.x, n=nd),
+        Instr(Op.NORM, tap=tap["ffn_norm"], src=L.x, dst=L.h, n=nd, rom=consts["ffn_norm"]),
+        matmul(L.h, L.gate_up, nd, cfg.d_ffn, "w_gate"),
+        matmul(L.h, L.gate_up + nf, nd, cfg.d_ffn, "w_up"),
+        Instr(Op.SILU, tap=tap["ffn_act"], src=L.gate_up, src2=L.gate_up + nf, dst=L.f, n=nf),
+        matmul(L.f, L.o, nf, cfg.d_model, "w_down", tap["down"]),
+        Instr(Op.ADD, tap=tap["resid_ffn"], src=L.x, src2=L.o, dst=L.x, n=nd),
+        Instr(Op.SEND, src=L.x, n=nd),
+        Instr(Op.END),
+    ]
+
+
+def passthrough_program(cfg: ModelConfig) -> list[Instr]:
+    """A tile the model does not use hands the residual stream on unchanged."""
+    nd = cfg.d_model // BLOCK
+    return [Instr(Op.RECV, dst=0, n=nd), Instr(Op.SEND, src=0, n=nd), Instr(Op.END)]
+
+
+def head_program(cfg: ModelConfig, head_lanes: int, embed_base: int, lm_base: int, lm_fmt: int,
+                 final_norm: int) -> list[Instr]:
+    nd = cfg.d_model // BLOCK
+    x, h = 0, nd
+    return [
+        Instr(Op.EMBED, tap=TAP_ID["embed"], dst=x, n=nd, rom=embed_base),
+        Instr(Op.SEND, src=x, n=nd),
+        Instr(Op.RECV, dst=x, n=nd),
+        Instr(Op.NORM, tap=TAP_ID["final_norm"], src=x, dst=h, n=nd, rom=final_norm),
+        Instr(Op.MATMUL, tap=TAP_ID["logits"], src=h, n=nd, groups=_ceil(cfg.vocab, head_lanes) // head_lanes,
+              rom=lm_base, fmt=lm_fmt, aux=STREAM_ONLY),
+        Instr(Op.ARGMAX, tap=TAP_ID["argmax"], groups=cfg.vocab),
+        Instr(Op.END),
+    ]
+
+
+# --- the whole metal ---------------------------------------------------------------------------
+
+def generate(model: Model, die: Die) -> Metal:
+    check_fits(model, die)
+    cfg = model.config
+    if cfg.head_dim % BLOCK:
+        raise HardwireError(f"head_dim={cfg.head_dim} is not a multiple of {BLOCK}; the chip keeps heads in "
+                            "whole blocks")
+    metal = Metal(die, cfg)
+    for tile in range(die.tiles):
+        if tile < cfg.n_layers:
+            _add_layer_tile(metal, model, tile)
+        else:
+            metal.programs[f"tile{tile:02d}"] = passthrough_program(cfg)
+            metal.roms[f"tile{tile:02d}_ucode"] = _ucode_image(f"tile{tile:02d}_ucode",
+                                                                metal.programs[f"tile{tile:02d}"], die)
+    _add_head(metal, model)
+    _add_luts(metal, cfg)
+    metal.roms["straps"] = RomImage("straps", STRAP_BITS, 1, _straps(model)[None])
+    return metal
+
+
+def _add_layer_tile(metal: Metal, model: Model, tile: int) -> None:
+    die, cfg, lw = metal.die, model.config, model.layers[tile]
+    name = f"tile{tile:02d}"
+    words, bases, formats = [], {}, {}
+    at = 0
+    for tensor in LAYER_TENSORS:
+        t = getattr(lw, tensor)
+        bases[tensor], formats[tensor] = at, FORMAT_CODE[t.qtype]
+        words.append(weight_words(t, die.lanes))
+        at += len(words[-1])
+    metal.roms[f"{name}_weights"] = RomImage(f"{name}_weights", die.tile_rom_width, die.tile_rom_words,
+                                             np.concatenate(words))
+    attn_norm = gain_region(lw.attn_norm, cfg.d_model, cfg.rms_eps)
+    ffn_norm = gain_region(lw.ffn_norm, cfg.d_model, cfg.rms_eps)
+    consts = {"attn_norm": 0, "ffn_norm": len(attn_norm), "attn": len(attn_norm) + len(ffn_norm)}
+    const_words = np.concatenate([attn_norm, ffn_norm, attention_consts(cfg)])
+    metal.roms[f"{name}_consts"] = RomImage(f"{name}_consts", CONST_BITS, const_depth(die), const_words)
+    metal.programs[name] = layer_program(cfg, die.lanes, bases, consts, formats)
+    metal.roms[f"{name}_ucode"] = _ucode_image(f"{name}_ucode", metal.programs[name], die)
+
+
+def _add_head(metal: Metal, model: Model) -> None:
+    die, cfg = metal.die, model.config
+    lm = weight_words(model.lm_head, die.head_lanes)
+    tied = model.lm_head is model.embed
+    words = lm if tied else np.concatenate([lm, weight_words(model.embed, die.head_lanes)])
+    embed_base = 0 if tied else len(lm)
+    metal.roms["head_weights"] = RomImage("head_weights", die.head_rom_width, die.head_rom_words, words)
+    metal.roms["head_consts"] = RomImage("head_consts", CONST_BITS, const_depth(die),
+                                         gain_region(model.out_norm, cfg.d_model, cfg.rms_eps))
+    if model.embed.qtype != model.lm_head.qtype and tied:
+        raise HardwireError("a tied head must share the embedding's format")
+    metal.programs["head"] = head_program(cfg, die.head_lanes, embed_base, 0, FORMAT_CODE[model.lm_head.qtype],
+                                          final_norm=0)
+    metal.roms["head_ucode"] = _ucode_image("head_ucode", metal.programs["head"], die)
+
+
+def _add_luts(metal: Metal, cfg: ModelConfig) -> None:
+    die = metal.die
+    tables = {"lut_rsqrt": (spec.rsqrt_lut(), 24), "lut_exp2": (spec.exp2_lut(), 24),
+              "lut_sigmoid": (spec.sigmoid_lut(), 16)}
+    for name, (values, width) in tables.items():
+        metal.roms[name] = RomImage(name, width, len(values), _words_of(values, width))
+    cos, sin = spec.rope_tables(cfg.head_dim, cfg.rope_theta, die.kv_tokens)
+    pairs = (cos & 0xFFFF) | ((sin & 0xFFFF) << 16)  # one word per (position, pair): cos low, sin high
+    depth = die.kv_tokens * (die.max_d_model // 2)  # head_dim <= max_d_model
+    metal.roms["lut_rope"] = RomImage("lut_rope", 32, depth, _words_of(pairs.reshape(-1), 32))
+
+
+def _straps(model: Model) -> np.ndarray:
+    cfg = model.config
+    fields = [cfg.n_layers, cfg.d_model, cfg.d_ffn, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.vocab,
+              int(model.lm_head is model.embed)]
+    return _pack(fields, [8, 16, 16, 8, 8, 8, 20, 1], STRAP_BITS)
+
+
+def const_depth(die: Die) -> int:
+    return 2 * (1 + die.max_d_model // BLOCK) + 1
+
+
+def ucode_depth(die: Die) -> int:
+    return 32
+
+
+def _ucode_image(name: str, program: list[Instr], die: Die) -> RomImage:
+    words = np.stack([_int_bytes(ins.encode(), UCODE_BITS) for ins in program])
+    return RomImage(name, UCODE_BITS, ucode_depth(die), words)
+
+
+# --- bit packing ---------------------------------------------------------------------------------
+
+def _pack(values: list[int], widths: list[int], total_bits: int) -> np.ndarray:
+    word, shift = 0, 0
+    for value, width in zip(values, widths, strict=True):
+        word |= (int(value) & ((1 << width) - 1)) << shift
+        shift += width
+    return _int_bytes(word, total_bits)
+
+
+def _int_bytes(word: int, bits: int) -> np.ndarray:
+    return np.frombuffer(word.to_bytes(bits // 8, "little"), np.uint8).copy()
+
+
+def _words_of(values: np.ndarray, width: int) -> np.ndarray:
+    """Little-endian words of `width` bits (a multiple of 8) from non-negative values."""
+    nbytes = width // 8
+    v = np.asarray(values, dtype=np.int64) & ((1 << width) - 1)
+    return v.astype("<u8").view(np.uint8).reshape(-1, 8)[:, :nbytes].copy()
+
+
+def _ceil(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
