@@ -1,0 +1,411 @@
+"""A layer tile: its scratchpad, the microcode sequencer and the matmul engine.
+
+The sequencer runs the tile's program from its microcode ROM (rtl/isa.py). Each
+instruction streams blocks out of the scratchpad into one unit and writes the
+unit's output blocks back, offering every written block to the debug tap port.
+Reads take one cycle (scratchpad and ROMs alike), so a beat issued in cycle t
+is at the units in cycle t + 2.
+
+Ports:
+    clk, rst         clock; synchronous active-high reset
+    start            pulse: run the program from address 0 (one token)
+    busy             high from start until END
+    up_*             the residual stream from upstream (RECV)
+    down_*           the residual stream downstream (SEND)
+    ucode_addr/data  microcode ROM
+    w_addr/w_data    weight ROM: a word of `lanes` block slots
+    tap_*            the written block, its op id and block index
+"""
+
+from __future__ import annotations
+
+from myhdl import ConcatSignal, Signal, always, always_comb, always_seq, block, enum, intbv
+
+from hardwire.golden.errors import HardwireError
+from hardwire.golden.spec import ACC_BITS, ACC_FRAC, BLOCK, TERM_BITS
+
+from .cells.block_mac import ACT_BITS, block_mac
+from .cells.requant import requant
+from .cells.wiring import bit_signal, bus_lanes, signed_signal, unsigned_signal
+from .die import SLOT_BITS
+from .isa import Op, field_offsets
+from .isa import WORD_BITS as UCODE_BITS
+
+WORD = ACC_BITS  # one element of a block on every bus
+DATA_BITS = BLOCK * WORD
+EXP_BITS = 8
+ENTRY_BITS = DATA_BITS + EXP_BITS  # scratchpad entry: data, then the exponent in the top bits
+ADDR_BITS = 12
+COUNT_BITS = 24  # beats of one instruction: groups x blocks
+
+
+class BlockBus:
+    """valid, data (32 x 48 bits), exp (8 bits): the bus between sequencer and units."""
+
+    def __init__(self):
+        self.valid = bit_signal()
+        self.data = unsigned_signal(DATA_BITS)
+        self.exp = signed_signal(EXP_BITS)
+
+
+class TapPort:
+    def __init__(self):
+        self.valid = bit_signal()
+        self.op = unsigned_signal(5)
+        self.block = unsigned_signal(ADDR_BITS)
+        self.exp = signed_signal(EXP_BITS)
+        self.data = unsigned_signal(DATA_BITS)
+
+
+@block
+def scratchpad(clk, we, waddr, wdata, re, raddr_a, raddr_b, rdata_a, rdata_b, depth: int):
+    """Two read ports and one write port; reads only when `re`, so an idle tile costs nothing."""
+    memory = [Signal(intbv(0)[ENTRY_BITS:]) for _ in range(depth)]
+
+    @always(clk.posedge)
+    def access():
+        if we:
+            memory[waddr].next = wdata
+        if re:
+            rdata_a.next = memory[raddr_a]
+            rdata_b.next = memory[raddr_b]
+
+    return access
+
+
+@block
+def matmul_engine(clk, rst, clear, groups, in_valid, first, last, fmt, w_data, acts, e_act, out_valid, out_data,
+                  lanes: int):
+    """`lanes` block-MAC lanes on one broadcast activation block. Their row results gather into
+    32-row output blocks; the last of `groups` row groups closes a partly filled block.
+    `clear` (a pulse before the first beat) restarts the gathering."""
+    if BLOCK % lanes:
+        raise HardwireError(f"lanes={lanes} must divide the block size {BLOCK}")
+    parts_per_block = BLOCK // lanes
+    slots = bus_lanes(w_data, SLOT_BITS, lanes)
+    codes = [unsigned_signal(BLOCK * 8) for _ in range(lanes)]
+    d_bits = [unsigned_signal(16) for _ in range(lanes)]
+    m_bits = [unsigned_signal(16) for _ in range(lanes)]
+    ys = [signed_signal(ACC_BITS) for _ in range(lanes)]
+    y_valids = [bit_signal() for _ in range(lanes)]
+    terms = [signed_signal(TERM_BITS + 1) for _ in range(lanes)]
+    term_valids = [bit_signal() for _ in range(lanes)]
+    splits = [slot_fields(slots[i], codes[i], d_bits[i], m_bits[i]) for i in range(lanes)]
+    macs = [block_mac(clk, rst, in_valid, first, last, fmt, codes[i], d_bits[i], m_bits[i], acts, e_act,
+                      terms[i], term_valids[i], ys[i], y_valids[i]) for i in range(lanes)]
+
+    y_bus = unsigned_signal(lanes * WORD)  # the lanes' row results side by side
+    pack = packed_words(ys, y_bus)
+    part = unsigned_signal(max(1, (parts_per_block - 1).bit_length()))  # where the next rows go
+    rows_done = unsigned_signal(16)  # row groups gathered so far
+    closing = bit_signal()
+    parts = [unsigned_signal(lanes * WORD) for _ in range(parts_per_block)]
+    holders = [part_register(clk, y_valids[0], part, p, closing, y_bus, parts[p]) for p in range(parts_per_block)]
+    whole = ConcatSignal(*reversed(parts)) if parts_per_block > 1 else parts[0]
+
+    @always_seq(clk.posedge, reset=rst)
+    def gather():
+        closing.next = 0
+        if clear:
+            part.next = 0
+            rows_done.next = 0
+        elif y_valids[0]:
+            rows_done.next = rows_done + 1
+            if part == parts_per_block - 1 or rows_done + 1 == groups:
+                closing.next = 1
+                part.next = 0
+            else:
+                part.next = part + 1
+
+    @always_comb
+    def emit():
+        out_valid.next = closing
+        out_data.next = whole
+
+    return splits, macs, pack, holders, gather, emit
+
+
+@block
+def slot_fields(slot, codes, d_bits, m_bits):
+    """A block slot: 32 code bytes, then d, then m (rtl/metal.py packs it)."""
+
+    @always_comb
+    def split():
+        codes.next = slot[BLOCK * 8:]
+        d_bits.next = slot[BLOCK * 8 + 16:BLOCK * 8]
+        m_bits.next = slot[SLOT_BITS:BLOCK * 8 + 16]
+
+    return split
+
+
+@block
+def packed_words(words, bus):
+    """Signed words side by side, word 0 in the least significant bits."""
+    width = len(words[0])
+    lanes = ConcatSignal(*[w(width, 0) for w in reversed(words)]) if len(words) > 1 else words[0]
+
+    @always_comb
+    def join():
+        bus.next = lanes
+
+    return join
+
+
+@block
+def part_register(clk, write, part, index: int, closing, value, held):
+    """One `lanes`-row slice of the output block being gathered; cleared once the block leaves."""
+
+    @always(clk.posedge)
+    def hold():
+        if write and part == index:
+            held.next = value
+        elif closing:
+            held.next = 0
+
+    return hold
+
+
+SeqState = enum("IDLE", "FETCH", "DECODE", "RUN")
+
+# opcodes and microcode field positions as plain ints: the converter inlines them
+OP_END, OP_RECV, OP_SEND, OP_MATMUL, OP_RQ, OP_ADD = (int(o) for o in (Op.END, Op.RECV, Op.SEND, Op.MATMUL,
+                                                                      Op.RQ, Op.ADD))
+_F = field_offsets()
+OP_LO, OP_HI = _F["op"][0], _F["op"][0] + _F["op"][1]
+TAP_LO, TAP_HI = _F["tap"][0], _F["tap"][0] + _F["tap"][1]
+SRC_LO, SRC_HI = _F["src"][0], _F["src"][0] + _F["src"][1]
+SRC2_LO, SRC2_HI = _F["src2"][0], _F["src2"][0] + _F["src2"][1]
+DST_LO, DST_HI = _F["dst"][0], _F["dst"][0] + _F["dst"][1]
+N_LO, N_HI = _F["n"][0], _F["n"][0] + _F["n"][1]
+GROUPS_LO, GROUPS_HI = _F["groups"][0], _F["groups"][0] + _F["groups"][1]
+ROM_LO, ROM_HI = _F["rom"][0], _F["rom"][0] + _F["rom"][1]
+FMT_LO, FMT_HI = _F["fmt"][0], _F["fmt"][0] + _F["fmt"][1]
+
+
+@block
+def saturating_add(clk, enable, a_data, b_data, out_data, out_valid):
+    """sat(a + b, 48) on 32 lanes, registered; runs only when `enable`."""
+    a_lanes, b_lanes = bus_lanes(a_data, WORD, BLOCK), bus_lanes(b_data, WORD, BLOCK)
+    sums = [signed_signal(WORD) for _ in range(BLOCK)]
+    adders = [lane_add(clk, enable, a_lanes[i], b_lanes[i], sums[i]) for i in range(BLOCK)]
+    pack = packed_words(sums, out_data)
+
+    @always(clk.posedge)
+    def valid():
+        out_valid.next = enable
+
+    return adders, pack, valid
+
+
+@block
+def lane_add(clk, enable, a, b, total):
+    """One lane of sat(a + b, 48): the sum overflowed when its two top bits differ."""
+    top, bottom = (1 << (WORD - 1)) - 1, -(1 << (WORD - 1))
+
+    @always(clk.posedge)
+    def add():
+        if enable:
+            wide = intbv(0, min=2 * bottom, max=2 * top + 2)
+            wide[:] = a.signed() + b.signed()
+            if wide[WORD] == wide[WORD - 1]:
+                total.next = wide[WORD:].signed()
+            elif wide[WORD]:
+                total.next = bottom
+            else:
+                total.next = top
+
+    return add
+
+
+@block
+def activation_lanes(data, acts):
+    """The B16 mantissas of a scratchpad block, narrowed to the lanes' activation width."""
+    words = bus_lanes(data, WORD, BLOCK)
+    narrow = ConcatSignal(*[w(ACT_BITS, 0) for w in reversed(words)])
+
+    @always_comb
+    def narrow_lanes():
+        acts.next = narrow
+
+    return narrow_lanes
+
+
+@block
+def requant_unit(clk, enable, data, out_data, out_exp, out_valid):
+    """rq(acc, -24, 16) of one block, registered, the mantissas sign-extended back to 48-bit words."""
+    mantissas = unsigned_signal(BLOCK * 16)
+    e_in, e_out = signed_signal(EXP_BITS), signed_signal(EXP_BITS)
+    cell = requant(data, e_in, mantissas, e_out, bits=16, in_width=WORD)
+    m_lanes = bus_lanes(mantissas, 16, BLOCK)
+    widened = ConcatSignal(*[x for m in reversed(m_lanes) for x in ([m(15)] * (WORD - 16) + [m])])
+
+    @always(clk.posedge)
+    def register():
+        e_in.next = -ACC_FRAC  # a constant register: the converter cannot write negative literals
+        out_valid.next = enable
+        if enable:
+            out_data.next = widened
+            out_exp.next = e_out
+
+    return cell, register
+
+
+@block
+def tile(clk, rst, start, busy, up, down, ucode_addr, ucode_data, w_addr, w_data, tap, lanes: int,
+         scratch_depth: int):
+    """One layer tile; see the module docstring. `up`, `down` are BlockBus, `tap` a TapPort."""
+    state = Signal(SeqState.IDLE)
+    pc = unsigned_signal(len(ucode_addr))
+    op, tap_id, fmt = unsigned_signal(4), unsigned_signal(5), unsigned_signal(2)
+    src, src2, dst, n = (unsigned_signal(ADDR_BITS) for _ in range(4))
+    groups, rom = unsigned_signal(16), unsigned_signal(24)
+    issued, in_total, written, out_total = (unsigned_signal(COUNT_BITS) for _ in range(4))
+    block_in_group = unsigned_signal(ADDR_BITS)
+    out_blocks_per_group = lanes  # rows per group; (groups * lanes + 31) // 32 blocks leave a matmul
+
+    # the read pipeline: addresses registered with `issue`, data at the units with `beat`
+    issue, beat, first, last, beat_first, beat_last = (bit_signal() for _ in range(6))
+    raddr_a, raddr_b = unsigned_signal(ADDR_BITS), unsigned_signal(ADDR_BITS)
+    rdata_a, rdata_b = unsigned_signal(ENTRY_BITS), unsigned_signal(ENTRY_BITS)
+    w_address = unsigned_signal(len(w_addr))
+    we, wdata, waddr = bit_signal(), unsigned_signal(ENTRY_BITS), unsigned_signal(ADDR_BITS)
+    memory = scratchpad(clk, we, waddr, wdata, issue, raddr_a, raddr_b, rdata_a, rdata_b, scratch_depth)
+
+    # units, all fed from the two read ports
+    a_data, b_data, a_exp = unsigned_signal(DATA_BITS), unsigned_signal(DATA_BITS), signed_signal(EXP_BITS)
+    acts = unsigned_signal(BLOCK * ACT_BITS)
+    mm_clear, mm_valid, mm_out_valid = bit_signal(), bit_signal(), bit_signal()
+    mm_out = unsigned_signal(DATA_BITS)
+    engine = matmul_engine(clk, rst, mm_clear, groups, mm_valid, beat_first, beat_last, fmt, w_data, acts, a_exp,
+                           mm_out_valid, mm_out, lanes)
+    add_enable, add_valid, add_out = bit_signal(), bit_signal(), unsigned_signal(DATA_BITS)
+    adder = saturating_add(clk, add_enable, a_data, b_data, add_out, add_valid)
+    rq_enable, rq_valid = bit_signal(), bit_signal()
+    rq_out, rq_exp = unsigned_signal(DATA_BITS), signed_signal(EXP_BITS)
+    rq = requant_unit(clk, rq_enable, a_data, rq_out, rq_exp, rq_valid)
+    act_lanes = activation_lanes(a_data, acts)
+    no_exp = unsigned_signal(EXP_BITS)
+    up_entry, rq_entry = ConcatSignal(up.exp, up.data), ConcatSignal(rq_exp, rq_out)
+    mm_entry, add_entry = ConcatSignal(no_exp, mm_out), ConcatSignal(no_exp, add_out)
+
+    @always_comb
+    def operands():
+        a_data.next = rdata_a[DATA_BITS:]
+        a_exp.next = rdata_a[ENTRY_BITS:DATA_BITS].signed()
+        b_data.next = rdata_b[DATA_BITS:]
+        ucode_addr.next = pc
+        w_addr.next = w_address
+        mm_valid.next = beat and op == OP_MATMUL
+        add_enable.next = beat and op == OP_ADD
+        rq_enable.next = beat and op == OP_RQ
+
+    @always_comb
+    def write_port():
+        """The one block written this cycle, from whichever source the instruction uses."""
+        we.next = 0
+        wdata.next = 0
+        if op == OP_RECV and up.valid:
+            we.next = 1
+            wdata.next = up_entry
+        elif op == OP_MATMUL and mm_out_valid:
+            we.next = 1
+            wdata.next = mm_entry
+        elif op == OP_ADD and add_valid:
+            we.next = 1
+            wdata.next = add_entry
+        elif op == OP_RQ and rq_valid:
+            we.next = 1
+            wdata.next = rq_entry
+        target = intbv(0)[ADDR_BITS + 1:]
+        target[:] = dst + written[ADDR_BITS:]
+        waddr.next = target[ADDR_BITS:]
+
+    @always_seq(clk.posedge, reset=rst)
+    def sequencer():
+        read_a = intbv(0)[ADDR_BITS + 1:]
+        read_b = intbv(0)[ADDR_BITS + 1:]
+        weight = intbv(0)[COUNT_BITS + 1:]
+        issue.next = 0
+        mm_clear.next = 0
+        beat.next = issue
+        beat_first.next = first
+        beat_last.next = last
+        if we:
+            written.next = written + 1
+        if state == SeqState.IDLE:
+            busy.next = 0
+            if start:
+                pc.next = 0
+                busy.next = 1
+                state.next = SeqState.FETCH
+        elif state == SeqState.FETCH:
+            state.next = SeqState.DECODE  # the ROM answers for pc in the next cycle
+        elif state == SeqState.DECODE:
+            code = ucode_data[OP_HI:OP_LO]
+            count = ucode_data[N_HI:N_LO]
+            rows = ucode_data[GROUPS_HI:GROUPS_LO]
+            op.next = code
+            tap_id.next = ucode_data[TAP_HI:TAP_LO]
+            src.next = ucode_data[SRC_HI:SRC_LO]
+            src2.next = ucode_data[SRC2_HI:SRC2_LO]
+            dst.next = ucode_data[DST_HI:DST_LO]
+            n.next = count
+            groups.next = rows
+            rom.next = ucode_data[ROM_HI:ROM_LO]
+            fmt.next = ucode_data[FMT_HI:FMT_LO]
+            issued.next = 0
+            written.next = 0
+            block_in_group.next = 0
+            mm_clear.next = 1
+            if code == OP_RECV:
+                in_total.next = 0
+            elif code == OP_MATMUL:
+                in_total.next = count * rows
+            else:
+                in_total.next = count
+            if code == OP_SEND:
+                out_total.next = 0
+            elif code == OP_MATMUL:
+                out_total.next = (rows * out_blocks_per_group + (BLOCK - 1)) // BLOCK
+            else:
+                out_total.next = count
+            if code == OP_END:
+                state.next = SeqState.IDLE
+                busy.next = 0
+            else:
+                state.next = SeqState.RUN
+        elif state == SeqState.RUN:
+            if issued < in_total:
+                issue.next = 1
+                issued.next = issued + 1
+                read_a[:] = src + block_in_group
+                read_b[:] = src2 + block_in_group
+                weight[:] = rom + issued
+                raddr_a.next = read_a[ADDR_BITS:]
+                raddr_b.next = read_b[ADDR_BITS:]
+                w_address.next = weight[len(w_address):]
+                first.next = block_in_group == 0
+                last.next = block_in_group + 1 == n
+                if block_in_group + 1 == n and op == OP_MATMUL:
+                    block_in_group.next = 0
+                else:
+                    block_in_group.next = block_in_group + 1
+            elif written == out_total and not issue and not beat and not mm_out_valid:
+                pc.next = pc + 1
+                state.next = SeqState.FETCH
+
+    @always_seq(clk.posedge, reset=rst)
+    def taps():
+        tap.valid.next = we and tap_id != 0
+        tap.op.next = tap_id
+        tap.block.next = written[ADDR_BITS:]
+        tap.exp.next = wdata[ENTRY_BITS:DATA_BITS].signed()
+        tap.data.next = wdata[DATA_BITS:]
+
+    @always_comb
+    def downstream():
+        down.valid.next = beat and op == OP_SEND
+        down.data.next = rdata_a[DATA_BITS:]
+        down.exp.next = rdata_a[ENTRY_BITS:DATA_BITS].signed()
+
+    return memory, engine, adder, rq, act_lanes, operands, write_port, sequencer, taps, downstream
