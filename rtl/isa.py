@@ -19,7 +19,7 @@ WORD_BITS = 128
 
 
 class Op(IntEnum):
-    END = 0  # stop; wait for the next token
+    END = 0  # stop; the head also hands out the argmax token here (and taps it)
     RECV = 1  # dst <- n residual blocks from the upstream neighbour
     SEND = 2  # n residual blocks from src -> the downstream neighbour
     NORM = 3  # dst <- RMSNorm(src), gains at consts[rom]
@@ -31,7 +31,7 @@ class Op(IntEnum):
     ADD = 9  # dst <- sat(src + src2, 48) over n blocks
     SILU = 10  # dst <- silu(gate at src) * up at src2 over n blocks
     EMBED = 11  # dst <- embedding row of the input token: n blocks from ROM region `rom`
-    ARGMAX = 12  # the output token <- argmax over the n logit blocks at src (lowest id on ties)
+    ARGMAX = 12  # arm the argmax tracker for `groups` vocabulary rows; the next streaming MATMUL feeds it
 
 
 # tap op ids; the names are the golden trace's op names (docs/numerics.md section 10)

@@ -239,6 +239,11 @@ def passthrough_program(cfg: ModelConfig) -> list[Instr]:
 
 def head_program(cfg: ModelConfig, head_lanes: int, embed_base: int, lm_base: int, lm_fmt: int,
                  final_norm: int) -> list[Instr]:
+    """Embed the token, send it round the tiles, then final norm, LM head and argmax.
+
+    ARGMAX arms the tracker with the vocabulary size before the LM head streams its
+    rows past it (padded rows beyond the vocabulary never win); END hands out the
+    token and taps it, after the logits, as the golden trace orders them."""
     nd = cfg.d_model // BLOCK
     x, h = 0, nd
     return [
@@ -246,10 +251,10 @@ def head_program(cfg: ModelConfig, head_lanes: int, embed_base: int, lm_base: in
         Instr(Op.SEND, src=x, n=nd),
         Instr(Op.RECV, dst=x, n=nd),
         Instr(Op.NORM, tap=TAP_ID["final_norm"], src=x, dst=h, n=nd, rom=final_norm),
+        Instr(Op.ARGMAX, groups=cfg.vocab),
         Instr(Op.MATMUL, tap=TAP_ID["logits"], src=h, n=nd, groups=_ceil(cfg.vocab, head_lanes) // head_lanes,
               rom=lm_base, fmt=lm_fmt, aux=STREAM_ONLY),
-        Instr(Op.ARGMAX, tap=TAP_ID["argmax"], groups=cfg.vocab),
-        Instr(Op.END),
+        Instr(Op.END, tap=TAP_ID["argmax"]),
     ]
 
 
