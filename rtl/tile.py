@@ -36,6 +36,7 @@ DATA_BITS = BLOCK * WORD
 EXP_BITS = 8
 ENTRY_BITS = DATA_BITS + EXP_BITS  # scratchpad entry: data, then the exponent in the top bits
 ADDR_BITS = 12
+BLOCK_SHIFT = 5  # log2(BLOCK)
 COUNT_BITS = 24  # beats of one instruction: groups x blocks
 
 
@@ -261,7 +262,6 @@ def tile(clk, rst, start, busy, up, down, ucode_addr, ucode_data, w_addr, w_data
     groups, rom = unsigned_signal(16), unsigned_signal(24)
     issued, in_total, written, out_total = (unsigned_signal(COUNT_BITS) for _ in range(4))
     block_in_group = unsigned_signal(ADDR_BITS)
-    out_blocks_per_group = lanes  # rows per group; (groups * lanes + 31) // 32 blocks leave a matmul
 
     # the read pipeline: addresses registered with `issue`, data at the units with `beat`
     issue, beat, first, last, beat_first, beat_last = (bit_signal() for _ in range(6))
@@ -284,9 +284,8 @@ def tile(clk, rst, start, busy, up, down, ucode_addr, ucode_data, w_addr, w_data
     rq_out, rq_exp = unsigned_signal(DATA_BITS), signed_signal(EXP_BITS)
     rq = requant_unit(clk, rq_enable, a_data, rq_out, rq_exp, rq_valid)
     act_lanes = activation_lanes(a_data, acts)
-    no_exp = unsigned_signal(EXP_BITS)
     up_entry, rq_entry = ConcatSignal(up.exp, up.data), ConcatSignal(rq_exp, rq_out)
-    mm_entry, add_entry = ConcatSignal(no_exp, mm_out), ConcatSignal(no_exp, add_out)
+    mm_entry, add_entry = ConcatSignal(intbv(0)[EXP_BITS:], mm_out), ConcatSignal(intbv(0)[EXP_BITS:], add_out)
 
     @always_comb
     def operands():
@@ -325,6 +324,11 @@ def tile(clk, rst, start, busy, up, down, ucode_addr, ucode_data, w_addr, w_data
         read_a = intbv(0)[ADDR_BITS + 1:]
         read_b = intbv(0)[ADDR_BITS + 1:]
         weight = intbv(0)[COUNT_BITS + 1:]
+        code = intbv(0)[OP_HI - OP_LO:]
+        count = intbv(0)[N_HI - N_LO:]
+        rows = intbv(0)[GROUPS_HI - GROUPS_LO:]
+        beats = intbv(0)[(N_HI - N_LO) + (GROUPS_HI - GROUPS_LO):]
+        out_blocks = intbv(0)[GROUPS_HI - GROUPS_LO + 7:]
         issue.next = 0
         mm_clear.next = 0
         beat.next = issue
@@ -341,9 +345,9 @@ def tile(clk, rst, start, busy, up, down, ucode_addr, ucode_data, w_addr, w_data
         elif state == SeqState.FETCH:
             state.next = SeqState.DECODE  # the ROM answers for pc in the next cycle
         elif state == SeqState.DECODE:
-            code = ucode_data[OP_HI:OP_LO]
-            count = ucode_data[N_HI:N_LO]
-            rows = ucode_data[GROUPS_HI:GROUPS_LO]
+            code[:] = ucode_data[OP_HI:OP_LO]
+            count[:] = ucode_data[N_HI:N_LO]
+            rows[:] = ucode_data[GROUPS_HI:GROUPS_LO]
             op.next = code
             tap_id.next = ucode_data[TAP_HI:TAP_LO]
             src.next = ucode_data[SRC_HI:SRC_LO]
@@ -360,13 +364,15 @@ def tile(clk, rst, start, busy, up, down, ucode_addr, ucode_data, w_addr, w_data
             if code == OP_RECV:
                 in_total.next = 0
             elif code == OP_MATMUL:
-                in_total.next = count * rows
+                beats[:] = count * rows
+                in_total.next = beats[COUNT_BITS:]
             else:
                 in_total.next = count
             if code == OP_SEND:
                 out_total.next = 0
             elif code == OP_MATMUL:
-                out_total.next = (rows * out_blocks_per_group + (BLOCK - 1)) // BLOCK
+                out_blocks[:] = (rows * lanes + (BLOCK - 1)) >> BLOCK_SHIFT
+                out_total.next = out_blocks[COUNT_BITS:]
             else:
                 out_total.next = count
             if code == OP_END:
