@@ -1,0 +1,1 @@
+"""Datapath cells of the base grid: requantizer, block dot-product lane, via-programmable ROM."""

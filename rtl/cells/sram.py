@@ -1,0 +1,75 @@
+"""A behavioral SRAM macro: one write port and one read port, both synchronous.
+
+This is the model a memory compiler would deliver with the macro (the KV cache and the
+attention unit's buffers): behavioral Verilog for simulation and for FPGA/gate-level
+inference, as MyHDL user-defined code, so the converter never flattens the array into
+registers. Contents are not initialised (an SRAM powers up unknown; Verilator reads 0).
+
+    clk    in   the clock of both ports
+    we     in   write enable: wdata is stored at waddr on the rising edge
+    waddr  in   write address, ceil(log2(depth)) bits
+    wdata  in   write word
+    re     in   read enable: rdata takes the word at raddr on the rising edge, else holds
+    raddr  in   read address
+    rdata  out  read word, registered (READ_LATENCY cycle)
+
+A read of the address written on the same edge returns the old word (read-before-write),
+which is what the Verilog's non-blocking assignments give; addresses >= depth are not
+allowed (the user's counters never produce them).
+"""
+
+from __future__ import annotations
+
+from myhdl import always, block
+
+from hardwire.golden.errors import HardwireError
+
+READ_LATENCY = 1
+
+
+def address_bits(depth: int) -> int:
+    return max((depth - 1).bit_length(), 1)
+
+
+@block
+def sram(clk, we, waddr, wdata, re, raddr, rdata, depth: int, label: str):
+    """`depth` words of len(wdata) bits; `label` makes the macro's array name unique (the
+    converter inlines every instance into one module)."""
+    width = len(wdata)
+    _check(label, depth, width, len(waddr), len(raddr), len(rdata))
+    memory = f"sram_{label}"
+    words = [0] * depth  # MyHDL's own simulator only
+
+    @always(clk.posedge)
+    def access():
+        if re:
+            rdata.next = words[int(raddr)]  # read before the write below: old data
+        if we:
+            words[int(waddr)] = int(wdata)
+
+    rdata.driven = "reg"
+    for port in (clk, we, waddr, wdata, re, raddr):
+        port.read = True
+    return access
+
+
+sram.verilog_code = """
+// SRAM macro $memory: $depth x $width bits, 1 write + 1 read port, read latency 1
+reg [$width-1:0] $memory [0:$depth-1];
+always @(posedge $clk) begin
+    if ($we) $memory[$waddr] <= $wdata;
+    if ($re) $rdata <= $memory[$raddr];
+end
+"""
+
+
+def _check(label: str, depth: int, width: int, waddr_bits: int, raddr_bits: int, rdata_bits: int) -> None:
+    if not label.isidentifier():
+        raise HardwireError(f"SRAM label '{label}' must be an identifier (it names the Verilog array)")
+    if depth < 2:
+        raise HardwireError(f"an SRAM needs a depth of at least 2, not {depth}")
+    bits = address_bits(depth)
+    if waddr_bits != bits or raddr_bits != bits:
+        raise HardwireError(f"an SRAM of depth {depth} needs {bits}-bit addresses, not {waddr_bits}/{raddr_bits}")
+    if rdata_bits != width:
+        raise HardwireError(f"SRAM read word is {rdata_bits} bits; the write word is {width}")

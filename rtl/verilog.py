@@ -1,0 +1,67 @@
+"""MyHDL -> Verilog text, deterministic: the same design always gives the same bytes.
+
+Determinism matters twice: the build cache is keyed by the Verilog's hash, and two
+models on the same die must give byte-identical base-grid Verilog.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import myhdl
+from myhdl import _block as myhdl_block
+
+from hardwire.golden.errors import HardwireError
+
+
+def to_verilog(elaborate: Callable[[], object], name: str) -> str:
+    """Elaborate a MyHDL design (a callable returning a block instance) into module `name`."""
+    if not name.isidentifier():
+        raise HardwireError(f"Verilog module name '{name}' is not an identifier")
+    _fresh_instance_names()
+    design = elaborate()
+    with tempfile.TemporaryDirectory() as tmp:
+        # every option is passed each time: MyHDL keeps them in one global converter object
+        design.convert(hdl="Verilog", path=tmp, name=name, testbench=False, trace=False,
+                       timescale="1ns/10ps", no_myhdl_header=True, header="", initial_values=False)
+        return _canonical((Path(tmp) / f"{name}.v").read_text())
+
+
+def _fresh_instance_names() -> None:
+    """Restart MyHDL's process-wide instance counters.
+
+    MyHDL names instances (and so the Verilog nets) from counters that grow with every
+    elaboration in the process; without this the second conversion of the same design
+    would differ from the first.
+    """
+    myhdl_block._name_set.clear()
+    myhdl_block._inst_name_set.clear()
+    for registered in myhdl._simulator._blocks:
+        if hasattr(registered, "calls"):
+            registered.calls = 0
+
+
+# MyHDL writes two lists in set order, which changes from process to process (hash
+# randomization): the signals of a combinational `always @(a, b, ...)` and the assignments of
+# a synchronous reset branch. Neither order means anything in Verilog, so both are sorted.
+_SENSITIVITY = re.compile(r"^(always @\()([^)]*)(\))", re.MULTILINE)
+_RESET_BRANCH = re.compile(r"(^\s*if \(\w+ == [01]\) begin\n)((?:\s*[\w\[\]]+ <= [^;\n]+;\n)+)", re.MULTILINE)
+
+
+def _canonical(verilog: str) -> str:
+    return _RESET_BRANCH.sub(_sorted_reset_branch, _SENSITIVITY.sub(_sorted_sensitivity, verilog))
+
+
+def _sorted_sensitivity(match: re.Match) -> str:
+    names = match.group(2).split(", ")
+    if any(" " in n for n in names):  # edge lists ("posedge clk") come in a fixed order
+        return match.group(0)
+    return match.group(1) + ", ".join(sorted(names)) + match.group(3)
+
+
+def _sorted_reset_branch(match: re.Match) -> str:
+    lines = match.group(2).splitlines(keepends=True)
+    return match.group(1) + "".join(sorted(lines))
