@@ -29,7 +29,6 @@ from .cells.requant import requant
 from .cells.wiring import bit_signal, bus_lanes, signed_signal, unsigned_signal
 from .die import SLOT_BITS
 from .isa import Op, field_offsets
-from .isa import WORD_BITS as UCODE_BITS
 
 WORD = ACC_BITS  # one element of a block on every bus
 DATA_BITS = BLOCK * WORD

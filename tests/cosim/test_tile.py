@@ -48,3 +48,79 @@ def test_recv_rq_add_send(vector_tile):
         assert rq_beats[b].exp == want_e[b]
         np.testing.assert_array_equal(add_beats[b].words, want_sum[b])
     assert [d[0].tolist() for d in run.down] == want_sum.tolist()
+
+
+@pytest.fixture(scope="module")
+def layer0(synth_model):
+    """The golden trace of one token and the metal of the tiny die for the synthetic model."""
+    from hardwire.golden.intref import IntModel, Trace
+    from hardwire.rtl import metal
+    from hardwire.rtl.die import get_die
+
+    trace = Trace()
+    im = IntModel(synth_model, capacity=4)
+    im.forward(np.array([7]), im.new_cache(), trace)
+    return trace, metal.generate(synth_model, get_die("hw-tiny"))
+
+
+@pytest.fixture(scope="module")
+def output_projection_tile(layer0, synth_model, tmp_path_factory):
+    _, image = layer0
+    nd = synth_model.config.d_model // 32
+    wo = next(i for i in image.programs["tile00"] if i.tap == TAP_ID["o"])
+    program = [
+        Instr(Op.RECV, dst=0, n=2 * nd),  # the residual, then the attention output
+        Instr(Op.MATMUL, tap=TAP_ID["o"], src=nd, dst=2 * nd, n=nd, groups=wo.groups, rom=wo.rom, fmt=wo.fmt),
+        Instr(Op.ADD, tap=TAP_ID["resid_attn"], src=0, src2=2 * nd, dst=3 * nd, n=nd),
+        Instr(Op.SEND, src=3 * nd, n=nd),
+        Instr(Op.END),
+    ]
+    return TileSim(ucode_image(program), image.roms["tile00_weights"], LANES, 16, tmp_path_factory.mktemp("wo"))
+
+
+def test_output_projection_and_residual_match_the_golden_taps(layer0, output_projection_tile, synth_model):
+    from hardwire.cosim.scoreboard import Scoreboard
+
+    trace, _ = layer0
+    x, _ = trace.taps[(-1, "embed", 0)]
+    attn, attn_exp = trace.taps[(0, "attn", 0)]
+    nd = synth_model.config.d_model // 32
+    upstream = [(x[b * 32:(b + 1) * 32], 0) for b in range(nd)]
+    upstream += [(attn[b * 32:(b + 1) * 32], int(attn_exp[b])) for b in range(nd)]
+    run = output_projection_tile.run(upstream)
+    board = Scoreboard(trace)
+    for beat in run.taps:
+        mismatch = board.check(0, 0, beat.op, beat.block, beat.exp, beat.words, cycle=0)
+        assert mismatch is None, str(mismatch)
+    assert board.checked == {(0, "o", 0): nd, (0, "resid_attn", 0): nd}
+    resid, _ = trace.taps[(0, "resid_attn", 0)]
+    assert np.concatenate([d[0] for d in run.down]).tolist() == resid.tolist()
+
+
+def test_a_flipped_via_bit_fails_at_the_output_projection(layer0, synth_model, tmp_path):
+    """One via bit of the O weights flipped in the metal: the scoreboard must stop at (0, o)."""
+    from hardwire.cosim.scoreboard import Scoreboard
+    from hardwire.rtl.metal import RomImage
+
+    trace, image = layer0
+    nd = synth_model.config.d_model // 32
+    wo = next(i for i in image.programs["tile00"] if i.tap == TAP_ID["o"])
+    good = image.roms["tile00_weights"]
+    words = good.words.copy()
+    words[wo.rom, 0] ^= 0x04  # lane 0, code 0, bit 2 of the first O-projection word
+    program = [
+        Instr(Op.RECV, dst=0, n=2 * nd),
+        Instr(Op.MATMUL, tap=TAP_ID["o"], src=nd, dst=2 * nd, n=nd, groups=wo.groups, rom=wo.rom, fmt=wo.fmt),
+        Instr(Op.END),
+    ]
+    sim = TileSim(ucode_image(program), RomImage(good.name, good.width, good.depth, words), LANES, 16, tmp_path)
+    x, _ = trace.taps[(-1, "embed", 0)]
+    attn, attn_exp = trace.taps[(0, "attn", 0)]
+    upstream = [(x[b * 32:(b + 1) * 32], 0) for b in range(nd)]
+    upstream += [(attn[b * 32:(b + 1) * 32], int(attn_exp[b])) for b in range(nd)]
+    board = Scoreboard(trace)
+    mismatches = [board.check(0, 0, b.op, b.block, b.exp, b.words, 0) for b in sim.run(upstream).taps]
+    first = board.first_mismatch
+    assert first is not None and (first.layer, first.op, first.position) == (0, "o", 0)
+    assert first.index == 0  # row 0 reads lane 0's slot
+    assert sum(m is not None for m in mismatches) == 1  # only the block holding row 0
