@@ -37,7 +37,7 @@ def sram(clk, we, waddr, wdata, re, raddr, rdata, depth: int, label: str):
     converter inlines every instance into one module)."""
     width = len(wdata)
     _check(label, depth, width, len(waddr), len(raddr), len(rdata))
-    memory = f"sram_{label}"
+    memory = f"sram_{label}"  # noqa: F841 (read by verilog_code: $memory)
     words = [0] * depth  # MyHDL's own simulator only
 
     @always(clk.posedge)

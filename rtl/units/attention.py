@@ -1,0 +1,1033 @@
+"""The attention unit of a tile (docs/numerics.md section 7, docs/architecture.md 4a).
+
+It owns the KV SRAM (B16 keys after RoPE and values, `kv_tokens` positions), a query buffer
+and the score buffer, and computes one query head at a time in four passes:
+
+    scores    for t in 0..P-1, b in 0..nbh-1: one K block and one Q block per cycle;
+              s_t = floor_shift(sat40(sum_b sat40(floor_shift(D_b, eq_b + ek_b + 16))) * ATTN_SCALE, -15)
+              into the score buffer, and the running max
+    softmax   for t: one score per cycle; u = -floor_shift((s_t - max) * LOG2E_Q, -15),
+              p_t = EXP2_LUT[(u & 0xFFFF) >> 6] >> min(u >> 16, 17) back into the score buffer,
+              and the sum of p
+    divide    RCP = floor(2**48 / sum p), a restoring divider, one quotient bit per cycle
+    weighted  for b, then t: one V block per cycle; w_t = (p_t * RCP) >> 24 and per lane
+              acc += (w_t * v) << (ev + 24), exact in 73 bits; after the last t the block
+              leaves as rq(sat63(acc), -48, 16)
+
+P = position + 1 keys and nbh = head_dim / 32 blocks per head. Query head h reads KV head
+h // (heads / kv_heads).
+
+Ports (block buses of docs/architecture.md 4a; everything is sampled on the rising edge):
+    rst         in   synchronous, active high: back to idle; SRAM contents are kept
+    start_kv    in   pulse with `pos`: the next 2*kv_blocks beats on the input bus are the K
+                     blocks then the V blocks of that position (kv_blocks = kv_heads * nbh,
+                     KV head-major), written into the KV SRAM
+    start_attn  in   pulse with `pos`: the next heads*nbh beats are the Q blocks of all heads
+                     (head-major, after RoPE); then the unit attends over keys 0..pos and
+                     emits nbh B16 blocks per head, head 0 first, on the output bus
+    pos         in   the position, bitlen(kv_tokens) bits (so kv_tokens itself is expressible
+                     and refused), sampled with a start
+    in_valid, in_data (32 x 48), in_exp (8)      input block bus: B16 mantissas (the low 16
+                     bits of each lane are kept) and the block exponent; beats count from the
+                     cycle after the start, at any pace (no back-pressure)
+    out_valid, out_data (32 x 48), out_exp (8)   output block bus: B16, sign-extended
+    done        out  pulses when a command is complete: the cycle after its last input beat
+                     for start_kv, the cycle after its last output block for start_attn
+    busy        out  a command is running: from the cycle after its start to the cycle
+                     before its done (a new start is taken in the done cycle)
+    refused     out  pulses the cycle after a start that was not taken: the unit was busy,
+                     both starts came together, or pos >= kv_tokens (KV_OVERFLOW); nothing
+                     is written or computed
+    lut_addr    out  EXP2_LUT read address (10 bits), registered
+    lut_data    in   EXP2_LUT[lut_addr] (17 bits), one cycle after the address (a via ROM)
+
+Cycles (`AttentionGeometry.attend_cycles`, checked by the tests): start_attn to done,
+inclusive, with the Q beats back to back, is 1 + heads*nbh + heads * head_cycles(P) with
+    head_cycles(P) = (2*nbh + 1) * P + HEAD_OVERHEAD,   HEAD_OVERHEAD = 59:
+scores nbh*P + 12 (pipeline drain), softmax P + 5, divide 33 + 2, weighted nbh*P + 7.
+SmolLM2 (nbh 2, 9 heads) at P = 1024: 9 * 5179 cycles per token and layer. start_kv takes
+1 + 2*kv_blocks cycles at full pace.
+
+Simulation cost: every datapath register loads only under its stage's valid bit, wide
+assembly is done by bit loops inside those enabled processes, and no register is read after
+it is written in its process (a simulator then needs no shadow copies). Measured with the
+native run: idle about 30 ns per cycle above a bare counter (the requantizer cell, which is
+combinational, and the gather of its input), busy about 0.5 us per cycle at 256 keys.
+
+Contract on the data (the tile's datapath guarantees it; numerics 7): value exponents lie in
+[-24, 9] (values come from rq(acc, -24, 16) of 48-bit words), so each weighted term is
+(w * v) << (ev + 24) with a shift of 0..33 and the 73-bit lane sums are exact. Outside that
+range the shift is clamped (the harness refuses such values).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from myhdl import ConcatSignal, Signal, always, always_comb, always_seq, block, concat, enum, intbv
+
+from hardwire.golden import spec
+from hardwire.golden.errors import HardwireError
+from hardwire.golden.spec import ACT_BITS, ATTN_OUT_FRAC, BLOCK, LOG2E_Q, SCORE_BITS, SCORE_FRAC
+
+from ..cells.requant import requant
+from ..cells.sram import address_bits, sram
+from ..cells.wiring import bit_signal, signed_signal, unsigned_signal, zero_extended
+
+LANE_BITS = 48  # block-bus element width
+EXP_BITS = 8  # block-bus exponent width
+WORD_BITS = BLOCK * ACT_BITS + EXP_BITS  # one B16 block in SRAM: 32 mantissas, exponent on top
+LUT_ADDR_BITS, LUT_DATA_BITS = spec.EXP2_LUT_BITS, 17  # EXP2_LUT: 1024 entries of 17 bits
+PRODUCT_BITS = 2 * ACT_BITS  # q * k of two 16-bit mantissas (-32768 included, so 32 bits)
+DOT_BITS = PRODUCT_BITS + 5  # the sum of 32 products: the adder tree grows a bit per level
+SCORE_SHIFT_BITS = EXP_BITS + 2  # eq + ek + 16
+SCALE_FRAC = 15  # ATTN_SCALE and LOG2E_Q are Q.15
+EXP2_FRAC = 16  # u: 16 fraction bits, of which the top LUT_ADDR_BITS index EXP2_LUT
+EXP2_ZERO_SHIFT = 17  # EXP2_LUT < 2**17: a shift of 17 or more gives 0
+RCP_NUMERATOR_BITS = 48  # RCP = floor(2**48 / sum p)
+RCP_BITS = 33  # sum p >= 2**16, so RCP <= 2**32
+DIVIDE_CYCLES = RCP_BITS  # one quotient bit per cycle
+WEIGHT_FRAC = 24  # w_t = (p_t * RCP) >> 24, Q0.24, <= 2**24
+WEIGHT_MAX = 1 << WEIGHT_FRAC
+VALUE_EXP_MIN, VALUE_EXP_MAX = -24, 9  # value exponents of rq(acc, -24, 16) with 48-bit acc
+VALUE_SHIFT_MAX = VALUE_EXP_MAX - VALUE_EXP_MIN  # the shift ev + 24 lies in 0..33
+TERM_MIN = -WEIGHT_MAX * (1 << (ACT_BITS - 1))  # w * v, v = -32768 included
+TERM_MAX = WEIGHT_MAX * ((1 << (ACT_BITS - 1)) - 1)
+WSUM_BITS = (TERM_MAX << VALUE_SHIFT_MAX).bit_length() + 1  # 73: exact, as sum_t w_t <= 2**24
+OUT_WORD_BITS = spec.ATTN_OUT_BITS  # numerics 7 step 4: sat(..., 63) at LSB 2**-48
+
+# latencies of the passes, from the cycle after the last issue to the state change
+SCORE_LATENCY = 12
+SOFTMAX_LATENCY = 5
+WEIGHT_LATENCY = 7
+TREE_LEVELS = (BLOCK - 1).bit_length()  # 5 registered adder levels
+
+State = enum("IDLE", "KV_IN", "Q_IN", "SCORE_ISSUE", "SCORE_WAIT", "SOFTMAX_ISSUE", "SOFTMAX_WAIT",
+             "DIVIDE", "WEIGHT_ISSUE", "WEIGHT_WAIT")
+
+
+@dataclass(frozen=True)
+class AttentionGeometry:
+    """The elaboration parameters and the sizes that follow from them."""
+
+    kv_tokens: int
+    kv_heads: int
+    head_dim: int
+    heads: int
+
+    def __post_init__(self):
+        if self.kv_tokens < 2:
+            raise HardwireError(f"kv_tokens must be at least 2, not {self.kv_tokens}")
+        if self.head_dim < BLOCK or self.head_dim % BLOCK:
+            raise HardwireError(f"head_dim {self.head_dim} is not a positive multiple of {BLOCK}")
+        if self.kv_heads < 1 or self.heads < 1 or self.heads % self.kv_heads:
+            raise HardwireError(f"heads ({self.heads}) must be a positive multiple of kv_heads ({self.kv_heads})")
+
+    @property
+    def head_blocks(self) -> int:
+        return self.head_dim // BLOCK
+
+    @property
+    def group(self) -> int:
+        return self.heads // self.kv_heads
+
+    @property
+    def kv_blocks(self) -> int:
+        return self.kv_heads * self.head_blocks
+
+    @property
+    def row_words(self) -> int:
+        """SRAM words per position: the K blocks, then the V blocks."""
+        return 2 * self.kv_blocks
+
+    @property
+    def kv_depth(self) -> int:
+        return self.kv_tokens * self.row_words
+
+    @property
+    def q_depth(self) -> int:
+        return max(self.heads * self.head_blocks, 2)
+
+    @property
+    def position_bits(self) -> int:
+        """The position port holds kv_tokens itself: a position past the SRAM is expressible
+        (and refused), whatever kv_tokens is."""
+        return self.kv_tokens.bit_length()
+
+    @property
+    def index_bits(self) -> int:
+        """Key indexes 0..kv_tokens-1 (score buffer addresses, counters)."""
+        return address_bits(self.kv_tokens)
+
+    @property
+    def attn_scale(self) -> int:
+        return spec.attn_scale(self.head_dim)
+
+    def head_cycles(self, positions: int) -> int:
+        return (2 * self.head_blocks + 1) * positions + HEAD_OVERHEAD
+
+    def attend_cycles(self, positions: int) -> int:
+        """Cycles from start_attn to done (inclusive), Q beats back to back."""
+        return 1 + self.heads * self.head_blocks + self.heads * self.head_cycles(positions)
+
+
+# per head, beyond the (2 * nbh + 1) * P issue cycles: each pass's drain, the divider, hand-offs
+HEAD_OVERHEAD = SCORE_LATENCY + SOFTMAX_LATENCY + DIVIDE_CYCLES + 2 + WEIGHT_LATENCY
+
+
+def _range_bits(lo: int, hi: int) -> Signal:
+    """A signed register holding [lo, hi]."""
+    return Signal(intbv(0, min=min(lo, 0), max=hi + 1))
+
+
+@block
+def attention_unit(clk, rst, start_kv, start_attn, pos, in_valid, in_data, in_exp,
+                   out_valid, out_data, out_exp, done, busy, refused, lut_addr, lut_data,
+                   kv_tokens: int, kv_heads: int, head_dim: int, heads: int):
+    geo = AttentionGeometry(kv_tokens, kv_heads, head_dim, heads)
+    _check_ports(geo, pos, in_data, in_exp, out_data, out_exp, lut_addr, lut_data)
+
+    # the three SRAMs and their ports
+    kv_we, kv_re, q_we, q_re, sb_we, sb_re = (bit_signal() for _ in range(6))
+    kv_bits, q_bits, sb_bits = address_bits(geo.kv_depth), address_bits(geo.q_depth), geo.index_bits
+    kv_waddr, kv_raddr = unsigned_signal(kv_bits), unsigned_signal(kv_bits)
+    q_waddr, q_raddr = unsigned_signal(q_bits), unsigned_signal(q_bits)
+    sb_waddr, sb_raddr = unsigned_signal(sb_bits), unsigned_signal(sb_bits)
+    in_word, kv_rdata, q_rdata = (unsigned_signal(WORD_BITS) for _ in range(3))
+    scores = ScoreRanges(geo)
+    sb_wdata, sb_rdata = unsigned_signal(scores.buffer_bits), unsigned_signal(scores.buffer_bits)
+    memories = [sram(clk, kv_we, kv_waddr, in_word, kv_re, kv_raddr, kv_rdata, geo.kv_depth, "kv"),
+                sram(clk, q_we, q_waddr, in_word, q_re, q_raddr, q_rdata, geo.q_depth, "query"),
+                sram(clk, sb_we, sb_waddr, sb_wdata, sb_re, sb_raddr, sb_rdata, kv_tokens, "score")]
+
+    # control -> passes: issue flags (stage 0 of each pipeline)
+    pos_bits = geo.index_bits
+    sc_valid, sc_first_blk, sc_last_blk, sc_first_t, sc_last_t = (bit_signal() for _ in range(5))
+    sc_t = unsigned_signal(pos_bits)
+    sm_valid, sm_first, sm_last = (bit_signal() for _ in range(3))
+    sm_t = unsigned_signal(pos_bits)
+    wt_valid, wt_first, wt_last, wt_head_last = (bit_signal() for _ in range(4))
+    div_start = bit_signal()
+    # passes -> control
+    scores_last, softmax_last, div_done, out_head_last = (bit_signal() for _ in range(4))
+
+    control = controller(clk, rst, geo, start_kv, start_attn, pos, in_valid, done, busy, refused,
+                         kv_we, kv_waddr, kv_re, kv_raddr, q_we, q_waddr, q_re, q_raddr, sb_re, sb_raddr,
+                         sc_valid, sc_first_blk, sc_last_blk, sc_first_t, sc_last_t, sc_t,
+                         sm_valid, sm_first, sm_last, sm_t, wt_valid, wt_first, wt_last, wt_head_last,
+                         div_start, scores_last, softmax_last, div_done, out_head_last)
+    lane_tops_unused = unsigned_signal(BLOCK * (LANE_BITS - ACT_BITS))
+    capture = input_stage(clk, in_valid, in_data, in_exp, in_word, lane_tops_unused)
+
+    # scores pass
+    scaled, scaled_valid, scaled_t = scores.scaled_signal(), bit_signal(), unsigned_signal(pos_bits)
+    score_max = scores.scaled_signal()
+    score_pass = score_pipeline(clk, rst, scores, q_rdata, kv_rdata, sc_valid, sc_first_blk, sc_last_blk,
+                                sc_first_t, sc_last_t, sc_t, scaled, scaled_valid, scaled_t, score_max,
+                                scores_last)
+
+    # softmax pass
+    p, p_valid, p_t = unsigned_signal(LUT_DATA_BITS), bit_signal(), unsigned_signal(pos_bits)
+    p_sum = unsigned_signal(scores.sum_bits)
+    softmax_pass = softmax_pipeline(clk, rst, scores, sb_rdata, score_max, sm_valid, sm_first, sm_last, sm_t,
+                                    lut_addr, lut_data, p, p_valid, p_t, p_sum, softmax_last)
+    writer = score_buffer_writer(clk, rst, scaled, scaled_valid, scaled_t, p, p_valid, p_t,
+                                 sb_we, sb_waddr, sb_wdata)
+
+    # divide, weighted pass, output
+    rcp = unsigned_signal(RCP_BITS)
+    divide = divider(clk, rst, div_start, p_sum, rcp, div_done)
+    weighted = weighted_pipeline(clk, rst, sb_rdata, kv_rdata, rcp, wt_valid, wt_first, wt_last, wt_head_last,
+                                 out_valid, out_data, out_exp, out_head_last)
+    return memories, control, capture, score_pass, softmax_pass, writer, divide, weighted
+
+
+class ScoreRanges:
+    """Exact ranges of the score datapath for one geometry (registers sized to them)."""
+
+    def __init__(self, geo: AttentionGeometry):
+        top = (1 << (SCORE_BITS - 1)) - 1
+        self.blocks = geo.head_blocks
+        self.scale = geo.attn_scale
+        self.scaled_min = (-top - 1) * self.scale >> SCALE_FRAC
+        self.scaled_max = top * self.scale >> SCALE_FRAC
+        self.scaled_bits = len(_range_bits(self.scaled_min, self.scaled_max))
+        self.buffer_bits = self.scaled_bits  # holds s_t, then p_t (narrower)
+        assert self.buffer_bits > LUT_DATA_BITS
+        self.u_max = -((self.scaled_min - self.scaled_max) * LOG2E_Q >> SCALE_FRAC)
+        self.sum_bits = ((1 << EXP2_FRAC) * geo.kv_tokens).bit_length()
+
+    def scaled_signal(self) -> Signal:
+        return _range_bits(self.scaled_min, self.scaled_max)
+
+
+# --- control --------------------------------------------------------------------------------------
+
+@block
+def controller(clk, rst, geo, start_kv, start_attn, pos, in_valid, done, busy, refused,
+               kv_we, kv_waddr, kv_re, kv_raddr, q_we, q_waddr, q_re, q_raddr, sb_re, sb_raddr,
+               sc_valid, sc_first_blk, sc_last_blk, sc_first_t, sc_last_t, sc_t,
+               sm_valid, sm_first, sm_last, sm_t, wt_valid, wt_first, wt_last, wt_head_last,
+               div_start, scores_last, softmax_last, div_done, out_head_last):
+    """The command FSM and the address generators of the three passes."""
+    nbh, group, kv_blocks = geo.head_blocks, geo.group, geo.kv_blocks
+    row_words, kv_tokens, heads = geo.row_words, geo.kv_tokens, geo.heads
+    kv_beats, q_beats = geo.row_words, geo.heads * geo.head_blocks
+    kv_bits = len(kv_waddr)
+    state = Signal(State.IDLE)
+    beat = unsigned_signal(max(kv_beats, q_beats).bit_length())
+    last_pos = unsigned_signal(geo.index_bits)
+    t = unsigned_signal(geo.index_bits)
+    blk = unsigned_signal(max(nbh - 1, 1).bit_length())
+    row = unsigned_signal(kv_bits)  # t * row_words
+    head = unsigned_signal(max(heads - 1, 1).bit_length())
+    in_group = unsigned_signal(max(group - 1, 1).bit_length())  # head % group
+    q_base = unsigned_signal(len(q_raddr))  # head * nbh
+    kv_head = unsigned_signal(kv_bits)  # (head // group) * nbh
+    v_addr = unsigned_signal(kv_bits)  # the V read issued one cycle after its p read
+    write_addr = unsigned_signal(max(kv_bits, len(q_waddr)))  # of the next input beat
+
+    @always_seq(clk.posedge, reset=rst)
+    def fsm():
+        kv_we.next = 0
+        q_we.next = 0
+        kv_re.next = 0
+        q_re.next = 0
+        sb_re.next = 0
+        sc_valid.next = 0
+        sm_valid.next = 0
+        wt_valid.next = 0
+        div_start.next = 0
+        done.next = 0
+        refused.next = 0
+        # the V read trails its p read by a cycle (w_t needs p_t first)
+        if wt_valid:
+            kv_raddr.next = v_addr
+            kv_re.next = 1
+        if (start_kv or start_attn) and (state != State.IDLE or (start_kv and start_attn) or pos >= kv_tokens):
+            refused.next = 1  # one command at a time, inside the SRAM
+        if state == State.IDLE:
+            if start_kv and not start_attn and pos < kv_tokens:
+                beat.next = 0
+                write_addr.next = pos * row_words
+                state.next = State.KV_IN
+            elif start_attn and not start_kv and pos < kv_tokens:
+                beat.next = 0
+                write_addr.next = 0
+                last_pos.next = pos[len(last_pos):]
+                state.next = State.Q_IN
+        elif state == State.KV_IN:
+            if in_valid:
+                kv_we.next = 1
+                kv_waddr.next = write_addr
+                write_addr.next = write_addr + 1
+                beat.next = beat + 1
+                if beat == kv_beats - 1:
+                    done.next = 1
+                    state.next = State.IDLE
+        elif state == State.Q_IN:
+            if in_valid:
+                q_we.next = 1
+                q_waddr.next = write_addr[len(q_waddr):]
+                write_addr.next = write_addr + 1
+                beat.next = beat + 1
+                if beat == q_beats - 1:
+                    head.next = 0
+                    in_group.next = 0
+                    q_base.next = 0
+                    kv_head.next = 0
+                    t.next = 0
+                    blk.next = 0
+                    row.next = 0
+                    state.next = State.SCORE_ISSUE
+        elif state == State.SCORE_ISSUE:
+            kv_raddr.next = row + kv_head + blk
+            q_raddr.next = q_base + blk
+            kv_re.next = 1
+            q_re.next = 1
+            sc_valid.next = 1
+            sc_first_blk.next = blk == 0
+            sc_last_blk.next = blk == nbh - 1
+            sc_first_t.next = t == 0
+            sc_last_t.next = t == last_pos
+            sc_t.next = t
+            if blk == nbh - 1:
+                blk.next = 0
+                t.next = t + 1
+                row.next = row + row_words
+                if t == last_pos:
+                    state.next = State.SCORE_WAIT
+            else:
+                blk.next = blk + 1
+        elif state == State.SCORE_WAIT:
+            if scores_last:
+                t.next = 0
+                state.next = State.SOFTMAX_ISSUE
+        elif state == State.SOFTMAX_ISSUE:
+            sb_raddr.next = t
+            sb_re.next = 1
+            sm_valid.next = 1
+            sm_first.next = t == 0
+            sm_last.next = t == last_pos
+            sm_t.next = t
+            t.next = t + 1
+            if t == last_pos:
+                state.next = State.SOFTMAX_WAIT
+        elif state == State.SOFTMAX_WAIT:
+            if softmax_last:
+                div_start.next = 1
+                state.next = State.DIVIDE
+        elif state == State.DIVIDE:
+            if div_done:
+                t.next = 0
+                blk.next = 0
+                row.next = 0
+                state.next = State.WEIGHT_ISSUE
+        elif state == State.WEIGHT_ISSUE:
+            sb_raddr.next = t
+            sb_re.next = 1
+            v_addr.next = row + kv_blocks + kv_head + blk
+            wt_valid.next = 1
+            wt_first.next = t == 0
+            wt_last.next = t == last_pos
+            wt_head_last.next = t == last_pos and blk == nbh - 1
+            if t == last_pos:
+                t.next = 0
+                row.next = 0
+                blk.next = blk + 1
+                if blk == nbh - 1:
+                    state.next = State.WEIGHT_WAIT
+            else:
+                t.next = t + 1
+                row.next = row + row_words
+        elif state == State.WEIGHT_WAIT:
+            if out_head_last:
+                if head == heads - 1:
+                    done.next = 1
+                    state.next = State.IDLE
+                else:
+                    head.next = head + 1
+                    q_base.next = q_base + nbh
+                    if in_group == group - 1:
+                        in_group.next = 0
+                        kv_head.next = kv_head + nbh
+                    else:
+                        in_group.next = in_group + 1
+                    t.next = 0
+                    blk.next = 0
+                    row.next = 0
+                    state.next = State.SCORE_ISSUE
+        else:
+            state.next = State.IDLE  # the unused encodings of the state register
+
+    @always_comb
+    def running():
+        busy.next = state != State.IDLE
+
+    return fsm, running
+
+
+@block
+def input_stage(clk, in_valid, in_data, in_exp, in_word, lane_tops_unused):
+    """Register a beat as an SRAM word: the low 16 bits of each lane, the exponent on top.
+    Bit loops inside the enabled process: an idle bus costs a simulator nothing. A B16 lane is
+    sign-extended on the bus, so its top bits carry nothing; they land in `lane_tops_unused`,
+    which nothing reads (Verilator's unused-regexp exempts the name; synthesis removes it)."""
+    tops = LANE_BITS - ACT_BITS
+
+    @always(clk.posedge)
+    def capture():
+        if in_valid:
+            word = intbv(0)[WORD_BITS:]
+            high = intbv(0)[BLOCK * tops:]
+            for j in range(BLOCK):
+                for b in range(ACT_BITS):
+                    word[ACT_BITS * j + b] = in_data[LANE_BITS * j + b]
+                for b in range(tops):
+                    high[tops * j + b] = in_data[LANE_BITS * j + ACT_BITS + b]
+            word[WORD_BITS:BLOCK * ACT_BITS] = in_exp
+            in_word.next = word
+            lane_tops_unused.next = high
+
+    return capture
+
+
+# --- pipeline plumbing: flags ride beside the data; only valid bits are reset ---------------------
+
+def _like(sig) -> Signal:
+    """A new register of the same type as `sig` (bit, signed or unsigned)."""
+    if isinstance(sig.val, bool):
+        return bit_signal()
+    if sig.min is not None and sig.min < 0:
+        return Signal(intbv(0, min=sig.min, max=sig.max))
+    return unsigned_signal(len(sig))
+
+
+@block
+def data_register(clk, enable, d, q):
+    @always(clk.posedge)
+    def hold():
+        if enable:
+            q.next = d
+
+    return hold
+
+
+@block
+def valid_register(clk, rst, d, q):
+    @always_seq(clk.posedge, reset=rst)
+    def hold():
+        q.next = d
+
+    return hold
+
+
+def delay_taps(source, stages: int) -> list:
+    """taps[k] will be `source` delayed by k cycles (taps[0] is `source`); see delay_line."""
+    return [source] + [_like(source) for _ in range(stages)]
+
+
+@block
+def delay_line(clk, rst, taps, enables=None):
+    """A chain of registers through `taps`. With rst they are valid bits (reset to 0); with
+    `enables`, register k loads only when enables[k] is high (data beside its valid bit)."""
+    if rst is not None:
+        return [valid_register(clk, rst, d, q) for d, q in zip(taps, taps[1:], strict=False)]
+    return [data_register(clk, e, d, q) for e, d, q in zip(enables, taps, taps[1:], strict=False)]
+
+
+def _mantissa_lanes(word) -> list:
+    """The 32 mantissa fields of an SRAM word (unsigned slices; read them with .signed())."""
+    return [word((j + 1) * ACT_BITS, j * ACT_BITS) for j in range(BLOCK)]
+
+
+def _exponent_field(word):
+    return word(WORD_BITS, BLOCK * ACT_BITS)
+
+
+# --- scores pass --------------------------------------------------------------------------------
+
+@block
+def score_pipeline(clk, rst, scores, q_rdata, kv_rdata, sc_valid, sc_first_blk, sc_last_blk,
+                   sc_first_t, sc_last_t, sc_t, scaled, scaled_valid, scaled_t, score_max, scores_last):
+    """Stages after the issue (stage 0): 1 the SRAM words; 2 lane products q_j * k_j and
+    eq + ek + 16; 3..7 the registered adder tree (D_b); 8 sat40(floor_shift(D_b, shift));
+    9 the block sum, s_t = sat40 of it at the last block; 10 ATTN_SCALE; 11 the running max
+    (and, in score_buffer_writer, the score-buffer write)."""
+    term_stage = 2 + TREE_LEVELS + 1
+    valid = delay_taps(sc_valid, term_stage)
+    valid_regs = delay_line(clk, rst, valid)
+    tag = delay_taps(ConcatSignal(sc_t, sc_first_t, sc_last_t, sc_first_blk, sc_last_blk), term_stage)
+    tag_regs = delay_line(clk, None, tag, valid[:term_stage])
+    tagged = tag[term_stage]
+    t8, first_t8, last_t8, first_blk8, last_blk8 = tagged(len(tagged), 4), tagged(3), tagged(2), tagged(1), tagged(0)
+
+    products = [signed_signal(PRODUCT_BITS) for _ in range(BLOCK)]
+    lanes = [dot_lane(clk, valid[1], q, k, prod)
+             for q, k, prod in zip(_mantissa_lanes(q_rdata), _mantissa_lanes(kv_rdata), products, strict=True)]
+    shift2 = signed_signal(SCORE_SHIFT_BITS)
+    exponents = score_shift(clk, valid[1], _exponent_field(q_rdata), _exponent_field(kv_rdata), shift2)
+    shift = delay_taps(shift2, TREE_LEVELS)
+    shift_regs = delay_line(clk, None, shift, valid[2:2 + TREE_LEVELS])
+    dot = signed_signal(DOT_BITS)
+    tree = registered_adder_tree(clk, valid[2:2 + TREE_LEVELS], products, dot)
+    term = signed_signal(SCORE_BITS)
+    shifter = saturating_shift(clk, valid[term_stage - 1], dot, shift[TREE_LEVELS], term)
+
+    score = signed_signal(SCORE_BITS)
+    score_valid, score_first_t, score_last_t = bit_signal(), bit_signal(), bit_signal()
+    score_t = unsigned_signal(len(sc_t))
+    block_sum = score_block_sum(clk, rst, scores, valid[term_stage], term, first_blk8, last_blk8, t8, first_t8,
+                                last_t8, score, score_valid, score_t, score_first_t, score_last_t)
+    scaled_first_t, scaled_last_t = bit_signal(), bit_signal()
+    scale = score_scale(clk, rst, scores, score, score_valid, score_t, score_first_t, score_last_t,
+                        scaled, scaled_valid, scaled_t, scaled_first_t, scaled_last_t)
+    peak = running_max(clk, rst, scaled, scaled_valid, scaled_first_t, scaled_last_t, score_max, scores_last)
+    return (valid_regs, tag_regs, lanes, exponents, shift_regs, tree, shifter, block_sum, scale, peak)
+
+
+@block
+def dot_lane(clk, enable, q, k, product):
+    @always(clk.posedge)
+    def multiply():
+        if enable:
+            product.next = q.signed() * k.signed()
+
+    return multiply
+
+
+@block
+def score_shift(clk, enable, eq, ek, shift):
+    """eq + ek + SCORE_FRAC: the floor_shift that puts D_b at LSB 2**-16."""
+    n, width = len(eq), len(shift)
+
+    @always(clk.posedge)
+    def add():
+        if enable:
+            q_wide = intbv(0, min=-(1 << (width - 1)), max=1 << (width - 1))
+            k_wide = intbv(0, min=-(1 << (width - 1)), max=1 << (width - 1))
+            if eq[n - 1]:  # sign-extend the 8-bit exponents
+                q_wide[:] = -1
+            else:
+                q_wide[:] = 0
+            q_wide[n:] = eq
+            if ek[n - 1]:
+                k_wide[:] = -1
+            else:
+                k_wide[:] = 0
+            k_wide[n:] = ek
+            shift.next = q_wide + k_wide + SCORE_FRAC
+
+    return add
+
+
+@block
+def registered_adder(clk, enable, a, b, total):
+    @always(clk.posedge)
+    def add():
+        if enable:
+            total.next = a + b
+
+    return add
+
+
+@block
+def registered_adder_tree(clk, enables, leaves, total):
+    """A balanced adder tree with a register after every level; level k (k = 0 next to the
+    leaves) loads when enables[k] is high. Each level is one bit wider than the one below."""
+    half = len(leaves) // 2
+    if len(enables) != half.bit_length() or len(leaves) != 2 * half:
+        raise HardwireError(f"adder tree of {len(leaves)} leaves with {len(enables)} levels")
+    if half == 1:
+        return registered_adder(clk, enables[0], leaves[0], leaves[1], total)
+    low, high = signed_signal(len(total) - 1), signed_signal(len(total) - 1)
+    return (registered_adder_tree(clk, enables[:-1], leaves[:half], low),
+            registered_adder_tree(clk, enables[:-1], leaves[half:], high),
+            registered_adder(clk, enables[-1], low, high, total))
+
+
+@block
+def saturating_shift(clk, enable, value, shift, result):
+    """result = sat(floor_shift(value, shift), len(result)), registered. A left shift by s
+    fits iff value >> (width - 1 - s) is 0 or -1 (only sign bits would leave the word), so
+    no word wider than the result is needed."""
+    vw, rw = len(value), len(result)
+
+    @always(clk.posedge)
+    def shift_and_clamp():
+        if enable:
+            wide = intbv(0, min=-(1 << (rw - 1)), max=1 << (rw - 1))
+            amount = intbv(0)[len(shift):]
+            above = intbv(0, min=-(1 << (rw - 1)), max=1 << (rw - 1))
+            limit = intbv(0, min=-(1 << (rw - 1)), max=1 << (rw - 1))
+            if value[vw - 1]:  # sign-extend the value to the result's width
+                wide[:] = -1
+            else:
+                wide[:] = 0
+            wide[vw:] = value
+            limit[rw - 1] = 1  # the most negative word; its complement is the largest
+            if not value[vw - 1]:
+                limit[:] = ~limit
+            if shift < 0:
+                amount[:] = -shift
+                if amount > rw - 1:
+                    amount[:] = rw - 1  # the value is all sign by then
+                result.next = wide >> amount
+            elif shift > rw - 1:
+                if value == 0:
+                    result.next = 0
+                else:
+                    result.next = limit
+            else:
+                amount[:] = shift
+                above[:] = wide >> (rw - 1 - amount)
+                if above == 0 or above == -1:
+                    result.next = wide << amount
+                else:
+                    result.next = limit
+
+    return shift_and_clamp
+
+
+@block
+def score_block_sum(clk, rst, scores, enable, term, first_blk, last_blk, t, first_t, last_t,
+                    score, score_valid, score_t, score_first_t, score_last_t):
+    """s_t = sat40(sum_b term_b): the sum is exact (nbh terms), saturated once at the end."""
+    top, bottom = (1 << (SCORE_BITS - 1)) - 1, -(1 << (SCORE_BITS - 1))
+    running = _range_bits(bottom * scores.blocks, top * scores.blocks)
+    width, tw = len(running), len(term)
+
+    @always(clk.posedge)
+    def accumulate():
+        if enable:
+            total = intbv(0, min=-(1 << (width - 1)), max=1 << (width - 1))
+            limit = intbv(0, min=-(1 << (SCORE_BITS - 1)), max=1 << (SCORE_BITS - 1))
+            if term[tw - 1]:  # sign-extend the term to the sum's width
+                total[:] = -1
+            else:
+                total[:] = 0
+            total[tw:] = term
+            if not first_blk:
+                total[:] = running + total
+            if last_blk:
+                limit[SCORE_BITS - 1] = 1
+                if not total[width - 1]:
+                    limit[:] = ~limit
+                if total[width:SCORE_BITS - 1].signed() == 0 or total[width:SCORE_BITS - 1].signed() == -1:
+                    score.next = total[SCORE_BITS:].signed()
+                else:
+                    score.next = limit
+                score_t.next = t
+                score_first_t.next = first_t
+                score_last_t.next = last_t
+            running.next = total
+
+    @always_seq(clk.posedge, reset=rst)
+    def mark():
+        score_valid.next = enable and last_blk
+
+    return accumulate, mark
+
+
+@block
+def score_scale(clk, rst, scores, score, score_valid, score_t, score_first_t, score_last_t,
+                scaled, scaled_valid, scaled_t, scaled_first_t, scaled_last_t):
+    """s_t = floor_shift(s_t * ATTN_SCALE, -15); ATTN_SCALE follows from head_dim."""
+    attn_scale = scores.scale
+    product_bits = len(scaled) + SCALE_FRAC  # s_t * ATTN_SCALE, exact
+
+    @always(clk.posedge)
+    def scale():
+        if score_valid:
+            product_unused_low = intbv(0, min=-(1 << (product_bits - 1)), max=1 << (product_bits - 1))
+            product_unused_low[:] = score * attn_scale
+            scaled.next = product_unused_low[product_bits:SCALE_FRAC].signed()  # the floor drops the rest
+            scaled_t.next = score_t
+            scaled_first_t.next = score_first_t
+            scaled_last_t.next = score_last_t
+
+    @always_seq(clk.posedge, reset=rst)
+    def mark():
+        scaled_valid.next = score_valid
+
+    return scale, mark
+
+
+@block
+def running_max(clk, rst, scaled, scaled_valid, first_t, last_t, score_max, scores_last):
+    @always(clk.posedge)
+    def track():
+        if scaled_valid and (first_t or scaled > score_max):
+            score_max.next = scaled
+
+    @always_seq(clk.posedge, reset=rst)
+    def mark():
+        scores_last.next = scaled_valid and last_t
+
+    return track, mark
+
+
+# --- softmax pass and the score buffer ---------------------------------------------------------
+
+@block
+def softmax_pipeline(clk, rst, scores, sb_rdata, score_max, sm_valid, sm_first, sm_last, sm_t,
+                     lut_addr, lut_data, p, p_valid, p_t, p_sum, softmax_last):
+    """Stages after the issue: 1 the score; 2 u = -floor_shift((s - max) * LOG2E_Q, -15), the
+    table address and the octave n; 3 the table read; 4 p = EXP2_LUT[...] >> n and the sum."""
+    valid = delay_taps(sm_valid, 3)
+    valid_regs = delay_line(clk, rst, valid)
+    tag = delay_taps(ConcatSignal(sm_t, sm_first, sm_last), 3)
+    tag_regs = delay_line(clk, None, tag, valid[:3])
+    t3, first3, last3 = tag[3](len(tag[3]), 2), tag[3](1), tag[3](0)
+    octave2 = unsigned_signal(EXP2_ZERO_SHIFT.bit_length())
+    octave = delay_taps(octave2, 1)
+    octave_regs = delay_line(clk, None, octave, valid[2:3])
+    numerator = exp2_argument(clk, valid[1], scores, sb_rdata, score_max, lut_addr, octave2)
+    exp2 = exp2_stage(clk, rst, valid[3], lut_data, octave[1], first3, last3, t3, p, p_valid, p_t, p_sum,
+                      softmax_last)
+    return valid_regs, tag_regs, octave_regs, numerator, exp2
+
+
+@block
+def exp2_argument(clk, enable, scores, sb_rdata, score_max, lut_addr, octave):
+    """u = -z_t >= 0 with z_t = floor_shift(d_t * LOG2E_Q, -15); f = u mod 2**16 indexes the
+    table by its top 10 bits, n = u >> 16 counts octaves (17 or more give p = 0)."""
+    # one word wide enough for d * LOG2E_Q (d <= 0, LOG2E_Q < 2**16)
+    width = len(_range_bits(scores.scaled_min - scores.scaled_max, 0)) + EXP2_FRAC + 1
+    n = len(sb_rdata)
+    zero_octave = EXP2_ZERO_SHIFT << EXP2_FRAC
+
+    @always(clk.posedge)
+    def argument():
+        if enable:
+            d = intbv(0, min=-(1 << (width - 1)), max=1 << (width - 1))
+            peak = intbv(0, min=-(1 << (width - 1)), max=1 << (width - 1))
+            u = intbv(0, min=-(1 << (width - 1)), max=1 << (width - 1))
+            if sb_rdata[n - 1]:  # sign-extend the score and the max
+                d[:] = -1
+            else:
+                d[:] = 0
+            d[n:] = sb_rdata
+            if score_max[n - 1]:
+                peak[:] = -1
+            else:
+                peak[:] = 0
+            peak[n:] = score_max
+            d[:] = (d - peak) * LOG2E_Q
+            u[:] = -(d >> SCALE_FRAC)
+            lut_addr.next = u[EXP2_FRAC:EXP2_FRAC - LUT_ADDR_BITS]
+            if u >= zero_octave:
+                octave.next = EXP2_ZERO_SHIFT
+            else:
+                octave.next = u[EXP2_FRAC + len(octave):EXP2_FRAC]
+
+    return argument
+
+
+@block
+def exp2_stage(clk, rst, enable, lut_data, octave, first, last, t, p, p_valid, p_t, p_sum, softmax_last):
+    sum_bits = len(p_sum)
+    entry = zero_extended(lut_data, sum_bits)
+
+    @always(clk.posedge)
+    def exp2():
+        if enable:
+            value = intbv(0)[sum_bits:]
+            value[:] = entry >> octave
+            p.next = value[LUT_DATA_BITS:]
+            p_t.next = t
+            if first:
+                p_sum.next = value
+            else:
+                p_sum.next = p_sum + value
+
+    @always_seq(clk.posedge, reset=rst)
+    def mark():
+        p_valid.next = enable
+        softmax_last.next = enable and last
+
+    return exp2, mark
+
+
+@block
+def score_buffer_writer(clk, rst, scaled, scaled_valid, scaled_t, p, p_valid, p_t, sb_we, sb_waddr, sb_wdata):
+    """The score buffer's one write port: s_t in the scores pass, p_t (over s_t) in the softmax pass."""
+    p_word = zero_extended(p, len(sb_wdata))
+
+    @always(clk.posedge)
+    def write():
+        if scaled_valid:
+            sb_waddr.next = scaled_t
+            sb_wdata.next = scaled[len(sb_wdata):]
+        elif p_valid:
+            sb_waddr.next = p_t
+            sb_wdata.next = p_word
+
+    @always_seq(clk.posedge, reset=rst)
+    def enable():
+        sb_we.next = scaled_valid or p_valid
+
+    return write, enable
+
+
+@block
+def divider(clk, rst, start, divisor, quotient, finished):
+    """quotient = floor(2**48 / divisor) for divisor >= 2**16, restoring, one bit per cycle
+    (DIVIDE_CYCLES after start; `finished` pulses with the last bit). The quotient has at most
+    RCP_BITS bits, so the first partial remainder is the numerator's top bits, 2**48 >> 32."""
+    rem_bits = len(divisor) + 1
+    remainder = unsigned_signal(rem_bits)
+    divisor_wide = zero_extended(divisor, rem_bits)
+    count = unsigned_signal(DIVIDE_CYCLES.bit_length())
+    first_remainder = 1 << (RCP_NUMERATOR_BITS - (RCP_BITS - 1))
+
+    @always(clk.posedge)
+    def step():
+        if start:
+            remainder.next = first_remainder
+            quotient.next = 0
+        elif count != 0:
+            partial = intbv(0)[rem_bits:]  # < divisor, so the shift below loses nothing
+            partial[:] = remainder
+            if remainder >= divisor_wide:
+                partial[:] = remainder - divisor_wide
+            remainder.next = partial << 1
+            quotient.next = concat(quotient[RCP_BITS - 1:], remainder >= divisor_wide)
+
+    @always_seq(clk.posedge, reset=rst)
+    def sequence():
+        finished.next = 0
+        if start:
+            count.next = DIVIDE_CYCLES
+        elif count != 0:
+            count.next = count - 1
+            if count == 1:
+                finished.next = 1
+
+    return step, sequence
+
+
+# --- weighted pass and the output ------------------------------------------------------------------
+
+@block
+def weighted_pipeline(clk, rst, sb_rdata, kv_rdata, rcp, wt_valid, wt_first, wt_last, wt_head_last,
+                      out_valid, out_data, out_exp, out_head_last):
+    """Stages after the issue: 1 p_t (the controller issues the V read now); 2 w_t; 3 lane
+    products w_t * v and the shift ev + 24; 4 the 73-bit lane sums; 5 sat63 after the last t;
+    6 rq(o, -48, 16) registered on the output bus."""
+    valid = delay_taps(wt_valid, 4)
+    valid_regs = delay_line(clk, rst, valid)
+    tag = delay_taps(ConcatSignal(wt_first, wt_last, wt_head_last), 3)
+    tag_regs = delay_line(clk, None, tag, valid[:3])
+    late = delay_taps(ConcatSignal(tag[3](1), tag[3](0)), 1)  # `first` is done with at stage 3
+    late_regs = delay_line(clk, None, late, valid[3:4])
+    first3, last4, head_last4 = tag[3](2), late[1](1), late[1](0)
+    weight = unsigned_signal(WEIGHT_FRAC + 1)
+    weights = weight_stage(clk, valid[1], sb_rdata, rcp, weight)
+    value_shift = unsigned_signal(VALUE_SHIFT_MAX.bit_length())
+    shifts = value_shift_stage(clk, valid[2], _exponent_field(kv_rdata), value_shift)
+
+    sat_enable, o_valid, o_head_last = bit_signal(), bit_signal(), bit_signal()
+    sums = [signed_signal(OUT_WORD_BITS) for _ in range(BLOCK)]
+    lanes = [weighted_lane(clk, valid[2], valid[3], sat_enable, o_valid, weight, v, value_shift, first3, o)
+             for v, o in zip(_mantissa_lanes(kv_rdata), sums, strict=True)]
+    finish = block_finish(clk, rst, valid[4], last4, head_last4, sat_enable, o_valid, o_head_last)
+    emit = output_stage(clk, rst, sums, o_valid, o_head_last, out_valid, out_data, out_exp, out_head_last)
+    return valid_regs, tag_regs, late_regs, weights, shifts, lanes, finish, emit
+
+
+@block
+def weight_stage(clk, enable, sb_rdata, rcp, weight):
+    """w_t = (p_t * RCP) >> 24 <= 2**24 (p_t <= 2**16, RCP <= 2**32). The low 24 bits of the
+    product are dropped by the spec's floor; the name `unused` tells Verilator so."""
+    product_bits = LUT_DATA_BITS + RCP_BITS
+    p = sb_rdata(LUT_DATA_BITS, 0)
+
+    @always(clk.posedge)
+    def normalise():
+        if enable:
+            product_unused_low = intbv(0)[product_bits:]
+            product_unused_low[:] = p * rcp
+            weight.next = product_unused_low[WEIGHT_FRAC + len(weight):WEIGHT_FRAC]
+
+    return normalise
+
+
+@block
+def value_shift_stage(clk, enable, ev, shift):
+    """ev + 24, clamped to the contract's 0..33 (values come from rq(acc, -24, 16))."""
+
+    @always(clk.posedge)
+    def offset():
+        if enable:
+            e = intbv(0, min=-(1 << (EXP_BITS - 1)), max=1 << (EXP_BITS - 1))
+            e[:] = ev.signed()
+            if e < VALUE_EXP_MIN:
+                shift.next = 0
+            elif e > VALUE_EXP_MAX:
+                shift.next = VALUE_SHIFT_MAX
+            else:
+                e[:] = e - VALUE_EXP_MIN
+                shift.next = e[len(shift):]
+
+    return offset
+
+
+@block
+def weighted_lane(clk, product_enable, sum_enable, sat_enable, clear, weight, v, shift, first, o):
+    """One output element: sum_t (w_t * v_t) << (ev_t + 24), exact in WSUM_BITS, then sat63.
+    The product stays within 64 bits (a simulator's native word); only the shifted term and the
+    sum are wide. Each register is read before it is written in the process (no shadow copies)."""
+    product = Signal(intbv(0, min=TERM_MIN, max=TERM_MAX + 1))
+    pw = len(product)
+    total = signed_signal(WSUM_BITS)
+    ow = OUT_WORD_BITS
+
+    @always(clk.posedge)
+    def lane():
+        if clear:
+            o.next = 0  # the requantizer idles on zeros: no toggling, and its cheap path in a simulator
+        if sat_enable:
+            limit = intbv(0, min=-(1 << (ow - 1)), max=1 << (ow - 1))
+            limit[ow - 1] = 1  # the most negative word; its complement is the largest
+            if not total[WSUM_BITS - 1]:
+                limit[:] = ~limit
+            if total[WSUM_BITS:ow - 1].signed() == 0 or total[WSUM_BITS:ow - 1].signed() == -1:
+                o.next = total[ow:].signed()
+            else:
+                o.next = limit
+        if sum_enable:
+            term = intbv(0, min=-(1 << (WSUM_BITS - 1)), max=1 << (WSUM_BITS - 1))
+            if product[pw - 1]:  # sign-extend the product to the sum's width
+                term[:] = -1
+            else:
+                term[:] = 0
+            term[pw:] = product
+            if first:
+                total.next = term << shift
+            else:
+                total.next = total + (term << shift)
+        if product_enable:
+            product.next = weight * v.signed()
+
+    return lane
+
+
+@block
+def block_finish(clk, rst, valid, last, head_last, sat_enable, o_valid, o_head_last):
+    """After the last t of a block: saturate the lane sums (sat_enable), then it is output."""
+
+    @always_comb
+    def saturate_now():
+        sat_enable.next = valid and last
+
+    @always_seq(clk.posedge, reset=rst)
+    def mark():
+        o_valid.next = valid and last
+        o_head_last.next = valid and head_last
+
+    return saturate_now, mark
+
+
+@block
+def output_stage(clk, rst, sums, o_valid, o_head_last, out_valid, out_data, out_exp, out_head_last):
+    """rq(o, -48, 16) (the requantizer cell), registered and sign-extended onto the output bus."""
+    o_bus = unsigned_signal(BLOCK * OUT_WORD_BITS)  # a plain signal: the cell slices its input
+    o_lanes = ConcatSignal(*reversed(sums))
+    e_in = signed_signal(EXP_BITS)  # undriven: the constant 0, rq(o, 0, 16); -48 is added after
+    mantissas, e_out = unsigned_signal(BLOCK * ACT_BITS), signed_signal(EXP_BITS)
+    rq = requant(o_bus, e_in, mantissas, e_out, bits=ACT_BITS, in_width=OUT_WORD_BITS)
+
+    @always_comb
+    def gather():
+        o_bus.next = o_lanes
+
+    @always(clk.posedge)
+    def emit():
+        if o_valid:
+            word = intbv(0)[BLOCK * LANE_BITS:]
+            for j in range(BLOCK):
+                for b in range(LANE_BITS):  # sign extension, bit by bit
+                    if b < ACT_BITS:
+                        word[LANE_BITS * j + b] = mantissas[ACT_BITS * j + b]
+                    else:
+                        word[LANE_BITS * j + b] = mantissas[ACT_BITS * j + ACT_BITS - 1]
+            out_data.next = word
+            out_exp.next = e_out - ATTN_OUT_FRAC
+
+    @always_seq(clk.posedge, reset=rst)
+    def mark():
+        out_valid.next = o_valid
+        out_head_last.next = o_head_last
+
+    return gather, rq, emit, mark
+
+
+def _check_ports(geo, pos, in_data, in_exp, out_data, out_exp, lut_addr, lut_data) -> None:
+    expected = {"pos": (pos, geo.position_bits), "in_data": (in_data, BLOCK * LANE_BITS),
+                "in_exp": (in_exp, EXP_BITS), "out_data": (out_data, BLOCK * LANE_BITS),
+                "out_exp": (out_exp, EXP_BITS), "lut_addr": (lut_addr, LUT_ADDR_BITS),
+                "lut_data": (lut_data, LUT_DATA_BITS)}
+    for name, (port, width) in expected.items():
+        if len(port) != width:
+            raise HardwireError(f"attention_unit port {name} is {len(port)} bits; it must be {width}")
