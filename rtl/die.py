@@ -28,7 +28,13 @@ class Die:
     max_kv_dim: int
     max_vocab: int
     max_heads: int
+    max_head_dim: int  # RoPE table rows hold max_head_dim / 32 blocks
     clock_mhz: float
+
+    @property
+    def head_block_bits(self) -> int:
+        """Address bits of a block inside a head (the RoPE table's low address bits)."""
+        return max(1, (self.max_head_dim // 32 - 1).bit_length())
 
     @property
     def tile_rom_width(self) -> int:
@@ -46,11 +52,11 @@ DIES = {
     # for tests: a handful of tiny layers
     "hw-tiny": Die("hw-tiny", tiles=4, lanes=4, head_lanes=8, tile_rom_words=8192, head_rom_words=4096,
                    kv_tokens=128, max_d_model=256, max_d_ffn=512, max_kv_dim=256, max_vocab=4096,
-                   max_heads=8, clock_mhz=500.0),
+                   max_heads=8, max_head_dim=128, clock_mhz=500.0),
     # sized for SmolLM2-135M: 30 layers of d_model 576, FFN 1536, vocab 49,152
     "hw-s135": Die("hw-s135", tiles=32, lanes=8, head_lanes=32, tile_rom_words=16384, head_rom_words=32768,
                    kv_tokens=2048, max_d_model=640, max_d_ffn=1536, max_kv_dim=256, max_vocab=49152,
-                   max_heads=16, clock_mhz=1000.0),
+                   max_heads=16, max_head_dim=128, clock_mhz=1000.0),
 }
 
 

@@ -20,11 +20,13 @@ from hardwire.golden.gguf_model import BLOCK, Model, ModelConfig, QuantTensor
 from .die import DIES, SLOT_BITS, Die
 from .isa import FORMAT_CODE, TAP_ID, Instr, Op
 from .isa import WORD_BITS as UCODE_BITS
+from .units import vector
 
 SLOT_BYTES = SLOT_BITS // 8
 GAIN_BITS = spec.NORM_GAIN_BITS
 CONST_BITS = BLOCK * GAIN_BITS  # one consts word: 32 gains, or a header
 STRAP_BITS = 128
+EXP2_WIDTH = 17  # EXP2_LUT entries are at most 2**16
 LAYER_TENSORS = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")
 STREAM_ONLY = 1  # MATMUL aux flag: outputs go to the tap port and the argmax tracker, not the scratchpad
 
@@ -36,7 +38,7 @@ class RomImage:
     name: str
     width: int
     depth: int
-    words: np.ndarray  # (used words, width // 8) uint8
+    words: np.ndarray  # (used words, ceil(width / 8)) uint8, little-endian
 
     @property
     def used(self) -> int:
@@ -149,14 +151,9 @@ def weight_words(t: QuantTensor, lanes: int) -> np.ndarray:
 # --- constants -----------------------------------------------------------------------------------
 
 def gain_region(g: np.ndarray, n: int, eps: float) -> np.ndarray:
-    """A norm's consts region: a header word (e_G, EPS_Q), then one word of 32 gains per block."""
+    """A norm's consts region in the norm unit's layout: a header word, then a word of gains per block."""
     G, e_g = spec.norm_gains(g)
-    words = np.zeros((1 + n // BLOCK, CONST_BITS // 8), np.uint8)
-    words[0] = _pack([e_g & 0xFF, spec.eps_q(n, eps)], [8, 64], CONST_BITS)
-    gains = (G.reshape(-1, BLOCK) & ((1 << GAIN_BITS) - 1)).astype(np.uint64)
-    for b, row in enumerate(gains):
-        words[1 + b] = _pack(row.tolist(), [GAIN_BITS] * BLOCK, CONST_BITS)
-    return words
+    return _int_words(vector.norm_const_words(G, e_g, spec.eps_q(n, eps)), CONST_BITS)
 
 
 def attention_consts(cfg: ModelConfig) -> np.ndarray:
@@ -318,15 +315,16 @@ def _add_head(metal: Metal, model: Model) -> None:
 
 
 def _add_luts(metal: Metal, cfg: ModelConfig) -> None:
+    """One ROM per table, in the layouts of the units that read them."""
     die = metal.die
-    tables = {"lut_rsqrt": (spec.rsqrt_lut(), 24), "lut_exp2": (spec.exp2_lut(), 24),
-              "lut_sigmoid": (spec.sigmoid_lut(), 16)}
-    for name, (values, width) in tables.items():
-        metal.roms[name] = RomImage(name, width, len(values), _words_of(values, width))
+    tables = {"lut_rsqrt": (vector.rsqrt_rom_words(spec.rsqrt_lut()), vector.RSQRT_WIDTH),
+              "lut_sigmoid": (vector.sigmoid_rom_words(spec.sigmoid_lut()), vector.SIGMOID_WIDTH),
+              "lut_exp2": (spec.exp2_lut().tolist(), EXP2_WIDTH)}
+    for name, (words, width) in tables.items():
+        metal.roms[name] = RomImage(name, width, len(words), _int_words(words, width))
     cos, sin = spec.rope_tables(cfg.head_dim, cfg.rope_theta, die.kv_tokens)
-    pairs = (cos & 0xFFFF) | ((sin & 0xFFFF) << 16)  # one word per (position, pair): cos low, sin high
-    depth = die.kv_tokens * (die.max_d_model // 2)  # head_dim <= max_d_model
-    metal.roms["lut_rope"] = RomImage("lut_rope", 32, depth, _words_of(pairs.reshape(-1), 32))
+    rope = vector.rope_rom_words(cos, sin, die.head_block_bits)
+    metal.roms["lut_rope"] = RomImage("lut_rope", vector.ROPE_WIDTH, len(rope), _int_words(rope, vector.ROPE_WIDTH))
 
 
 def _straps(model: Model) -> np.ndarray:
@@ -360,14 +358,12 @@ def _pack(values: list[int], widths: list[int], total_bits: int) -> np.ndarray:
 
 
 def _int_bytes(word: int, bits: int) -> np.ndarray:
-    return np.frombuffer(word.to_bytes(bits // 8, "little"), np.uint8).copy()
+    return np.frombuffer(word.to_bytes(-(-bits // 8), "little"), np.uint8).copy()
 
 
-def _words_of(values: np.ndarray, width: int) -> np.ndarray:
-    """Little-endian words of `width` bits (a multiple of 8) from non-negative values."""
-    nbytes = width // 8
-    v = np.asarray(values, dtype=np.int64) & ((1 << width) - 1)
-    return v.astype("<u8").view(np.uint8).reshape(-1, 8)[:, :nbytes].copy()
+def _int_words(words: list[int], width: int) -> np.ndarray:
+    """(len(words), ceil(width / 8)) little-endian bytes of non-negative words."""
+    return np.stack([_int_bytes(w, width) for w in words])
 
 
 def _ceil(n: int, multiple: int) -> int:
