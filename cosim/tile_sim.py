@@ -1,8 +1,8 @@
 """One layer tile on Verilator, fed golden blocks: the layer-sharded way to verify the chip.
 
-The harness wraps rtl/tile.py with its microcode and weight ROMs (loaded from the
-metal's via maps), drives the upstream bus with blocks, and collects every tap
-beat and every downstream block as integers.
+The harness wraps rtl/tile.py with its ROM macros (microcode, weights, consts and the
+tables), loaded from the metal's via maps, drives the upstream bus with blocks, and
+collects every tap beat and every downstream block as integers.
 """
 
 from __future__ import annotations
@@ -15,27 +15,42 @@ from myhdl import ResetSignal, block
 
 from hardwire.golden.spec import BLOCK
 from hardwire.rtl import tile as T
+from hardwire.rtl.cells.lut_rom import lut_address_bits, lut_rom
 from hardwire.rtl.cells.via_rom import via_map_define, via_rom
 from hardwire.rtl.cells.wiring import bit_signal, unsigned_signal
+from hardwire.rtl.die import Die
 from hardwire.rtl.isa import WORD_BITS as UCODE_BITS
 from hardwire.rtl.metal import RomImage
+from hardwire.rtl.units import vector
 from hardwire.rtl.via_map import write_via_map
 
 from .lanes import pack_lanes, to_signed, to_unsigned, unpack_lanes
 from .verilator_build import Simulator, build_myhdl
 
 UCODE_DEPTH = 32
+ROMS = ("ucode", "weights", "consts", "lut_rsqrt", "lut_sigmoid", "lut_rope")
 
 
 @block
-def tile_top(clk, rst, start, busy, up, down, tap, lanes: int, weight_depth: int, scratch_depth: int):
-    ucode_addr, ucode_data = unsigned_signal((UCODE_DEPTH - 1).bit_length()), unsigned_signal(UCODE_BITS)
-    w_addr, w_data = unsigned_signal((weight_depth - 1).bit_length()), unsigned_signal(lanes * 288)
-    ucode = via_rom(clk, ucode_addr, ucode_data, map_name="ucode", depth=UCODE_DEPTH)
-    weights = via_rom(clk, w_addr, w_data, map_name="weights", depth=weight_depth)
-    core = T.tile(clk, rst, start, busy, up, down, ucode_addr, ucode_data, w_addr, w_data, tap, lanes=lanes,
-                  scratch_depth=scratch_depth)
-    return ucode, weights, core
+def tile_top(clk, rst, start, entry, busy, pos, up, down, tap, die: Die, depths: dict, scratch_depth: int,
+             max_blocks: int):
+    ucode_addr, ucode_data = unsigned_signal(lut_address_bits(depths["ucode"])), unsigned_signal(UCODE_BITS)
+    w_addr, w_data = unsigned_signal(lut_address_bits(depths["weights"])), unsigned_signal(die.tile_rom_width)
+    consts = T.RomPort(lut_address_bits(depths["consts"]), vector.GAIN_WIDTH)
+    rsqrt = T.RomPort(vector.RSQRT_ADDR_BITS, vector.RSQRT_WIDTH)
+    sigmoid = T.RomPort(BLOCK * vector.SIGMOID_ADDR_BITS, BLOCK * vector.SIGMOID_WIDTH)
+    rope = T.RomPort(len(pos) + die.head_block_bits, vector.ROPE_WIDTH)
+    roms = [
+        via_rom(clk, ucode_addr, ucode_data, map_name="ucode", depth=depths["ucode"]),
+        via_rom(clk, w_addr, w_data, map_name="weights", depth=depths["weights"]),
+        lut_rom(clk, consts.en, consts.addr, consts.data, "consts", depths["consts"]),
+        lut_rom(clk, rsqrt.en, rsqrt.addr, rsqrt.data, "lut_rsqrt", depths["lut_rsqrt"]),
+        lut_rom(clk, sigmoid.en, sigmoid.addr, sigmoid.data, "lut_sigmoid", depths["lut_sigmoid"], ports=BLOCK),
+        lut_rom(clk, rope.en, rope.addr, rope.data, "lut_rope", depths["lut_rope"]),
+    ]
+    core = T.tile(clk, rst, start, entry, busy, pos, up, down, ucode_addr, ucode_data, w_addr, w_data, consts, rsqrt,
+                  sigmoid, rope, tap, lanes=die.lanes, scratch_depth=scratch_depth, max_blocks=max_blocks)
+    return roms, core
 
 
 @dataclass
@@ -44,6 +59,7 @@ class Beat:
     block: int
     exp: int
     words: np.ndarray
+    cycle: int = 0
 
 
 @dataclass
@@ -54,49 +70,56 @@ class TileRun:
 
 
 class TileSim:
-    def __init__(self, ucode: RomImage, weights: RomImage, lanes: int, scratch_depth: int, work: Path):
+    """images: RomImage per name in ROMS (the metal's tile ROMs and tables, plus a microcode)."""
+
+    def __init__(self, images: dict[str, RomImage], die: Die, scratch_depth: int, work: Path, max_blocks: int = 16):
         work.mkdir(parents=True, exist_ok=True)
-        maps = {via_map_define("ucode"): _write(ucode, work / "ucode.hex", UCODE_DEPTH),
-                via_map_define("weights"): _write(weights, work / "weights.hex", weights.depth)}
+        depths = {name: (UCODE_DEPTH if name == "ucode" else images[name].depth) for name in ROMS}
+        maps = {via_map_define(name): _write(images[name], work / f"{name}.hex", depths[name]) for name in ROMS}
+        pos_bits = lut_address_bits(die.kv_tokens)
 
         def elaborate():
-            return tile_top(bit_signal(), ResetSignal(0, active=1, isasync=False), bit_signal(), bit_signal(),
-                            T.BlockBus(), T.BlockBus(), T.TapPort(), lanes=lanes, weight_depth=weights.depth,
-                            scratch_depth=scratch_depth)
+            return tile_top(bit_signal(), ResetSignal(0, active=1, isasync=False), bit_signal(),
+                            unsigned_signal(lut_address_bits(UCODE_DEPTH)), bit_signal(), unsigned_signal(pos_bits),
+                            T.BlockBus(), T.BlockBus(), T.TapPort(), die=die,
+                            depths=depths, scratch_depth=scratch_depth, max_blocks=max_blocks)
 
-        self.sim: Simulator = build_myhdl(elaborate, f"tile_l{lanes}_s{scratch_depth}_w{weights.depth}",
+        self.sim: Simulator = build_myhdl(elaborate, f"tile_{die.name.replace('-', '_')}_s{scratch_depth}",
                                           data_files=maps)
         io = self.sim.io
         io.rst = 1
         self.sim.step(2)
         io.rst = 0
 
-    def run(self, upstream: list[tuple[np.ndarray, int]], max_cycles: int = 100_000) -> TileRun:
-        """Start the program, feed `upstream` blocks (ACC words or B16 mantissas, exponent) one per
-        cycle once the tile waits in RECV, and clock until the program ends."""
+    def run(self, upstream: list[tuple[np.ndarray, int]], position: int = 0, entry: int = 0,
+            max_cycles: int = 200_000) -> TileRun:
+        """Run the program from microcode address `entry` for token `position`, feed `upstream`
+        blocks (words, exponent) one per cycle once the tile waits in its first RECV, and clock
+        until the program ends."""
         io, result = self.sim.io, TileRun()
+        io.pos, io.entry = position, entry
         io.start = 1
         self.sim.step()
         io.start = 0
         pending = list(upstream)
         for cycle in range(max_cycles):
-            if pending and cycle >= 4:  # FETCH and DECODE of the RECV are done by then
+            if pending and cycle >= 4:  # FETCH and DECODE of the first RECV are done by then
                 words, exp = pending.pop(0)
                 io.up_valid, io.up_data, io.up_exp = 1, pack_lanes(words, T.WORD), to_unsigned(exp, T.EXP_BITS)
             else:
                 io.up_valid = 0
             self.sim.step()
-            self._collect(result)
+            self._collect(result, cycle)
             if not io.busy and not pending and cycle > 4:
                 result.cycles = cycle + 1
                 return result
         raise TimeoutError(f"the tile did not finish in {max_cycles} cycles")
 
-    def _collect(self, result: TileRun) -> None:
+    def _collect(self, result: TileRun, cycle: int) -> None:
         io = self.sim.io
         if io.tap_valid:
             result.taps.append(Beat(int(io.tap_op), int(io.tap_block), to_signed(io.tap_exp, T.EXP_BITS),
-                                    unpack_lanes(io.tap_data, T.WORD, BLOCK)))
+                                    unpack_lanes(io.tap_data, T.WORD, BLOCK), cycle))
         if io.down_valid:
             result.down.append((unpack_lanes(io.down_data, T.WORD, BLOCK), to_signed(io.down_exp, T.EXP_BITS)))
 

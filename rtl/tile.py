@@ -8,7 +8,8 @@ is at the units in cycle t + 2.
 
 Ports:
     clk, rst         clock; synchronous active-high reset
-    start            pulse: run the program from address 0 (one token)
+    start            pulse: run the program from microcode address `entry` (one token)
+    entry            where the program starts: 0 on the chip; a test may run one segment
     busy             high from start until END
     up_*             the residual stream from upstream (RECV)
     down_*           the residual stream downstream (SEND)
@@ -25,10 +26,10 @@ from hardwire.golden.errors import HardwireError
 from hardwire.golden.spec import ACC_BITS, ACC_FRAC, BLOCK, TERM_BITS
 
 from .cells.block_mac import ACT_BITS, block_mac
-from .cells.requant import requant
 from .cells.wiring import bit_signal, bus_lanes, signed_signal, unsigned_signal
 from .die import SLOT_BITS
 from .isa import Op, field_offsets
+from .units import vector
 
 WORD = ACC_BITS  # one element of a block on every bus
 DATA_BITS = BLOCK * WORD
@@ -46,6 +47,28 @@ class BlockBus:
         self.valid = bit_signal()
         self.data = unsigned_signal(DATA_BITS)
         self.exp = signed_signal(EXP_BITS)
+
+
+class RomPort:
+    """A ROM read port as a unit drives it: enable and address out, data in (one cycle later)."""
+
+    def __init__(self, addr_bits: int, width: int):
+        self.en = bit_signal()
+        self.addr = unsigned_signal(addr_bits)
+        self.data = unsigned_signal(width)
+
+
+class UnitOutput:
+    """A unit's output bus: valid, 32 x 48-bit words and the B16 exponent."""
+
+    def __init__(self):
+        self.valid = bit_signal()
+        self.data = unsigned_signal(DATA_BITS)
+        self.exp = signed_signal(EXP_BITS)
+
+    def entry(self):
+        """The scratchpad entry: the exponent above the words."""
+        return ConcatSignal(self.exp, self.data)
 
 
 class TapPort:
@@ -168,8 +191,8 @@ def part_register(clk, write, part, index: int, closing, value, held):
 SeqState = enum("IDLE", "FETCH", "DECODE", "RUN")
 
 # opcodes and microcode field positions as plain ints: the converter inlines them
-OP_END, OP_RECV, OP_SEND, OP_MATMUL, OP_RQ, OP_ADD = (int(o) for o in (Op.END, Op.RECV, Op.SEND, Op.MATMUL,
-                                                                      Op.RQ, Op.ADD))
+OP_END, OP_RECV, OP_SEND, OP_NORM, OP_MATMUL, OP_ROPE, OP_RQ, OP_ADD, OP_SILU = (
+    int(o) for o in (Op.END, Op.RECV, Op.SEND, Op.NORM, Op.MATMUL, Op.ROPE, Op.RQ, Op.ADD, Op.SILU))
 _F = field_offsets()
 OP_LO, OP_HI = _F["op"][0], _F["op"][0] + _F["op"][1]
 TAP_LO, TAP_HI = _F["tap"][0], _F["tap"][0] + _F["tap"][1]
@@ -180,41 +203,7 @@ N_LO, N_HI = _F["n"][0], _F["n"][0] + _F["n"][1]
 GROUPS_LO, GROUPS_HI = _F["groups"][0], _F["groups"][0] + _F["groups"][1]
 ROM_LO, ROM_HI = _F["rom"][0], _F["rom"][0] + _F["rom"][1]
 FMT_LO, FMT_HI = _F["fmt"][0], _F["fmt"][0] + _F["fmt"][1]
-
-
-@block
-def saturating_add(clk, enable, a_data, b_data, out_data, out_valid):
-    """sat(a + b, 48) on 32 lanes, registered; runs only when `enable`."""
-    a_lanes, b_lanes = bus_lanes(a_data, WORD, BLOCK), bus_lanes(b_data, WORD, BLOCK)
-    sums = [signed_signal(WORD) for _ in range(BLOCK)]
-    adders = [lane_add(clk, enable, a_lanes[i], b_lanes[i], sums[i]) for i in range(BLOCK)]
-    pack = packed_words(sums, out_data)
-
-    @always(clk.posedge)
-    def valid():
-        out_valid.next = enable
-
-    return adders, pack, valid
-
-
-@block
-def lane_add(clk, enable, a, b, total):
-    """One lane of sat(a + b, 48): the sum overflowed when its two top bits differ."""
-    top, bottom = (1 << (WORD - 1)) - 1, -(1 << (WORD - 1))
-
-    @always(clk.posedge)
-    def add():
-        if enable:
-            wide = intbv(0, min=2 * bottom, max=2 * top + 2)
-            wide[:] = a.signed() + b.signed()
-            if wide[WORD] == wide[WORD - 1]:
-                total.next = wide[WORD:].signed()
-            elif wide[WORD]:
-                total.next = bottom
-            else:
-                total.next = top
-
-    return add
+AUX_LO, AUX_HI = _F["aux"][0], _F["aux"][0] + _F["aux"][1]
 
 
 @block
@@ -231,36 +220,18 @@ def activation_lanes(data, acts):
 
 
 @block
-def requant_unit(clk, enable, data, out_data, out_exp, out_valid):
-    """rq(acc, -24, 16) of one block, registered, the mantissas sign-extended back to 48-bit words."""
-    mantissas = unsigned_signal(BLOCK * 16)
-    e_in, e_out = signed_signal(EXP_BITS), signed_signal(EXP_BITS)
-    cell = requant(data, e_in, mantissas, e_out, bits=16, in_width=WORD)
-    m_lanes = bus_lanes(mantissas, 16, BLOCK)
-    widened = ConcatSignal(*[x for m in reversed(m_lanes) for x in ([m(15)] * (WORD - 16) + [m])])
-
-    @always(clk.posedge)
-    def register():
-        e_in.next = -ACC_FRAC  # a constant register: the converter cannot write negative literals
-        out_valid.next = enable
-        if enable:
-            out_data.next = widened
-            out_exp.next = e_out
-
-    return cell, register
-
-
-@block
-def tile(clk, rst, start, busy, up, down, ucode_addr, ucode_data, w_addr, w_data, tap, lanes: int,
-         scratch_depth: int):
-    """One layer tile; see the module docstring. `up`, `down` are BlockBus, `tap` a TapPort."""
+def tile(clk, rst, start, entry, busy, pos, up, down, ucode_addr, ucode_data, w_addr, w_data, consts, rsqrt,
+         sigmoid, rope, tap, lanes: int, scratch_depth: int, max_blocks: int):
+    """One layer tile; see the module docstring. `up`, `down` are BlockBus, `tap` a TapPort, and
+    consts, rsqrt, sigmoid, rope are RomPort (enable, address, data) of the table and consts ROMs."""
     state = Signal(SeqState.IDLE)
     pc = unsigned_signal(len(ucode_addr))
     op, tap_id, fmt = unsigned_signal(4), unsigned_signal(5), unsigned_signal(2)
     src, src2, dst, n = (unsigned_signal(ADDR_BITS) for _ in range(4))
-    groups, rom = unsigned_signal(16), unsigned_signal(24)
+    groups, rom, aux = unsigned_signal(16), unsigned_signal(24), unsigned_signal(8)
     issued, in_total, written, out_total = (unsigned_signal(COUNT_BITS) for _ in range(4))
     block_in_group = unsigned_signal(ADDR_BITS)
+    block_in_head, beat_block_in_head = unsigned_signal(8), unsigned_signal(8)
 
     # the read pipeline: addresses registered with `issue`, data at the units with `beat`
     issue, beat, first, last, beat_first, beat_last = (bit_signal() for _ in range(6))
@@ -277,14 +248,35 @@ def tile(clk, rst, start, busy, up, down, ucode_addr, ucode_data, w_addr, w_data
     mm_out = unsigned_signal(DATA_BITS)
     engine = matmul_engine(clk, rst, mm_clear, groups, mm_valid, beat_first, beat_last, fmt, w_data, acts, a_exp,
                            mm_out_valid, mm_out, lanes)
-    add_enable, add_valid, add_out = bit_signal(), bit_signal(), unsigned_signal(DATA_BITS)
-    adder = saturating_add(clk, add_enable, a_data, b_data, add_out, add_valid)
-    rq_enable, rq_valid = bit_signal(), bit_signal()
-    rq_out, rq_exp = unsigned_signal(DATA_BITS), signed_signal(EXP_BITS)
-    rq = requant_unit(clk, rq_enable, a_data, rq_out, rq_exp, rq_valid)
     act_lanes = activation_lanes(a_data, acts)
-    up_entry, rq_entry = ConcatSignal(up.exp, up.data), ConcatSignal(rq_exp, rq_out)
-    mm_entry, add_entry = ConcatSignal(intbv(0)[EXP_BITS:], mm_out), ConcatSignal(intbv(0)[EXP_BITS:], add_out)
+    enables = {name: bit_signal() for name in ("add", "rq", "silu", "rope", "norm")}
+    outs = {name: UnitOutput() for name in enables}
+    add_on, rq_on, silu_on, rope_on, norm_on = (enables[k] for k in ("add", "rq", "silu", "rope", "norm"))
+    add_valid, rq_valid, silu_valid, rope_valid, norm_valid = (outs[k].valid for k in enables)
+    acc_exp = signed_signal(EXP_BITS)
+    norm_start, norm_done = bit_signal(), bit_signal()
+    units = [
+        vector.add_unit(clk, rst, enables["add"], a_data, b_data, outs["add"].valid, outs["add"].data),
+        vector.rq_unit(clk, rst, enables["rq"], a_data, acc_exp, outs["rq"].valid, outs["rq"].data, outs["rq"].exp),
+        vector.silu_unit(clk, rst, enables["silu"], a_data, b_data, outs["silu"].valid, outs["silu"].data,
+                         outs["silu"].exp, sigmoid.en, sigmoid.addr, sigmoid.data),
+        vector.rope_unit(clk, rst, enables["rope"], a_data, pos, beat_block_in_head(len(rope.addr) - len(pos), 0),
+                         outs["rope"].valid, outs["rope"].data, outs["rope"].exp, rope.en, rope.addr, rope.data),
+        vector.norm_unit(clk, rst, norm_start, n(vector.norm_count_bits(max_blocks), 0), rom(len(consts.addr), 0),
+                         enables["norm"], a_data,
+                         outs["norm"].valid, outs["norm"].data, outs["norm"].exp, norm_done,
+                         consts.en, consts.addr, consts.data, rsqrt.en, rsqrt.addr, rsqrt.data,
+                         max_blocks=max_blocks),
+    ]
+    up_entry = ConcatSignal(up.exp, up.data)
+    mm_entry = ConcatSignal(intbv(0)[EXP_BITS:], mm_out)
+    add_entry = ConcatSignal(intbv(0)[EXP_BITS:], outs["add"].data)
+    rq_entry, silu_entry = outs["rq"].entry(), outs["silu"].entry()
+    rope_entry, norm_entry = outs["rope"].entry(), outs["norm"].entry()
+
+    @always(clk.posedge)
+    def constants():
+        acc_exp.next = -ACC_FRAC  # a constant register: the converter cannot write negative literals
 
     @always_comb
     def operands():
@@ -294,8 +286,11 @@ def tile(clk, rst, start, busy, up, down, ucode_addr, ucode_data, w_addr, w_data
         ucode_addr.next = pc
         w_addr.next = w_address
         mm_valid.next = beat and op == OP_MATMUL
-        add_enable.next = beat and op == OP_ADD
-        rq_enable.next = beat and op == OP_RQ
+        add_on.next = beat and op == OP_ADD
+        rq_on.next = beat and op == OP_RQ
+        silu_on.next = beat and op == OP_SILU
+        rope_on.next = beat and op == OP_ROPE
+        norm_on.next = beat and op == OP_NORM
 
     @always_comb
     def write_port():
@@ -314,10 +309,18 @@ def tile(clk, rst, start, busy, up, down, ucode_addr, ucode_data, w_addr, w_data
         elif op == OP_RQ and rq_valid:
             we.next = 1
             wdata.next = rq_entry
+        elif op == OP_SILU and silu_valid:
+            we.next = 1
+            wdata.next = silu_entry
+        elif op == OP_ROPE and rope_valid:
+            we.next = 1
+            wdata.next = rope_entry
+        elif op == OP_NORM and norm_valid:
+            we.next = 1
+            wdata.next = norm_entry
         target = intbv(0)[ADDR_BITS + 1:]
         target[:] = dst + written[ADDR_BITS:]
         waddr.next = target[ADDR_BITS:]
-
     @always_seq(clk.posedge, reset=rst)
     def sequencer():
         read_a = intbv(0)[ADDR_BITS + 1:]
@@ -330,15 +333,17 @@ def tile(clk, rst, start, busy, up, down, ucode_addr, ucode_data, w_addr, w_data
         out_blocks = intbv(0)[GROUPS_HI - GROUPS_LO + 7:]
         issue.next = 0
         mm_clear.next = 0
+        norm_start.next = 0
         beat.next = issue
         beat_first.next = first
         beat_last.next = last
+        beat_block_in_head.next = block_in_head
         if we:
             written.next = written + 1
         if state == SeqState.IDLE:
             busy.next = 0
             if start:
-                pc.next = 0
+                pc.next = entry
                 busy.next = 1
                 state.next = SeqState.FETCH
         elif state == SeqState.FETCH:
@@ -356,6 +361,9 @@ def tile(clk, rst, start, busy, up, down, ucode_addr, ucode_data, w_addr, w_data
             groups.next = rows
             rom.next = ucode_data[ROM_HI:ROM_LO]
             fmt.next = ucode_data[FMT_HI:FMT_LO]
+            aux.next = ucode_data[AUX_HI:AUX_LO]
+            block_in_head.next = 0
+            norm_start.next = code == OP_NORM
             issued.next = 0
             written.next = 0
             block_in_group.next = 0
@@ -395,6 +403,10 @@ def tile(clk, rst, start, busy, up, down, ucode_addr, ucode_data, w_addr, w_data
                     block_in_group.next = 0
                 else:
                     block_in_group.next = block_in_group + 1
+                if block_in_head + 1 == aux:  # RoPE: the block's index inside its head
+                    block_in_head.next = 0
+                else:
+                    block_in_head.next = block_in_head + 1
             elif written == out_total and not issue and not beat and not mm_out_valid:
                 pc.next = pc + 1
                 state.next = SeqState.FETCH
@@ -413,4 +425,4 @@ def tile(clk, rst, start, busy, up, down, ucode_addr, ucode_data, w_addr, w_data
         down.data.next = rdata_a[DATA_BITS:]
         down.exp.next = rdata_a[ENTRY_BITS:DATA_BITS].signed()
 
-    return memory, engine, adder, rq, act_lanes, operands, write_port, sequencer, taps, downstream
+    return memory, engine, act_lanes, units, constants, operands, write_port, sequencer, taps, downstream

@@ -1,126 +1,144 @@
-"""A layer tile on Verilator, fed golden blocks: every written block is checked word for word."""
+"""A layer tile on Verilator, fed golden blocks (layer-sharded): every tapped block is checked word for word.
+
+One build serves every test: its microcode ROM holds several program segments, each
+ending in END, and a test starts the tile at a segment's address.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from hardwire.cosim.tile_sim import TileSim
+from hardwire.cosim.scoreboard import Scoreboard
+from hardwire.cosim.tile_sim import UCODE_DEPTH, TileSim
 from hardwire.golden import spec
+from hardwire.golden.intref import IntModel, Trace
+from hardwire.rtl import metal
+from hardwire.rtl.die import get_die
 from hardwire.rtl.isa import TAP_ID, Instr, Op
 from hardwire.rtl.metal import UCODE_BITS, RomImage, _int_bytes
 
-LANES = 4
+DIE = get_die("hw-tiny")
+POSITIONS = 3
 
 
-def ucode_image(program: list[Instr]) -> RomImage:
-    return RomImage("ucode", UCODE_BITS, 32, np.stack([_int_bytes(i.encode(), UCODE_BITS) for i in program]))
-
-
-def zero_weights(depth: int = 16) -> RomImage:
-    return RomImage("weights", LANES * 288, depth, np.zeros((1, LANES * 36), np.uint8))
+def segments(program: list[Instr], cfg) -> dict[str, list[Instr]]:
+    """Pieces of the layer program that need no attention unit, each fed from RECV."""
+    L = metal.tile_layout(cfg)
+    nd = cfg.d_model // 32
+    recv_x = Instr(Op.RECV, dst=L.x, n=nd)
+    norm_ffn = next(i for i, ins in enumerate(program) if ins.tap == TAP_ID["ffn_norm"])
+    kvw = next(i for i, ins in enumerate(program) if ins.op == Op.KVW)
+    wo = next(ins for ins in program if ins.tap == TAP_ID["o"])
+    return {
+        "qkv": [recv_x, *program[1:kvw], Instr(Op.END)],  # norm, projections, RoPE, v
+        "o": [Instr(Op.RECV, dst=L.x, n=2 * nd),  # the residual, then the attention output right above it
+              Instr(Op.MATMUL, tap=wo.tap, src=L.x + nd, dst=L.o, n=nd, groups=wo.groups, rom=wo.rom, fmt=wo.fmt),
+              Instr(Op.ADD, tap=TAP_ID["resid_attn"], src=L.x, src2=L.o, dst=L.x, n=nd), Instr(Op.END)],
+        "ffn": [recv_x, *program[norm_ffn:]],  # norm, gate, up, SiLU, down, residual, SEND, END
+        "vector": [Instr(Op.RECV, dst=0, n=2), Instr(Op.RQ, tap=TAP_ID["v"], src=0, dst=4, n=2),
+                   Instr(Op.ADD, tap=TAP_ID["resid_attn"], src=0, src2=0, dst=8, n=2), Instr(Op.SEND, src=8, n=2),
+                   Instr(Op.END)],
+    }
 
 
 @pytest.fixture(scope="module")
-def vector_tile(tmp_path_factory):
-    program = [
-        Instr(Op.RECV, dst=0, n=2),
-        Instr(Op.RQ, tap=TAP_ID["v"], src=0, dst=4, n=2),
-        Instr(Op.ADD, tap=TAP_ID["resid_attn"], src=0, src2=0, dst=8, n=2),
-        Instr(Op.SEND, src=8, n=2),
-        Instr(Op.END),
-    ]
-    return TileSim(ucode_image(program), zero_weights(), LANES, 16, tmp_path_factory.mktemp("tile"))
+def golden(synth_model):
+    trace = Trace()
+    im = IntModel(synth_model, capacity=POSITIONS)
+    im.forward(np.array([7, 250, 19]), im.new_cache(), trace)
+    return trace
 
 
-def test_recv_rq_add_send(vector_tile):
+@pytest.fixture(scope="module")
+def bench(synth_model, tmp_path_factory):
+    """(tile simulator, entry address per segment) for layer 0 of the synthetic model."""
+    image = metal.generate(synth_model, DIE)
+    parts = segments(image.programs["tile00"], synth_model.config)
+    entries, words = {}, []
+    for name, seg in parts.items():
+        entries[name] = len(words)
+        words += [_int_bytes(ins.encode(), UCODE_BITS) for ins in seg]
+    assert len(words) <= UCODE_DEPTH
+    images = {"ucode": RomImage("ucode", UCODE_BITS, UCODE_DEPTH, np.stack(words)),
+              "weights": image.roms["tile00_weights"], "consts": image.roms["tile00_consts"],
+              **{name: image.roms[name] for name in ("lut_rsqrt", "lut_sigmoid", "lut_rope")}}
+    return TileSim(images, DIE, metal.tile_layout(synth_model.config).end, tmp_path_factory.mktemp("tile")), entries
+
+
+def blocks_of(tap, exps=True):
+    mant, exp = tap
+    return [(mant[b * 32:(b + 1) * 32], int(exp[b]) if exps and exp is not None else 0)
+            for b in range(len(mant) // 32)]
+
+
+def check(trace, run, layer, position, want_ops):
+    board = Scoreboard(trace)
+    for beat in run.taps:
+        mismatch = board.check(layer, position, beat.op, beat.block, beat.exp, beat.words, beat.cycle)
+        assert mismatch is None, str(mismatch)
+    assert {op for (_, op, _) in board.checked} == set(want_ops)
+    assert not board.missing([layer], [position]) or set(want_ops) != {op for (_, op, _) in trace.taps}
+    return board
+
+
+@pytest.mark.parametrize("position", range(POSITIONS))
+def test_norm_projections_and_rope(bench, golden, position):
+    sim, entries = bench
+    run = sim.run(blocks_of(golden.taps[(-1, "embed", position)]), position, entries["qkv"])
+    board = check(golden, run, 0, position, ["attn_norm", "q", "k", "v"])
+    for op in ("attn_norm", "q", "k", "v"):
+        assert board.checked[(0, op, position)] == len(golden.taps[(0, op, position)][0]) // 32
+
+
+def test_output_projection_and_residual(bench, golden, synth_model):
+    sim, entries = bench
+    upstream = blocks_of(golden.taps[(-1, "embed", 1)]) + blocks_of(golden.taps[(0, "attn", 1)])
+    run = sim.run(upstream, 1, entries["o"])
+    check(golden, run, 0, 1, ["o", "resid_attn"])
+
+
+def test_ffn_half_and_send(bench, golden):
+    sim, entries = bench
+    run = sim.run(blocks_of(golden.taps[(0, "resid_attn", 2)]), 2, entries["ffn"])
+    check(golden, run, 0, 2, ["ffn_norm", "ffn_act", "down", "resid_ffn"])
+    assert np.concatenate([d[0] for d in run.down]).tolist() == golden.taps[(0, "resid_ffn", 2)][0].tolist()
+
+
+def test_recv_rq_add_send(bench):
+    sim, entries = bench
     rng = np.random.default_rng(1)
     x = rng.integers(-(2**40), 2**40, (2, 32))
     x[1, :4] = [2**47 - 1, -(2**47), 0, 1]  # saturating doubles and exact small words
-    run = vector_tile.run([(x[0], 0), (x[1], 0)])
+    run = sim.run([(x[0], 0), (x[1], 0)], 0, entries["vector"])
     want_m, want_e = spec.rq(x, -24, 16)
-    want_sum = spec.sat(2 * x, 48)
     rq_beats = [b for b in run.taps if b.op == TAP_ID["v"]]
     add_beats = [b for b in run.taps if b.op == TAP_ID["resid_attn"]]
     assert [b.block for b in rq_beats] == [0, 1] and [b.block for b in add_beats] == [0, 1]
     for b in range(2):
         np.testing.assert_array_equal(rq_beats[b].words, want_m[b])
         assert rq_beats[b].exp == want_e[b]
-        np.testing.assert_array_equal(add_beats[b].words, want_sum[b])
-    assert [d[0].tolist() for d in run.down] == want_sum.tolist()
+        np.testing.assert_array_equal(add_beats[b].words, spec.sat(2 * x, 48)[b])
+    assert [d[0].tolist() for d in run.down] == spec.sat(2 * x, 48).tolist()
 
 
-@pytest.fixture(scope="module")
-def layer0(synth_model):
-    """The golden trace of one token and the metal of the tiny die for the synthetic model."""
-    from hardwire.golden.intref import IntModel, Trace
-    from hardwire.rtl import metal
-    from hardwire.rtl.die import get_die
-
-    trace = Trace()
-    im = IntModel(synth_model, capacity=4)
-    im.forward(np.array([7]), im.new_cache(), trace)
-    return trace, metal.generate(synth_model, get_die("hw-tiny"))
-
-
-@pytest.fixture(scope="module")
-def output_projection_tile(layer0, synth_model, tmp_path_factory):
-    _, image = layer0
-    nd = synth_model.config.d_model // 32
-    wo = next(i for i in image.programs["tile00"] if i.tap == TAP_ID["o"])
-    program = [
-        Instr(Op.RECV, dst=0, n=2 * nd),  # the residual, then the attention output
-        Instr(Op.MATMUL, tap=TAP_ID["o"], src=nd, dst=2 * nd, n=nd, groups=wo.groups, rom=wo.rom, fmt=wo.fmt),
-        Instr(Op.ADD, tap=TAP_ID["resid_attn"], src=0, src2=2 * nd, dst=3 * nd, n=nd),
-        Instr(Op.SEND, src=3 * nd, n=nd),
-        Instr(Op.END),
-    ]
-    return TileSim(ucode_image(program), image.roms["tile00_weights"], LANES, 16, tmp_path_factory.mktemp("wo"))
-
-
-def test_output_projection_and_residual_match_the_golden_taps(layer0, output_projection_tile, synth_model):
-    from hardwire.cosim.scoreboard import Scoreboard
-
-    trace, _ = layer0
-    x, _ = trace.taps[(-1, "embed", 0)]
-    attn, attn_exp = trace.taps[(0, "attn", 0)]
-    nd = synth_model.config.d_model // 32
-    upstream = [(x[b * 32:(b + 1) * 32], 0) for b in range(nd)]
-    upstream += [(attn[b * 32:(b + 1) * 32], int(attn_exp[b])) for b in range(nd)]
-    run = output_projection_tile.run(upstream)
-    board = Scoreboard(trace)
-    for beat in run.taps:
-        mismatch = board.check(0, 0, beat.op, beat.block, beat.exp, beat.words, cycle=0)
-        assert mismatch is None, str(mismatch)
-    assert board.checked == {(0, "o", 0): nd, (0, "resid_attn", 0): nd}
-    resid, _ = trace.taps[(0, "resid_attn", 0)]
-    assert np.concatenate([d[0] for d in run.down]).tolist() == resid.tolist()
-
-
-def test_a_flipped_via_bit_fails_at_the_output_projection(layer0, synth_model, tmp_path):
+def test_a_flipped_via_bit_fails_at_the_output_projection(synth_model, golden, tmp_path):
     """One via bit of the O weights flipped in the metal: the scoreboard must stop at (0, o)."""
-    from hardwire.cosim.scoreboard import Scoreboard
-    from hardwire.rtl.metal import RomImage
-
-    trace, image = layer0
-    nd = synth_model.config.d_model // 32
+    image = metal.generate(synth_model, DIE)
+    parts = segments(image.programs["tile00"], synth_model.config)
     wo = next(i for i in image.programs["tile00"] if i.tap == TAP_ID["o"])
     good = image.roms["tile00_weights"]
     words = good.words.copy()
     words[wo.rom, 0] ^= 0x04  # lane 0, code 0, bit 2 of the first O-projection word
-    program = [
-        Instr(Op.RECV, dst=0, n=2 * nd),
-        Instr(Op.MATMUL, tap=TAP_ID["o"], src=nd, dst=2 * nd, n=nd, groups=wo.groups, rom=wo.rom, fmt=wo.fmt),
-        Instr(Op.END),
-    ]
-    sim = TileSim(ucode_image(program), RomImage(good.name, good.width, good.depth, words), LANES, 16, tmp_path)
-    x, _ = trace.taps[(-1, "embed", 0)]
-    attn, attn_exp = trace.taps[(0, "attn", 0)]
-    upstream = [(x[b * 32:(b + 1) * 32], 0) for b in range(nd)]
-    upstream += [(attn[b * 32:(b + 1) * 32], int(attn_exp[b])) for b in range(nd)]
-    board = Scoreboard(trace)
-    mismatches = [board.check(0, 0, b.op, b.block, b.exp, b.words, 0) for b in sim.run(upstream).taps]
+    images = {"ucode": RomImage("ucode", UCODE_BITS, UCODE_DEPTH,
+                                np.stack([_int_bytes(i.encode(), UCODE_BITS) for i in parts["o"]])),
+              "weights": RomImage(good.name, good.width, good.depth, words), "consts": image.roms["tile00_consts"],
+              **{name: image.roms[name] for name in ("lut_rsqrt", "lut_sigmoid", "lut_rope")}}
+    sim = TileSim(images, DIE, metal.tile_layout(synth_model.config).end, tmp_path)
+    run = sim.run(blocks_of(golden.taps[(-1, "embed", 1)]) + blocks_of(golden.taps[(0, "attn", 1)]), 1)
+    board = Scoreboard(golden)
+    for beat in run.taps:
+        board.check(0, 1, beat.op, beat.block, beat.exp, beat.words, beat.cycle)
     first = board.first_mismatch
-    assert first is not None and (first.layer, first.op, first.position) == (0, "o", 0)
+    assert first is not None and (first.layer, first.op, first.position) == (0, "o", 1)
     assert first.index == 0  # row 0 reads lane 0's slot
-    assert sum(m is not None for m in mismatches) == 1  # only the block holding row 0
