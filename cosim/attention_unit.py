@@ -1,6 +1,10 @@
 """Harness for the attention unit: the unit plus an EXP2_LUT via ROM as one Verilator top,
 driven with golden-shaped B16 blocks (numpy in, numpy out).
 
+A build is one die (`AttentionLimits`); the model's shape (`AttentionGeometry`) is given
+per command and driven on the unit's geometry ports with each start, so one build runs any
+shape the die holds and may switch between them from one command to the next.
+
 The table is never inlined: it is written as a via map from spec.exp2_lut() and loaded by
 the ROM macro, exactly as the tile connects it. Output blocks are collected with the native
 multi-cycle run, stopping on every out_valid (the build's `done` port is out_valid).
@@ -32,13 +36,14 @@ MANTISSA_LIMIT = spec.ACT_MAX  # B16 mantissas lie in [-32767, 32767]
 
 
 @block
-def attention_harness(clk, rst, start_kv, start_attn, pos, in_valid, in_data, in_exp,
-                      out_valid, out_data, out_exp, done, busy, refused, geometry: unit.AttentionGeometry):
+def attention_harness(clk, rst, start_kv, start_attn, pos, heads, kv_heads, head_blocks, attn_scale,
+                      in_valid, in_data, in_exp, out_valid, out_data, out_exp, done, busy, refused,
+                      limits: unit.AttentionLimits):
     """The unit with its EXP2_LUT read port on a via ROM (READ_LATENCY 1)."""
     lut_addr, lut_data = unsigned_signal(unit.LUT_ADDR_BITS), unsigned_signal(unit.LUT_DATA_BITS)
-    attention = unit.attention_unit(clk, rst, start_kv, start_attn, pos, in_valid, in_data, in_exp,
-                                    out_valid, out_data, out_exp, done, busy, refused, lut_addr, lut_data,
-                                    geometry.kv_tokens, geometry.kv_heads, geometry.head_dim, geometry.heads)
+    attention = unit.attention_unit(clk, rst, start_kv, start_attn, pos, heads, kv_heads, head_blocks, attn_scale,
+                                    in_valid, in_data, in_exp, out_valid, out_data, out_exp, done, busy, refused,
+                                    lut_addr, lut_data, limits)
     table = via_rom(clk, lut_addr, lut_data, map_name=EXP2_MAP, depth=EXP2_DEPTH)
     return attention, table
 
@@ -54,24 +59,37 @@ class AttendResult:
     cycles: int  # from the start_attn cycle to the done cycle, inclusive
 
 
-class AttentionUnitSim:
-    """One built unit of a geometry; its KV SRAM persists across calls (like the chip's)."""
+def harness_elaborator(limits: unit.AttentionLimits):
+    """A callable that elaborates the harness of one die (for to_verilog and the build)."""
 
-    def __init__(self, geometry: unit.AttentionGeometry, work_dir: Path):
-        self.geo = geometry
-        g = geometry
-        self.top = f"attention_t{g.kv_tokens}_kv{g.kv_heads}_d{g.head_dim}_h{g.heads}"
-        self.sim = build_myhdl(self.elaborate, self.top, done="out_valid",
+    def elaborate():
+        bus = BLOCK * unit.LANE_BITS
+        return attention_harness(bit_signal(), sync_reset(), bit_signal(), bit_signal(),
+                                 unsigned_signal(limits.position_bits), unsigned_signal(limits.heads_bits),
+                                 unsigned_signal(limits.heads_bits), unsigned_signal(limits.head_blocks_bits),
+                                 unsigned_signal(unit.ATTN_SCALE_BITS), bit_signal(),
+                                 unsigned_signal(bus), signed_signal(unit.EXP_BITS),
+                                 bit_signal(), unsigned_signal(bus), signed_signal(unit.EXP_BITS),
+                                 bit_signal(), bit_signal(), bit_signal(), limits=limits)
+
+    return elaborate
+
+
+def harness_top(limits: unit.AttentionLimits) -> str:
+    return f"attention_{limits.tag()}"
+
+
+class AttentionUnitSim:
+    """One built unit of a die; its KV SRAM persists across calls (like the chip's). Every
+    command takes the model geometry it runs with."""
+
+    def __init__(self, limits: unit.AttentionLimits, work_dir: Path):
+        self.limits = limits
+        self.top = harness_top(limits)
+        self.sim = build_myhdl(harness_elaborator(limits), self.top, done="out_valid",
                                data_files={via_map_define(EXP2_MAP): write_exp2_map(work_dir)})
         self.io = self.sim.io
         self.reset()
-
-    def elaborate(self):
-        return attention_harness(bit_signal(), sync_reset(), bit_signal(), bit_signal(),
-                                 unsigned_signal(self.geo.position_bits), bit_signal(),
-                                 unsigned_signal(BLOCK * unit.LANE_BITS), signed_signal(unit.EXP_BITS),
-                                 bit_signal(), unsigned_signal(BLOCK * unit.LANE_BITS), signed_signal(unit.EXP_BITS),
-                                 bit_signal(), bit_signal(), bit_signal(), geometry=self.geo)
 
     def reset(self) -> None:
         io = self.io
@@ -82,34 +100,36 @@ class AttentionUnitSim:
 
     # --- commands -------------------------------------------------------------------------------
 
-    def write_kv(self, position: int, k: np.ndarray, ke: np.ndarray, v: np.ndarray, ve: np.ndarray,
-                 gap: int = 0) -> None:
+    def write_kv(self, geo: unit.AttentionGeometry, position: int, k: np.ndarray, ke: np.ndarray,
+                 v: np.ndarray, ve: np.ndarray, gap: int = 0) -> int:
         """K (kv_heads*head_dim,) with exponents ke (kv_blocks,), likewise V, at `position`;
-        `gap` idle cycles between beats (the sequencer may pace them)."""
-        g = self.geo
+        `gap` idle cycles between beats (the sequencer may pace them). Returns the cycles
+        from start_kv to done, inclusive (done is checked in the cycle after the last beat)."""
+        geo.check_fits(self.limits)
         ve = np.asarray(ve, np.int64)
         if ve.min(initial=0) < unit.VALUE_EXP_MIN or ve.max(initial=0) > unit.VALUE_EXP_MAX:
             raise HardwireError(f"V exponents must lie in [{unit.VALUE_EXP_MIN}, {unit.VALUE_EXP_MAX}] "
                                 f"(values come from rq(acc, -24, 16)); got {ve.min()}..{ve.max()}")
-        blocks = self._blocks(k, ke, g.kv_blocks, "K") + self._blocks(v, ve, g.kv_blocks, "V")
-        self._start("start_kv", position)
-        self._beats(blocks, gap, done_after=True)
+        blocks = self._blocks(k, ke, geo.kv_blocks, "K") + self._blocks(v, ve, geo.kv_blocks, "V")
+        self._start("start_kv", position, geo)
+        cycles = 1 + self._beats(blocks, gap, done_after=True)
         if not self.io.done:
             raise HardwireError(f"attention unit: no done after the KV write of position {position}")
+        return cycles
 
-    def attend(self, position: int, q: np.ndarray, qe: np.ndarray, gap: int = 0) -> AttendResult:
+    def attend(self, geo: unit.AttentionGeometry, position: int, q: np.ndarray, qe: np.ndarray,
+               gap: int = 0) -> AttendResult:
         """Q (heads*head_dim,) B16 after RoPE against keys 0..position, `gap` idle cycles
         between Q beats; returns the unit's output blocks and the cycles it took."""
-        g = self.geo
-        cycles = self.send_query(position, q, qe, gap)
-        budget = cycles + 2 * g.attend_cycles(position + 1)
+        cycles = self.send_query(geo, position, q, qe, gap)
+        budget = cycles + 2 * geo.attend_cycles(position + 1)
         mantissas, exponents = [], []
-        for _ in range(g.heads * g.head_blocks):
+        for _ in range(geo.q_blocks):
             ran = self.sim.run(budget - cycles, until_done=True)
             cycles += ran
             if not self.io.out_valid:
                 raise HardwireError(f"attention unit: {len(exponents)} output blocks in {cycles} cycles, "
-                                    f"expected {g.heads * g.head_blocks}")
+                                    f"expected {geo.q_blocks}")
             mantissas.append(unpack_lanes(self.io.out_data, unit.LANE_BITS, BLOCK))
             exponents.append(to_signed(self.io.out_exp, unit.EXP_BITS))
         self.sim.step()
@@ -118,19 +138,24 @@ class AttentionUnitSim:
             raise HardwireError("attention unit: done did not follow the last output block")
         return AttendResult(np.concatenate(mantissas), np.array(exponents, np.int64), cycles)
 
-    def send_query(self, position: int, q: np.ndarray, qe: np.ndarray, gap: int = 0) -> int:
+    def send_query(self, geo: unit.AttentionGeometry, position: int, q: np.ndarray, qe: np.ndarray,
+                   gap: int = 0) -> int:
         """start_attn and the Q beats only (the unit then runs by itself); returns the cycles."""
-        blocks = self._blocks(q, qe, self.geo.heads * self.geo.head_blocks, "Q")
-        self._start("start_attn", position)
+        geo.check_fits(self.limits)
+        blocks = self._blocks(q, qe, geo.q_blocks, "Q")
+        self._start("start_attn", position, geo)
         return 1 + self._beats(blocks, gap)
 
-    def start_refused(self, command: str, position: int) -> bool:
-        """Pulse a start ("start_kv" or "start_attn"); True if the unit refused it."""
-        self._start(command, position)
+    def start_refused(self, command: str, position: int, geo: unit.AttentionGeometry, **raw) -> bool:
+        """Pulse a start ("start_kv" or "start_attn") with `geo` on the geometry ports, or
+        with the raw port values given (heads=, kv_heads=, head_blocks=: shapes no
+        AttentionGeometry allows); True if the unit refused it."""
+        self._start(command, position, geo, **raw)
         return bool(self.io.refused)
 
-    def both_starts_refused(self, position: int) -> bool:
+    def both_starts_refused(self, position: int, geo: unit.AttentionGeometry) -> bool:
         io = self.io
+        self._drive_geometry(geo)
         io.pos = position
         io.start_kv = io.start_attn = 1
         self.sim.step()
@@ -139,10 +164,23 @@ class AttentionUnitSim:
 
     # --- beats ----------------------------------------------------------------------------------
 
-    def _start(self, command: str, position: int) -> None:
-        if not 0 <= position < 1 << self.geo.position_bits:
-            raise HardwireError(f"position {position} does not fit the {self.geo.position_bits}-bit port")
+    def _drive_geometry(self, geo: unit.AttentionGeometry, **raw) -> None:
+        """The geometry ports: the unit samples them with a start."""
+        values = {"heads": geo.heads, "kv_heads": geo.kv_heads, "head_blocks": geo.head_blocks,
+                  "attn_scale": geo.attn_scale, **raw}
+        widths = {"heads": self.limits.heads_bits, "kv_heads": self.limits.heads_bits,
+                  "head_blocks": self.limits.head_blocks_bits, "attn_scale": unit.ATTN_SCALE_BITS}
+        for name, value in values.items():
+            if name not in widths or not 0 <= value < 1 << widths[name]:
+                raise HardwireError(f"geometry port {name}={value} is not a port or does not fit it")
+            setattr(self.io, name, value)
+
+    def _start(self, command: str, position: int, geo: unit.AttentionGeometry, **raw) -> None:
+        bits = self.limits.position_bits
+        if not 0 <= position < 1 << bits:
+            raise HardwireError(f"position {position} does not fit the {bits}-bit port")
         io = self.io
+        self._drive_geometry(geo, **raw)
         io.pos = position
         setattr(io, command, 1)
         self.sim.step()

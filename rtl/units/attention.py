@@ -1,5 +1,11 @@
 """The attention unit of a tile (docs/numerics.md section 7, docs/architecture.md 4a).
 
+Base grid: the Verilog depends only on the die (`AttentionLimits`: kv_tokens, max_heads,
+max_kv_dim, max_d_model). The model's attention shape arrives at run time on ports latched
+with each start (the tile drives them from the ATTN instruction: groups = heads, aux =
+kv_heads, n = head_blocks, and ATTN_SCALE from the consts ROM), so two models on one die get
+byte-identical Verilog and one unit runs any shape within the die's maxima.
+
 It owns the KV SRAM (B16 keys after RoPE and values, `kv_tokens` positions), a query buffer
 and the score buffer, and computes one query head at a time in four passes:
 
@@ -14,45 +20,62 @@ and the score buffer, and computes one query head at a time in four passes:
               acc += (w_t * v) << (ev + 24), exact in 73 bits; after the last t the block
               leaves as rq(sat63(acc), -48, 16)
 
-P = position + 1 keys and nbh = head_dim / 32 blocks per head. Query head h reads KV head
-h // (heads / kv_heads).
+P = pos + 1 keys, nbh = head_blocks (head_dim / 32). Query head h reads KV head
+floor(h * kv_heads / heads), which is h // (heads / kv_heads) for the Llama shapes (heads a
+multiple of kv_heads); the controller steps it with an accumulator, no divider. A shape
+whose heads is not a multiple of kv_heads is not refused (no Llama model has one, and the
+metal generator never prints one); it still addresses only inside the SRAMs.
+
+KV SRAM layout: position t owns the fixed row of 2 * max_kv_dim / 32 words at t * row_words
+(a die constant); its K blocks come first (KV head-major), then its V blocks at offset
+kv_heads * nbh. A KV write therefore needs only the product kv_heads * nbh.
 
 Ports (block buses of docs/architecture.md 4a; everything is sampled on the rising edge):
-    rst         in   synchronous, active high: back to idle; SRAM contents are kept
-    start_kv    in   pulse with `pos`: the next 2*kv_blocks beats on the input bus are the K
-                     blocks then the V blocks of that position (kv_blocks = kv_heads * nbh,
-                     KV head-major), written into the KV SRAM
-    start_attn  in   pulse with `pos`: the next heads*nbh beats are the Q blocks of all heads
-                     (head-major, after RoPE); then the unit attends over keys 0..pos and
-                     emits nbh B16 blocks per head, head 0 first, on the output bus
-    pos         in   the position, bitlen(kv_tokens) bits (so kv_tokens itself is expressible
-                     and refused), sampled with a start
+    rst          in   synchronous, active high: back to idle; SRAM contents are kept
+    start_kv     in   pulse with `pos`, `kv_heads`, `head_blocks`: the next 2*kv_blocks beats
+                      on the input bus are the K blocks then the V blocks of that position
+                      (kv_blocks = kv_heads * head_blocks, KV head-major), into the KV SRAM
+    start_attn   in   pulse with `pos` and the geometry ports: the next heads*head_blocks beats
+                      are the Q blocks of all heads (head-major, after RoPE); then the unit
+                      attends over keys 0..pos and emits head_blocks B16 blocks per head,
+                      head 0 first, on the output bus
+    pos          in   the position, bitlen(kv_tokens) bits (so kv_tokens itself is expressible
+                      and refused)
+    heads        in   query heads, bitlen(max_heads) bits        } sampled with a start and
+    kv_heads     in   KV heads, bitlen(max_heads) bits           } held by the unit until the
+    head_blocks  in   head_dim / 32, bitlen(max_kv_dim/32) bits   } command is done
+    attn_scale   in   ATTN_SCALE (numerics 7), 16 bits unsigned, sampled with start_attn
     in_valid, in_data (32 x 48), in_exp (8)      input block bus: B16 mantissas (the low 16
-                     bits of each lane are kept) and the block exponent; beats count from the
-                     cycle after the start, at any pace (no back-pressure)
+                      bits of each lane are kept) and the block exponent; beats count from the
+                      cycle after the start, at any pace (no back-pressure)
     out_valid, out_data (32 x 48), out_exp (8)   output block bus: B16, sign-extended
-    done        out  pulses when a command is complete: the cycle after its last input beat
-                     for start_kv, the cycle after its last output block for start_attn
-    busy        out  a command is running: from the cycle after its start to the cycle
-                     before its done (a new start is taken in the done cycle)
-    refused     out  pulses the cycle after a start that was not taken: the unit was busy,
-                     both starts came together, or pos >= kv_tokens (KV_OVERFLOW); nothing
-                     is written or computed
-    lut_addr    out  EXP2_LUT read address (10 bits), registered
-    lut_data    in   EXP2_LUT[lut_addr] (17 bits), one cycle after the address (a via ROM)
+    done         out  pulses when a command is complete: the cycle after its last input beat
+                      for start_kv, the cycle after its last output block for start_attn
+    busy         out  a command is running: from the cycle after its start to the cycle
+                      before its done (a new start is taken in the done cycle)
+    refused      out  pulses the cycle after a start that was not taken: the unit was busy,
+                      both starts came together, pos >= kv_tokens (KV_OVERFLOW), or the
+                      geometry is outside the die (a zero count, kv_heads > heads,
+                      heads > max_heads, kv_heads*head_blocks > max_kv_dim/32,
+                      heads*head_blocks > max_d_model/32); nothing is written or computed
+    lut_addr     out  EXP2_LUT read address (10 bits), registered
+    lut_data     in   EXP2_LUT[lut_addr] (17 bits), one cycle after the address (a via ROM)
 
-Cycles (`AttentionGeometry.attend_cycles`, checked by the tests): start_attn to done,
-inclusive, with the Q beats back to back, is 1 + heads*nbh + heads * head_cycles(P) with
+Cycles (`AttentionGeometry.attend_cycles`, checked by the tests), in the run-time values:
+start_attn to done, inclusive, with the Q beats back to back, is
+    1 + heads*nbh + heads * head_cycles(P),
     head_cycles(P) = (2*nbh + 1) * P + HEAD_OVERHEAD,   HEAD_OVERHEAD = 59:
 scores nbh*P + 12 (pipeline drain), softmax P + 5, divide 33 + 2, weighted nbh*P + 7.
-SmolLM2 (nbh 2, 9 heads) at P = 1024: 9 * 5179 cycles per token and layer. start_kv takes
-1 + 2*kv_blocks cycles at full pace.
+SmolLM2 (nbh 2, 9 heads) at P = 1024: 9 * 5179 cycles per token and layer. start_kv to done
+takes 1 + 2*kv_heads*nbh cycles at full pace (`AttentionGeometry.kv_write_cycles`).
 
 Simulation cost: every datapath register loads only under its stage's valid bit, wide
-assembly is done by bit loops inside those enabled processes, and no register is read after
-it is written in its process (a simulator then needs no shadow copies). Measured with the
-native run: idle about 30 ns per cycle above a bare counter (the requantizer cell, which is
-combinational, and the gather of its input), busy about 0.5 us per cycle at 256 keys.
+assembly is done by bit loops inside those enabled processes, the geometry is checked and
+latched only in a start cycle, and no register is read after it is written in its process
+(a simulator then needs no shadow copies). Measured with the native run: idle about 30-40 ns
+per cycle above a bare counter (the requantizer cell, which is combinational, and the gather
+of its input; the run-time geometry added nothing measurable), busy about 0.5 us per cycle
+at 256 keys.
 
 Contract on the data (the tile's datapath guarantees it; numerics 7): value exponents lie in
 [-24, 9] (values come from rq(acc, -24, 16) of 48-bit words), so each weighted term is
@@ -82,6 +105,7 @@ PRODUCT_BITS = 2 * ACT_BITS  # q * k of two 16-bit mantissas (-32768 included, s
 DOT_BITS = PRODUCT_BITS + 5  # the sum of 32 products: the adder tree grows a bit per level
 SCORE_SHIFT_BITS = EXP_BITS + 2  # eq + ek + 16
 SCALE_FRAC = 15  # ATTN_SCALE and LOG2E_Q are Q.15
+ATTN_SCALE_BITS = 16  # the consts-ROM field of ATTN_SCALE (rtl/metal.py attention_consts)
 EXP2_FRAC = 16  # u: 16 fraction bits, of which the top LUT_ADDR_BITS index EXP2_LUT
 EXP2_ZERO_SHIFT = 17  # EXP2_LUT < 2**17: a shift of 17 or more gives 0
 RCP_NUMERATOR_BITS = 48  # RCP = floor(2**48 / sum p)
@@ -107,17 +131,89 @@ State = enum("IDLE", "KV_IN", "Q_IN", "SCORE_ISSUE", "SCORE_WAIT", "SOFTMAX_ISSU
 
 
 @dataclass(frozen=True)
-class AttentionGeometry:
-    """The elaboration parameters and the sizes that follow from them."""
+class AttentionLimits:
+    """The die's maxima: the unit's only elaboration parameters (the base grid)."""
 
     kv_tokens: int
-    kv_heads: int
-    head_dim: int
-    heads: int
+    max_heads: int
+    max_kv_dim: int
+    max_q_dim: int  # heads * head_dim: the widest Q vector (the die's max_d_model)
 
     def __post_init__(self):
         if self.kv_tokens < 2:
             raise HardwireError(f"kv_tokens must be at least 2, not {self.kv_tokens}")
+        if self.max_heads < 1:
+            raise HardwireError(f"max_heads must be at least 1, not {self.max_heads}")
+        for name in ("max_kv_dim", "max_q_dim"):
+            value = getattr(self, name)
+            if value < BLOCK or value % BLOCK:
+                raise HardwireError(f"{name} {value} is not a positive multiple of {BLOCK}")
+
+    @classmethod
+    def from_die(cls, die) -> AttentionLimits:
+        """A die of rtl/die.py; its widest Q vector is its widest d_model."""
+        return cls(die.kv_tokens, die.max_heads, die.max_kv_dim, die.max_d_model)
+
+    @property
+    def max_kv_blocks(self) -> int:
+        return self.max_kv_dim // BLOCK
+
+    @property
+    def max_q_blocks(self) -> int:
+        return self.max_q_dim // BLOCK
+
+    @property
+    def max_head_blocks(self) -> int:
+        """A head is at most as wide as the K vector (kv_heads >= 1) and the Q vector."""
+        return min(self.max_kv_blocks, self.max_q_blocks)
+
+    @property
+    def row_words(self) -> int:
+        """SRAM words per position, fixed by the die: room for the widest K and V."""
+        return 2 * self.max_kv_blocks
+
+    @property
+    def kv_depth(self) -> int:
+        return self.kv_tokens * self.row_words
+
+    @property
+    def q_depth(self) -> int:
+        return max(self.max_q_blocks, 2)
+
+    @property
+    def position_bits(self) -> int:
+        """The position port holds kv_tokens itself: a position past the SRAM is expressible
+        (and refused), whatever kv_tokens is."""
+        return self.kv_tokens.bit_length()
+
+    @property
+    def index_bits(self) -> int:
+        """Key indexes 0..kv_tokens-1 (score buffer addresses, counters)."""
+        return address_bits(self.kv_tokens)
+
+    @property
+    def heads_bits(self) -> int:
+        """The heads and kv_heads ports: max_heads itself is expressible."""
+        return self.max_heads.bit_length()
+
+    @property
+    def head_blocks_bits(self) -> int:
+        return self.max_head_blocks.bit_length()
+
+    def tag(self) -> str:
+        """A short name for the configuration (Verilog module names)."""
+        return f"t{self.kv_tokens}_h{self.max_heads}_kv{self.max_kv_dim}_q{self.max_q_dim}"
+
+
+@dataclass(frozen=True)
+class AttentionGeometry:
+    """A model's attention shape: run-time values on the unit's ports, never elaborated."""
+
+    heads: int
+    kv_heads: int
+    head_dim: int
+
+    def __post_init__(self):
         if self.head_dim < BLOCK or self.head_dim % BLOCK:
             raise HardwireError(f"head_dim {self.head_dim} is not a positive multiple of {BLOCK}")
         if self.kv_heads < 1 or self.heads < 1 or self.heads % self.kv_heads:
@@ -136,43 +232,42 @@ class AttentionGeometry:
         return self.kv_heads * self.head_blocks
 
     @property
-    def row_words(self) -> int:
-        """SRAM words per position: the K blocks, then the V blocks."""
-        return 2 * self.kv_blocks
-
-    @property
-    def kv_depth(self) -> int:
-        return self.kv_tokens * self.row_words
-
-    @property
-    def q_depth(self) -> int:
-        return max(self.heads * self.head_blocks, 2)
-
-    @property
-    def position_bits(self) -> int:
-        """The position port holds kv_tokens itself: a position past the SRAM is expressible
-        (and refused), whatever kv_tokens is."""
-        return self.kv_tokens.bit_length()
-
-    @property
-    def index_bits(self) -> int:
-        """Key indexes 0..kv_tokens-1 (score buffer addresses, counters)."""
-        return address_bits(self.kv_tokens)
+    def q_blocks(self) -> int:
+        return self.heads * self.head_blocks
 
     @property
     def attn_scale(self) -> int:
         return spec.attn_scale(self.head_dim)
+
+    def check_fits(self, limits: AttentionLimits) -> None:
+        """The shapes a die takes (the unit refuses the others at run time)."""
+        if self.heads > limits.max_heads:
+            raise HardwireError(f"{self.heads} heads exceed the die's max_heads {limits.max_heads}")
+        if self.kv_blocks > limits.max_kv_blocks:
+            raise HardwireError(f"kv_dim {self.kv_blocks * BLOCK} exceeds the die's max_kv_dim {limits.max_kv_dim}")
+        if self.q_blocks > limits.max_q_blocks:
+            raise HardwireError(f"q_dim {self.q_blocks * BLOCK} exceeds the die's max_d_model {limits.max_q_dim}")
 
     def head_cycles(self, positions: int) -> int:
         return (2 * self.head_blocks + 1) * positions + HEAD_OVERHEAD
 
     def attend_cycles(self, positions: int) -> int:
         """Cycles from start_attn to done (inclusive), Q beats back to back."""
-        return 1 + self.heads * self.head_blocks + self.heads * self.head_cycles(positions)
+        return 1 + self.q_blocks + self.heads * self.head_cycles(positions)
+
+    @property
+    def kv_write_cycles(self) -> int:
+        """Cycles from start_kv to done (inclusive), K and V beats back to back."""
+        return 1 + 2 * self.kv_blocks
 
 
 # per head, beyond the (2 * nbh + 1) * P issue cycles: each pass's drain, the divider, hand-offs
 HEAD_OVERHEAD = SCORE_LATENCY + SOFTMAX_LATENCY + DIVIDE_CYCLES + 2 + WEIGHT_LATENCY
+
+
+def _widened(port: Signal, width: int):
+    """`port` zero-extended to `width` bits (wiring: a concatenation, no logic)."""
+    return port if len(port) == width else zero_extended(port, width)
 
 
 def _range_bits(lo: int, hi: int) -> Signal:
@@ -180,38 +275,50 @@ def _range_bits(lo: int, hi: int) -> Signal:
     return Signal(intbv(0, min=min(lo, 0), max=hi + 1))
 
 
+@dataclass
+class GeometryPorts:
+    """The run-time geometry inputs, sampled with a start."""
+
+    heads: Signal
+    kv_heads: Signal
+    head_blocks: Signal
+    attn_scale: Signal
+
+
 @block
-def attention_unit(clk, rst, start_kv, start_attn, pos, in_valid, in_data, in_exp,
-                   out_valid, out_data, out_exp, done, busy, refused, lut_addr, lut_data,
-                   kv_tokens: int, kv_heads: int, head_dim: int, heads: int):
-    geo = AttentionGeometry(kv_tokens, kv_heads, head_dim, heads)
-    _check_ports(geo, pos, in_data, in_exp, out_data, out_exp, lut_addr, lut_data)
+def attention_unit(clk, rst, start_kv, start_attn, pos, heads, kv_heads, head_blocks, attn_scale,
+                   in_valid, in_data, in_exp, out_valid, out_data, out_exp, done, busy, refused,
+                   lut_addr, lut_data, limits: AttentionLimits):
+    die = limits  # the only elaboration parameter: nothing below depends on a model
+    shape = GeometryPorts(heads, kv_heads, head_blocks, attn_scale)
+    _check_ports(die, pos, shape, in_data, in_exp, out_data, out_exp, lut_addr, lut_data)
 
     # the three SRAMs and their ports
     kv_we, kv_re, q_we, q_re, sb_we, sb_re = (bit_signal() for _ in range(6))
-    kv_bits, q_bits, sb_bits = address_bits(geo.kv_depth), address_bits(geo.q_depth), geo.index_bits
+    kv_bits, q_bits, sb_bits = address_bits(die.kv_depth), address_bits(die.q_depth), die.index_bits
     kv_waddr, kv_raddr = unsigned_signal(kv_bits), unsigned_signal(kv_bits)
     q_waddr, q_raddr = unsigned_signal(q_bits), unsigned_signal(q_bits)
     sb_waddr, sb_raddr = unsigned_signal(sb_bits), unsigned_signal(sb_bits)
     in_word, kv_rdata, q_rdata = (unsigned_signal(WORD_BITS) for _ in range(3))
-    scores = ScoreRanges(geo)
+    scores = ScoreRanges(die)
     sb_wdata, sb_rdata = unsigned_signal(scores.buffer_bits), unsigned_signal(scores.buffer_bits)
-    memories = [sram(clk, kv_we, kv_waddr, in_word, kv_re, kv_raddr, kv_rdata, geo.kv_depth, "kv"),
-                sram(clk, q_we, q_waddr, in_word, q_re, q_raddr, q_rdata, geo.q_depth, "query"),
-                sram(clk, sb_we, sb_waddr, sb_wdata, sb_re, sb_raddr, sb_rdata, kv_tokens, "score")]
+    memories = [sram(clk, kv_we, kv_waddr, in_word, kv_re, kv_raddr, kv_rdata, die.kv_depth, "kv"),
+                sram(clk, q_we, q_waddr, in_word, q_re, q_raddr, q_rdata, die.q_depth, "query"),
+                sram(clk, sb_we, sb_waddr, sb_wdata, sb_re, sb_raddr, sb_rdata, die.kv_tokens, "score")]
 
-    # control -> passes: issue flags (stage 0 of each pipeline)
-    pos_bits = geo.index_bits
+    # control -> passes: issue flags (stage 0 of each pipeline) and the latched ATTN_SCALE
+    pos_bits = die.index_bits
     sc_valid, sc_first_blk, sc_last_blk, sc_first_t, sc_last_t = (bit_signal() for _ in range(5))
     sc_t = unsigned_signal(pos_bits)
     sm_valid, sm_first, sm_last = (bit_signal() for _ in range(3))
     sm_t = unsigned_signal(pos_bits)
     wt_valid, wt_first, wt_last, wt_head_last = (bit_signal() for _ in range(4))
     div_start = bit_signal()
+    scale = unsigned_signal(ATTN_SCALE_BITS)
     # passes -> control
     scores_last, softmax_last, div_done, out_head_last = (bit_signal() for _ in range(4))
 
-    control = controller(clk, rst, geo, start_kv, start_attn, pos, in_valid, done, busy, refused,
+    control = controller(clk, rst, die, start_kv, start_attn, pos, shape, scale, in_valid, done, busy, refused,
                          kv_we, kv_waddr, kv_re, kv_raddr, q_we, q_waddr, q_re, q_raddr, sb_re, sb_raddr,
                          sc_valid, sc_first_blk, sc_last_blk, sc_first_t, sc_last_t, sc_t,
                          sm_valid, sm_first, sm_last, sm_t, wt_valid, wt_first, wt_last, wt_head_last,
@@ -222,7 +329,7 @@ def attention_unit(clk, rst, start_kv, start_attn, pos, in_valid, in_data, in_ex
     # scores pass
     scaled, scaled_valid, scaled_t = scores.scaled_signal(), bit_signal(), unsigned_signal(pos_bits)
     score_max = scores.scaled_signal()
-    score_pass = score_pipeline(clk, rst, scores, q_rdata, kv_rdata, sc_valid, sc_first_blk, sc_last_blk,
+    score_pass = score_pipeline(clk, rst, scores, scale, q_rdata, kv_rdata, sc_valid, sc_first_blk, sc_last_blk,
                                 sc_first_t, sc_last_t, sc_t, scaled, scaled_valid, scaled_t, score_max,
                                 scores_last)
 
@@ -243,19 +350,19 @@ def attention_unit(clk, rst, start_kv, start_attn, pos, in_valid, in_data, in_ex
 
 
 class ScoreRanges:
-    """Exact ranges of the score datapath for one geometry (registers sized to them)."""
+    """Exact ranges of the score datapath over every shape the die takes (registers sized to
+    them): ATTN_SCALE is any 16-bit value, a score sums up to max_head_blocks block terms."""
 
-    def __init__(self, geo: AttentionGeometry):
+    def __init__(self, limits: AttentionLimits):
         top = (1 << (SCORE_BITS - 1)) - 1
-        self.blocks = geo.head_blocks
-        self.scale = geo.attn_scale
-        self.scaled_min = (-top - 1) * self.scale >> SCALE_FRAC
-        self.scaled_max = top * self.scale >> SCALE_FRAC
+        scale_max = (1 << ATTN_SCALE_BITS) - 1
+        self.blocks = limits.max_head_blocks
+        self.scaled_min = (-top - 1) * scale_max >> SCALE_FRAC
+        self.scaled_max = top * scale_max >> SCALE_FRAC
         self.scaled_bits = len(_range_bits(self.scaled_min, self.scaled_max))
         self.buffer_bits = self.scaled_bits  # holds s_t, then p_t (narrower)
         assert self.buffer_bits > LUT_DATA_BITS
-        self.u_max = -((self.scaled_min - self.scaled_max) * LOG2E_Q >> SCALE_FRAC)
-        self.sum_bits = ((1 << EXP2_FRAC) * geo.kv_tokens).bit_length()
+        self.sum_bits = ((1 << EXP2_FRAC) * limits.kv_tokens).bit_length()
 
     def scaled_signal(self) -> Signal:
         return _range_bits(self.scaled_min, self.scaled_max)
@@ -264,28 +371,39 @@ class ScoreRanges:
 # --- control --------------------------------------------------------------------------------------
 
 @block
-def controller(clk, rst, geo, start_kv, start_attn, pos, in_valid, done, busy, refused,
+def controller(clk, rst, die, start_kv, start_attn, pos, shape, scale, in_valid, done, busy, refused,
                kv_we, kv_waddr, kv_re, kv_raddr, q_we, q_waddr, q_re, q_raddr, sb_re, sb_raddr,
                sc_valid, sc_first_blk, sc_last_blk, sc_first_t, sc_last_t, sc_t,
                sm_valid, sm_first, sm_last, sm_t, wt_valid, wt_first, wt_last, wt_head_last,
                div_start, scores_last, softmax_last, div_done, out_head_last):
-    """The command FSM and the address generators of the three passes."""
-    nbh, group, kv_blocks = geo.head_blocks, geo.group, geo.kv_blocks
-    row_words, kv_tokens, heads = geo.row_words, geo.kv_tokens, geo.heads
-    kv_beats, q_beats = geo.row_words, geo.heads * geo.head_blocks
-    kv_bits = len(kv_waddr)
+    """The command FSM, the start checks and the address generators of the three passes.
+
+    The geometry is latched in the start cycle (the ports may change while a command runs).
+    All counters, strides and latched counts share one width, `gw`, wide enough for every
+    SRAM address and for heads * head_blocks: Verilog arithmetic then never extends or
+    truncates implicitly, and the SRAM addresses are slices of it."""
+    row_words, kv_tokens = die.row_words, die.kv_tokens
+    max_heads, max_kv_blocks, max_q_blocks = die.max_heads, die.max_kv_blocks, die.max_q_blocks
+    kv_bits, q_bits = len(kv_waddr), len(q_waddr)
+    gw = max(kv_bits, q_bits, die.heads_bits + die.head_blocks_bits) + 1  # +1: 2 * kv_blocks
+    heads_in, kv_heads_in, blocks_in = (_widened(port, gw) for port in (shape.heads, shape.kv_heads, shape.head_blocks))
+    scale_in = shape.attn_scale
+
+    def counter() -> Signal:
+        return unsigned_signal(gw)
+
+    # latched geometry: counts, counts minus one (for the last-value compares), strides
+    heads, kv_heads, nbh, last_blk, last_head = (counter() for _ in range(5))
+    kv_blocks, last_kv_beat, last_q_beat = (counter() for _ in range(3))  # kv_blocks: the V offset in a row
     state = Signal(State.IDLE)
-    beat = unsigned_signal(max(kv_beats, q_beats).bit_length())
-    last_pos = unsigned_signal(geo.index_bits)
-    t = unsigned_signal(geo.index_bits)
-    blk = unsigned_signal(max(nbh - 1, 1).bit_length())
-    row = unsigned_signal(kv_bits)  # t * row_words
-    head = unsigned_signal(max(heads - 1, 1).bit_length())
-    in_group = unsigned_signal(max(group - 1, 1).bit_length())  # head % group
-    q_base = unsigned_signal(len(q_raddr))  # head * nbh
-    kv_head = unsigned_signal(kv_bits)  # (head // group) * nbh
+    beat, blk, head, row = counter(), counter(), counter(), counter()  # row: t * row_words
+    share = counter()  # (head * kv_heads) mod heads: steps the KV head without a divider
+    q_base = counter()  # head * nbh
+    kv_head = counter()  # floor(head * kv_heads / heads) * nbh
     v_addr = unsigned_signal(kv_bits)  # the V read issued one cycle after its p read
-    write_addr = unsigned_signal(max(kv_bits, len(q_waddr)))  # of the next input beat
+    write_addr = counter()  # of the next input beat
+    last_pos = unsigned_signal(die.index_bits)
+    t = unsigned_signal(die.index_bits)
 
     @always_seq(clk.posedge, reset=rst)
     def fsm():
@@ -304,36 +422,24 @@ def controller(clk, rst, geo, start_kv, start_attn, pos, in_valid, done, busy, r
         if wt_valid:
             kv_raddr.next = v_addr
             kv_re.next = 1
-        if (start_kv or start_attn) and (state != State.IDLE or (start_kv and start_attn) or pos >= kv_tokens):
-            refused.next = 1  # one command at a time, inside the SRAM
-        if state == State.IDLE:
-            if start_kv and not start_attn and pos < kv_tokens:
-                beat.next = 0
-                write_addr.next = pos * row_words
-                state.next = State.KV_IN
-            elif start_attn and not start_kv and pos < kv_tokens:
-                beat.next = 0
-                write_addr.next = 0
-                last_pos.next = pos[len(last_pos):]
-                state.next = State.Q_IN
-        elif state == State.KV_IN:
+        if state == State.KV_IN:
             if in_valid:
                 kv_we.next = 1
-                kv_waddr.next = write_addr
+                kv_waddr.next = write_addr[kv_bits:]
                 write_addr.next = write_addr + 1
                 beat.next = beat + 1
-                if beat == kv_beats - 1:
+                if beat == last_kv_beat:
                     done.next = 1
                     state.next = State.IDLE
         elif state == State.Q_IN:
             if in_valid:
                 q_we.next = 1
-                q_waddr.next = write_addr[len(q_waddr):]
+                q_waddr.next = write_addr[q_bits:]
                 write_addr.next = write_addr + 1
                 beat.next = beat + 1
-                if beat == q_beats - 1:
+                if beat == last_q_beat:
                     head.next = 0
-                    in_group.next = 0
+                    share.next = 0
                     q_base.next = 0
                     kv_head.next = 0
                     t.next = 0
@@ -341,17 +447,20 @@ def controller(clk, rst, geo, start_kv, start_attn, pos, in_valid, done, busy, r
                     row.next = 0
                     state.next = State.SCORE_ISSUE
         elif state == State.SCORE_ISSUE:
-            kv_raddr.next = row + kv_head + blk
-            q_raddr.next = q_base + blk
+            address_unused_top = intbv(0)[gw:]  # the sums fit the SRAMs: their tops are 0
+            address_unused_top[:] = row + kv_head + blk
+            kv_raddr.next = address_unused_top[kv_bits:]
+            address_unused_top[:] = q_base + blk
+            q_raddr.next = address_unused_top[q_bits:]
             kv_re.next = 1
             q_re.next = 1
             sc_valid.next = 1
             sc_first_blk.next = blk == 0
-            sc_last_blk.next = blk == nbh - 1
+            sc_last_blk.next = blk == last_blk
             sc_first_t.next = t == 0
             sc_last_t.next = t == last_pos
             sc_t.next = t
-            if blk == nbh - 1:
+            if blk == last_blk:
                 blk.next = 0
                 t.next = t + 1
                 row.next = row + row_words
@@ -386,39 +495,80 @@ def controller(clk, rst, geo, start_kv, start_attn, pos, in_valid, done, busy, r
         elif state == State.WEIGHT_ISSUE:
             sb_raddr.next = t
             sb_re.next = 1
-            v_addr.next = row + kv_blocks + kv_head + blk
+            address_unused_top = intbv(0)[gw:]
+            address_unused_top[:] = row + kv_blocks + kv_head + blk
+            v_addr.next = address_unused_top[kv_bits:]
             wt_valid.next = 1
             wt_first.next = t == 0
             wt_last.next = t == last_pos
-            wt_head_last.next = t == last_pos and blk == nbh - 1
+            wt_head_last.next = t == last_pos and blk == last_blk
             if t == last_pos:
                 t.next = 0
                 row.next = 0
-                blk.next = blk + 1
-                if blk == nbh - 1:
+                if blk == last_blk:
+                    blk.next = 0
                     state.next = State.WEIGHT_WAIT
+                else:
+                    blk.next = blk + 1
             else:
                 t.next = t + 1
                 row.next = row + row_words
         elif state == State.WEIGHT_WAIT:
             if out_head_last:
-                if head == heads - 1:
+                if head == last_head:
                     done.next = 1
                     state.next = State.IDLE
                 else:
-                    head.next = head + 1
-                    q_base.next = q_base + nbh
-                    if in_group == group - 1:
-                        in_group.next = 0
+                    # next query head; its KV head is floor((head + 1) * kv_heads / heads)
+                    stepped = intbv(0)[gw:]  # < 2 * heads
+                    stepped[:] = share + kv_heads
+                    if stepped >= heads:
+                        share.next = stepped - heads
                         kv_head.next = kv_head + nbh
                     else:
-                        in_group.next = in_group + 1
+                        share.next = stepped
+                    head.next = head + 1
+                    q_base.next = q_base + nbh
                     t.next = 0
                     blk.next = 0
                     row.next = 0
                     state.next = State.SCORE_ISSUE
         else:
-            state.next = State.IDLE  # the unused encodings of the state register
+            state.next = State.IDLE  # IDLE, and the unused encodings of the state register
+        if start_kv or start_attn:
+            # last: a taken start overrides the IDLE hold above. The checks run only in a
+            # start cycle (an idle unit evaluates none of this)
+            kv_product = intbv(0)[gw:]
+            q_product = intbv(0)[gw:]
+            kv_product[:] = kv_heads_in * blocks_in
+            q_product[:] = heads_in * blocks_in
+            kv_fits = bool(kv_heads_in != 0 and blocks_in != 0 and kv_product <= max_kv_blocks)
+            attn_fits = bool(kv_fits and kv_heads_in <= heads_in and heads_in <= max_heads
+                             and q_product <= max_q_blocks)
+            if state != State.IDLE or (start_kv and start_attn) or pos >= kv_tokens:
+                refused.next = 1  # one command at a time, inside the SRAM
+            elif start_kv and not kv_fits:
+                refused.next = 1  # a K/V row wider than the die's
+            elif start_attn and not attn_fits:
+                refused.next = 1  # a shape the die does not hold
+            else:
+                nbh.next = blocks_in
+                last_blk.next = blocks_in - 1
+                kv_blocks.next = kv_product
+                last_kv_beat.next = (kv_product << 1) - 1
+                beat.next = 0
+                if start_kv:
+                    write_addr.next = pos * row_words
+                    state.next = State.KV_IN
+                else:
+                    heads.next = heads_in
+                    kv_heads.next = kv_heads_in
+                    last_head.next = heads_in - 1
+                    last_q_beat.next = q_product - 1
+                    scale.next = scale_in
+                    write_addr.next = 0
+                    last_pos.next = pos[len(last_pos):]
+                    state.next = State.Q_IN
 
     @always_comb
     def running():
@@ -508,11 +658,11 @@ def _exponent_field(word):
 # --- scores pass --------------------------------------------------------------------------------
 
 @block
-def score_pipeline(clk, rst, scores, q_rdata, kv_rdata, sc_valid, sc_first_blk, sc_last_blk,
+def score_pipeline(clk, rst, scores, scale, q_rdata, kv_rdata, sc_valid, sc_first_blk, sc_last_blk,
                    sc_first_t, sc_last_t, sc_t, scaled, scaled_valid, scaled_t, score_max, scores_last):
     """Stages after the issue (stage 0): 1 the SRAM words; 2 lane products q_j * k_j and
     eq + ek + 16; 3..7 the registered adder tree (D_b); 8 sat40(floor_shift(D_b, shift));
-    9 the block sum, s_t = sat40 of it at the last block; 10 ATTN_SCALE; 11 the running max
+    9 the block sum, s_t = sat40 of it at the last block; 10 times the latched ATTN_SCALE; 11 the running max
     (and, in score_buffer_writer, the score-buffer write)."""
     term_stage = 2 + TREE_LEVELS + 1
     valid = delay_taps(sc_valid, term_stage)
@@ -540,10 +690,10 @@ def score_pipeline(clk, rst, scores, q_rdata, kv_rdata, sc_valid, sc_first_blk, 
     block_sum = score_block_sum(clk, rst, scores, valid[term_stage], term, first_blk8, last_blk8, t8, first_t8,
                                 last_t8, score, score_valid, score_t, score_first_t, score_last_t)
     scaled_first_t, scaled_last_t = bit_signal(), bit_signal()
-    scale = score_scale(clk, rst, scores, score, score_valid, score_t, score_first_t, score_last_t,
+    scaling = score_scale(clk, rst, scale, score, score_valid, score_t, score_first_t, score_last_t,
                         scaled, scaled_valid, scaled_t, scaled_first_t, scaled_last_t)
     peak = running_max(clk, rst, scaled, scaled_valid, scaled_first_t, scaled_last_t, score_max, scores_last)
-    return (valid_regs, tag_regs, lanes, exponents, shift_regs, tree, shifter, block_sum, scale, peak)
+    return (valid_regs, tag_regs, lanes, exponents, shift_regs, tree, shifter, block_sum, scaling, peak)
 
 
 @block
@@ -690,11 +840,11 @@ def score_block_sum(clk, rst, scores, enable, term, first_blk, last_blk, t, firs
 
 
 @block
-def score_scale(clk, rst, scores, score, score_valid, score_t, score_first_t, score_last_t,
+def score_scale(clk, rst, attn_scale, score, score_valid, score_t, score_first_t, score_last_t,
                 scaled, scaled_valid, scaled_t, scaled_first_t, scaled_last_t):
-    """s_t = floor_shift(s_t * ATTN_SCALE, -15); ATTN_SCALE follows from head_dim."""
-    attn_scale = scores.scale
-    product_bits = len(scaled) + SCALE_FRAC  # s_t * ATTN_SCALE, exact
+    """s_t = floor_shift(s_t * ATTN_SCALE, -15); ATTN_SCALE is the run-time value latched at
+    start_attn (any 16-bit value: `scaled` is sized for all of them)."""
+    product_bits = len(scaled) + SCALE_FRAC  # s_t * ATTN_SCALE, exact: `scaled` holds its top
 
     @always(clk.posedge)
     def scale():
@@ -1023,8 +1173,10 @@ def output_stage(clk, rst, sums, o_valid, o_head_last, out_valid, out_data, out_
     return gather, rq, emit, mark
 
 
-def _check_ports(geo, pos, in_data, in_exp, out_data, out_exp, lut_addr, lut_data) -> None:
-    expected = {"pos": (pos, geo.position_bits), "in_data": (in_data, BLOCK * LANE_BITS),
+def _check_ports(die, pos, shape, in_data, in_exp, out_data, out_exp, lut_addr, lut_data) -> None:
+    expected = {"pos": (pos, die.position_bits), "heads": (shape.heads, die.heads_bits),
+                "kv_heads": (shape.kv_heads, die.heads_bits), "head_blocks": (shape.head_blocks, die.head_blocks_bits),
+                "attn_scale": (shape.attn_scale, ATTN_SCALE_BITS), "in_data": (in_data, BLOCK * LANE_BITS),
                 "in_exp": (in_exp, EXP_BITS), "out_data": (out_data, BLOCK * LANE_BITS),
                 "out_exp": (out_exp, EXP_BITS), "lut_addr": (lut_addr, LUT_ADDR_BITS),
                 "lut_data": (lut_data, LUT_DATA_BITS)}

@@ -1,23 +1,26 @@
 """The attention unit (rtl/units/attention.py) against golden IntModel.attention, word for word.
 
-Two builds, one per GQA ratio, each built once per session (the adapter caches builds, so
-xdist workers share them):
-    gqa3: heads 3, kv_heads 1, head_dim 64 (two blocks per head), kv_tokens 16
-    gqa1: heads 2, kv_heads 2, head_dim 32 (one block per head), kv_tokens 12 (not a power of
-          two, so a position past the SRAM fits the port and must be refused)
-The unit's KV SRAM persists across calls, like the chip's: every case writes the positions it
-reads. Every attend also checks the documented cycle count.
+The unit's Verilog depends on the die only, so ONE build serves every test: the unit of the
+hw-tiny die (rtl/die.py), built once per session (the adapter caches builds, so xdist
+workers share it). Two model shapes run on it, given at run time on its geometry ports:
+    gqa3: heads 3, kv_heads 1, head_dim 64 (two blocks per head)
+    gqa1: heads 2, kv_heads 2, head_dim 32 (one block per head)
+Both have a 64-wide K/V row, so one KV write can be read by either shape
+(test_one_unit_switches_geometry). The unit's KV SRAM persists across calls, like the
+chip's: every case writes the positions it reads. Every command also checks the documented
+cycle count. hw-s135 is elaborated and linted, not built.
 """
 
 from __future__ import annotations
 
+import inspect
 import re
 
 import numpy as np
 import pytest
 from myhdl import StopSimulation, block, delay, instance
 
-from hardwire.cosim.attention_unit import EXP2_MAP, AttentionUnitSim
+from hardwire.cosim.attention_unit import EXP2_MAP, AttentionUnitSim, harness_elaborator, harness_top
 from hardwire.cosim.verilator_build import lint
 from hardwire.golden import spec
 from hardwire.golden.errors import HardwireError
@@ -27,12 +30,17 @@ from hardwire.golden.synth import SynthSpec, write_synthetic
 from hardwire.rtl.cells.sram import sram
 from hardwire.rtl.cells.via_rom import via_map_define
 from hardwire.rtl.cells.wiring import bit_signal, unsigned_signal
-from hardwire.rtl.units.attention import AttentionGeometry
+from hardwire.rtl.die import DIES, get_die
+from hardwire.rtl.units.attention import AttentionGeometry, AttentionLimits, attention_unit
+from hardwire.rtl.verilog import to_verilog
 
-CONFIGS = {
-    "gqa3": AttentionGeometry(kv_tokens=16, kv_heads=1, head_dim=64, heads=3),
-    "gqa1": AttentionGeometry(kv_tokens=12, kv_heads=2, head_dim=32, heads=2),
+DIE = "hw-tiny"
+LIMITS = AttentionLimits.from_die(get_die(DIE))
+GEOMETRIES = {
+    "gqa3": AttentionGeometry(heads=3, kv_heads=1, head_dim=64),
+    "gqa1": AttentionGeometry(heads=2, kv_heads=2, head_dim=32),
 }
+DECODE_POSITIONS = 24  # the synthetic decode runs this many tokens (the other tests fill the context)
 B16_MAX = spec.ACT_MAX
 # MyHDL warns about the two deliberate idioms of the unit: the undriven constant-0 exponent
 # of the requantizer and the never-read `lane_tops_unused` (see rtl/units/attention.py)
@@ -40,15 +48,16 @@ pytestmark = pytest.mark.filterwarnings("ignore::myhdl.ToVerilogWarning")
 
 
 class Case:
-    """One geometry: the built unit and a golden IntModel of the same shape (from a synthetic
-    GGUF model), with a KV cache for layer 0 that the tests fill by hand."""
+    """One model shape on the shared unit: a golden IntModel of the same shape (from a
+    synthetic GGUF model), with a KV cache for layer 0 that the tests fill by hand."""
 
-    def __init__(self, geo: AttentionGeometry, work_dir):
+    def __init__(self, geo: AttentionGeometry, unit: AttentionUnitSim, work_dir):
         self.geo = geo
+        self.kv_tokens = unit.limits.kv_tokens
         synth = SynthSpec(layers=2, d_model=geo.heads * geo.head_dim, d_ffn=64, heads=geo.heads,
-                          kv_heads=geo.kv_heads, vocab=300, context=geo.kv_tokens, seed=5)
-        self.model = IntModel(load_model(write_synthetic(synth, work_dir / "model.gguf")), capacity=geo.kv_tokens)
-        self.unit = AttentionUnitSim(geo, work_dir)
+                          kv_heads=geo.kv_heads, vocab=300, context=self.kv_tokens, seed=5)
+        self.model = IntModel(load_model(write_synthetic(synth, work_dir / "model.gguf")), capacity=self.kv_tokens)
+        self.unit = unit
         self.cache = self.model.new_cache()
 
     @property
@@ -59,16 +68,22 @@ class Case:
     def q_dim(self) -> int:
         return self.geo.heads * self.geo.head_dim
 
-    def write(self, position, k, ke, v, ve, gap=0):
-        """The same K/V into the golden cache (layer 0) and the unit's SRAM."""
+    def remember(self, position, k, ke, v, ve):
+        """K/V of `position` into the golden cache (layer 0) only."""
         c = self.cache
         c.k[0, position], c.ke[0, position], c.v[0, position], c.ve[0, position] = k, ke, v, ve
-        self.unit.write_kv(position, k, ke, v, ve, gap)
+
+    def write(self, position, k, ke, v, ve, gap=0):
+        """The same K/V into the golden cache and the unit's SRAM, written with this shape."""
+        self.remember(position, k, ke, v, ve)
+        cycles = self.unit.write_kv(self.geo, position, k, ke, v, ve, gap)
+        if gap == 0:
+            assert cycles == self.geo.kv_write_cycles
 
     def check(self, position, q, qe, gap=0):
-        """Attend from `position`; the unit's blocks must equal IntModel.attention's."""
+        """Attend from `position` with this shape; the unit's blocks must equal IntModel.attention's."""
         want_m, want_e = self.model.attention(q[None], qe[None], self.cache, 0, np.array([position]))
-        got = self.unit.attend(position, q, qe, gap)
+        got = self.unit.attend(self.geo, position, q, qe, gap)
         bad = np.flatnonzero(got.mantissas != want_m[0])
         assert not bad.size, (f"position {position}: mantissa {bad[0]} rtl {got.mantissas[bad[0]]} golden "
                               f"{want_m[0][bad[0]]} ({bad.size} differ)")
@@ -78,9 +93,19 @@ class Case:
         return got
 
 
-@pytest.fixture(scope="module", params=sorted(CONFIGS))
-def case(request, tmp_path_factory):
-    return Case(CONFIGS[request.param], tmp_path_factory.mktemp(f"attention-{request.param}"))
+@pytest.fixture(scope="module")
+def unit(tmp_path_factory):
+    return AttentionUnitSim(LIMITS, tmp_path_factory.mktemp("attention-unit"))
+
+
+@pytest.fixture(scope="module")
+def cases(unit, tmp_path_factory):
+    return {name: Case(geo, unit, tmp_path_factory.mktemp(f"attention-{name}")) for name, geo in GEOMETRIES.items()}
+
+
+@pytest.fixture(params=sorted(GEOMETRIES))
+def case(request, cases):
+    return cases[request.param]
 
 
 def random_b16(rng, n_blocks, exp_range=(-30, -10), peak_bits=None):
@@ -113,7 +138,7 @@ def test_one_position(case):
 
 def test_full_context(case):
     rng = np.random.default_rng(2)
-    last = case.geo.kv_tokens - 1
+    last = case.kv_tokens - 1
     fill(case, rng, range(last + 1))
     for position in (last, last // 2, 1):
         case.check(position, *random_query(case, rng))
@@ -123,7 +148,7 @@ def test_wide_exponents(case):
     """Q and K exponents over the whole 8-bit port (floor shifts of up to 240 bits right and
     saturating left shifts); V exponents over the contract [-24, 0]."""
     rng = np.random.default_rng(3)
-    positions = range(case.geo.kv_tokens)
+    positions = range(case.kv_tokens)
     fill(case, rng, positions, k_exp=(-128, 127), v_exp=(-24, 0))
     for _ in range(3):
         case.check(len(positions) - 1, *random_query(case, rng, (-128, 127)))
@@ -136,9 +161,9 @@ def test_equal_scores(case):
     rng = np.random.default_rng(4)
     nb = case.kv_dim // spec.BLOCK
     k, ke = random_b16(rng, nb)
-    for p in range(case.geo.kv_tokens):
+    for p in range(case.kv_tokens):
         case.write(p, k, ke, *random_b16(rng, nb, (-24, -8)))
-    for position in (case.geo.kv_tokens - 1, 2):
+    for position in (case.kv_tokens - 1, 2):
         case.check(position, *random_query(case, rng))
 
 
@@ -202,16 +227,68 @@ def test_synthetic_model_decode(case):
     must be the golden trace's `attn` tap of that layer and position."""
     geo, model = case.geo, case.model
     cache, trace = model.new_cache(), Trace()
-    tokens = (np.arange(geo.kv_tokens) * 37 + 11) % model.cfg.vocab
+    tokens = (np.arange(DECODE_POSITIONS) * 37 + 11) % model.cfg.vocab
     model.forward(tokens, cache, trace)
     for layer in range(model.cfg.n_layers):
-        for p in range(geo.kv_tokens):
-            case.unit.write_kv(p, cache.k[layer, p], cache.ke[layer, p], cache.v[layer, p], cache.ve[layer, p])
+        for p in range(DECODE_POSITIONS):
+            case.unit.write_kv(geo, p, cache.k[layer, p], cache.ke[layer, p], cache.v[layer, p], cache.ve[layer, p])
             q, qe = trace.taps[(layer, "q", p)]
             want_m, want_e = trace.taps[(layer, "attn", p)]
-            got = case.unit.attend(p, q, qe)
+            got = case.unit.attend(geo, p, q, qe)
             assert np.array_equal(got.mantissas, want_m) and np.array_equal(got.exponents, want_e), (
                 f"layer {layer} position {p}: rtl differs from the golden attn tap")
+
+
+# --- one die, any shape: the base-grid rule ----------------------------------------------------------
+
+def test_one_unit_switches_geometry(cases):
+    """ONE built unit runs two shapes, switching at every command: the K/V rows written with
+    one shape are read by both (gqa3 sees one KV head of 64, gqa1 two KV heads of 32), and
+    each attend equals its own model's golden attention."""
+    a, b = cases["gqa3"], cases["gqa1"]
+    assert a.unit is b.unit and a.kv_dim == b.kv_dim
+    rng = np.random.default_rng(14)
+    nb = a.kv_dim // spec.BLOCK
+    for p in range(12):
+        writer, reader = (a, b) if p % 2 else (b, a)  # the write's shape alternates too
+        kv = (*random_b16(rng, nb), *random_b16(rng, nb, (-24, -8)))
+        writer.write(p, *kv)
+        reader.remember(p, *kv)
+    for position in (11, 0, 5):
+        for case in (a, b, b, a):
+            case.check(position, *random_query(case, rng))
+
+
+def die_verilog(die_name: str, model: AttentionGeometry) -> str:
+    """The unit's Verilog as the chip elaborates it for `model` printed on `die_name`: the
+    model is checked against the die, and then plays no part (it is never elaborated)."""
+    limits = AttentionLimits.from_die(get_die(die_name))
+    model.check_fits(limits)
+    return to_verilog(harness_elaborator(limits), harness_top(limits))
+
+
+UNIT_PORTS = ("clk", "rst", "start_kv", "start_attn", "pos", "heads", "kv_heads", "head_blocks", "attn_scale",
+              "in_valid", "in_data", "in_exp", "out_valid", "out_data", "out_exp", "done", "busy", "refused",
+              "lut_addr", "lut_data")
+
+
+@pytest.mark.parametrize("die_name", sorted(DIES))
+def test_verilog_depends_only_on_the_die(die_name):
+    """Two models on the same die (gqa3 with head_dim 64, gqa1 with head_dim 32) give
+    byte-identical Verilog: the unit's only elaboration parameter is the die's
+    AttentionLimits, and the shape arrives on input ports. The die does shape it (SRAM
+    depths, port widths), and every die's Verilog is lint clean."""
+    gqa3, gqa1 = (die_verilog(die_name, model) for model in (GEOMETRIES["gqa3"], GEOMETRIES["gqa1"]))
+    assert gqa3 == gqa1
+    limits = AttentionLimits.from_die(get_die(die_name))
+    for port, bits in (("heads", limits.heads_bits), ("kv_heads", limits.heads_bits),
+                       ("head_blocks", limits.head_blocks_bits), ("attn_scale", 16)):
+        assert re.search(rf"^input \[{bits - 1}:0\] {port};$", gqa3, re.MULTILINE), port
+    assert f"SRAM macro sram_kv: {limits.kv_depth} x" in gqa3
+    # the unit's parameters: its ports, then the die's limits; no model number can reach it
+    assert list(inspect.signature(attention_unit.func).parameters) == [*UNIT_PORTS, "limits"]
+    top = harness_top(limits)
+    assert lint({f"{top}.v": gqa3}, top, defines={via_map_define(EXP2_MAP): '"exp2.hex"'}) == ""
 
 
 # --- output saturation at ATTN_OUT_BITS ------------------------------------------------------------
@@ -279,7 +356,7 @@ def test_output_saturation_by_definition(case):
     q, qe, keys, values = saturating_values(case)
     want_m, want_e, saturated = attention_by_definition(case.geo, q, qe, [k for k, _ in keys], [e for _, e in keys],
                                                         [v for v, _ in values], [e for _, e in values])
-    got = case.unit.attend(len(keys) - 1, q, qe)
+    got = case.unit.attend(case.geo, len(keys) - 1, q, qe)
     assert saturated, "the case must saturate"
     assert np.array_equal(got.mantissas, want_m) and np.array_equal(got.exponents, want_e)
 
@@ -319,15 +396,39 @@ def test_refusals(case):
     geo, unit = case.geo, case.unit
     fill(case, rng, range(2))
     q, qe = random_query(case, rng)
-    assert unit.both_starts_refused(0)
-    if geo.kv_tokens < 1 << geo.position_bits:
-        assert unit.start_refused("start_kv", geo.kv_tokens) and not unit.io.busy
-        assert unit.start_refused("start_attn", geo.kv_tokens) and not unit.io.busy
-    assert not unit.start_refused("start_attn", 1) and unit.io.busy
-    assert unit.start_refused("start_kv", 0) and unit.io.busy  # the attention still waits for its Q
+    assert unit.both_starts_refused(0, geo)
+    assert unit.start_refused("start_kv", case.kv_tokens, geo) and not unit.io.busy
+    assert unit.start_refused("start_attn", case.kv_tokens, geo) and not unit.io.busy
+    assert not unit.start_refused("start_attn", 1, geo) and unit.io.busy
+    assert unit.start_refused("start_kv", 0, geo) and unit.io.busy  # the attention still waits for its Q
     unit.reset()
     assert not unit.io.busy
     case.check(1, q, qe)  # the refused commands changed nothing
+
+
+# shapes outside the die (hw-tiny: 8 heads, 8 K/V blocks, 8 Q blocks), as raw port values
+BAD_SHAPES = {
+    "zero head_blocks": ({"head_blocks": 0}, True),
+    "zero kv_heads": ({"kv_heads": 0}, True),
+    "K/V row too wide": ({"heads": 2, "kv_heads": 2, "head_blocks": 5}, True),  # 10 K blocks
+    "too many heads": ({"heads": 9, "kv_heads": 1, "head_blocks": 1}, False),
+    "Q too wide": ({"heads": 5, "kv_heads": 1, "head_blocks": 2}, False),  # 10 Q blocks
+    "kv_heads above heads": ({"heads": 1, "kv_heads": 2, "head_blocks": 1}, False),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_SHAPES))
+def test_shapes_outside_the_die_are_refused(cases, name):
+    """The geometry ports are checked in the start cycle: a shape the die does not hold is
+    refused (start_attn), and so is a K/V row it cannot store (start_kv too)."""
+    case = cases["gqa3"]
+    raw, kv_refused_too = BAD_SHAPES[name]
+    rng = np.random.default_rng(13)
+    fill(case, rng, range(2))
+    assert case.unit.start_refused("start_attn", 1, case.geo, **raw) and not case.unit.io.busy
+    assert case.unit.start_refused("start_kv", 1, case.geo, **raw) == kv_refused_too
+    case.unit.reset()
+    case.check(1, *random_query(case, rng))  # nothing was written or computed
 
 
 def test_reset_mid_attention(case):
@@ -336,7 +437,7 @@ def test_reset_mid_attention(case):
     fill(case, rng, range(4))
     q, qe = random_query(case, rng)
     unit = case.unit
-    unit.send_query(3, q, qe)
+    unit.send_query(case.geo, 3, q, qe)
     unit.sim.step(case.geo.head_cycles(4) // 2)  # in the middle of head 0
     assert unit.io.busy
     unit.reset()
@@ -346,25 +447,50 @@ def test_reset_mid_attention(case):
 
 # --- bad input, the RTL itself -----------------------------------------------------------------------
 
+def q_zero(blocks):
+    return np.zeros(blocks * spec.BLOCK, np.int64)
+
+
 @pytest.mark.parametrize("kw, words", [
-    (dict(kv_tokens=16, kv_heads=1, head_dim=48, heads=3), "multiple of 32"),
-    (dict(kv_tokens=16, kv_heads=2, head_dim=64, heads=3), "multiple of kv_heads"),
-    (dict(kv_tokens=1, kv_heads=1, head_dim=64, heads=1), "at least 2"),
+    (dict(kv_heads=1, head_dim=48, heads=3), "multiple of 32"),
+    (dict(kv_heads=2, head_dim=64, heads=3), "multiple of kv_heads"),
 ])
 def test_bad_geometry(kw, words):
     with pytest.raises(HardwireError, match=words):
         AttentionGeometry(**kw)
 
 
+@pytest.mark.parametrize("kw, words", [
+    (dict(kv_tokens=1, max_heads=1, max_kv_dim=64, max_q_dim=64), "at least 2"),
+    (dict(kv_tokens=8, max_heads=0, max_kv_dim=64, max_q_dim=64), "max_heads"),
+    (dict(kv_tokens=8, max_heads=1, max_kv_dim=48, max_q_dim=64), "max_kv_dim 48"),
+])
+def test_bad_limits(kw, words):
+    with pytest.raises(HardwireError, match=words):
+        AttentionLimits(**kw)
+
+
+@pytest.mark.parametrize("geo, words", [
+    (AttentionGeometry(heads=4, kv_heads=4, head_dim=96), "max_kv_dim"),
+    (AttentionGeometry(heads=9, kv_heads=1, head_dim=32), "max_heads"),
+    (AttentionGeometry(heads=6, kv_heads=1, head_dim=64), "max_d_model"),
+])
+def test_shapes_the_die_does_not_hold(geo, words):
+    with pytest.raises(HardwireError, match=words):
+        geo.check_fits(LIMITS)
+
+
 def test_bad_blocks_are_refused_by_the_harness(case):
     nb = case.kv_dim // spec.BLOCK
     k, ke = np.zeros(case.kv_dim, np.int64), np.zeros(nb, np.int64)
     with pytest.raises(HardwireError, match="V exponents"):
-        case.unit.write_kv(0, k, ke, k, np.full(nb, 10))
+        case.unit.write_kv(case.geo, 0, k, ke, k, np.full(nb, 10))
     with pytest.raises(HardwireError, match="B16"):
-        case.unit.write_kv(0, k - 32768, ke, k, ke - 24)
+        case.unit.write_kv(case.geo, 0, k - 32768, ke, k, ke - 24)
     with pytest.raises(HardwireError, match="blocks of 32"):
-        case.unit.attend(0, np.zeros(5, np.int64), np.zeros(1, np.int64))
+        case.unit.attend(case.geo, 0, np.zeros(5, np.int64), np.zeros(1, np.int64))
+    with pytest.raises(HardwireError, match="max_heads"):
+        case.unit.attend(AttentionGeometry(heads=9, kv_heads=1, head_dim=32), 0, q_zero(9), np.zeros(9, np.int64))
 
 
 def test_sram_checks_its_shape():
@@ -373,10 +499,10 @@ def test_sram_checks_its_shape():
              unsigned_signal(8), depth=12, label="s")
 
 
-def test_lint_clean(case):
+def test_lint_clean(unit):
     """verilator --lint-only -Wall, no waivers, on the very Verilog the simulator was built from
     (the unit and its EXP2_LUT via ROM); the only initial block is the ROM's $readmemh."""
-    plan = case.unit.sim.plan
+    plan = unit.sim.plan
     assert lint(plan.sources, plan.top, defines={via_map_define(EXP2_MAP): '"exp2.hex"'}) == ""
     verilog = plan.sources[f"{plan.top}.v"]
     assert len(re.findall(r"\binitial\b", verilog)) == 1 and "$readmemh" in verilog
