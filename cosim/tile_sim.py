@@ -21,14 +21,14 @@ from hardwire.rtl.cells.wiring import bit_signal, unsigned_signal
 from hardwire.rtl.die import Die
 from hardwire.rtl.isa import WORD_BITS as UCODE_BITS
 from hardwire.rtl.metal import RomImage
-from hardwire.rtl.units import vector
+from hardwire.rtl.units import attention, vector
 from hardwire.rtl.via_map import write_via_map
 
 from .lanes import pack_lanes, to_signed, to_unsigned, unpack_lanes
 from .verilator_build import Simulator, build_myhdl
 
-UCODE_DEPTH = 32
-ROMS = ("ucode", "weights", "consts", "lut_rsqrt", "lut_sigmoid", "lut_rope")
+UCODE_DEPTH = 64
+ROMS = ("ucode", "weights", "consts", "lut_rsqrt", "lut_sigmoid", "lut_rope", "lut_exp2")
 
 
 @block
@@ -39,7 +39,8 @@ def tile_top(clk, rst, start, entry, busy, pos, up, down, tap, die: Die, depths:
     consts = T.RomPort(lut_address_bits(depths["consts"]), vector.GAIN_WIDTH)
     rsqrt = T.RomPort(vector.RSQRT_ADDR_BITS, vector.RSQRT_WIDTH)
     sigmoid = T.RomPort(BLOCK * vector.SIGMOID_ADDR_BITS, BLOCK * vector.SIGMOID_WIDTH)
-    rope = T.RomPort(len(pos) + die.head_block_bits, vector.ROPE_WIDTH)
+    rope = T.RomPort(lut_address_bits(die.kv_tokens) + die.head_block_bits, vector.ROPE_WIDTH)
+    exp2 = T.RomPort(attention.LUT_ADDR_BITS, attention.LUT_DATA_BITS)
     roms = [
         via_rom(clk, ucode_addr, ucode_data, map_name="ucode", depth=depths["ucode"]),
         via_rom(clk, w_addr, w_data, map_name="weights", depth=depths["weights"]),
@@ -47,9 +48,11 @@ def tile_top(clk, rst, start, entry, busy, pos, up, down, tap, die: Die, depths:
         lut_rom(clk, rsqrt.en, rsqrt.addr, rsqrt.data, "lut_rsqrt", depths["lut_rsqrt"]),
         lut_rom(clk, sigmoid.en, sigmoid.addr, sigmoid.data, "lut_sigmoid", depths["lut_sigmoid"], ports=BLOCK),
         lut_rom(clk, rope.en, rope.addr, rope.data, "lut_rope", depths["lut_rope"]),
+        via_rom(clk, exp2.addr, exp2.data, map_name="lut_exp2", depth=depths["lut_exp2"]),
     ]
     core = T.tile(clk, rst, start, entry, busy, pos, up, down, ucode_addr, ucode_data, w_addr, w_data, consts, rsqrt,
-                  sigmoid, rope, tap, lanes=die.lanes, scratch_depth=scratch_depth, max_blocks=max_blocks)
+                  sigmoid, rope, exp2, tap, lanes=die.lanes, scratch_depth=scratch_depth, max_blocks=max_blocks,
+                  attn_limits=attention.AttentionLimits.from_die(die))
     return roms, core
 
 
@@ -76,7 +79,7 @@ class TileSim:
         work.mkdir(parents=True, exist_ok=True)
         depths = {name: (UCODE_DEPTH if name == "ucode" else images[name].depth) for name in ROMS}
         maps = {via_map_define(name): _write(images[name], work / f"{name}.hex", depths[name]) for name in ROMS}
-        pos_bits = lut_address_bits(die.kv_tokens)
+        pos_bits = attention.AttentionLimits.from_die(die).position_bits
 
         def elaborate():
             return tile_top(bit_signal(), ResetSignal(0, active=1, isasync=False), bit_signal(),

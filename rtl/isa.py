@@ -26,8 +26,8 @@ class Op(IntEnum):
     MATMUL = 4  # dst <- W[rom] @ src: n input blocks, `groups` row groups of `lanes` rows, format `fmt`
     ROPE = 5  # dst <- RoPE(src) over n blocks, `aux` blocks per head
     RQ = 6  # dst <- rq(src, -24, 16) over n blocks
-    KVW = 7  # KV SRAM[position] <- K blocks at src, V blocks at src2, n blocks each
-    ATTN = 8  # dst <- attention(Q at src) over `groups` heads, `aux` KV heads
+    KVW = 7  # KV SRAM[position] <- K blocks at src, then V blocks at src2: `aux` KV heads of n blocks
+    ATTN = 8  # dst <- attention(Q at src): `groups` heads, `aux` KV heads, n blocks a head, ATTN_SCALE in rom
     ADD = 9  # dst <- sat(src + src2, 48) over n blocks
     SILU = 10  # dst <- silu(gate at src) * up at src2 over n blocks
     EMBED = 11  # dst <- embedding row of the input token: n blocks from ROM region `rom`

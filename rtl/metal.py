@@ -156,10 +156,6 @@ def gain_region(g: np.ndarray, n: int, eps: float) -> np.ndarray:
     return _int_words(vector.norm_const_words(G, e_g, spec.eps_q(n, eps)), CONST_BITS)
 
 
-def attention_consts(cfg: ModelConfig) -> np.ndarray:
-    return _pack([spec.attn_scale(cfg.head_dim)], [16], CONST_BITS)[None]
-
-
 # --- scratchpad layout and programs ------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -212,9 +208,9 @@ def layer_program(cfg: ModelConfig, lanes: int, bases: dict[str, int], consts: d
         Instr(Op.ROPE, tap=tap["q"], src=L.qkv, dst=L.q, n=nd, aux=hb),
         Instr(Op.ROPE, tap=tap["k"], src=L.qkv + nd, dst=L.k, n=nkv, aux=hb),
         Instr(Op.RQ, tap=tap["v"], src=L.qkv + nd + nkv, dst=L.v, n=nkv),
-        Instr(Op.KVW, src=L.k, src2=L.v, n=nkv),
+        Instr(Op.KVW, src=L.k, src2=L.v, n=hb, groups=cfg.n_heads, aux=cfg.n_kv_heads),
         Instr(Op.ATTN, tap=tap["attn"], src=L.q, dst=L.attn, n=hb, groups=cfg.n_heads, aux=cfg.n_kv_heads,
-              rom=consts["attn"]),
+              rom=spec.attn_scale(cfg.head_dim)),
         matmul(L.attn, L.o, nd, cfg.d_model, "wo", tap["o"]),
         Instr(Op.ADD, tap=tap["resid_attn"], src=L.x, src2=L.o, dst=L.x, n=nd),
         Instr(Op.NORM, tap=tap["ffn_norm"], src=L.x, dst=L.h, n=nd, rom=consts["ffn_norm"]),
@@ -291,8 +287,8 @@ def _add_layer_tile(metal: Metal, model: Model, tile: int) -> None:
                                              np.concatenate(words))
     attn_norm = gain_region(lw.attn_norm, cfg.d_model, cfg.rms_eps)
     ffn_norm = gain_region(lw.ffn_norm, cfg.d_model, cfg.rms_eps)
-    consts = {"attn_norm": 0, "ffn_norm": len(attn_norm), "attn": len(attn_norm) + len(ffn_norm)}
-    const_words = np.concatenate([attn_norm, ffn_norm, attention_consts(cfg)])
+    consts = {"attn_norm": 0, "ffn_norm": len(attn_norm)}
+    const_words = np.concatenate([attn_norm, ffn_norm])
     metal.roms[f"{name}_consts"] = RomImage(f"{name}_consts", CONST_BITS, const_depth(die), const_words)
     metal.programs[name] = layer_program(cfg, die.lanes, bases, consts, formats)
     metal.roms[f"{name}_ucode"] = _ucode_image(f"{name}_ucode", metal.programs[name], die)
@@ -339,7 +335,7 @@ def const_depth(die: Die) -> int:
 
 
 def ucode_depth(die: Die) -> int:
-    return 32
+    return 64
 
 
 def _ucode_image(name: str, program: list[Instr], die: Die) -> RomImage:

@@ -29,7 +29,7 @@ from .cells.block_mac import ACT_BITS, block_mac
 from .cells.wiring import bit_signal, bus_lanes, signed_signal, unsigned_signal
 from .die import SLOT_BITS
 from .isa import Op, field_offsets
-from .units import vector
+from .units import attention, vector
 
 WORD = ACC_BITS  # one element of a block on every bus
 DATA_BITS = BLOCK * WORD
@@ -191,8 +191,9 @@ def part_register(clk, write, part, index: int, closing, value, held):
 SeqState = enum("IDLE", "FETCH", "DECODE", "RUN")
 
 # opcodes and microcode field positions as plain ints: the converter inlines them
-OP_END, OP_RECV, OP_SEND, OP_NORM, OP_MATMUL, OP_ROPE, OP_RQ, OP_ADD, OP_SILU = (
-    int(o) for o in (Op.END, Op.RECV, Op.SEND, Op.NORM, Op.MATMUL, Op.ROPE, Op.RQ, Op.ADD, Op.SILU))
+OP_END, OP_RECV, OP_SEND, OP_NORM, OP_MATMUL, OP_ROPE, OP_RQ, OP_KVW, OP_ATTN, OP_ADD, OP_SILU = (
+    int(o) for o in (Op.END, Op.RECV, Op.SEND, Op.NORM, Op.MATMUL, Op.ROPE, Op.RQ, Op.KVW, Op.ATTN, Op.ADD,
+                     Op.SILU))
 _F = field_offsets()
 OP_LO, OP_HI = _F["op"][0], _F["op"][0] + _F["op"][1]
 TAP_LO, TAP_HI = _F["tap"][0], _F["tap"][0] + _F["tap"][1]
@@ -221,11 +222,13 @@ def activation_lanes(data, acts):
 
 @block
 def tile(clk, rst, start, entry, busy, pos, up, down, ucode_addr, ucode_data, w_addr, w_data, consts, rsqrt,
-         sigmoid, rope, tap, lanes: int, scratch_depth: int, max_blocks: int):
+         sigmoid, rope, exp2, tap, lanes: int, scratch_depth: int, max_blocks: int, attn_limits):
     """One layer tile; see the module docstring. `up`, `down` are BlockBus, `tap` a TapPort, and
-    consts, rsqrt, sigmoid, rope are RomPort (enable, address, data) of the table and consts ROMs."""
+    consts, rsqrt, sigmoid, rope, exp2 are RomPort (enable, address, data) of the consts and table
+    ROMs. `attn_limits` (AttentionLimits of the die) sizes the attention unit and its KV SRAM."""
     state = Signal(SeqState.IDLE)
     pc = unsigned_signal(len(ucode_addr))
+    head_block_bits = len(rope.addr) - (attn_limits.kv_tokens - 1).bit_length()
     op, tap_id, fmt = unsigned_signal(4), unsigned_signal(5), unsigned_signal(2)
     src, src2, dst, n = (unsigned_signal(ADDR_BITS) for _ in range(4))
     groups, rom, aux = unsigned_signal(16), unsigned_signal(24), unsigned_signal(8)
@@ -249,10 +252,12 @@ def tile(clk, rst, start, entry, busy, pos, up, down, ucode_addr, ucode_data, w_
     engine = matmul_engine(clk, rst, mm_clear, groups, mm_valid, beat_first, beat_last, fmt, w_data, acts, a_exp,
                            mm_out_valid, mm_out, lanes)
     act_lanes = activation_lanes(a_data, acts)
-    enables = {name: bit_signal() for name in ("add", "rq", "silu", "rope", "norm")}
+    enables = {name: bit_signal() for name in ("add", "rq", "silu", "rope", "norm", "attn")}
     outs = {name: UnitOutput() for name in enables}
-    add_on, rq_on, silu_on, rope_on, norm_on = (enables[k] for k in ("add", "rq", "silu", "rope", "norm"))
-    add_valid, rq_valid, silu_valid, rope_valid, norm_valid = (outs[k].valid for k in enables)
+    add_on, rq_on, silu_on, rope_on, norm_on, attn_on = (enables[k] for k in enables)
+    add_valid, rq_valid, silu_valid, rope_valid, norm_valid, attn_valid = (outs[k].valid for k in enables)
+    kv_start, attn_start, attn_done, attn_busy, attn_refused = (bit_signal() for _ in range(5))
+    kv_half = unsigned_signal(COUNT_BITS)  # KVW: K blocks, then as many V blocks
     acc_exp = signed_signal(EXP_BITS)
     norm_start, norm_done = bit_signal(), bit_signal()
     units = [
@@ -260,19 +265,25 @@ def tile(clk, rst, start, entry, busy, pos, up, down, ucode_addr, ucode_data, w_
         vector.rq_unit(clk, rst, enables["rq"], a_data, acc_exp, outs["rq"].valid, outs["rq"].data, outs["rq"].exp),
         vector.silu_unit(clk, rst, enables["silu"], a_data, b_data, outs["silu"].valid, outs["silu"].data,
                          outs["silu"].exp, sigmoid.en, sigmoid.addr, sigmoid.data),
-        vector.rope_unit(clk, rst, enables["rope"], a_data, pos, beat_block_in_head(len(rope.addr) - len(pos), 0),
+        vector.rope_unit(clk, rst, enables["rope"], a_data, pos(len(rope.addr) - head_block_bits, 0),
+                         beat_block_in_head(head_block_bits, 0),
                          outs["rope"].valid, outs["rope"].data, outs["rope"].exp, rope.en, rope.addr, rope.data),
         vector.norm_unit(clk, rst, norm_start, n(vector.norm_count_bits(max_blocks), 0), rom(len(consts.addr), 0),
                          enables["norm"], a_data,
                          outs["norm"].valid, outs["norm"].data, outs["norm"].exp, norm_done,
                          consts.en, consts.addr, consts.data, rsqrt.en, rsqrt.addr, rsqrt.data,
                          max_blocks=max_blocks),
+        attention.attention_unit(clk, rst, kv_start, attn_start, pos, groups(attn_limits.heads_bits, 0),
+                                 aux(attn_limits.heads_bits, 0), n(attn_limits.head_blocks_bits, 0),
+                                 rom(attention.ATTN_SCALE_BITS, 0), attn_on, a_data, a_exp, attn_valid,
+                                 outs["attn"].data, outs["attn"].exp, attn_done, attn_busy, attn_refused,
+                                 exp2.addr, exp2.data, attn_limits),
     ]
     up_entry = ConcatSignal(up.exp, up.data)
     mm_entry = ConcatSignal(intbv(0)[EXP_BITS:], mm_out)
     add_entry = ConcatSignal(intbv(0)[EXP_BITS:], outs["add"].data)
     rq_entry, silu_entry = outs["rq"].entry(), outs["silu"].entry()
-    rope_entry, norm_entry = outs["rope"].entry(), outs["norm"].entry()
+    rope_entry, norm_entry, attn_entry = outs["rope"].entry(), outs["norm"].entry(), outs["attn"].entry()
 
     @always(clk.posedge)
     def constants():
@@ -291,6 +302,7 @@ def tile(clk, rst, start, entry, busy, pos, up, down, ucode_addr, ucode_data, w_
         silu_on.next = beat and op == OP_SILU
         rope_on.next = beat and op == OP_ROPE
         norm_on.next = beat and op == OP_NORM
+        attn_on.next = beat and (op == OP_ATTN or op == OP_KVW)
 
     @always_comb
     def write_port():
@@ -318,6 +330,9 @@ def tile(clk, rst, start, entry, busy, pos, up, down, ucode_addr, ucode_data, w_
         elif op == OP_NORM and norm_valid:
             we.next = 1
             wdata.next = norm_entry
+        elif op == OP_ATTN and attn_valid:
+            we.next = 1
+            wdata.next = attn_entry
         target = intbv(0)[ADDR_BITS + 1:]
         target[:] = dst + written[ADDR_BITS:]
         waddr.next = target[ADDR_BITS:]
@@ -331,9 +346,13 @@ def tile(clk, rst, start, entry, busy, pos, up, down, ucode_addr, ucode_data, w_
         rows = intbv(0)[GROUPS_HI - GROUPS_LO:]
         beats = intbv(0)[(N_HI - N_LO) + (GROUPS_HI - GROUPS_LO):]
         out_blocks = intbv(0)[GROUPS_HI - GROUPS_LO + 7:]
+        kv_blocks = intbv(0)[(N_HI - N_LO) + (AUX_HI - AUX_LO):]
+        v_index = intbv(0)[COUNT_BITS:]
         issue.next = 0
         mm_clear.next = 0
         norm_start.next = 0
+        kv_start.next = 0
+        attn_start.next = 0
         beat.next = issue
         beat_first.next = first
         beat_last.next = last
@@ -364,19 +383,28 @@ def tile(clk, rst, start, entry, busy, pos, up, down, ucode_addr, ucode_data, w_
             aux.next = ucode_data[AUX_HI:AUX_LO]
             block_in_head.next = 0
             norm_start.next = code == OP_NORM
+            kv_start.next = code == OP_KVW
+            attn_start.next = code == OP_ATTN
+            kv_blocks[:] = count * ucode_data[AUX_HI:AUX_LO]
+            kv_half.next = kv_blocks[COUNT_BITS:]
             issued.next = 0
             written.next = 0
             block_in_group.next = 0
             mm_clear.next = 1
             if code == OP_RECV:
                 in_total.next = 0
-            elif code == OP_MATMUL:
+            elif code == OP_MATMUL or code == OP_ATTN:
                 beats[:] = count * rows
                 in_total.next = beats[COUNT_BITS:]
+            elif code == OP_KVW:
+                in_total.next = kv_blocks[COUNT_BITS - 1:] << 1
             else:
                 in_total.next = count
-            if code == OP_SEND:
+            if code == OP_SEND or code == OP_KVW:
                 out_total.next = 0
+            elif code == OP_ATTN:
+                beats[:] = count * rows
+                out_total.next = beats[COUNT_BITS:]
             elif code == OP_MATMUL:
                 out_blocks[:] = (rows * lanes + (BLOCK - 1)) >> BLOCK_SHIFT
                 out_total.next = out_blocks[COUNT_BITS:]
@@ -391,7 +419,11 @@ def tile(clk, rst, start, entry, busy, pos, up, down, ucode_addr, ucode_data, w_
             if issued < in_total:
                 issue.next = 1
                 issued.next = issued + 1
-                read_a[:] = src + block_in_group
+                if op == OP_KVW and issued >= kv_half:  # the V blocks follow the K blocks
+                    v_index[:] = issued - kv_half
+                    read_a[:] = src2 + v_index[ADDR_BITS:]
+                else:
+                    read_a[:] = src + block_in_group
                 read_b[:] = src2 + block_in_group
                 weight[:] = rom + issued
                 raddr_a.next = read_a[ADDR_BITS:]

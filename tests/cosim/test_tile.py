@@ -19,6 +19,7 @@ from hardwire.rtl.isa import TAP_ID, Instr, Op
 from hardwire.rtl.metal import UCODE_BITS, RomImage, _int_bytes
 
 DIE = get_die("hw-tiny")
+TABLES = ("lut_rsqrt", "lut_sigmoid", "lut_rope", "lut_exp2")
 POSITIONS = 3
 
 
@@ -31,6 +32,7 @@ def segments(program: list[Instr], cfg) -> dict[str, list[Instr]]:
     kvw = next(i for i, ins in enumerate(program) if ins.op == Op.KVW)
     wo = next(ins for ins in program if ins.tap == TAP_ID["o"])
     return {
+        "layer": program,  # the whole layer, attention included
         "qkv": [recv_x, *program[1:kvw], Instr(Op.END)],  # norm, projections, RoPE, v
         "o": [Instr(Op.RECV, dst=L.x, n=2 * nd),  # the residual, then the attention output right above it
               Instr(Op.MATMUL, tap=wo.tap, src=L.x + nd, dst=L.o, n=nd, groups=wo.groups, rom=wo.rom, fmt=wo.fmt),
@@ -62,7 +64,7 @@ def bench(synth_model, tmp_path_factory):
     assert len(words) <= UCODE_DEPTH
     images = {"ucode": RomImage("ucode", UCODE_BITS, UCODE_DEPTH, np.stack(words)),
               "weights": image.roms["tile00_weights"], "consts": image.roms["tile00_consts"],
-              **{name: image.roms[name] for name in ("lut_rsqrt", "lut_sigmoid", "lut_rope")}}
+              **{name: image.roms[name] for name in TABLES}}
     return TileSim(images, DIE, metal.tile_layout(synth_model.config).end, tmp_path_factory.mktemp("tile")), entries
 
 
@@ -105,6 +107,18 @@ def test_ffn_half_and_send(bench, golden):
     assert np.concatenate([d[0] for d in run.down]).tolist() == golden.taps[(0, "resid_ffn", 2)][0].tolist()
 
 
+def test_whole_layer_over_positions(bench, golden):
+    """The layer program as the chip runs it, token after token: the KV SRAM fills as it goes."""
+    sim, entries = bench
+    ops = ["attn_norm", "q", "k", "v", "attn", "o", "resid_attn", "ffn_norm", "ffn_act", "down", "resid_ffn"]
+    for position in range(POSITIONS):
+        run = sim.run(blocks_of(golden.taps[(-1, "embed", position)]), position, entries["layer"])
+        board = check(golden, run, 0, position, ops)
+        assert not board.missing([0], [position])
+        resid = golden.taps[(0, "resid_ffn", position)][0]
+        assert np.concatenate([d[0] for d in run.down]).tolist() == resid.tolist()
+
+
 def test_recv_rq_add_send(bench):
     sim, entries = bench
     rng = np.random.default_rng(1)
@@ -133,7 +147,7 @@ def test_a_flipped_via_bit_fails_at_the_output_projection(synth_model, golden, t
     images = {"ucode": RomImage("ucode", UCODE_BITS, UCODE_DEPTH,
                                 np.stack([_int_bytes(i.encode(), UCODE_BITS) for i in parts["o"]])),
               "weights": RomImage(good.name, good.width, good.depth, words), "consts": image.roms["tile00_consts"],
-              **{name: image.roms[name] for name in ("lut_rsqrt", "lut_sigmoid", "lut_rope")}}
+              **{name: image.roms[name] for name in TABLES}}
     sim = TileSim(images, DIE, metal.tile_layout(synth_model.config).end, tmp_path)
     run = sim.run(blocks_of(golden.taps[(-1, "embed", 1)]) + blocks_of(golden.taps[(0, "attn", 1)]), 1)
     board = Scoreboard(golden)
