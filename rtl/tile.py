@@ -234,7 +234,8 @@ def tile(clk, rst, start, entry, busy, pos, up, down, ucode_addr, ucode_data, w_
     groups, rom, aux = unsigned_signal(16), unsigned_signal(24), unsigned_signal(8)
     issued, in_total, written, out_total = (unsigned_signal(COUNT_BITS) for _ in range(4))
     block_in_group = unsigned_signal(ADDR_BITS)
-    block_in_head, beat_block_in_head = unsigned_signal(8), unsigned_signal(8)
+    # RoPE's block index inside its head, carried with the read like first/last
+    block_in_head, issue_block_in_head, beat_block_in_head = unsigned_signal(8), unsigned_signal(8), unsigned_signal(8)
 
     # the read pipeline: addresses registered with `issue`, data at the units with `beat`
     issue, beat, first, last, beat_first, beat_last = (bit_signal() for _ in range(6))
@@ -356,7 +357,7 @@ def tile(clk, rst, start, entry, busy, pos, up, down, ucode_addr, ucode_data, w_
         beat.next = issue
         beat_first.next = first
         beat_last.next = last
-        beat_block_in_head.next = block_in_head
+        beat_block_in_head.next = issue_block_in_head
         if we:
             written.next = written + 1
         if state == SeqState.IDLE:
@@ -430,6 +431,7 @@ def tile(clk, rst, start, entry, busy, pos, up, down, ucode_addr, ucode_data, w_
                 raddr_b.next = read_b[ADDR_BITS:]
                 w_address.next = weight[len(w_address):]
                 first.next = block_in_group == 0
+                issue_block_in_head.next = block_in_head
                 last.next = block_in_group + 1 == n
                 if block_in_group + 1 == n and op == OP_MATMUL:
                     block_in_group.next = 0

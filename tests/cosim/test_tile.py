@@ -45,6 +45,16 @@ def segments(program: list[Instr], cfg) -> dict[str, list[Instr]]:
 
 
 @pytest.fixture(scope="module")
+def synth_model(tmp_path_factory):
+    """head_dim 64 (two blocks a head, so RoPE walks its table rows) and two query heads per KV head."""
+    from hardwire.golden.gguf_model import load_model
+    from hardwire.golden.synth import SynthSpec, write_synthetic
+
+    spec_ = SynthSpec(layers=2, d_model=128, d_ffn=256, heads=2, kv_heads=1, vocab=301, seed=4)
+    return load_model(write_synthetic(spec_, tmp_path_factory.mktemp("tile_model") / "m.gguf"))
+
+
+@pytest.fixture(scope="module")
 def golden(synth_model):
     trace = Trace()
     im = IntModel(synth_model, capacity=POSITIONS)
