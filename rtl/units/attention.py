@@ -95,7 +95,7 @@ from hardwire.golden.spec import ACT_BITS, ATTN_OUT_FRAC, BLOCK, LOG2E_Q, SCORE_
 
 from ..cells.requant import requant
 from ..cells.sram import address_bits, sram
-from ..cells.wiring import bit_signal, signed_signal, unsigned_signal, zero_extended
+from ..cells.wiring import bit_signal, guarded_add, signed_signal, unsigned_signal, zero_extended
 
 LANE_BITS = 48  # block-bus element width
 EXP_BITS = 8  # block-bus exponent width
@@ -732,16 +732,6 @@ def score_shift(clk, enable, eq, ek, shift):
 
 
 @block
-def registered_adder(clk, enable, a, b, total):
-    @always(clk.posedge)
-    def add():
-        if enable:
-            total.next = a + b
-
-    return add
-
-
-@block
 def registered_adder_tree(clk, enables, leaves, total):
     """A balanced adder tree with a register after every level; level k (k = 0 next to the
     leaves) loads when enables[k] is high. Each level is one bit wider than the one below."""
@@ -749,11 +739,11 @@ def registered_adder_tree(clk, enables, leaves, total):
     if len(enables) != half.bit_length() or len(leaves) != 2 * half:
         raise HardwireError(f"adder tree of {len(leaves)} leaves with {len(enables)} levels")
     if half == 1:
-        return registered_adder(clk, enables[0], leaves[0], leaves[1], total)
+        return guarded_add(clk, enables[0], leaves[0], leaves[1], total)
     low, high = signed_signal(len(total) - 1), signed_signal(len(total) - 1)
     return (registered_adder_tree(clk, enables[:-1], leaves[:half], low),
             registered_adder_tree(clk, enables[:-1], leaves[half:], high),
-            registered_adder(clk, enables[-1], low, high, total))
+            guarded_add(clk, enables[-1], low, high, total))
 
 
 @block

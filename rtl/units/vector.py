@@ -35,7 +35,16 @@ from hardwire.golden.spec import ACC_BITS, ACC_FRAC, ACT_BITS, BLOCK
 from ..cells.clock_gate import clock_gate
 from ..cells.lut_rom import lut_address_bits
 from ..cells.requant import max_shift, requant
-from ..cells.wiring import bit_signal, bus_lanes, packed, sign_extended, signed_signal, unsigned_signal, zero_extended
+from ..cells.wiring import (
+    bit_signal,
+    bus_lanes,
+    guarded_add,
+    packed,
+    sign_extended,
+    signed_signal,
+    unsigned_signal,
+    zero_extended,
+)
 
 EXP_BITS = 8  # the bus exponent
 SHIFT_BITS = 6  # the rq shift s of a 48-bit word: 0..33
@@ -221,16 +230,6 @@ def drive_packed(lanes, bus):
         bus.next = lanes_bus
 
     return wire
-
-
-@block
-def guarded_add(dclk, enable, a, b, total):
-    @always(dclk.posedge)
-    def add():
-        if enable:
-            total.next = a + b
-
-    return add
 
 
 @block
