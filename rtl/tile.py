@@ -255,6 +255,11 @@ def tile(clk, rst, start, entry, busy, pos, up, down, ucode_addr, ucode_data, w_
     act_lanes = activation_lanes(a_data, acts)
     enables = {name: bit_signal() for name in ("add", "rq", "silu", "rope", "norm", "attn")}
     outs = {name: UnitOutput() for name in enables}
+    # ROM data read inside the units only through slices: copied here so that a standalone
+    # conversion of the tile still declares them as input ports
+    sig_words, rope_word = unsigned_signal(len(sigmoid.data)), unsigned_signal(len(rope.data))
+    consts_word, rsqrt_word = unsigned_signal(len(consts.data)), unsigned_signal(len(rsqrt.data))
+    exp2_word = unsigned_signal(len(exp2.data))
     add_on, rq_on, silu_on, rope_on, norm_on, attn_on = (enables[k] for k in enables)
     add_valid, rq_valid, silu_valid, rope_valid, norm_valid, attn_valid = (outs[k].valid for k in enables)
     kv_start, attn_start, attn_done, attn_busy, attn_refused = (bit_signal() for _ in range(5))
@@ -265,20 +270,20 @@ def tile(clk, rst, start, entry, busy, pos, up, down, ucode_addr, ucode_data, w_
         vector.add_unit(clk, rst, enables["add"], a_data, b_data, outs["add"].valid, outs["add"].data),
         vector.rq_unit(clk, rst, enables["rq"], a_data, acc_exp, outs["rq"].valid, outs["rq"].data, outs["rq"].exp),
         vector.silu_unit(clk, rst, enables["silu"], a_data, b_data, outs["silu"].valid, outs["silu"].data,
-                         outs["silu"].exp, sigmoid.en, sigmoid.addr, sigmoid.data),
+                         outs["silu"].exp, sigmoid.en, sigmoid.addr, sig_words),
         vector.rope_unit(clk, rst, enables["rope"], a_data, pos(len(rope.addr) - head_block_bits, 0),
                          beat_block_in_head(head_block_bits, 0),
-                         outs["rope"].valid, outs["rope"].data, outs["rope"].exp, rope.en, rope.addr, rope.data),
+                         outs["rope"].valid, outs["rope"].data, outs["rope"].exp, rope.en, rope.addr, rope_word),
         vector.norm_unit(clk, rst, norm_start, n(vector.norm_count_bits(max_blocks), 0), rom(len(consts.addr), 0),
                          enables["norm"], a_data,
                          outs["norm"].valid, outs["norm"].data, outs["norm"].exp, norm_done,
-                         consts.en, consts.addr, consts.data, rsqrt.en, rsqrt.addr, rsqrt.data,
+                         consts.en, consts.addr, consts_word, rsqrt.en, rsqrt.addr, rsqrt_word,
                          max_blocks=max_blocks),
         attention.attention_unit(clk, rst, kv_start, attn_start, pos, groups(attn_limits.heads_bits, 0),
                                  aux(attn_limits.heads_bits, 0), n(attn_limits.head_blocks_bits, 0),
                                  rom(attention.ATTN_SCALE_BITS, 0), attn_on, a_data, a_exp, attn_valid,
                                  outs["attn"].data, outs["attn"].exp, attn_done, attn_busy, attn_refused,
-                                 exp2.addr, exp2.data, attn_limits),
+                                 exp2.addr, exp2_word, attn_limits),
     ]
     up_entry = ConcatSignal(up.exp, up.data)
     mm_entry = ConcatSignal(intbv(0)[EXP_BITS:], mm_out)
@@ -289,6 +294,14 @@ def tile(clk, rst, start, entry, busy, pos, up, down, ucode_addr, ucode_data, w_
     @always(clk.posedge)
     def constants():
         acc_exp.next = -ACC_FRAC  # a constant register: the converter cannot write negative literals
+
+    @always_comb
+    def rom_data():
+        sig_words.next = sigmoid.data
+        rope_word.next = rope.data
+        consts_word.next = consts.data
+        rsqrt_word.next = rsqrt.data
+        exp2_word.next = exp2.data
 
     @always_comb
     def operands():
@@ -459,4 +472,4 @@ def tile(clk, rst, start, entry, busy, pos, up, down, ucode_addr, ucode_data, w_
         down.data.next = rdata_a[DATA_BITS:]
         down.exp.next = rdata_a[ENTRY_BITS:DATA_BITS].signed()
 
-    return memory, engine, act_lanes, units, constants, operands, write_port, sequencer, taps, downstream
+    return memory, engine, act_lanes, units, constants, rom_data, operands, write_port, sequencer, taps, downstream
