@@ -37,7 +37,7 @@ EXP_BITS = 8
 ENTRY_BITS = DATA_BITS + EXP_BITS  # scratchpad entry: data, then the exponent in the top bits
 ADDR_BITS = 12
 BLOCK_SHIFT = 5  # log2(BLOCK)
-COUNT_BITS = 24  # beats of one instruction: groups x blocks
+COUNT_BITS = 28  # beats of one instruction: groups (16 bits) x blocks (12 bits)
 
 
 class BlockBus:
@@ -241,7 +241,8 @@ def tile(clk, rst, start, entry, busy, pos, up, down, ucode_addr, ucode_data, w_
     issue, beat, first, last, beat_first, beat_last = (bit_signal() for _ in range(6))
     raddr_a, raddr_b = unsigned_signal(ADDR_BITS), unsigned_signal(ADDR_BITS)
     rdata_a, rdata_b = unsigned_signal(ENTRY_BITS), unsigned_signal(ENTRY_BITS)
-    w_address = unsigned_signal(len(w_addr))
+    w_bits = len(w_addr)
+    w_address = unsigned_signal(w_bits)
     we, wdata, waddr = bit_signal(), unsigned_signal(ENTRY_BITS), unsigned_signal(ADDR_BITS)
     memory = scratchpad(clk, we, waddr, wdata, issue, raddr_a, raddr_b, rdata_a, rdata_b, scratch_depth)
 
@@ -347,21 +348,17 @@ def tile(clk, rst, start, entry, busy, pos, up, down, ucode_addr, ucode_data, w_
         elif op == OP_ATTN and attn_valid:
             we.next = 1
             wdata.next = attn_entry
-        target = intbv(0)[ADDR_BITS + 1:]
-        target[:] = dst + written[ADDR_BITS:]
-        waddr.next = target[ADDR_BITS:]
+        waddr.next = dst + written[ADDR_BITS:]  # scratchpad addresses wrap: the metal keeps them in range
     @always_seq(clk.posedge, reset=rst)
     def sequencer():
-        read_a = intbv(0)[ADDR_BITS + 1:]
-        read_b = intbv(0)[ADDR_BITS + 1:]
-        weight = intbv(0)[COUNT_BITS + 1:]
+        read_a = intbv(0)[ADDR_BITS:]
+        read_b = intbv(0)[ADDR_BITS:]
         code = intbv(0)[OP_HI - OP_LO:]
         count = intbv(0)[N_HI - N_LO:]
         rows = intbv(0)[GROUPS_HI - GROUPS_LO:]
         beats = intbv(0)[(N_HI - N_LO) + (GROUPS_HI - GROUPS_LO):]
         out_blocks = intbv(0)[GROUPS_HI - GROUPS_LO + 7:]
         kv_blocks = intbv(0)[(N_HI - N_LO) + (AUX_HI - AUX_LO):]
-        v_index = intbv(0)[COUNT_BITS:]
         issue.next = 0
         mm_clear.next = 0
         norm_start.next = 0
@@ -400,7 +397,7 @@ def tile(clk, rst, start, entry, busy, pos, up, down, ucode_addr, ucode_data, w_
             kv_start.next = code == OP_KVW
             attn_start.next = code == OP_ATTN
             kv_blocks[:] = count * ucode_data[AUX_HI:AUX_LO]
-            kv_half.next = kv_blocks[COUNT_BITS:]
+            kv_half.next = kv_blocks
             issued.next = 0
             written.next = 0
             block_in_group.next = 0
@@ -409,16 +406,16 @@ def tile(clk, rst, start, entry, busy, pos, up, down, ucode_addr, ucode_data, w_
                 in_total.next = 0
             elif code == OP_MATMUL or code == OP_ATTN:
                 beats[:] = count * rows
-                in_total.next = beats[COUNT_BITS:]
+                in_total.next = beats
             elif code == OP_KVW:
-                in_total.next = kv_blocks[COUNT_BITS - 1:] << 1
+                in_total.next = kv_blocks << 1
             else:
                 in_total.next = count
             if code == OP_SEND or code == OP_KVW:
                 out_total.next = 0
             elif code == OP_ATTN:
                 beats[:] = count * rows
-                out_total.next = beats[COUNT_BITS:]
+                out_total.next = beats
             elif code == OP_MATMUL:
                 out_blocks[:] = (rows * lanes + (BLOCK - 1)) >> BLOCK_SHIFT
                 out_total.next = out_blocks[COUNT_BITS:]
@@ -434,15 +431,13 @@ def tile(clk, rst, start, entry, busy, pos, up, down, ucode_addr, ucode_data, w_
                 issue.next = 1
                 issued.next = issued + 1
                 if op == OP_KVW and issued >= kv_half:  # the V blocks follow the K blocks
-                    v_index[:] = issued - kv_half
-                    read_a[:] = src2 + v_index[ADDR_BITS:]
+                    read_a[:] = src2 + issued[ADDR_BITS:] - kv_half[ADDR_BITS:]
                 else:
                     read_a[:] = src + block_in_group
                 read_b[:] = src2 + block_in_group
-                weight[:] = rom + issued
-                raddr_a.next = read_a[ADDR_BITS:]
-                raddr_b.next = read_b[ADDR_BITS:]
-                w_address.next = weight[len(w_address):]
+                raddr_a.next = read_a
+                raddr_b.next = read_b
+                w_address.next = rom[w_bits:] + issued[w_bits:]
                 first.next = block_in_group == 0
                 issue_block_in_head.next = block_in_head
                 last.next = block_in_group + 1 == n
