@@ -95,7 +95,7 @@ from hardwire.golden.spec import ACT_BITS, ATTN_OUT_FRAC, BLOCK, LOG2E_Q, SCORE_
 
 from ..cells.requant import requant
 from ..cells.sram import address_bits, sram
-from ..cells.wiring import bit_signal, guarded_add, signed_signal, unsigned_signal, zero_extended
+from ..cells.wiring import bit_signal, guarded_add, guarded_register, signed_signal, unsigned_signal, zero_extended
 
 LANE_BITS = 48  # block-bus element width
 EXP_BITS = 8  # block-bus exponent width
@@ -614,16 +614,6 @@ def _like(sig) -> Signal:
 
 
 @block
-def data_register(clk, enable, d, q):
-    @always(clk.posedge)
-    def hold():
-        if enable:
-            q.next = d
-
-    return hold
-
-
-@block
 def valid_register(clk, rst, d, q):
     @always_seq(clk.posedge, reset=rst)
     def hold():
@@ -643,7 +633,7 @@ def delay_line(clk, rst, taps, enables=None):
     `enables`, register k loads only when enables[k] is high (data beside its valid bit)."""
     if rst is not None:
         return [valid_register(clk, rst, d, q) for d, q in zip(taps, taps[1:], strict=False)]
-    return [data_register(clk, e, d, q) for e, d, q in zip(enables, taps, taps[1:], strict=False)]
+    return [guarded_register(clk, e, d, q) for e, d, q in zip(enables, taps, taps[1:], strict=False)]
 
 
 def _mantissa_lanes(word) -> list:

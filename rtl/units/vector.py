@@ -39,6 +39,7 @@ from ..cells.wiring import (
     bit_signal,
     bus_lanes,
     guarded_add,
+    guarded_register,
     packed,
     sign_extended,
     signed_signal,
@@ -180,16 +181,6 @@ def acc_requantizer(dclk, load, data, m_bus, shift):
     operand, operand_exp = unsigned_signal(BLOCK * ACC_BITS), signed_signal(EXP_BITS)
     return [operand_register(dclk, load, data, 0, operand, operand_exp),
             requant(operand, operand_exp, m_bus, shift, bits=ACT_BITS, in_width=ACC_BITS)]
-
-
-@block
-def exponent_register(dclk, load, exp_in, exp_out):
-    @always(dclk.posedge)
-    def capture():
-        if load:
-            exp_out.next = exp_in
-
-    return capture
 
 
 @block
@@ -829,7 +820,7 @@ def norm_unit(clk, rst, start, n_blocks, gain_base, in_valid, in_data, out_valid
 
     y_bus, y_exp = unsigned_signal(BLOCK * NORM_Y_BITS), signed_signal(EXP_BITS)
     m_bus, e_out = unsigned_signal(BLOCK * ACT_BITS), signed_signal(EXP_BITS)
-    parts += [drive_packed(ys, y_bus), exponent_register(dclk, m2, e_block, y_exp),
+    parts += [drive_packed(ys, y_bus), guarded_register(dclk, m2, e_block, y_exp),
               requant(y_bus, y_exp, m_bus, e_out, bits=ACT_BITS, in_width=NORM_Y_BITS),
               b16_output(clk, dclk, rst, m3, m_bus, e_out, out_valid, out_data, out_exp)]
 
