@@ -35,6 +35,11 @@ RTL_ROOT = Path(chip.__file__).parent
 GRID_FORMAT = "1"  # bump when what a grid directory holds changes
 BEAT_WORDS = 4 + chip.T.DATA_BITS // 32  # cycle (2 words), unit|op, block|exp, then the data words
 RUN_SYMBOL = "hw_run_token"
+HIERARCHY_FILE = "hierarchy.vlt"
+HIERARCHY = f"""`verilator_config
+hier_block -module "{chip.TILE_MODULE}"
+hier_block -module "{chip.HEAD_MODULE}"
+"""
 
 # One token on the chip without returning to Python: present it, clock until `reply`, and copy
 # every tap beat (sampled after each rising edge, as the registered port shows it) into `beats`.
@@ -152,9 +157,10 @@ class ChipSim:
         sources, self.grid_hit = grid_sources(die)
         extra = CAPTURE_CPP.format(top=chip.CHIP_MODULE, symbol=RUN_SYMBOL, beat_words=BEAT_WORDS,
                                    data_words=chip.T.DATA_BITS // 32)
-        # -fno-inline: the tiles stay one C++ class, compiled once, not 32 inlined copies
-        self.sim: Simulator = build(sources, chip.CHIP_MODULE, extra_cpp=extra, via_maps=via_maps,
-                                    verilator_args=["-fno-inline"])
+        # hierarchical Verilation: the tile and the head are compiled once each and instantiated,
+        # and a clock-gated (idle) tile is not evaluated at all
+        self.sim: Simulator = build({**sources, HIERARCHY_FILE: HIERARCHY}, chip.CHIP_MODULE, extra_cpp=extra,
+                                    via_maps=via_maps, verilator_args=["--hierarchical"])
         self.build_s = time.perf_counter() - t0
         self.die = die
         self.io = self.sim.io

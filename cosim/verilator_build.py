@@ -253,8 +253,8 @@ def _read_sources(sources: Mapping[str, str | Path], top: str) -> dict[str, str]
         raise HardwireError(f"the sources have no '{top}.v' for top module '{top}'")
     texts = {}
     for name, src in sources.items():
-        if Path(name).name != name or not name.endswith((".v", ".sv")):
-            raise HardwireError(f"Verilog source name '{name}' must be a plain .v/.sv file name")
+        if Path(name).name != name or not name.endswith((".v", ".sv", ".vlt")):
+            raise HardwireError(f"Verilog source name '{name}' must be a plain .v/.sv/.vlt file name")
         texts[name] = Path(src).read_text() if isinstance(src, Path) else src
     return texts
 

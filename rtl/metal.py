@@ -230,7 +230,7 @@ def passthrough_program(cfg: ModelConfig) -> list[Instr]:
     return [Instr(Op.RECV, dst=0, n=nd), Instr(Op.SEND, src=0, n=nd), Instr(Op.END)]
 
 
-def head_program(cfg: ModelConfig, head_lanes: int, embed_base: int, lm_base: int, lm_fmt: int,
+def head_program(cfg: ModelConfig, head_lanes: int, embed_base: int, embed_fmt: int, lm_base: int, lm_fmt: int,
                  final_norm: int) -> list[Instr]:
     """Embed the token, send it round the tiles, then final norm, LM head and argmax.
 
@@ -240,7 +240,7 @@ def head_program(cfg: ModelConfig, head_lanes: int, embed_base: int, lm_base: in
     nd = cfg.d_model // BLOCK
     x, h = 0, nd
     return [
-        Instr(Op.EMBED, tap=TAP_ID["embed"], dst=x, n=nd, rom=embed_base),
+        Instr(Op.EMBED, tap=TAP_ID["embed"], dst=x, n=nd, rom=embed_base, fmt=embed_fmt),
         Instr(Op.SEND, src=x, n=nd),
         Instr(Op.RECV, dst=x, n=nd),
         Instr(Op.NORM, tap=TAP_ID["final_norm"], src=x, dst=h, n=nd, rom=final_norm),
@@ -305,8 +305,8 @@ def _add_head(metal: Metal, model: Model) -> None:
                                          gain_region(model.out_norm, cfg.d_model, cfg.rms_eps))
     if model.embed.qtype != model.lm_head.qtype and tied:
         raise HardwireError("a tied head must share the embedding's format")
-    metal.programs["head"] = head_program(cfg, die.head_lanes, embed_base, 0, FORMAT_CODE[model.lm_head.qtype],
-                                          final_norm=0)
+    metal.programs["head"] = head_program(cfg, die.head_lanes, embed_base, FORMAT_CODE[model.embed.qtype], 0,
+                                          FORMAT_CODE[model.lm_head.qtype], final_norm=0)
     metal.roms["head_ucode"] = _ucode_image("head_ucode", metal.programs["head"], die)
 
 

@@ -1,0 +1,102 @@
+"""The whole chip, chained: token in, token out, every tap of every layer checked word for word.
+
+One Verilator build of the hw-tiny base grid serves every model here; each model only
+brings its via maps (loaded when its instance starts).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from hardwire.cosim.chip_sim import ChipSim, grid_sources, metal_maps
+from hardwire.cosim.generation import ChipStatusError, generate
+from hardwire.golden.gguf_model import load_model
+from hardwire.golden.synth import SynthSpec, write_synthetic
+from hardwire.rtl import chip, metal
+from hardwire.rtl.die import get_die
+
+DIE = get_die("hw-tiny")
+
+# (id, spec): every weight format, tied and untied heads, GQA ratios 1, 2 and 4, odd vocabularies
+MODELS = {
+    "q4_1-gqa2-v301": SynthSpec(layers=2, d_model=128, d_ffn=256, heads=2, kv_heads=1, vocab=301, seed=4),
+    "q8_0-mha-v259": SynthSpec(layers=2, d_model=128, d_ffn=192, heads=4, kv_heads=4, vocab=259, seed=5,
+                               embed_quant="q8_0", attn_quant="q8_0", ffn_quant="q8_0"),
+    "q4_0-gqa4-untied-v517": SynthSpec(layers=3, d_model=256, d_ffn=512, heads=8, kv_heads=2, vocab=517, seed=6,
+                                       embed_quant="q4_0", attn_quant="q4_0", ffn_quant="q4_1",
+                                       output_quant="q8_0"),
+}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("chip_models")
+    return {name: load_model(write_synthetic(spec, root / f"{name}.gguf")) for name, spec in MODELS.items()}
+
+
+def chip_for(model, image=None) -> ChipSim:
+    maps, _ = metal_maps(image or metal.generate(model, DIE))
+    return ChipSim(DIE, maps)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_generation_is_bit_exact(models, name):
+    model = models[name]
+    gen = generate(model, chip_for(model), [3, 257, 42, 11], n_new=6)
+    assert gen.mismatch is None, f"{name}: {gen.mismatch}"
+    assert not gen.missing, f"{name}: taps never seen: {gen.missing[:4]}"
+    assert len(gen.tokens) == 6 and gen.tokens == gen.golden_tokens
+    assert gen.beats > 0 and all(c > 0 for c in gen.cycles)
+
+
+def test_base_grid_is_the_same_for_two_models(models):
+    """The chip's Verilog depends on the die alone; the metal differs."""
+    a, b = (metal.generate(models[n], DIE) for n in ("q4_1-gqa2-v301", "q8_0-mha-v259"))
+    assert a.sha256() != b.sha256()
+    sources, _ = grid_sources(DIE)
+    assert sources == chip.base_grid(DIE)  # what the cache holds is what the RTL converts to
+    first, second = chip_for(models["q4_1-gqa2-v301"], a), chip_for(models["q8_0-mha-v259"], b)
+    assert first.sim.key == second.sim.key and second.cache_hit
+
+
+def test_context_fills_to_the_kv_limit_then_overflows(models):
+    """kv_tokens positions run bit-exact; the next token is refused with KV_OVERFLOW, not wrapped."""
+    model = models["q4_1-gqa2-v301"]
+    sim = chip_for(model)
+    gen = generate(model, sim, [5], n_new=DIE.kv_tokens)
+    assert gen.bit_exact and sim.position == DIE.kv_tokens
+    run = sim.token(gen.tokens[-1])
+    assert run.status == chip.STATUS_KV_OVERFLOW and run.beats == [] and sim.position == DIE.kv_tokens
+    with pytest.raises(ChipStatusError, match="KV_OVERFLOW: the KV cache holds 128 positions"):
+        generate(model, sim, [5], n_new=DIE.kv_tokens + 1)
+
+
+def test_bad_token_is_refused_and_nothing_runs(models):
+    model = models["q4_1-gqa2-v301"]
+    sim = chip_for(model)
+    sim.reset()
+    run = sim.token(model.config.vocab)
+    assert run.status == chip.STATUS_BAD_TOKEN and run.beats == [] and sim.position == 0
+    ok = sim.token(model.config.vocab - 1)
+    assert ok.status == chip.STATUS_OK and sim.position == 1
+
+
+@pytest.mark.parametrize("rom, word, byte, mask, layer, op", [
+    ("tile01_weights", 0, 0, 0x01, 1, "q"),  # the first word of layer 1's W_q: lane 0's first code
+    ("tile00_consts", 1, 2, 0x40, 0, "attn_norm"),  # bit 22 of gain 0 of layer 0's attention norm
+    ("head_weights", 0, 0, 0x01, 2, "logits"),  # the LM head (untied: the embedding is elsewhere)
+    ("tile02_ucode", 2, 1, 0x02, 2, "q"),  # microcode: layer 2's W_q reads its input one block off
+])
+def test_a_flipped_via_bit_fails_at_its_layer_and_op(models, rom, word, byte, mask, layer, op):
+    model = models["q4_0-gqa4-untied-v517"]
+    image = metal.generate(model, DIE)
+    flipped = image.roms[rom].words.copy()
+    flipped[word, byte] ^= mask
+    image.roms[rom] = dataclasses.replace(image.roms[rom], words=flipped)
+    gen = generate(model, chip_for(model, image), [3, 257, 42], n_new=2)
+    assert gen.mismatch is not None, f"a flipped bit in {rom} went unnoticed"
+    assert (gen.mismatch.layer, gen.mismatch.op) == (layer, op), str(gen.mismatch)
+    assert np.int64(gen.mismatch.expected) != np.int64(gen.mismatch.actual)
