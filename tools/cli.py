@@ -11,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from . import chip_cli
 from .console import Console
 from .golden.errors import HardwireError
 
@@ -44,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_synth(sub)
     _add_eval(sub)
+    chip_cli.add_build(sub, EPILOG, _model_arg, _json_arg)
+    chip_cli.add_run(sub, EPILOG, _model_arg, _json_arg)
+    chip_cli.add_demo(sub, EPILOG, _json_arg)
     return parser
 
 

@@ -51,6 +51,15 @@ class Console:
             task = bar.add_task(description, total=total)
             yield lambda done: bar.update(task, completed=done)
 
+    @contextmanager
+    def status(self, message: str):
+        """A spinner with a message on a TTY; nothing otherwise."""
+        if not self.live:
+            yield
+            return
+        with self.err.status(message):
+            yield
+
     def fetch_model(self, spec: str):
         from .golden.models import is_cached, resolve_model
 
