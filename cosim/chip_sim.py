@@ -194,14 +194,12 @@ class ChipSim:
         """Send one token and clock until the chip replies."""
         if not 0 <= token < 1 << chip.ROW_BITS:
             raise HardwireError(f"token id {token} does not fit the host interface's {chip.ROW_BITS} bits")
-        while True:
-            count = ctypes.c_uint64(0)
-            t0 = time.perf_counter()
-            cycles = int(self._run(self.sim.model.model, token, max_cycles, self._beats.ctypes.data,
-                                   len(self._beats), ctypes.byref(count)))
-            wall = time.perf_counter() - t0
-            if count.value <= len(self._beats):
-                break
+        count = ctypes.c_uint64(0)
+        t0 = time.perf_counter()
+        cycles = int(self._run(self.sim.model.model, token, max_cycles, self._beats.ctypes.data, len(self._beats),
+                               ctypes.byref(count)))
+        wall = time.perf_counter() - t0
+        if count.value > len(self._beats):
             raise HardwireError(f"{count.value} tap beats overflow the capture buffer of {len(self._beats)}")
         if cycles >= max_cycles and not self.io.host_reply:
             raise HardwireError(f"the chip did not answer token {token} within {max_cycles} cycles")

@@ -42,7 +42,7 @@ from .cells.via_rom import via_rom
 from .cells.wiring import bit_signal, or_reduce, unsigned_signal
 from .die import Die
 from .isa import WORD_BITS as UCODE_BITS
-from .metal import const_depth, ucode_depth
+from .metal import const_depth, layout_of_blocks, ucode_depth
 from .units import attention, vector
 from .units.head import ROW_BITS
 from .verilog import to_verilog
@@ -74,9 +74,8 @@ def rom_widths(die: Die, head: bool) -> dict[str, int]:
 
 
 def scratch_depth(die: Die) -> int:
-    """Every region of a layer program at the die's largest dims (rtl/metal.py tile_layout)."""
-    nd, nf, nkv = die.max_d_model // BLOCK, die.max_d_ffn // BLOCK, die.max_kv_dim // BLOCK
-    used = 6 * nd + 4 * nkv + 3 * nf
+    """Every region of a layer program at the die's largest dims, rounded up to a power of two."""
+    used = layout_of_blocks(die.max_d_model // BLOCK, die.max_d_ffn // BLOCK, die.max_kv_dim // BLOCK).end
     return 1 << (used - 1).bit_length()
 
 

@@ -176,8 +176,11 @@ class TileLayout:
 
 
 def tile_layout(cfg: ModelConfig) -> TileLayout:
-    nd, nf = cfg.d_model // BLOCK, cfg.d_ffn // BLOCK
-    nkv = cfg.n_kv_heads * cfg.head_dim // BLOCK
+    return layout_of_blocks(cfg.d_model // BLOCK, cfg.d_ffn // BLOCK, cfg.n_kv_heads * cfg.head_dim // BLOCK)
+
+
+def layout_of_blocks(nd: int, nf: int, nkv: int) -> TileLayout:
+    """The regions for nd residual, nf FFN and nkv KV blocks."""
     sizes = (("x", nd), ("h", nd), ("qkv", nd + 2 * nkv), ("q", nd), ("k", nkv), ("v", nkv), ("attn", nd),
              ("o", nd), ("gate_up", 2 * nf), ("f", nf))
     bases, at = {}, 0

@@ -17,6 +17,8 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
+
 from hardwire.golden.errors import HardwireError
 
 MAGIC = "// hardwire via map"
@@ -50,8 +52,6 @@ def _publish(path: Path, text: str) -> Path:
 def write_via_map_rows(path: Path, rows, width: int, depth: int) -> Path:
     """The same file from little-endian byte rows ((words, ceil(width / 8)) uint8), fast enough
     for a die's weight ROMs: hex per row from the bytes, no Python integers."""
-    import numpy as np
-
     rows = np.asarray(rows, np.uint8)
     _check_shape(width, depth)
     if rows.ndim != 2 or rows.shape[1] != -(-width // 8):

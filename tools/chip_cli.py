@@ -101,8 +101,7 @@ def add_run(sub, epilog: str, model_arg, json_arg) -> None:
                        epilog=epilog)
     model_arg(p)
     add_die_arg(p)
-    p.add_argument("--prompt", default=DEMO_PROMPT, help="the prompt text (default: %(default)r)")
-    p.add_argument("--tokens", type=int, default=8, help="tokens to generate (default: %(default)s)")
+    add_generation_args(p)
     json_arg(p)
     p.set_defaults(handler=run_run)
 
@@ -112,10 +111,14 @@ def add_demo(sub, epilog: str, json_arg) -> None:
                        description="Fetch smollm2-135m, build its chip (or reuse the cache) and generate from a "
                                    "prompt on the RTL, every tap checked against the golden reference.",
                        epilog=epilog)
-    p.add_argument("--prompt", default=DEMO_PROMPT, help="the prompt text (default: %(default)r)")
-    p.add_argument("--tokens", type=int, default=8, help="tokens to generate (default: %(default)s)")
+    add_generation_args(p)
     json_arg(p)
     p.set_defaults(handler=run_run, model="smollm2-135m", die=None)
+
+
+def add_generation_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prompt", default=DEMO_PROMPT, help="the prompt text (default: %(default)r)")
+    p.add_argument("--tokens", type=int, default=8, help="tokens to generate (default: %(default)s)")
 
 
 def run_run(args, console: Console) -> int:

@@ -20,8 +20,7 @@ from myhdl import always, block
 
 from hardwire.golden.errors import HardwireError
 
-from ..via_map import read_via_map
-from .via_rom import LOAD_VIA_MAP, via_map_define
+from .via_rom import LOAD_VIA_MAP, model_words, via_map_define
 
 READ_LATENCY = 1
 
@@ -41,7 +40,7 @@ def lut_rom(clk, en, addrs, datas, map_name: str, depth: int, ports: int = 1, mo
     memory = f"lut_rom_{label or map_name}"
     port_index = f"{memory}_port"  # noqa: F841 (the Verilog loop variable, unique per macro)
     port_count = ports  # noqa: F841
-    words = _model_words(model_file, width, depth)
+    words = model_words(model_file, width, depth)
 
     @always(clk.posedge)
     def read():
@@ -87,11 +86,3 @@ def _check(name: str, depth: int, ports: int, addrs_bits: int, datas_bits: int) 
         raise HardwireError(f"{datas_bits} data bits do not split into {ports} equal ports")
     return datas_bits // ports, addr_bits
 
-
-def _model_words(model_file, width: int, depth: int) -> list[int]:
-    if model_file is None:
-        return [0] * depth
-    words, file_width = read_via_map(model_file)
-    if file_width != width or len(words) != depth:
-        raise HardwireError(f"{model_file} is {len(words)} x {file_width} bits; the LUT ROM is {depth} x {width}")
-    return words

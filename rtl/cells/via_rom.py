@@ -54,7 +54,7 @@ def via_rom(clk, addr, data, map_name: str, depth: int, model_file=None, label: 
     # read by verilog_code below (MyHDL fills the template from this function's locals)
     define = via_map_define(map_name)  # noqa: F841
     memory = f"via_rom_{label or map_name}"  # noqa: F841
-    words = _model_words(model_file, width, depth)
+    words = model_words(model_file, width, depth)
 
     @always(clk.posedge)
     def read():
@@ -84,7 +84,8 @@ def _check(name: str, depth: int, addr_bits: int) -> None:
                             f"not {addr_bits} bits (depth >= 2)")
 
 
-def _model_words(model_file, width: int, depth: int) -> list[int]:
+def model_words(model_file, width: int, depth: int) -> list[int]:
+    """A macro's contents for MyHDL's own simulator: the via map's words, or all zero without one."""
     if model_file is None:
         return [0] * depth
     words, file_width = read_via_map(model_file)
