@@ -67,9 +67,12 @@ def unit_layer(unit: int, op: int, n_layers: int) -> int:
 
 
 def generate(model: Model, sim: ChipSim, prompt: list[int], n_new: int,
-             on_token: Callable[[Generation], None] | None = None) -> Generation:
+             on_token: Callable[[Generation], None] | None = None,
+             observe: Callable[[int, TokenRun, Trace | None], None] | None = None) -> Generation:
     """Feed the prompt, then generate `n_new` tokens, each checked against the golden reference.
-    Stops at the first mismatch (gen.mismatch); a refused token raises ChipStatusError."""
+    Stops at the first mismatch (gen.mismatch); a refused token raises ChipStatusError.
+    `observe(position, run, trace)` sees each verified token with its golden trace, and a refused
+    one with None (functional coverage listens here)."""
     if not prompt:
         raise HardwireError("the prompt is empty")
     if n_new < 1:
@@ -84,11 +87,15 @@ def generate(model: Model, sim: ChipSim, prompt: list[int], n_new: int,
         position = sim.position
         run = sim.token(token)
         if run.status != chip.STATUS_OK:
+            if observe:
+                observe(position, run, None)
             raise ChipStatusError(run.status, position, token, sim.die.kv_tokens)
         expected = _golden_step(golden, cache, token, gen)
         _record(gen, run)
         if not _check(gen, model, run, expected, position):
             break
+        if observe:
+            observe(position, run, expected)
         if not pending and len(gen.tokens) < n_new:  # the prompt is in: every answer is a new token
             pending.append(run.token)
         if on_token:
