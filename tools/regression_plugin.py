@@ -1,0 +1,163 @@
+"""pytest plugin for regression runs: a run directory that `hardwire report` turns into a dashboard.
+
+    pytest -n auto --hw-run-dir RUN --junitxml RUN/junit.xml
+
+RUN/workers/<worker id>/ is each process's own work directory (gw0, gw1, ... under xdist;
+"master" without it). At the end of the session each process writes there what its tests
+recorded (fixture `run_record`): functional_coverage.json (cosim/functional_coverage.py) and
+perf.json (raw samples). The controller then merges every worker's files into
+RUN/functional_coverage.json and RUN/perf.json. Files of an earlier run are cleared first.
+
+Every failing test gets a JUnit property `reproduce`: the one-line command that runs it again.
+A test may record a `seed` property (record_property) when its stimulus comes from one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from .cosim.functional_coverage import ChainedRunCoverage, Coverage, merge_files
+
+COVERAGE_FILE, PERF_FILE, WORKERS_DIR = "functional_coverage.json", "perf.json", "workers"
+PERF_FORMAT = 1
+RECORD = pytest.StashKey["RunRecord"]()
+
+
+@dataclass
+class RunRecord:
+    """What this process's tests recorded: functional coverage and performance samples per die."""
+
+    coverage: Coverage = field(default_factory=Coverage)
+    perf: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+
+    def observer(self, model, sim):
+        """An observer for cosim.generation.generate: bins of the run and its cycles and seconds per token."""
+        bins = ChainedRunCoverage(self.coverage, model, sim.die)
+        samples = self.perf.setdefault(sim.die.name, {"cycles": [], "sim_s": [], "build_s": []})
+        samples["build_s"].append(sim.build_s)
+
+        def observe(position, run, trace):
+            bins(position, run, trace)
+            if trace is not None:
+                samples["cycles"].append(run.cycles)
+                samples["sim_s"].append(run.wall_s)
+
+        return observe
+
+    @property
+    def empty(self) -> bool:
+        return not self.coverage.bins and not self.perf
+
+    def write(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.coverage.save(directory / COVERAGE_FILE)
+        (directory / PERF_FILE).write_text(json.dumps({"format": PERF_FORMAT, "samples": self.perf}) + "\n")
+
+
+def merge_run_dir(run_dir: Path) -> None:
+    """The controller's merge: every worker's files into the run directory's own."""
+    workers = sorted((run_dir / WORKERS_DIR).glob("*"))
+    coverage_files = [w / COVERAGE_FILE for w in workers if (w / COVERAGE_FILE).is_file()]
+    if coverage_files:
+        merge_files(coverage_files).save(run_dir / COVERAGE_FILE)
+    samples: dict[str, dict[str, list[float]]] = {}
+    for path in (w / PERF_FILE for w in workers if (w / PERF_FILE).is_file()):
+        for die, figures in json.loads(path.read_text())["samples"].items():
+            for name, values in figures.items():
+                samples.setdefault(die, {}).setdefault(name, []).extend(values)
+    if samples:
+        figures = {die: perf_figures(s) for die, s in sorted(samples.items())}
+        (run_dir / PERF_FILE).write_text(json.dumps({"format": PERF_FORMAT, "figures": figures}, indent=1) + "\n")
+
+
+def perf_figures(samples: dict[str, list[float]]) -> dict:
+    """Medians per token (a cold build or a slow first token does not move them) and the longest build."""
+    cycles, wall, builds = samples.get("cycles", []), samples.get("sim_s", []), samples.get("build_s", [])
+    out: dict = {"tokens": len(cycles)}
+    if cycles:
+        out["cycles_per_token"] = int(statistics.median(cycles))
+        out["sim_s_per_token"] = round(statistics.median(wall), 4)
+    if builds:
+        out["build_s"] = round(max(builds), 2)
+    return out
+
+
+def reproduce_command(nodeid: str) -> str:
+    return f"pytest {shlex.quote(nodeid)}"
+
+
+# --- hooks and fixtures ----------------------------------------------------------------------------
+
+def pytest_addoption(parser) -> None:
+    parser.addoption("--hw-run-dir", type=Path, default=None, metavar="DIR",
+                     help="regression run directory: per-worker functional coverage and performance, "
+                          "merged at the end (read by `hardwire report`)")
+
+
+def pytest_configure(config) -> None:
+    config.stash[RECORD] = RunRecord()
+    run_dir = config.getoption("hw_run_dir")
+    if run_dir is not None and _is_controller(config):
+        shutil.rmtree(run_dir / WORKERS_DIR, ignore_errors=True)  # an earlier run's worker files
+        for name in (COVERAGE_FILE, PERF_FILE):
+            (run_dir / name).unlink(missing_ok=True)
+
+
+def pytest_sessionfinish(session) -> None:
+    config = session.config
+    run_dir = config.getoption("hw_run_dir")
+    if run_dir is None:
+        return
+    record = config.stash[RECORD]
+    if not (_distributes(config) and record.empty):  # an xdist controller runs no test of its own
+        record.write(run_dir / WORKERS_DIR / _worker_id(config))
+    if _is_controller(config):
+        merge_run_dir(run_dir)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.failed and all(name != "reproduce" for name, _ in item.user_properties):
+        item.user_properties.append(("reproduce", reproduce_command(item.nodeid)))  # JUnit reads it at teardown
+    return report
+
+
+@pytest.fixture(scope="session")
+def run_record(request) -> RunRecord:
+    """This process's record: `generate(..., observe=run_record.observer(model, sim))`."""
+    return request.config.stash[RECORD]
+
+
+@pytest.fixture(scope="session")
+def worker_run_dir(request, tmp_path_factory) -> Path:
+    """This process's own work directory: under the run directory when there is one."""
+    config = request.config
+    run_dir = config.getoption("hw_run_dir")
+    if run_dir is None:
+        return tmp_path_factory.mktemp(f"work-{_worker_id(config)}")
+    path = run_dir / WORKERS_DIR / _worker_id(config)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _worker_id(config) -> str:
+    if hasattr(config, "workerinput"):
+        return config.workerinput["workerid"]
+    return os.environ.get("PYTEST_XDIST_WORKER", "master")
+
+
+def _is_controller(config) -> bool:
+    return not hasattr(config, "workerinput")
+
+
+def _distributes(config) -> bool:
+    return config.pluginmanager.getplugin("dsession") is not None
