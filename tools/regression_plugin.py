@@ -84,6 +84,7 @@ def perf_figures(samples: dict[str, list[float]]) -> dict:
     out: dict = {"tokens": len(cycles)}
     if cycles:
         out["cycles_per_token"] = int(statistics.median(cycles))
+    if wall:
         out["sim_s_per_token"] = round(statistics.median(wall), 4)
     if builds:
         out["build_s"] = round(max(builds), 2)

@@ -1,0 +1,77 @@
+"""The regression plugin under real xdist workers: a work directory and a file each, merged by the controller."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import xml.etree.ElementTree as ET
+
+import pytest
+
+FAKE_SUITE = '''
+import os
+
+import pytest
+
+
+@pytest.mark.parametrize("n", range(6))
+def test_hits(run_record, worker_run_dir, n):
+    run_record.coverage.declare(["group/never"])
+    run_record.coverage.hit("group/hit", n)
+    run_record.perf.setdefault("die-x", {"cycles": [], "sim_s": [], "build_s": []})["cycles"].append(100 + n)
+    (worker_run_dir / f"ran-{n}").write_text(os.environ.get("PYTEST_XDIST_WORKER", "master"))
+
+
+def test_fails(record_property):
+    record_property("seed", 7)
+    assert 1 == 2, "(layer 0, op q, position 1): element 2 expected 3, got 4 at cycle 5"
+'''
+
+
+def run_fake_suite(tmp_path, *args):
+    (tmp_path / "test_fake.py").write_text(textwrap.dedent(FAKE_SUITE))
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    env.pop("PYTEST_XDIST_WORKER", None)  # this test may itself run inside a worker
+    result = subprocess.run([sys.executable, "-m", "pytest", "-p", "hardwire.regression_plugin", "-p",
+                             "no:cacheprovider", "--hw-run-dir", str(run_dir), "--junitxml", str(run_dir / "junit.xml"),
+                             "-q", *args, "test_fake.py"], cwd=tmp_path, capture_output=True, text=True, env=env,
+                            timeout=300)
+    assert result.returncode == 1, result.stdout + result.stderr  # test_fails fails, everything else passes
+    return run_dir
+
+
+@pytest.mark.parametrize("args, workers", [(["-n", "2"], {"gw0", "gw1"}), (["-p", "no:xdist"], {"master"})])
+def test_workers_write_their_own_files_and_the_controller_merges_them(tmp_path, args, workers):
+    run_dir = run_fake_suite(tmp_path, *args)
+    assert {p.name for p in (run_dir / "workers").iterdir()} == workers
+    ran = {p.name: p.read_text() for w in workers for p in (run_dir / "workers" / w).glob("ran-*")}
+    assert len(ran) == 6
+    assert all(f"ran-{n}" in ran for n in range(6))
+    for path in (run_dir / "workers").glob("*/ran-*"):  # each test wrote into its own worker's directory
+        assert path.read_text() == path.parent.name
+    merged = json.loads((run_dir / "functional_coverage.json").read_text())
+    assert merged["bins"] == {"group/never": 0, "group/hit": sum(range(6))}
+    perf = json.loads((run_dir / "perf.json").read_text())["figures"]["die-x"]
+    assert perf["cycles_per_token"] == 102 and perf["tokens"] == 6
+
+
+def test_a_failure_carries_its_reproduction_and_seed_into_junit(tmp_path):
+    run_dir = run_fake_suite(tmp_path, "-n", "2")
+    case = next(c for c in ET.parse(run_dir / "junit.xml").getroot().iter("testcase") if c.get("name") == "test_fails")
+    props = {p.get("name"): p.get("value") for p in case.iter("property")}
+    assert props == {"seed": "7", "reproduce": "pytest test_fake.py::test_fails"}
+    passing = [c for c in ET.parse(run_dir / "junit.xml").getroot().iter("testcase") if c.get("name") != "test_fails"]
+    assert len(passing) == 6 and not any(p.get("name") == "reproduce" for c in passing for p in c.iter("property"))
+
+
+def test_a_new_run_clears_the_last_one(tmp_path):
+    run_dir = run_fake_suite(tmp_path, "-n", "2")
+    (run_dir / "workers" / "gw7").mkdir()
+    (run_dir / "workers" / "gw7" / "functional_coverage.json").write_text('{"bins": {"group/hit": 1000}}')
+    run_fake_suite(tmp_path, "-p", "no:xdist")
+    assert {p.name for p in (run_dir / "workers").iterdir()} == {"master"}
+    assert json.loads((run_dir / "functional_coverage.json").read_text())["bins"]["group/hit"] == sum(range(6))
