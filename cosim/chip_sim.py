@@ -29,17 +29,13 @@ from hardwire.rtl.die import Die
 from hardwire.rtl.metal import Metal
 from hardwire.rtl.via_map import write_via_map_rows
 
-from .verilator_build import Simulator, build, publish_once
+from .partition import bridge_cpp, bridge_verilog, part_prefix, unit_pins
+from .verilator_build import Part, Simulator, build, publish_once
 
 RTL_ROOT = Path(chip.__file__).parent
 GRID_FORMAT = "1"  # bump when what a grid directory holds changes
 BEAT_WORDS = 4 + chip.T.DATA_BITS // 32  # cycle (2 words), unit|op, block|exp, then the data words
 RUN_SYMBOL = "hw_run_token"
-HIERARCHY_FILE = "hierarchy.vlt"
-HIERARCHY = f"""`verilator_config
-hier_block -module "{chip.TILE_MODULE}"
-hier_block -module "{chip.HEAD_MODULE}"
-"""
 
 # One token on the chip without returning to Python: present it, clock until `reply`, and copy
 # every tap beat (sampled after each rising edge, as the registered port shows it) into `beats`.
@@ -155,12 +151,17 @@ class ChipSim:
     def __init__(self, die: Die, via_maps: Path):
         t0 = time.perf_counter()
         sources, self.grid_hit = grid_sources(die)
-        extra = CAPTURE_CPP.format(top=chip.CHIP_MODULE, symbol=RUN_SYMBOL, beat_words=BEAT_WORDS,
-                                   data_words=chip.T.DATA_BITS // 32)
-        # hierarchical Verilation: the tile and the head are compiled once each and instantiated,
-        # and a clock-gated (idle) tile is not evaluated at all
-        self.sim: Simulator = build({**sources, HIERARCHY_FILE: HIERARCHY}, chip.CHIP_MODULE, extra_cpp=extra,
-                                    via_maps=via_maps, verilator_args=["--hierarchical"])
+        # the tile and the head are Verilated once each, as parts the chip steps only while
+        # their clocks run (cosim/partition.py)
+        bridges, parts, cpp = {}, [], [CAPTURE_CPP.format(top=chip.CHIP_MODULE, symbol=RUN_SYMBOL,
+                                                          beat_words=BEAT_WORDS, data_words=chip.T.DATA_BITS // 32)]
+        for module, is_head in ((chip.TILE_MODULE, False), (chip.HEAD_MODULE, True)):
+            pins = unit_pins(die, is_head)
+            bridges[f"{module}.v"] = bridge_verilog(module, pins)
+            parts.append(Part(module, part_prefix(module), ((f"{module}.v", sources[f"{module}.v"]),)))
+            cpp.append(bridge_cpp(module, pins))
+        self.sim: Simulator = build({**sources, **bridges}, chip.CHIP_MODULE, extra_cpp="".join(cpp),
+                                    via_maps=via_maps, parts=parts)
         self.build_s = time.perf_counter() - t0
         self.die = die
         self.io = self.sim.io

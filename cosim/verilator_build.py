@@ -48,7 +48,7 @@ from hardwire.golden.models import cache_root
 from hardwire.rtl.cells.via_rom import VIA_MAPS_PLUSARG
 from hardwire.rtl.verilog import to_verilog
 
-ADAPTER_VERSION = "3"  # bump when a change here changes what a build produces
+ADAPTER_VERSION = "4"  # bump when a change here changes what a build produces
 NATIVE_RUN_SYMBOL = "hw_run_cycles"
 # VL_TIME_CONTEXT: Verilog time comes from the model's context (always 0: our RTL does not use
 # $time) instead of pyverilator's main_time, which every eval advances; otherwise Verilator
@@ -95,6 +95,16 @@ def compiler_version() -> str:
 
 
 @dataclass(frozen=True)
+class Part:
+    """A module Verilated as a model of its own (class `prefix`) and linked into the library;
+    the top reaches it through DPI (cosim/partition.py)."""
+
+    module: str
+    prefix: str
+    sources: tuple[tuple[str, str], ...]  # (file name, Verilog text)
+
+
+@dataclass(frozen=True)
 class BuildPlan:
     """Everything a build reads, gathered before anything is built; `key` names the build."""
 
@@ -105,6 +115,7 @@ class BuildPlan:
     done: str | None
     verilator_args: list[str] = field(default_factory=list)
     extra_cpp: str = ""  # more native functions for the same library (a harness's monitor loop)
+    parts: tuple[Part, ...] = ()
 
     @functools.cached_property
     def native_cpp(self) -> str:
@@ -127,6 +138,8 @@ class BuildPlan:
             "native_run": _sha256(self.native_cpp.encode()),
             "verilator_args": self.verilator_args,
             "cxx_flags": CXX_FLAGS,
+            "parts": [[p.module, p.prefix, {name: _sha256(text.encode()) for name, text in p.sources}]
+                      for p in self.parts],
         }
         return _sha256(json.dumps(identity, sort_keys=True).encode())[:32]
 
@@ -166,7 +179,7 @@ class Simulator:
 
 def plan(sources: Mapping[str, str | Path], top: str, *, data_files: Mapping[str, Path] | None = None,
          clock: str | None = "clk", done: str | None = None, verilator_args: Sequence[str] = (),
-         extra_cpp: str = "") -> BuildPlan:
+         extra_cpp: str = "", parts: Sequence[Part] = ()) -> BuildPlan:
     """Gather and check a build's inputs.
 
     sources: file name -> Verilog text (or a Path to read); `f"{top}.v"` must be among them.
@@ -175,9 +188,10 @@ def plan(sources: Mapping[str, str | Path], top: str, *, data_files: Mapping[str
     clock / done: port names the native run drives and (optionally) stops on; clock=None for a
         combinational top (no native run).
     extra_cpp: C++ compiled into the library beside the native run (part of the key).
+    parts: modules Verilated separately and linked in (their headers are on extra_cpp's path).
     """
     return BuildPlan(top, _read_sources(sources, top), _read_data_files(data_files or {}), clock, done,
-                     list(verilator_args), extra_cpp)
+                     list(verilator_args), extra_cpp, tuple(parts))
 
 
 def build(sources: Mapping[str, str | Path], top: str, *, via_maps: Path | None = None, **options) -> Simulator:
@@ -308,6 +322,9 @@ def _verilate(staging: Path, final: Path, the_plan: BuildPlan) -> None:
         # the path the copy will have once published: $readmemh reads it when a model starts
         defines.append(f'{define}="{final / "data" / f"{define}{suffix}"}"')
     extra = [str(src / name) for name in sorted(the_plan.sources) if name != f"{the_plan.top}.v"]
+    for part in the_plan.parts:
+        part_obj = _verilate_part(staging / "parts" / part.prefix, part)
+        extra += ["-CFLAGS", f"-I{part_obj}", str(part_obj / f"{part.prefix}__ALL.a")]
     if the_plan.native_cpp:
         (src / "hw_native_run.cpp").write_text(the_plan.native_cpp)
         extra.append(str(src / "hw_native_run.cpp"))
@@ -323,15 +340,36 @@ def _verilate(staging: Path, final: Path, the_plan: BuildPlan) -> None:
         _make(obj, the_plan.top, staging)
 
 
-def _make(obj: Path, top: str, staging: Path) -> None:
+def _verilate_part(directory: Path, part: Part) -> Path:
+    """The part's model as a static archive (compiled position-independent, for the library)."""
+    src, obj = directory / "src", directory / "obj"
+    src.mkdir(parents=True)
+    for name, text in part.sources:
+        (src / name).write_text(text)
+    cmd = ["verilator", "--cc", "-Wno-fatal", "--prefix", part.prefix, "--top-module", part.module, "--Mdir", str(obj),
+           "-CFLAGS", f"-fPIC {CXX_FLAGS}", *(str(src / name) for name, _ in part.sources)]
+    with _wheel_toolchain():
+        result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise HardwireError(f"Verilator rejected part '{part.module}': {_first_error(result.stderr)}")
+    _make(obj, part.prefix[1:], directory, target=f"{part.prefix}__ALL.a")
+    return obj
+
+
+def _first_error(text: str) -> str:
+    errors = [line for line in text.splitlines() if "error" in line.lower()] or ["see the tool's output"]
+    return errors[0].strip()
+
+
+def _make(obj: Path, top: str, staging: Path, target: str | None = None) -> None:
     """pyverilator's own make step, plus -j and the wheel's missing precompiled-header flag:
     its verilated.mk has an empty CFG_CXXFLAGS_PCH_I, which breaks every split model."""
     cmd = ["make", "-C", str(obj), "-f", f"V{top}.mk", f"-j{os.cpu_count() or 1}", "LDFLAGS=-fPIC -shared",
-           "CFG_CXXFLAGS_PCH_I=-include"]
+           "CFG_CXXFLAGS_PCH_I=-include", *([target] if target else [])]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
-        errors = [line for line in result.stderr.splitlines() if "error" in line.lower()] or ["make failed"]
-        raise HardwireError(f"C++ build of '{top}' failed: {errors[0].strip()}; the build is kept in {staging}")
+        raise HardwireError(f"C++ build of '{top}' failed: {_first_error(result.stderr)}; the build is kept in "
+                            f"{staging}")
 
 
 def _bind_native_run(model: pyverilator.PyVerilator):

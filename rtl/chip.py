@@ -104,11 +104,31 @@ class UnitPorts:
         self.rope = T.RomPort(lut_address_bits(d["lut_rope"]), w["lut_rope"])
         self.exp2 = T.RomPort(attention.LUT_ADDR_BITS, w["lut_exp2"], enable=False)
 
+    def pins(self) -> dict:
+        """Port name -> the chip-level signal on that pin, for every port but clk and rst."""
+        return {"start": self.start, "entry": self.entry, "busy": self.busy,
+                "clock_on": self.clock_on, "pos": self.pos, "token": self.token, "token_out": self.token_out,
+                "token_valid": self.token_valid, **_bus_pins("up", self.up), **_bus_pins("down", self.down),
+                "ucode_addr": self.ucode_addr, "ucode_data": self.ucode_data, "w_addr": self.w_addr,
+                "w_data": self.w_data, **_rom_pins("consts", self.consts), **_rom_pins("rsqrt", self.rsqrt),
+                **_rom_pins("sigmoid", self.sigmoid), **_rom_pins("rope", self.rope), **_rom_pins("exp2", self.exp2),
+                "tap_valid": self.tap.valid, "tap_op": self.tap.op, "tap_block": self.tap.block,
+                "tap_exp": self.tap.exp, "tap_data": self.tap.data}
+
     def tile_args(self, clk, rst):
         """The arguments of rtl/tile.py tile(), in its order."""
         return (clk, rst, self.start, self.entry, self.busy, self.clock_on, self.pos, self.token, self.token_out,
                 self.token_valid, self.up, self.down, self.ucode_addr, self.ucode_data, self.w_addr, self.w_data,
                 self.consts, self.rsqrt, self.sigmoid, self.rope, self.exp2, self.tap)
+
+
+def _bus_pins(prefix: str, bus: T.BlockBus) -> dict:
+    return {f"{prefix}_valid": bus.valid, f"{prefix}_data": bus.data, f"{prefix}_exp": bus.exp}
+
+
+def _rom_pins(prefix: str, port: T.RomPort) -> dict:
+    pins = {f"{prefix}_addr": port.addr, f"{prefix}_data": port.data}
+    return {f"{prefix}_en": port.en, **pins} if hasattr(port, "en") else pins
 
 
 def unit_design(die: Die, head: bool):

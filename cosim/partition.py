@@ -1,0 +1,150 @@
+"""Partitioned simulation: the chip's units as separate Verilator models, stepped only when clocked.
+
+The chip top (rtl/chip.py) instantiates the tile and head modules behind clock gates. Verilated
+flat, every instance gets code of its own (hundreds of MB of C++ for a large die); Verilated
+hierarchically, every instance's wrapper is evaluated, and its wide ports converted, at every
+evaluation of the top, idle or not. Both are too slow for a whole model.
+
+Here each unit module is Verilated once as a model of its own (a *part*), and the chip is
+Verilated with a *bridge* in the unit module's place: a module with the same ports that calls
+the part through DPI. The unit's logic is the generated RTL, unchanged; the bridge only decides
+when to evaluate it:
+
+    posedge clk        a clock edge, with the inputs as they were before the edge (the chip's
+                       registers update with nonblocking assignments after the bridge reads them)
+    negedge clk        the inputs as the rising edge left them, settled (ROM data, links)
+    start, up_valid,   the only inputs that can change while the unit's clock is gated off; the
+    rst edges          unit's clock_on and any other combinational output follow them
+
+A gated-off unit has no clock edges and, between its wake-up events, no changing inputs: the
+simulator does not touch it at all. All outputs are updated with nonblocking assignments, as
+registers are. Inputs that change with no such event (pos, between the host's reply and the
+next start) reach only the ROM macros of the unit's own gated clock before the unit wakes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hardwire.rtl import chip
+from hardwire.rtl.units.attention import AttentionLimits
+
+PART_SUFFIX = "_part"
+
+
+@dataclass(frozen=True)
+class Pin:
+    name: str
+    width: int
+    is_input: bool
+
+
+def unit_pins(die, head: bool) -> list[Pin]:
+    """Every port of the tile (or head) module, in the socket's order."""
+    ports = chip.UnitPorts(die, head, AttentionLimits.from_die(die).position_bits)
+    widths = {"clk": 1, "rst": 1, **{name: len(sig) for name, sig in ports.pins().items()}}
+    return [Pin(name, widths[name], name in chip.SOCKET_INPUTS) for name in chip.SOCKET_PORTS]
+
+
+def part_prefix(module: str) -> str:
+    """The C++ class of the module's separately Verilated model."""
+    return f"V{module}{PART_SUFFIX}"
+
+
+# --- the bridge's Verilog ------------------------------------------------------------------------
+
+WAKE_EVENTS = ("start", "up_valid", "rst")
+
+
+def bridge_verilog(module: str, pins: list[Pin]) -> str:
+    """Module `module` for the chip's Verilation: the same ports, evaluated through DPI."""
+    ports = ",\n".join(f"    {'input wire' if p.is_input else 'output reg'} {_range(p)}{p.name}" for p in pins)
+    args = ", ".join(f"{'input' if p.is_input else 'output'} bit {_range(p)}{p.name}" for p in pins)
+    outputs = [p for p in pins if not p.is_input]
+    nexts = "".join(f"bit {_range(p)}{p.name}__next;\n" for p in outputs)
+    call_args = ", ".join(("clock" if p.name == "clk" else p.name) if p.is_input else f"{p.name}__next"
+                          for p in pins)
+    commit = "".join(f"    {p.name} <= {p.name}__next;\n" for p in outputs)
+    wake = " or ".join(f"{edge} {name}" for name in WAKE_EVENTS for edge in ("posedge", "negedge"))
+    return f"""\
+// Simulation bridge (hardwire.cosim.partition): `{module}` evaluated as a separately Verilated model.
+/* verilator lint_off UNUSEDSIGNAL */
+module {module} (
+{ports}
+);
+import "DPI-C" function chandle hw_part_new_{module}(input string scope);
+import "DPI-C" function void hw_part_eval_{module}(input chandle part, {args});
+chandle part;
+{nexts}initial part = hw_part_new_{module}($sformatf("%m"));
+
+task automatic evaluate(input bit clock);
+    hw_part_eval_{module}(part, {call_args});
+{commit}endtask
+
+always @(posedge clk) evaluate(1'b1);
+always @(negedge clk) evaluate(1'b0);
+always @({wake}) evaluate(clk);
+endmodule
+"""
+
+
+def _range(pin: Pin) -> str:
+    return f"[{pin.width - 1}:0] " if pin.width > 1 else ""
+
+
+# --- the bridge's C++ ----------------------------------------------------------------------------
+
+def bridge_cpp(module: str, pins: list[Pin]) -> str:
+    """The DPI functions of the bridge: create the part, copy the pins in, evaluate, copy out."""
+    prefix = part_prefix(module)
+    params = ", ".join(_c_param(p) for p in pins)
+    copy_in = "".join(f"    {_copy_in(p)}\n" for p in pins if p.is_input)
+    copy_out = "".join(f"    {_copy_out(p)}\n" for p in pins if not p.is_input)
+    return f"""
+#include <cstring>
+#include "svdpi.h"
+#include "{prefix}.h"
+
+extern "C" void* hw_part_new_{module}(const char* scope) {{
+    {prefix}* part = new {prefix}(Verilated::threadContextp(), scope);
+    part->eval();
+    return part;
+}}
+
+extern "C" void hw_part_eval_{module}(void* handle, {params}) {{
+    {prefix}* m = static_cast<{prefix}*>(handle);
+{copy_in}    m->eval();
+{copy_out}}}
+"""
+
+
+def _c_param(pin: Pin) -> str:
+    if pin.width == 1:
+        return f"svBit {pin.name}" if pin.is_input else f"svBit* {pin.name}"
+    return f"const svBitVecVal* {pin.name}" if pin.is_input else f"svBitVecVal* {pin.name}"
+
+
+def _copy_in(pin: Pin) -> str:
+    name, w = pin.name, pin.width
+    if w == 1:
+        return f"m->{name} = {name};"
+    if w <= 32:
+        return f"m->{name} = {name}[0];"
+    if w <= 64:
+        return f"m->{name} = (QData){name}[0] | (QData){name}[1] << 32;"
+    return f"std::memcpy(m->{name}.data(), {name}, {_words(w)} * 4);"
+
+
+def _copy_out(pin: Pin) -> str:
+    name, w = pin.name, pin.width
+    if w == 1:
+        return f"*{name} = m->{name};"
+    if w <= 32:
+        return f"{name}[0] = m->{name};"
+    if w <= 64:
+        return f"{name}[0] = (uint32_t)m->{name}; {name}[1] = (uint32_t)(m->{name} >> 32);"
+    return f"std::memcpy({name}, m->{name}.data(), {_words(w)} * 4);"
+
+
+def _words(width: int) -> int:
+    return -(-width // 32)
