@@ -26,7 +26,7 @@ import pytest
 
 from .cosim.functional_coverage import ChainedRunCoverage, Coverage, merge_files
 
-COVERAGE_FILE, PERF_FILE, WORKERS_DIR = "functional_coverage.json", "perf.json", "workers"
+COVERAGE_FILE, PERF_FILE, JUNIT_FILE, WORKERS_DIR = "functional_coverage.json", "perf.json", "junit.xml", "workers"
 PERF_FORMAT = 1
 RECORD = pytest.StashKey["RunRecord"]()
 
@@ -108,7 +108,7 @@ def pytest_configure(config) -> None:
     run_dir = config.getoption("hw_run_dir")
     if run_dir is not None and _is_controller(config):
         shutil.rmtree(run_dir / WORKERS_DIR, ignore_errors=True)  # an earlier run's worker files
-        for name in (COVERAGE_FILE, PERF_FILE):
+        for name in (COVERAGE_FILE, PERF_FILE, JUNIT_FILE):  # a crashed run must not report the last one's
             (run_dir / name).unlink(missing_ok=True)
 
 

@@ -43,9 +43,11 @@ def chip_for(model, image=None) -> ChipSim:
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_generation_is_bit_exact(models, name):
+def test_generation_is_bit_exact(models, name, run_record, record_property):
+    record_property("seed", MODELS[name].seed)
     model = models[name]
-    gen = generate(model, chip_for(model), [3, 257, 42, 11], n_new=6)
+    sim = chip_for(model)
+    gen = generate(model, sim, [3, 257, 42, 11], n_new=6, observe=run_record.observer(model, sim))
     assert gen.mismatch is None, f"{name}: {gen.mismatch}"
     assert not gen.missing, f"{name}: taps never seen: {gen.missing[:4]}"
     assert len(gen.tokens) == 6 and gen.tokens == gen.golden_tokens
@@ -62,23 +64,26 @@ def test_base_grid_is_the_same_for_two_models(models):
     assert first.sim.key == second.sim.key and second.cache_hit
 
 
-def test_context_fills_to_the_kv_limit_then_overflows(models):
+def test_context_fills_to_the_kv_limit_then_overflows(models, run_record):
     """kv_tokens positions run bit-exact; the next token is refused with KV_OVERFLOW, not wrapped."""
     model = models["q4_1-gqa2-v301"]
     sim = chip_for(model)
-    gen = generate(model, sim, [5], n_new=DIE.kv_tokens)
+    observe = run_record.observer(model, sim)
+    gen = generate(model, sim, [5], n_new=DIE.kv_tokens, observe=observe)
     assert gen.bit_exact and sim.position == DIE.kv_tokens
     run = sim.token(gen.tokens[-1])
+    observe(DIE.kv_tokens, run, None)
     assert run.status == chip.STATUS_KV_OVERFLOW and run.beats == [] and sim.position == DIE.kv_tokens
     with pytest.raises(ChipStatusError, match="KV_OVERFLOW: the KV cache holds 128 positions"):
-        generate(model, sim, [5], n_new=DIE.kv_tokens + 1)
+        generate(model, sim, [5], n_new=DIE.kv_tokens + 1, observe=observe)
 
 
-def test_bad_token_is_refused_and_nothing_runs(models):
+def test_bad_token_is_refused_and_nothing_runs(models, run_record):
     model = models["q4_1-gqa2-v301"]
     sim = chip_for(model)
     sim.reset()
     run = sim.token(model.config.vocab)
+    run_record.observer(model, sim)(0, run, None)
     assert run.status == chip.STATUS_BAD_TOKEN and run.beats == [] and sim.position == 0
     ok = sim.token(model.config.vocab - 1)
     assert ok.status == chip.STATUS_OK and sim.position == 1
