@@ -47,6 +47,7 @@ th { background: #fafafa; }
 .bar span { background: #1565c0; display: block; height: 10px; border-radius: 3px; }
 .holes code { display: inline-block; margin: 1px 6px 1px 0; color: #a50e0e; }
 .finding { color: #a50e0e; font-weight: 600; }
+.cov-group td:nth-child(-n+3), .code-block td:nth-child(-n+3) { white-space: nowrap; }
 """
 
 
@@ -173,7 +174,8 @@ def _history(run: RunData) -> str:
         f"<td>{escape(str(r.get('passed', '')))}</td><td>{escape(str(r.get('failed', '')))}</td>"
         f"<td>{escape(str(r.get('error', '')))}</td><td>{escape(_pct(r.get('functional_coverage')))}</td>"
         f"<td>{escape(_pct(r.get('code_coverage')))}</td></tr>" for r in reversed(records[-HISTORY_ROWS:]))
-    return (f'<section id="history"><h2>History</h2><p>{len(records)} runs (this one last).</p>{trend_svg(records)}'
+    runs = f"{len(records)} run" if len(records) == 1 else f"{len(records)} runs"
+    return (f'<section id="history"><h2>History</h2><p>{runs} (this one last).</p>{trend_svg(records)}'
             "<table><tr><th>run</th><th>tests</th><th>passed</th><th>failed</th><th>errors</th>"
             f"<th>functional coverage</th><th>code coverage</th></tr>{rows}</table></section>")
 
