@@ -92,11 +92,12 @@ def _failures(run: RunData) -> str:
         repro = "".join(f'<pre class="reproduce">{escape(cmd)}</pre>' for cmd in group.reproductions) or \
             '<p class="muted">no reproduction command recorded</p>'
         tests = "".join(f"<li><code>{escape(t.test_id)}</code> <span class='muted'>{escape(_first_line(t))}</span>"
-                        f"</li>" for t in group.tests)
+                        + "".join(f'<pre class="test-reproduce">{escape(cmd)}</pre>' for cmd in t.reproductions)
+                        + "</li>" for t in group.tests)
         parts.append(f'<article class="failure-group" data-count="{n}">'
                      f'<h3><span class="count">{n} {"test" if n == 1 else "tests"}</span>: '
                      f'<code class="signature">{escape(group.signature)}</code></h3>'
-                     f'<p>seeds: <span class="seeds">{seeds}</span></p>{repro}'
+                     f'<p>seeds: <span class="seeds">{seeds}</span></p><p>reproduce:</p>{repro}'
                      f'<details{" open" if n <= 5 else ""}><summary>tests</summary><ul>{tests}</ul></details>'
                      f"</article>")
     return "".join(parts) + "</section>"

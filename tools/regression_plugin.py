@@ -8,7 +8,8 @@ recorded (fixture `run_record`): functional_coverage.json (cosim/functional_cove
 perf.json (raw samples). The controller then merges every worker's files into
 RUN/functional_coverage.json and RUN/perf.json. Files of an earlier run are cleared first.
 
-Every failing test gets a JUnit property `reproduce`: the one-line command that runs it again.
+Every failing test whose failure text carries no "reproduce:" line of its own gets a JUnit
+property `reproduce`: the one-line command that runs it again (tools/run_results.py reads both).
 A test may record a `seed` property (record_property) when its stimulus comes from one.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import statistics
@@ -29,6 +31,7 @@ from .cosim.functional_coverage import ChainedRunCoverage, Coverage, merge_files
 COVERAGE_FILE, PERF_FILE, JUNIT_FILE, WORKERS_DIR = "functional_coverage.json", "perf.json", "junit.xml", "workers"
 PERF_FORMAT = 1
 RECORD = pytest.StashKey["RunRecord"]()
+REPRODUCE_LINE = re.compile(r"^(?:E\s)?\s*reproduce:", re.MULTILINE)
 
 
 @dataclass
@@ -127,7 +130,7 @@ def pytest_sessionfinish(session) -> None:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     report = yield
-    if report.failed and all(name != "reproduce" for name, _ in item.user_properties):
+    if report.failed and not _carries_reproduction(item, report):
         item.user_properties.append(("reproduce", reproduce_command(item.nodeid)))  # JUnit reads it at teardown
     return report
 
@@ -148,6 +151,11 @@ def worker_run_dir(request, tmp_path_factory) -> Path:
     path = run_dir / WORKERS_DIR / _worker_id(config)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def _carries_reproduction(item, report) -> bool:
+    return any(name == "reproduce" for name, _ in item.user_properties) or \
+        REPRODUCE_LINE.search(report.longreprtext) is not None
 
 
 def _worker_id(config) -> str:

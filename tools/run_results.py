@@ -13,7 +13,9 @@ The run directory (tools/regression_plugin.py writes most of it):
     history.jsonl             one JSON record per run (history_record), oldest first
 
 Conventions read from the JUnit XML, for each failing test:
-    reproduction  a property named `reproduce`, or a line of the failure text starting with "reproduce:"
+    reproduction  properties named `reproduce`, and lines of the failure text starting with "reproduce:"
+                  (pytest's "E" prefix allowed); a failure may carry several (a `hardwire run` and a pytest
+                  command, say), each a whole command on one line
     seeds         properties named `seed` or `*_seed`, or "seed: N", "seed=N", "--hypothesis-seed=N",
                   "@seed(N)" in the failure text
 """
@@ -38,7 +40,7 @@ _PATH = re.compile(r"(?:[A-Za-z]:)?(?:[\w.~-]*[/\\])+[\w.-]*")
 _ADDRESS = re.compile(r"\b0x[0-9a-fA-F]+\b")
 _NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
 _SEED = re.compile(r"(?:--hypothesis-seed=|@seed\(|\bseed\s*[:=]\s*)(-?\d+)", re.IGNORECASE)
-_REPRODUCE = re.compile(r"^\s*reproduce:\s*(.+?)\s*$", re.MULTILINE)
+_REPRODUCE = re.compile(r"^(?:E\s)?\s*reproduce:\s*(.+?)\s*$", re.MULTILINE)
 
 
 def failure_signature(message: str) -> str:
@@ -52,7 +54,7 @@ def failure_signature(message: str) -> str:
 
 
 @dataclass
-class TestResult:
+class CaseResult:
     classname: str
     name: str
     status: str  # one of STATUSES
@@ -72,12 +74,10 @@ class TestResult:
         return sorted(set(found), key=found.index)
 
     @property
-    def reproduce(self) -> str | None:
-        for key, value in self.properties:
-            if key == "reproduce":
-                return value
-        match = _REPRODUCE.search(f"{self.message}\n{self.text}")
-        return match.group(1) if match else None
+    def reproductions(self) -> list[str]:
+        found = [value for key, value in self.properties if key == "reproduce"]
+        found += _REPRODUCE.findall(f"{self.message}\n{self.text}")
+        return list(dict.fromkeys(found))
 
     @property
     def signature(self) -> str:
@@ -87,7 +87,7 @@ class TestResult:
 @dataclass
 class FailureGroup:
     signature: str
-    tests: list[TestResult]
+    tests: list[CaseResult]
 
     @property
     def seeds(self) -> list[str]:
@@ -95,12 +95,13 @@ class FailureGroup:
 
     @property
     def reproductions(self) -> list[str]:
-        return list(dict.fromkeys(t.reproduce for t in self.tests if t.reproduce))
+        """The commands of the group's first failure that has any: one cause, one place to start."""
+        return next((t.reproductions for t in self.tests if t.reproductions), [])
 
 
-def group_failures(tests: list[TestResult]) -> list[FailureGroup]:
+def group_failures(tests: list[CaseResult]) -> list[FailureGroup]:
     """Failed and erroring tests by signature, the largest group first."""
-    groups: dict[str, list[TestResult]] = {}
+    groups: dict[str, list[CaseResult]] = {}
     for test in tests:
         if test.status in ("failed", "error"):
             groups.setdefault(test.signature, []).append(test)
@@ -119,7 +120,7 @@ def _natural(text: str):
 class RunData:
     run_dir: Path
     suite: dict
-    tests: list[TestResult]
+    tests: list[CaseResult]
     run_id: str
     coverage: Coverage | None = None
     code_coverage: dict | None = None
@@ -144,7 +145,7 @@ def load_run(run_dir: Path) -> RunData:
                    read_history(run_dir / HISTORY_FILE))
 
 
-def read_junit(path: Path) -> tuple[dict, list[TestResult]]:
+def read_junit(path: Path) -> tuple[dict, list[CaseResult]]:
     try:
         root = ET.parse(path).getroot()
     except ET.ParseError as exc:
@@ -156,9 +157,9 @@ def read_junit(path: Path) -> tuple[dict, list[TestResult]]:
     return suite, [_test_result(case) for case in root.iter("testcase")]
 
 
-def _test_result(case: ET.Element) -> TestResult:
+def _test_result(case: ET.Element) -> CaseResult:
     props = [(p.get("name", ""), p.get("value", "")) for p in case.iter("property")]
-    result = TestResult(case.get("classname", ""), case.get("name", "?"), "passed", _float(case.get("time")),
+    result = CaseResult(case.get("classname", ""), case.get("name", "?"), "passed", _float(case.get("time")),
                         properties=props)
     for tag, status in (("failure", "failed"), ("error", "error"), ("skipped", "skipped")):
         element = case.find(tag)

@@ -15,6 +15,7 @@ from hardwire.dashboard import render, trend_svg
 from hardwire.regression_plugin import merge_run_dir
 from hardwire.run_results import (
     HISTORY_FILE,
+    CaseResult,
     append_history,
     coverage_groups,
     failure_signature,
@@ -61,6 +62,17 @@ def test_failures_group_by_signature_with_their_seeds_and_reproductions(run_dir)
     assert mismatch.seeds == ["4", "5"] and mismatch.reproductions == [synth.REPRODUCE_A]
     assert other.seeds == ["77"] and other.reproductions == [synth.REPRODUCE_OTHER]  # from the failure text
     assert all(t.status == "error" for t in other.tests)
+
+
+def test_every_reproduce_line_of_a_failure_counts_even_behind_pytests_prefix():
+    text = ("E   AssertionError: (layer 1, op q, position 0): element 5 expected 12, got 13 at cycle 123\n"
+            "E     reproduce: hardwire run --model m.gguf --die hw-tiny --prompt-ids 3,257 --tokens 6\n"
+            "E     reproduce: python -m pytest 'tests/a.py::test_b[x]' -n 0\n")
+    test = CaseResult("tests.a", "test_b[x]", "failed", message=synth.MISMATCH_A, text=text,
+                      properties=[("reproduce", "python -m pytest 'tests/a.py::test_b[x]' -n 0")])
+    assert test.reproductions == ["python -m pytest 'tests/a.py::test_b[x]' -n 0",
+                                  "hardwire run --model m.gguf --die hw-tiny --prompt-ids 3,257 --tokens 6"]
+    assert CaseResult("t", "n", "failed", text="no such line here; reproduce: not at a line start").reproductions == []
 
 
 # --- the page --------------------------------------------------------------------------------------

@@ -11,7 +11,9 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-FAKE_SUITE = '''
+from hardwire.run_results import read_junit
+
+FAKE_SUITE = r'''
 import os
 
 import pytest
@@ -28,6 +30,10 @@ def test_hits(run_record, worker_run_dir, n):
 def test_fails(record_property):
     record_property("seed", 7)
     assert 1 == 2, "(layer 0, op q, position 1): element 2 expected 3, got 4 at cycle 5"
+
+
+def test_explains_itself():
+    assert 1 == 2, "(layer 0, op k, position 1): element 2 expected 3, got 4 at cycle 5\nreproduce: hardwire run -x"
 '''
 
 
@@ -40,7 +46,7 @@ def run_fake_suite(tmp_path, *args):
                              "no:cacheprovider", "--hw-run-dir", str(run_dir), "--junitxml", str(run_dir / "junit.xml"),
                              "-q", *args, "test_fake.py"], cwd=tmp_path, capture_output=True, text=True, env=env,
                             timeout=300)
-    assert result.returncode == 1, result.stdout + result.stderr  # test_fails fails, everything else passes
+    assert result.returncode == 1, result.stdout + result.stderr  # two tests fail, everything else passes
     return run_dir
 
 
@@ -61,11 +67,15 @@ def test_workers_write_their_own_files_and_the_controller_merges_them(tmp_path, 
 
 def test_a_failure_carries_its_reproduction_and_seed_into_junit(tmp_path):
     run_dir = run_fake_suite(tmp_path, "-n", "2")
-    case = next(c for c in ET.parse(run_dir / "junit.xml").getroot().iter("testcase") if c.get("name") == "test_fails")
-    props = {p.get("name"): p.get("value") for p in case.iter("property")}
-    assert props == {"seed": "7", "reproduce": "pytest test_fake.py::test_fails"}
-    passing = [c for c in ET.parse(run_dir / "junit.xml").getroot().iter("testcase") if c.get("name") != "test_fails"]
-    assert len(passing) == 6 and not any(p.get("name") == "reproduce" for c in passing for p in c.iter("property"))
+    cases = {c.get("name"): c for c in ET.parse(run_dir / "junit.xml").getroot().iter("testcase")}
+    props = {name: {p.get("name"): p.get("value") for p in case.iter("property")} for name, case in cases.items()}
+    assert props.pop("test_fails") == {"seed": "7", "reproduce": "pytest test_fake.py::test_fails"}
+    assert props.pop("test_explains_itself") == {}  # its failure text already says how
+    assert len(props) == 6 and not any(props.values())  # passing tests carry nothing
+    tests = {t.name: t for t in read_junit(run_dir / "junit.xml")[1]}
+    assert tests["test_explains_itself"].reproductions == ["hardwire run -x"]
+    assert tests["test_fails"].reproductions == ["pytest test_fake.py::test_fails"]
+    assert tests["test_fails"].seeds == ["7"]
 
 
 def test_a_new_run_clears_the_last_one(tmp_path):
