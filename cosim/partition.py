@@ -69,6 +69,7 @@ def bridge_verilog(module: str, pins: list[Pin]) -> str:
     return f"""\
 // Simulation bridge (hardwire.cosim.partition): `{module}` evaluated as a separately Verilated model.
 /* verilator lint_off UNUSEDSIGNAL */
+/* verilator lint_off MULTIDRIVEN */  // the three evaluation triggers share one task
 module {module} (
 {ports}
 );

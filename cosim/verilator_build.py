@@ -54,6 +54,8 @@ NATIVE_RUN_SYMBOL = "hw_run_cycles"
 # $time) instead of pyverilator's main_time, which every eval advances; otherwise Verilator
 # refuses a second model of the same library in one process ("time is non-zero").
 CXX_FLAGS = "-std=c++17 -DVL_TIME_CONTEXT"
+# a part (partition.py) is where a whole model's cycles are spent: optimised for speed, not size
+PART_OPT = "OPT_FAST=-O2"
 
 # Runs whole clock cycles without returning to Python. One cycle is exactly what
 # pyverilator's Clock.tick() does: clock high, eval, clock low, eval.
@@ -138,6 +140,7 @@ class BuildPlan:
             "native_run": _sha256(self.native_cpp.encode()),
             "verilator_args": self.verilator_args,
             "cxx_flags": CXX_FLAGS,
+            "part_opt": PART_OPT,
             "parts": [[p.module, p.prefix, {name: _sha256(text.encode()) for name, text in p.sources}]
                       for p in self.parts],
         }
@@ -352,7 +355,7 @@ def _verilate_part(directory: Path, part: Part) -> Path:
         result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
         raise HardwireError(f"Verilator rejected part '{part.module}': {_first_error(result.stderr)}")
-    _make(obj, part.prefix[1:], directory, target=f"{part.prefix}__ALL.a")
+    _make(obj, part.prefix[1:], directory, target=f"{part.prefix}__ALL.a", options=(PART_OPT,))
     return obj
 
 
@@ -361,11 +364,11 @@ def _first_error(text: str) -> str:
     return errors[0].strip()
 
 
-def _make(obj: Path, top: str, staging: Path, target: str | None = None) -> None:
+def _make(obj: Path, top: str, staging: Path, target: str | None = None, options: Sequence[str] = ()) -> None:
     """pyverilator's own make step, plus -j and the wheel's missing precompiled-header flag:
     its verilated.mk has an empty CFG_CXXFLAGS_PCH_I, which breaks every split model."""
     cmd = ["make", "-C", str(obj), "-f", f"V{top}.mk", f"-j{os.cpu_count() or 1}", "LDFLAGS=-fPIC -shared",
-           "CFG_CXXFLAGS_PCH_I=-include", *([target] if target else [])]
+           "CFG_CXXFLAGS_PCH_I=-include", *options, *([target] if target else [])]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
         raise HardwireError(f"C++ build of '{top}' failed: {_first_error(result.stderr)}; the build is kept in "
