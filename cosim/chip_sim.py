@@ -7,6 +7,9 @@ Three caches, each keyed by a content hash and published atomically under a lock
     metal/<sha>   a model's via maps, keyed by metal_sha256
     builds/<key>  the Verilator library of a base grid (verilator_build), the same for every
                   model on the die: the via maps are loaded when a model instance starts
+
+The tile and the head are Verilated as parts of their own and stepped through a bridge
+(cosim/partition.py), so an idle unit costs nothing.
 """
 
 from __future__ import annotations

@@ -1,0 +1,82 @@
+"""Benchmark: cold and warm build times of a die, against the small die as the baseline.
+
+Each build runs `hardwire build` in a fresh process. "Cold" starts from an empty build cache
+(grid conversion, metal, Verilator and the C++ compile); "warm" repeats it on the filled cache
+(the cached build loaded with the model's via maps). The baseline is the same pair for a small
+synthetic model on hw-tiny, measured in the same run; the ratios divide by it. Medians over
+--repeats cold/warm pairs:
+
+    python tools/bench_build.py --model smollm2-135m --die hw-s135 --repeats 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from hardwire.golden.models import resolve_model
+from hardwire.golden.synth import SynthSpec, write_synthetic
+
+BASELINE_DIE = "hw-tiny"
+BASELINE_SPEC = SynthSpec(layers=2, d_model=128, d_ffn=256, heads=2, kv_heads=1, vocab=301, seed=4)
+
+
+def build_once(model: Path, die: str, cache: Path, out: Path) -> dict:
+    """One `hardwire build` in its own process on cache `cache`: its manifest and wall time."""
+    env = {**os.environ, "HARDWIRE_CACHE": str(cache)}
+    cmd = [sys.executable, "-m", "hardwire.cli", "build", "--model", str(model), "--die", die, "--out", str(out),
+           "--json"]
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise SystemExit(f"hardwire build failed on {die}: {done.stderr.strip().splitlines()[-1:]}")
+    return {**json.loads(done.stdout), "wall_s": wall}
+
+
+def cold_and_warm(model: Path, die: str, repeats: int, scratch: Path) -> dict:
+    cold, warm = [], []
+    for i in range(repeats):
+        cache = scratch / f"{die}-{i}"
+        first = build_once(model, die, cache, scratch / "out")
+        second = build_once(model, die, cache, scratch / "out")
+        if first["cache_hit"] or not second["cache_hit"]:
+            raise SystemExit(f"{die}: expected a cold then a warm build, got cache_hit "
+                             f"{first['cache_hit']} then {second['cache_hit']}")
+        cold.append(first["wall_s"])
+        warm.append(second["wall_s"])
+    return {"cold_s": statistics.median(cold), "warm_s": statistics.median(warm), "cold_runs": cold,
+            "warm_runs": warm}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--die", default="hw-s135")
+    ap.add_argument("--repeats", type=int, default=1, help="cold/warm pairs per die (a cold build takes minutes)")
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="hardwire-bench-build-") as tmp:
+        scratch = Path(tmp)
+        baseline_model = write_synthetic(BASELINE_SPEC, scratch / "baseline.gguf")
+        base = cold_and_warm(baseline_model, BASELINE_DIE, args.repeats, scratch)
+        target = cold_and_warm(resolve_model(args.model), args.die, args.repeats, scratch)
+    json.dump({
+        "model": args.model, "die": args.die, **target,
+        "baseline": {"die": BASELINE_DIE, **base},
+        "cold_over_baseline": target["cold_s"] / base["cold_s"],
+        "warm_over_baseline": target["warm_s"] / base["warm_s"],
+        "repeats": args.repeats,
+    }, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
