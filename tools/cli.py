@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import chip_cli, report_cli
+from . import chip_cli, report_cli, verify_cli
 from .console import Console
 from .golden.errors import HardwireError
 
@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     chip_cli.add_build(sub, EPILOG, _model_arg, _json_arg)
     chip_cli.add_run(sub, EPILOG, _model_arg, _json_arg)
     chip_cli.add_demo(sub, EPILOG, _json_arg)
+    verify_cli.add_verify(sub, EPILOG, _model_arg, _json_arg)
     report_cli.add_report(sub, EPILOG, _json_arg)
     return parser
 
