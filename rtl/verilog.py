@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import re
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import myhdl
+from myhdl import ToVerilogWarning
 from myhdl import _block as myhdl_block
 
 from hardwire.golden.errors import HardwireError
@@ -23,7 +25,9 @@ def to_verilog(elaborate: Callable[[], object], name: str) -> str:
         raise HardwireError(f"Verilog module name '{name}' is not an identifier")
     _fresh_instance_names()
     design = elaborate()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        # MyHDL's unread/undriven notes repeat what Verilator's lint reports with context
+        warnings.simplefilter("ignore", ToVerilogWarning)
         # every option is passed each time: MyHDL keeps them in one global converter object
         design.convert(hdl="Verilog", path=tmp, name=name, testbench=False, trace=False,
                        timescale="1ns/10ps", no_myhdl_header=True, header="", initial_values=False)
