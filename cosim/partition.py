@@ -68,6 +68,7 @@ def bridge_verilog(module: str, pins: list[Pin]) -> str:
     wake = " or ".join(f"{edge} {name}" for name in WAKE_EVENTS for edge in ("posedge", "negedge"))
     return f"""\
 // Simulation bridge (hardwire.cosim.partition): `{module}` evaluated as a separately Verilated model.
+`timescale 1ns/10ps
 /* verilator lint_off UNUSEDSIGNAL */
 /* verilator lint_off MULTIDRIVEN */  // the three evaluation triggers share one task
 module {module} (
