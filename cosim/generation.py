@@ -42,6 +42,16 @@ class ChipStatusError(HardwireError):
 
 
 @dataclass
+class FailedToken:
+    """The token whose check failed: its position, the chip's run and the golden trace."""
+
+    position: int
+    token: int
+    run: TokenRun
+    trace: Trace
+
+
+@dataclass
 class Generation:
     prompt: list[int]
     tokens: list[int] = field(default_factory=list)  # generated on the chip
@@ -52,6 +62,7 @@ class Generation:
     beats: int = 0
     mismatch: Mismatch | None = None
     missing: list[tuple[int, str, int]] = field(default_factory=list)
+    failed: FailedToken | None = None  # the token that failed, kept for failure artifacts
 
     @property
     def bit_exact(self) -> bool:
@@ -93,6 +104,7 @@ def generate(model: Model, sim: ChipSim, prompt: list[int], n_new: int,
         expected = _golden_step(golden, cache, token, gen)
         _record(gen, run)
         if not _check(gen, model, run, expected, position):
+            gen.failed = FailedToken(position, token, run, expected)
             break
         if observe:
             observe(position, run, expected)

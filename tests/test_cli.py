@@ -97,3 +97,19 @@ def test_token_id_beyond_vocab(synth_model):
 def test_help_lists_commands():
     out = hardwire("--help").stdout
     assert "synth" in out and "eval" in out and "exit codes" in out
+
+
+def test_run_bad_prompt_ids(synth_model_path):
+    assert_one_line_error(hardwire("run", "--model", synth_model_path, "--prompt-ids", "3,x"),
+                          "--prompt-ids must be comma-separated token ids")
+
+
+def test_run_via_maps_not_a_directory(synth_model_path, tmp_path):
+    assert_one_line_error(hardwire("run", "--model", synth_model_path, "--die", "hw-tiny", "--via-maps",
+                                   tmp_path / "none"), "is not a directory")
+
+
+def test_run_via_maps_incomplete(synth_model_path, tmp_path):
+    (tmp_path / "straps.hex").write_text("")
+    assert_one_line_error(hardwire("run", "--model", synth_model_path, "--die", "hw-tiny", "--via-maps", tmp_path),
+                          "via maps of die hw-tiny, e.g. tile00_ucode.hex")

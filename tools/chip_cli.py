@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import shlex
 import shutil
 import time
 from dataclasses import dataclass
@@ -14,6 +16,7 @@ from .golden.errors import HardwireError
 
 EXIT_OK, EXIT_MISMATCH = 0, 1
 DEMO_PROMPT = "The capital of France is"
+FAILURES_DIR = Path("hardwire-failures")
 
 
 def add_die_arg(p: argparse.ArgumentParser) -> None:
@@ -41,8 +44,9 @@ class Printed:
                 "cache_hit": self.cache_hit}
 
 
-def print_model(console: Console, model_spec: str, die_name: str | None) -> Printed:
-    """Fetch the model, fit it to a die, write its metal and build (or reuse) the chip."""
+def print_model(console: Console, model_spec: str, die_name: str | None, via_maps: Path | None = None) -> Printed:
+    """Fetch the model, fit it to a die, write its metal and build (or reuse) the chip.
+    via_maps: run the chip on these via maps instead of the model's own metal (a mutated metal)."""
     from .cosim.chip_sim import ChipSim, grid_sources, metal_maps
     from .golden.gguf_model import load_model
     from .rtl import metal as metal_gen
@@ -54,6 +58,8 @@ def print_model(console: Console, model_spec: str, die_name: str | None) -> Prin
     with console.status(f"printing {model_spec} onto {die.name}: metal, base grid and Verilator build"):
         image = metal_gen.generate(model, die)
         maps, maps_hit = metal_maps(image)
+        if via_maps is not None:
+            maps = check_via_maps(Path(via_maps), die)
         sources, grid_hit = grid_sources(die)
         sim = ChipSim(die, maps)
     return Printed(model, die, image, maps, sources, sim, time.perf_counter() - t0,
@@ -102,6 +108,8 @@ def add_run(sub, epilog: str, model_arg, json_arg) -> None:
     model_arg(p)
     add_die_arg(p)
     add_generation_args(p)
+    p.add_argument("--via-maps", type=Path, default=None,
+                   help="run the chip on the via maps in this directory instead of the model's own metal")
     json_arg(p)
     p.set_defaults(handler=run_run)
 
@@ -118,7 +126,11 @@ def add_demo(sub, epilog: str, json_arg) -> None:
 
 def add_generation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt", default=DEMO_PROMPT, help="the prompt text (default: %(default)r)")
+    p.add_argument("--prompt-ids", default=None, help="the prompt as comma-separated token ids (instead of --prompt)")
     p.add_argument("--tokens", type=int, default=8, help="tokens to generate (default: %(default)s)")
+    p.add_argument("--artifacts", type=Path, default=None,
+                   help=f"where a mismatch writes its traces, waveform and reproduce command "
+                        f"(default: {FAILURES_DIR}/<time>-<hash>)")
 
 
 def run_run(args, console: Console) -> int:
@@ -127,18 +139,28 @@ def run_run(args, console: Console) -> int:
 
     if args.tokens < 1:
         raise HardwireError(f"--tokens must be at least 1, not {args.tokens}")
-    printed = print_model(console, args.model, args.die)
+    ids = parse_prompt_ids(args.prompt_ids) if args.prompt_ids is not None else None
+    via_maps = getattr(args, "via_maps", None)
+    printed = print_model(console, args.model, args.die, via_maps)
     tokenizer = GGUFTokenizer(printed.model.tokenizer_meta)
-    prompt = tokenizer.encode(args.prompt)
+    prompt = ids if ids is not None else tokenizer.encode(args.prompt)
     if not prompt:
         raise HardwireError("the prompt encodes to no tokens")
     with console.progress("generating on the chip", total=args.tokens) as advance:
         gen = generate(printed.model, printed.sim, prompt, args.tokens,
                        on_token=lambda g: advance(len(g.tokens)))
     report = run_report(printed, gen, tokenizer)
-    console.result(report, title=f"{args.model} on {printed.die.name}")
+    artifacts = None
     if gen.mismatch is not None:
+        command = reproduce_command(args.model, printed.die.name, args.tokens, prompt=args.prompt,
+                                    prompt_ids=ids, via_maps=via_maps)
+        artifacts = write_artifacts(args.artifacts, printed, gen, command)
+        report["failure"] = {"directory": str(artifacts.directory), "traces": str(artifacts.traces),
+                             "waveform": str(artifacts.waveform), "reproduce": command}
+    console.result(report, title=f"{args.model} on {printed.die.name}")
+    if artifacts is not None:
         console.error(f"the chip departs from the golden reference at {gen.mismatch}")
+        console.err.print(artifacts.summary(), markup=False, soft_wrap=True)
         return EXIT_MISMATCH
     if not gen.bit_exact:
         console.error(f"the chip's output is incomplete: taps never seen {gen.missing[:3]}")
@@ -168,3 +190,54 @@ def run_report(printed: Printed, gen, tokenizer) -> dict:
         "build_s": round(printed.build_s, 2),
         "cache_hit": printed.cache_hit,
     }
+
+
+def parse_prompt_ids(text: str) -> list[int]:
+    try:
+        ids = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise HardwireError(f"--prompt-ids must be comma-separated token ids, not {text!r}") from None
+    if any(i < 0 for i in ids):
+        raise HardwireError(f"--prompt-ids holds a negative token id: {text!r}")
+    return ids
+
+
+def check_via_maps(directory: Path, die) -> Path:
+    """A via-map directory that holds every map the die's ROM macros load."""
+    from .cosim.chip_sim import map_names
+
+    if not directory.is_dir():
+        raise HardwireError(f"--via-maps {directory} is not a directory")
+    missing = [name for name in map_names(die) if not (directory / f"{name}.hex").is_file()]
+    if missing:
+        raise HardwireError(f"--via-maps {directory} lacks {len(missing)} via maps of die {die.name}, "
+                            f"e.g. {missing[0]}.hex")
+    return directory.resolve()
+
+
+def reproduce_command(model: str, die: str, tokens: int, prompt: str | None = None,
+                      prompt_ids: list[int] | None = None, via_maps: Path | None = None) -> str:
+    """The `hardwire run` command line that runs the same model, die, prompt and metal again."""
+    model_path = Path(model)
+    argv = ["hardwire", "run", "--model", str(model_path.resolve()) if model_path.exists() else model,
+            "--die", die]
+    if prompt_ids is not None:
+        argv += ["--prompt-ids", ",".join(map(str, prompt_ids))]
+    else:
+        argv += ["--prompt", prompt if prompt is not None else DEMO_PROMPT]
+    argv += ["--tokens", str(tokens)]
+    if via_maps is not None:
+        argv += ["--via-maps", str(Path(via_maps).resolve())]
+    return shlex.join(argv)
+
+
+def write_artifacts(directory: Path | None, printed: Printed, gen, command: str):
+    """Traces, waveform and the reproduce command of a mismatch, in `directory` or a new one."""
+    from .cosim.failure import write_chip_failure
+
+    if directory is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        directory = FAILURES_DIR / f"{stamp}-{hashlib.sha256(command.encode()).hexdigest()[:8]}"
+    if directory.exists() and not directory.is_dir():
+        raise HardwireError(f"--artifacts {directory} exists and is not a directory")
+    return write_chip_failure(directory, printed.die, printed.maps, gen, printed.model.config.n_layers, command)

@@ -43,13 +43,12 @@ def chip_for(model, image=None) -> ChipSim:
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_generation_is_bit_exact(models, name, run_record, record_property):
+def test_generation_is_bit_exact(models, name, run_record, record_property, explain_failure):
     record_property("seed", MODELS[name].seed)
-    model = models[name]
+    model, prompt = models[name], [3, 257, 42, 11]
     sim = chip_for(model)
-    gen = generate(model, sim, [3, 257, 42, 11], n_new=6, observe=run_record.observer(model, sim))
-    assert gen.mismatch is None, f"{name}: {gen.mismatch}"
-    assert not gen.missing, f"{name}: taps never seen: {gen.missing[:4]}"
+    gen = generate(model, sim, prompt, n_new=6, observe=run_record.observer(model, sim))
+    assert gen.mismatch is None and not gen.missing, explain_failure(sim, gen, model, prompt, 6)
     assert len(gen.tokens) == 6 and gen.tokens == gen.golden_tokens
     assert gen.beats > 0 and all(c > 0 for c in gen.cycles)
 
@@ -95,13 +94,15 @@ def test_bad_token_is_refused_and_nothing_runs(models, run_record):
     ("head_weights", 0, 0, 0x01, 3, "logits"),  # the LM head, after the 3 layers (untied head)
     ("tile02_ucode", 2, 1, 0x02, 2, "q"),  # microcode: layer 2's W_q reads its input one block off
 ])
-def test_a_flipped_via_bit_fails_at_its_layer_and_op(models, rom, word, byte, mask, layer, op):
-    model = models["q4_0-gqa4-untied-v517"]
+def test_a_flipped_via_bit_fails_at_its_layer_and_op(models, rom, word, byte, mask, layer, op, explain_failure):
+    model, prompt = models["q4_0-gqa4-untied-v517"], [3, 257, 42]
     image = metal.generate(model, DIE)
     flipped = image.roms[rom].words.copy()
     flipped[word, byte] ^= mask
     image.roms[rom] = dataclasses.replace(image.roms[rom], words=flipped)
-    gen = generate(model, chip_for(model, image), [3, 257, 42], n_new=2)
+    maps, _ = metal_maps(image)
+    sim = ChipSim(DIE, maps)
+    gen = generate(model, sim, prompt, n_new=2)
     assert gen.mismatch is not None, f"a flipped bit in {rom} went unnoticed"
-    assert (gen.mismatch.layer, gen.mismatch.op) == (layer, op), str(gen.mismatch)
+    assert (gen.mismatch.layer, gen.mismatch.op) == (layer, op), explain_failure(sim, gen, model, prompt, 2, maps)
     assert np.int64(gen.mismatch.expected) != np.int64(gen.mismatch.actual)

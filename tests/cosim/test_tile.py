@@ -84,11 +84,11 @@ def blocks_of(tap, exps=True):
             for b in range(len(mant) // 32)]
 
 
-def check(trace, run, layer, position, want_ops):
+def check(trace, run, layer, position, want_ops, explain):
     board = Scoreboard(trace)
     for beat in run.taps:
         mismatch = board.check(layer, position, beat.op, beat.block, beat.exp, beat.words, beat.cycle)
-        assert mismatch is None, str(mismatch)
+        assert mismatch is None, explain(trace, run, layer, position, mismatch)
     assert {op for (_, op, _) in board.checked} == set(want_ops)
     for op in want_ops:  # every block of every checked op arrived
         assert board.checked[(layer, op, position)] == -(-len(trace.taps[(layer, op, position)][0]) // 32)
@@ -96,35 +96,35 @@ def check(trace, run, layer, position, want_ops):
 
 
 @pytest.mark.parametrize("position", range(POSITIONS))
-def test_norm_projections_and_rope(bench, golden, position):
+def test_norm_projections_and_rope(bench, golden, position, explain_tile_failure):
     sim, entries = bench
     run = sim.run(blocks_of(golden.taps[(-1, "embed", position)]), position, entries["qkv"])
-    board = check(golden, run, 0, position, ["attn_norm", "q", "k", "v"])
+    board = check(golden, run, 0, position, ["attn_norm", "q", "k", "v"], explain_tile_failure)
     for op in ("attn_norm", "q", "k", "v"):
         assert board.checked[(0, op, position)] == len(golden.taps[(0, op, position)][0]) // 32
 
 
-def test_output_projection_and_residual(bench, golden, synth_model):
+def test_output_projection_and_residual(bench, golden, synth_model, explain_tile_failure):
     sim, entries = bench
     upstream = blocks_of(golden.taps[(-1, "embed", 1)]) + blocks_of(golden.taps[(0, "attn", 1)])
     run = sim.run(upstream, 1, entries["o"])
-    check(golden, run, 0, 1, ["o", "resid_attn"])
+    check(golden, run, 0, 1, ["o", "resid_attn"], explain_tile_failure)
 
 
-def test_ffn_half_and_send(bench, golden):
+def test_ffn_half_and_send(bench, golden, explain_tile_failure):
     sim, entries = bench
     run = sim.run(blocks_of(golden.taps[(0, "resid_attn", 2)]), 2, entries["ffn"])
-    check(golden, run, 0, 2, ["ffn_norm", "ffn_act", "down", "resid_ffn"])
+    check(golden, run, 0, 2, ["ffn_norm", "ffn_act", "down", "resid_ffn"], explain_tile_failure)
     assert np.concatenate([d[0] for d in run.down]).tolist() == golden.taps[(0, "resid_ffn", 2)][0].tolist()
 
 
-def test_whole_layer_over_positions(bench, golden):
+def test_whole_layer_over_positions(bench, golden, explain_tile_failure):
     """The layer program as the chip runs it, token after token: the KV SRAM fills as it goes."""
     sim, entries = bench
     ops = ["attn_norm", "q", "k", "v", "attn", "o", "resid_attn", "ffn_norm", "ffn_act", "down", "resid_ffn"]
     for position in range(POSITIONS):
         run = sim.run(blocks_of(golden.taps[(-1, "embed", position)]), position, entries["layer"])
-        board = check(golden, run, 0, position, ops)
+        board = check(golden, run, 0, position, ops, explain_tile_failure)
         assert not board.missing([0], [position])
         resid = golden.taps[(0, "resid_ffn", position)][0]
         assert np.concatenate([d[0] for d in run.down]).tolist() == resid.tolist()
@@ -147,8 +147,9 @@ def test_recv_rq_add_send(bench):
     assert [d[0].tolist() for d in run.down] == spec.sat(2 * x, 48).tolist()
 
 
-def test_a_flipped_via_bit_fails_at_the_output_projection(synth_model, golden, tmp_path):
-    """One via bit of the O weights flipped in the metal: the scoreboard must stop at (0, o)."""
+def test_a_flipped_via_bit_fails_at_the_output_projection(synth_model, golden, tmp_path, explain_tile_failure):
+    """One via bit of the O weights flipped in the metal: the scoreboard must stop at (0, o), and the
+    failure's traces hold both sides."""
     image = metal.generate(synth_model, DIE)
     parts = segments(image.programs["tile00"], synth_model.config)
     wo = next(i for i in image.programs["tile00"] if i.tap == TAP_ID["o"])
@@ -167,3 +168,9 @@ def test_a_flipped_via_bit_fails_at_the_output_projection(synth_model, golden, t
     first = board.first_mismatch
     assert first is not None and (first.layer, first.op, first.position) == (0, "o", 1)
     assert first.index == 0  # row 0 reads lane 0's slot
+    text = explain_tile_failure(golden, run, 0, 1, first)
+    assert text.splitlines()[-1].startswith("reproduce: python -m pytest ")
+    data = np.load(tmp_path / "failure" / "traces.npz")
+    chip, want = data["chip/layer0/o/pos1/mant"], data["golden/layer0/o/pos1/mant"]
+    assert chip[0] == first.actual and want[0] == first.expected and chip[0] != want[0]
+    assert data["chip/layer0/o/pos1/cycle"][0] == first.cycle

@@ -43,7 +43,7 @@ def tile_images(image, layer: int) -> dict[str, RomImage]:
 
 
 @pytest.mark.parametrize("layer", LAYERS)
-def test_layer_on_the_tile(smollm2, golden, image, layer, tmp_path):
+def test_layer_on_the_tile(smollm2, golden, image, layer, tmp_path, explain_tile_failure):
     trace, positions = golden
     layout = metal.tile_layout(smollm2.config)
     sim = TileSim(tile_images(image, layer), DIE, layout.end, tmp_path, max_blocks=smollm2.config.d_model // 32)
@@ -54,6 +54,6 @@ def test_layer_on_the_tile(smollm2, golden, image, layer, tmp_path):
         board = Scoreboard(trace)
         for beat in run.taps:
             mismatch = board.check(layer, position, beat.op, beat.block, beat.exp, beat.words, beat.cycle)
-            assert mismatch is None, str(mismatch)
+            assert mismatch is None, explain_tile_failure(trace, run, layer, position, mismatch)
         assert {op for (_, op, _) in board.checked} == set(OPS)
         assert not board.missing([layer], [position])

@@ -1,0 +1,392 @@
+"""Single via-bit flips in a model's metal, and what each one means to the golden reference.
+
+A flip names a ROM, a word and a bit (LSB 0). `flipped_maps` writes a via-map directory that
+differs from the metal's own maps in that bit alone, so one chip build serves every mutant.
+
+`decode` maps the flipped bit back to what it encodes, in the metal generator's layouts
+(rtl/metal.py, rtl/units/vector.py, rtl/isa.py), and says how the golden reference can model it:
+    model        a model field or a golden table entry changes; `patch` builds the golden of the
+                 mutated metal, and comparing its trace with the original's decides whether the
+                 flip changes any golden-visible output on a stimulus (`golden_effect`)
+    unused       the bit encodes nothing the chip may read: a Q4 code's upper nibble, the offset
+                 of a format without one, a padded row or lane, microcode bits past the fields,
+                 a table word's padding, a consts header's spare bits
+    unmodelled   the change is real but outside the golden reference's terms (microcode, straps,
+                 a scale the loader would refuse as inf/NaN): only the chip can tell
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hardwire.golden.gguf_model import BLOCK, Model, QuantTensor
+from hardwire.golden.intref import IntModel, Trace
+from hardwire.rtl import metal as M
+from hardwire.rtl.die import SLOT_BITS
+from hardwire.rtl.isa import LAYOUT, Instr, field_offsets
+from hardwire.rtl.units import vector
+from hardwire.rtl.via_map import write_via_map_rows
+
+from .chip_sim import map_names
+
+SLOT_BYTES = SLOT_BITS // 8
+MODEL, UNUSED, UNMODELLED = "model", "unused", "unmodelled"
+
+
+@dataclass(frozen=True)
+class Flip:
+    rom: str
+    word: int
+    bit: int  # within the word, least significant first
+
+    def __str__(self) -> str:
+        return f"{self.rom}[{self.word}] bit {self.bit}"
+
+
+def flipped_words(image: M.Metal, flip: Flip) -> np.ndarray:
+    """The ROM's words with the bit flipped (a word past the used ones is zero before the flip)."""
+    rom = image.roms[flip.rom]
+    if not 0 <= flip.bit < rom.width or not 0 <= flip.word < rom.depth:
+        raise ValueError(f"{flip} is outside {flip.rom} ({rom.depth} words of {rom.width} bits)")
+    words = np.zeros((max(rom.used, flip.word + 1), rom.words.shape[1]), np.uint8)
+    words[:rom.used] = rom.words
+    words[flip.word, flip.bit // 8] ^= 1 << (flip.bit % 8)
+    return words
+
+
+def apply_flip(image: M.Metal, flip: Flip) -> M.Metal:
+    """A copy of the metal with one via bit flipped."""
+    rom = image.roms[flip.rom]
+    roms = {**image.roms, flip.rom: dataclasses.replace(rom, words=flipped_words(image, flip))}
+    return dataclasses.replace(image, roms=roms)
+
+
+def flipped_maps(base: Path, image: M.Metal, flip: Flip, out: Path) -> Path:
+    """A via-map directory equal to `base` (the metal's own maps) but for one bit. The other maps
+    are hard links to base's files where the file system allows (never written through)."""
+    names = map_names(image.die)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        if name != flip.rom:
+            _link_or_copy(base / f"{name}.hex", out / f"{name}.hex")
+    width, depth = names[flip.rom]
+    write_via_map_rows(out / f"{flip.rom}.hex", flipped_words(image, flip), width, depth)  # replaces, atomically
+    return out
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    dst.unlink(missing_ok=True)  # a link to the cache must be replaced, not written into
+    try:
+        os.link(src, dst)
+    except OSError:
+        dst.write_bytes(src.read_bytes())
+
+
+# --- what a flipped bit encodes --------------------------------------------------------------------
+
+Patch = Callable[[Model], IntModel]
+
+
+@dataclass
+class Decoded:
+    kind: str  # MODEL, UNUSED or UNMODELLED
+    field: str  # what the bit encodes, for people
+    patch: Patch | None = None  # MODEL: the golden reference of the mutated metal
+    mutant: Callable[[Model], Model] | None = None  # a weight flip: the model whose metal it is
+
+
+def decode(image: M.Metal, model: Model, flip: Flip) -> Decoded:
+    rom = image.roms[flip.rom]
+    if flip.word >= rom.used:
+        return Decoded(UNUSED, f"word {flip.word} past the {rom.used} words the model uses")
+    kind = _rom_kind(flip.rom)
+    return _DECODERS[kind](image, model, flip)
+
+
+def _rom_kind(name: str) -> str:
+    if name.startswith("lut_"):
+        return name
+    return name.rsplit("_", 1)[-1]  # tileNN_weights, head_consts, ... -> weights, consts, ucode; straps
+
+
+def _old_new(image: M.Metal, flip: Flip, lsb: int, bits: int) -> tuple[int, int]:
+    """The field at [lsb, lsb + bits) of the flipped word, before and after the flip."""
+    old = int.from_bytes(image.roms[flip.rom].words[flip.word].tobytes(), "little")
+    new = old ^ (1 << flip.bit)
+    mask = (1 << bits) - 1
+    return (old >> lsb) & mask, (new >> lsb) & mask
+
+
+def _signed(value: int, bits: int) -> int:
+    return value - (1 << bits) if value >> (bits - 1) else value
+
+
+# weights: the block slots of the tile and head ROMs
+
+def _tensors(image: M.Metal, model: Model, rom: str) -> list[tuple[str, QuantTensor, int, int]]:
+    """(name, tensor, first word, lanes) of every tensor in a weight ROM, in ROM order."""
+    die = image.die
+    if rom == "head_weights":
+        tied = model.lm_head is model.embed
+        parts = [("lm_head", model.lm_head)] + ([] if tied else [("embed", model.embed)])
+        lanes = die.head_lanes
+    else:
+        layer = model.layers[int(rom[4:6])]
+        parts = [(t, getattr(layer, t)) for t in M.LAYER_TENSORS]
+        lanes = die.lanes
+    out, at = [], 0
+    for name, t in parts:
+        out.append((name, t, at, lanes))
+        at += M._ceil(t.q.shape[0], lanes) // lanes * t.q.shape[1]
+    return out
+
+
+def _decode_weights(image: M.Metal, model: Model, flip: Flip) -> Decoded:
+    name, t, base, lanes = [p for p in _tensors(image, model, flip.rom) if p[2] <= flip.word][-1]
+    rows, nb = t.q.shape[:2]
+    group, block = divmod(flip.word - base, nb)
+    lane, byte = divmod(flip.bit // 8, SLOT_BYTES)
+    row, bit = group * lanes + lane, flip.bit % 8
+    where = f"{flip.rom.split('_')[0]} {name} row {row} block {block}"
+    if row >= rows:
+        return Decoded(UNUSED, f"{where}: a padded row past the tensor's {rows}")
+    layer = None if flip.rom == "head_weights" else int(flip.rom[4:6])
+    if byte < BLOCK:
+        return _decode_code(t, (layer, name), where, row, block, byte, bit)
+    if byte < BLOCK + 2:
+        return _decode_scale(t, (layer, name), where, row, block, "d_bits", (byte - BLOCK) * 8 + bit)
+    if t.m_bits is None:
+        return Decoded(UNUSED, f"{where}: offset field of a {t.qtype.name} block (no offset)")
+    return _decode_scale(t, (layer, name), where, row, block, "m_bits", (byte - BLOCK - 2) * 8 + bit)
+
+
+def _decode_code(t: QuantTensor, name: tuple, where: str, row: int, block: int, k: int, bit: int) -> Decoded:
+    """A code field: Q8_0 the byte as int8; Q4_0/Q4_1 only the low nibble is read (block_mac)."""
+    old = int(t.q[row, block, k])
+    if t.qtype.name == "Q8_0":
+        new = _signed((old & 0xFF) ^ (1 << bit), 8)
+    elif bit >= 4:
+        return Decoded(UNUSED, f"{where} code {k}: bit {bit} above a {t.qtype.name} nibble")
+    else:
+        new = old ^ (1 << bit)  # Q4_0's stored nibble is q + 8: flipping bit i of it flips bit i of q + 8
+        if t.qtype.name == "Q4_0":
+            new = ((old + 8) ^ (1 << bit)) - 8
+    q = t.q.copy()
+    q[row, block, k] = new
+    return _tensor_flip(f"{where} code {k}: {old} -> {new}", name, dataclasses.replace(t, q=q))
+
+
+def _decode_scale(t: QuantTensor, name: tuple, where: str, row: int, block: int, field: str, bit: int) -> Decoded:
+    bits = getattr(t, field).copy()
+    old = int(bits[row, block])
+    bits[row, block] = old ^ (1 << bit)
+    what = "scale d" if field == "d_bits" else "offset m"
+    label = f"{where} {what} bit {bit}: {old:#06x} -> {int(bits[row, block]):#06x}"
+    if (int(bits[row, block]) >> 10) & 0x1F == 0x1F:
+        return Decoded(UNMODELLED, f"{label} (inf/NaN: the loader refuses it)")
+    return _tensor_flip(label, name, dataclasses.replace(t, **{field: bits}))
+
+
+def _tensor_flip(label: str, where: tuple[int | None, str], new: QuantTensor) -> Decoded:
+    """The model with one tensor, (layer or None for the head, name), replaced; a tied head
+    changes with its embedding: they are one tensor in one ROM."""
+    layer, name = where
+
+    def mutant(model: Model) -> Model:
+        if layer is None:
+            tied = model.lm_head is model.embed
+            return dataclasses.replace(model, **({"embed": new, "lm_head": new} if tied else {name: new}))
+        layers = list(model.layers)
+        layers[layer] = dataclasses.replace(layers[layer], **{name: new})
+        return dataclasses.replace(model, layers=layers)
+    return Decoded(MODEL, label, lambda model: IntModel(mutant(model)), mutant)
+
+
+# consts: norm gains and their headers
+
+def _decode_consts(image: M.Metal, model: Model, flip: Flip) -> Decoded:
+    head = flip.rom == "head_consts"
+    layer = None if head else int(flip.rom[4:6])
+    region = M.gain_region(model.out_norm if head else model.layers[layer].attn_norm, model.config.d_model,
+                           model.config.rms_eps)
+    norm, offset = ("out_norm", flip.word) if head else (
+        ("attn_norm", flip.word) if flip.word < len(region) else ("ffn_norm", flip.word - len(region)))
+    where = f"{'head' if head else f'layer {layer}'} {norm}"
+    if offset == 0:
+        return _decode_norm_header(image, flip, layer, norm, where)
+    lane = flip.bit // vector.GAIN_BITS
+    index = (offset - 1) * BLOCK + lane
+    old, new = (_signed(v, vector.GAIN_BITS) for v in _old_new(image, flip, lane * vector.GAIN_BITS, vector.GAIN_BITS))
+
+    def patch(model: Model) -> IntModel:
+        golden = IntModel(model)
+        G, e_g = _norm_of(golden, layer, norm)
+        G = G.copy()
+        G[index] = new
+        _set_norm(golden, layer, norm, (G, e_g))
+        return golden
+    return Decoded(MODEL, f"{where} gain {index}: {old} -> {new}", patch)
+
+
+def _decode_norm_header(image: M.Metal, flip: Flip, layer: int | None, norm: str, where: str) -> Decoded:
+    """Header: EPS_Q in bits 63..0, e_G (8-bit two's complement) in 71..64, nothing above."""
+    eps_bits = vector.EPS_Q_BITS
+    if flip.bit >= eps_bits + 8:
+        return Decoded(UNUSED, f"{where} header bit {flip.bit}: spare")
+    if flip.bit >= eps_bits:
+        old, new = (_signed(v, 8) for v in _old_new(image, flip, eps_bits, 8))
+        if not vector.NORM_E_G_MIN <= new <= vector.NORM_E_G_MAX:
+            return Decoded(UNMODELLED, f"{where} gain exponent e_G: {old} -> {new}, outside the range where the "
+                                       "norm unit's output exponents fit the bus")
+
+        def patch(model: Model) -> IntModel:
+            golden = IntModel(model)
+            _set_norm(golden, layer, norm, (_norm_of(golden, layer, norm)[0], new))
+            return golden
+        return Decoded(MODEL, f"{where} gain exponent e_G: {old} -> {new}", patch)
+    old, new = _old_new(image, flip, 0, eps_bits)
+    if new >= 1 << 62:
+        return Decoded(UNMODELLED, f"{where} EPS_Q {old} -> {new}: past the norm unit's range")
+
+    def patch(model: Model) -> IntModel:
+        golden = _PerNormEps(model)
+        golden.eps_by_norm[id(_norm_of(golden, layer, norm))] = new
+        return golden
+    return Decoded(MODEL, f"{where} EPS_Q: {old} -> {new}", patch)
+
+
+def _norm_of(golden: IntModel, layer: int | None, norm: str):
+    return golden.out_norm if layer is None else golden.layers[layer][norm]
+
+
+def _set_norm(golden: IntModel, layer: int | None, norm: str, gains) -> None:
+    if layer is None:
+        golden.out_norm = gains
+    else:
+        golden.layers[layer][norm] = gains
+
+
+class _PerNormEps(IntModel):
+    """The chip holds EPS_Q in each norm's header; the golden one per model. This golden takes
+    an EPS_Q per norm, keyed by the identity of the norm's (gains, e_G)."""
+
+    def __init__(self, model: Model):
+        super().__init__(model)
+        self.eps_by_norm: dict[int, int] = {}
+
+    def rmsnorm(self, x, gains):
+        shared = self.eps_q
+        self.eps_q = self.eps_by_norm.get(id(gains), shared)
+        try:
+            return super().rmsnorm(x, gains)
+        finally:
+            self.eps_q = shared
+
+
+# tables
+
+def _table_patch(attr: str, index, value: int) -> Patch:
+    def patch(model: Model) -> IntModel:
+        golden = IntModel(model)
+        table = getattr(golden, attr).copy()
+        table[index] = value
+        setattr(golden, attr, table)
+        return golden
+    return patch
+
+
+def _decode_flat_table(attr: str, width: int) -> Callable[[M.Metal, Model, Flip], Decoded]:
+    """A table of one entry per word, address = index (rsqrt, sigmoid, exp2)."""
+    def decode_table(image: M.Metal, model: Model, flip: Flip) -> Decoded:
+        old, new = _old_new(image, flip, 0, width)
+        return Decoded(MODEL, f"{flip.rom} entry {flip.word}: {old} -> {new}", _table_patch(attr, flip.word, new))
+    return decode_table
+
+
+def _decode_rope(image: M.Metal, model: Model, flip: Flip) -> Decoded:
+    """Word {position, b}: pairs 16b + k, cos at bits 32k+15..32k, sin at 32k+31..32k+16."""
+    block_bits = image.die.head_block_bits
+    position, b = flip.word >> block_bits, flip.word & ((1 << block_bits) - 1)
+    k, half = divmod(flip.bit, 2 * vector.ROPE_ENTRY_BITS)
+    pair = b * vector.PAIRS + k
+    if pair >= model.config.head_dim // 2:
+        return Decoded(UNUSED, f"lut_rope position {position} block {b}: padding past head_dim")
+    attr = "rope_cos" if half < vector.ROPE_ENTRY_BITS else "rope_sin"
+    lsb = 2 * vector.ROPE_ENTRY_BITS * k + (0 if attr == "rope_cos" else vector.ROPE_ENTRY_BITS)
+    old, new = (_signed(v, vector.ROPE_ENTRY_BITS) for v in _old_new(image, flip, lsb, vector.ROPE_ENTRY_BITS))
+
+    def patch(model: Model) -> IntModel:
+        golden = IntModel(model)
+        if position < golden.rope_cos.shape[0]:  # rows past the golden's capacity no stimulus reaches
+            table = getattr(golden, attr).copy()
+            table[position, pair] = new
+            setattr(golden, attr, table)
+        return golden
+    return Decoded(MODEL, f"lut_rope position {position} pair {pair} {attr[5:]}: {old} -> {new}", patch)
+
+
+# microcode and straps: the golden reference has no program and no straps
+
+def _decode_ucode(image: M.Metal, model: Model, flip: Flip) -> Decoded:
+    used_bits = sum(bits for _, bits in LAYOUT)
+    unit = flip.rom.rsplit("_", 1)[0]
+    if flip.bit >= used_bits:
+        return Decoded(UNUSED, f"{unit} instruction {flip.word}: bit {flip.bit} past the {used_bits} field bits")
+    old = Instr.decode(int.from_bytes(image.roms[flip.rom].words[flip.word].tobytes(), "little"))
+    name, (lsb, bits) = next((n, f) for n, f in field_offsets().items() if f[0] <= flip.bit < f[0] + f[1])
+    before, after = _old_new(image, flip, lsb, bits)
+    return Decoded(UNMODELLED, f"{unit} instruction {flip.word} ({old.op.name}): {name} {before} -> {after}")
+
+
+def _decode_straps(image: M.Metal, model: Model, flip: Flip) -> Decoded:
+    return Decoded(UNMODELLED, f"straps bit {flip.bit}")
+
+
+_DECODERS = {
+    "weights": _decode_weights,
+    "consts": _decode_consts,
+    "ucode": _decode_ucode,
+    "straps": _decode_straps,
+    "lut_rsqrt": _decode_flat_table("rsqrt", vector.RSQRT_WIDTH),
+    "lut_sigmoid": _decode_flat_table("sigmoid", vector.SIGMOID_WIDTH),
+    "lut_exp2": _decode_flat_table("exp2", M.EXP2_WIDTH),
+    "lut_rope": _decode_rope,
+}
+
+
+# --- golden effect ---------------------------------------------------------------------------------
+
+def golden_trace(golden: IntModel, tokens: list[int]) -> Trace:
+    """The golden trace of one stimulus, all positions at once (the integers do not depend on the
+    batching)."""
+    trace = Trace()
+    golden.forward(np.array(tokens), golden.new_cache(), trace)
+    return trace
+
+
+def first_difference(a: Trace, b: Trace) -> tuple[int, str, int] | None:
+    """The first (layer, op, position) where the traces differ, or None: position by position, and
+    within one in the forward pass's order, as the chip's beats come."""
+    order = sorted(enumerate(a.taps), key=lambda item: (item[1][2], item[0]))
+    for _, key in order:
+        mant, exps = a.taps[key]
+        other = b.taps.get(key)
+        if other is None or not np.array_equal(mant, other[0]) or (exps is None) != (other[1] is None) or (
+                exps is not None and not np.array_equal(exps, other[1])):
+            return key
+    return None
+
+
+def golden_effect(decoded: Decoded, model: Model, tokens: list[int], reference: Trace) -> tuple[int, str, int] | None:
+    """Where the golden of the mutated metal first departs from `reference` on `tokens` (None: nowhere)."""
+    if decoded.kind != MODEL:
+        raise ValueError(f"a {decoded.kind} flip has no golden of its own")
+    golden = decoded.patch(model)
+    golden.capacity = len(tokens)
+    return first_difference(reference, golden_trace(golden, tokens))
