@@ -10,6 +10,9 @@ Three caches, each keyed by a content hash and published atomically under a lock
 
 The tile and the head are Verilated as parts of their own and stepped through a bridge
 (cosim/partition.py), so an idle unit costs nothing.
+
+`ChipSim(..., coverage=True)` uses the die's coverage build: line and toggle coverage of the base
+grid (the bridges excluded), written by `write_coverage`.
 """
 
 from __future__ import annotations
@@ -151,7 +154,7 @@ def metal_maps(metal: Metal) -> tuple[Path, bool]:
 class ChipSim:
     """The die's chip, built once per base grid; `reset` starts a model from its via maps."""
 
-    def __init__(self, die: Die, via_maps: Path):
+    def __init__(self, die: Die, via_maps: Path, coverage: bool = False):
         t0 = time.perf_counter()
         sources, self.grid_hit = grid_sources(die)
         # the tile and the head are Verilated once each, as parts the chip steps only while
@@ -160,11 +163,12 @@ class ChipSim:
                                                           beat_words=BEAT_WORDS, data_words=chip.T.DATA_BITS // 32)]
         for module, is_head in ((chip.TILE_MODULE, False), (chip.HEAD_MODULE, True)):
             pins = unit_pins(die, is_head)
-            bridges[f"{module}.v"] = bridge_verilog(module, pins)
+            bridges[f"{module}.v"] = _bridge_verilog(module, pins, coverage)
             parts.append(Part(module, part_prefix(module), ((f"{module}.v", sources[f"{module}.v"]),)))
             cpp.append(bridge_cpp(module, pins))
         self.sim: Simulator = build({**sources, **bridges}, chip.CHIP_MODULE, extra_cpp="".join(cpp),
-                                    via_maps=via_maps, parts=parts)
+                                    via_maps=via_maps, parts=parts, coverage=coverage)
+        self.sim.coverage_label = die.name
         self.build_s = time.perf_counter() - t0
         self.die = die
         self.io = self.sim.io
@@ -175,6 +179,11 @@ class ChipSim:
         self._run = fn
         self._beats = np.zeros((1 << 16, BEAT_WORDS), np.uint32)
         self.reset()
+
+    def write_coverage(self, path: Path) -> Path:
+        """The coverage counted since the last write by every chip of this build in this process (one
+        database per library; verilator_build.Simulator.write_coverage), as a Verilator .dat file."""
+        return self.sim.write_coverage(path)
 
     @property
     def cache_hit(self) -> bool:
@@ -209,6 +218,13 @@ class ChipSim:
             raise HardwireError(f"the chip did not answer token {token} within {max_cycles} cycles")
         return TokenRun(int(self.io.host_status), int(self.io.host_out_token), cycles, wall,
                         decode_beats(self._beats[:count.value]))
+
+
+def _bridge_verilog(module: str, pins, coverage: bool) -> str:
+    """The bridge is simulation scaffolding, not base grid: a coverage build leaves it out of the counts
+    (the unit's own RTL is counted in its part). Unchanged without coverage, so that build keeps its key."""
+    text = bridge_verilog(module, pins)
+    return f"/* verilator coverage_off */\n{text}" if coverage else text
 
 
 def decode_beats(raw: np.ndarray) -> list[Beat]:

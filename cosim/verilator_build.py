@@ -183,6 +183,7 @@ class Simulator:
         self.build_dir = build_dir
         self.cache_hit = cache_hit
         self._native_run = _bind_native_run(model) if plan.clock else None
+        self.coverage_label = plan.top  # names its coverage files (write_coverage_files); a die, say
         if plan.coverage:
             _keep_for_coverage(self)
 
@@ -231,10 +232,11 @@ def _keep_for_coverage(sim: Simulator) -> None:
     _COVERAGE_MODELS.setdefault(sim.build_dir, []).append(sim)
 
 
-def write_coverage_files(directory: Path, stem: str = "coverage") -> list[Path]:
-    """One .dat file per coverage build loaded in this process (each holding the counts of all its
-    models since the last write), named so that no other process or write overwrites it."""
-    return [sims[0].write_coverage(Path(directory) / f"{stem}-{build_dir.name[:16]}-{os.getpid()}-{next(_WRITES)}.dat")
+def write_coverage_files(directory: Path) -> list[Path]:
+    """One .dat file per coverage build loaded in this process, each with the counts of all the build's
+    models since its last write: <label>.<build key>.<pid>.<n>.dat, which no other process or write reuses."""
+    return [sims[0].write_coverage(Path(directory) / f"{sims[0].coverage_label}.{build_dir.name}.{os.getpid()}."
+                                                     f"{next(_WRITES)}.dat")
             for build_dir, sims in _COVERAGE_MODELS.items()]
 
 
