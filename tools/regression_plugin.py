@@ -8,6 +8,11 @@ recorded (fixture `run_record`): functional_coverage.json (cosim/functional_cove
 perf.json (raw samples). The controller then merges every worker's files into
 RUN/functional_coverage.json and RUN/perf.json. Files of an earlier run are cleared first.
 
+With --hw-coverage (or HARDWIRE_COVERAGE=1) the chip tests build their chips for Verilator line and
+toggle coverage (fixture `hw_coverage`); each process writes the counts of its coverage builds into
+its work directory, and the controller merges them into RUN/coverage.dat, RUN/coverage.info and
+RUN/code_coverage.json (tools/code_coverage.py; needs verilator_coverage, checked at the start).
+
 Every failing test whose failure text carries no "reproduce:" line of its own gets a JUnit
 property `reproduce`: the one-line command that runs it again (tools/run_results.py reads both).
 A test may record a `seed` property (record_property) when its stimulus comes from one.
@@ -26,11 +31,15 @@ from pathlib import Path
 
 import pytest
 
+from . import code_coverage
 from .cosim.functional_coverage import ChainedRunCoverage, Coverage, merge_files
+from .golden.errors import HardwireError
 
 COVERAGE_FILE, PERF_FILE, JUNIT_FILE, WORKERS_DIR = "functional_coverage.json", "perf.json", "junit.xml", "workers"
 PERF_FORMAT = 1
 RECORD = pytest.StashKey["RunRecord"]()
+CODE_COVERAGE = pytest.StashKey[dict]()
+COVERAGE_ENV = "HARDWIRE_COVERAGE"
 REPRODUCE_LINE = re.compile(r"^(?:E\s)?\s*reproduce:", re.MULTILINE)
 
 
@@ -104,14 +113,20 @@ def pytest_addoption(parser) -> None:
     parser.addoption("--hw-run-dir", type=Path, default=None, metavar="DIR",
                      help="regression run directory: per-worker functional coverage and performance, "
                           "merged at the end (read by `hardwire report`)")
+    parser.addoption("--hw-coverage", action="store_true", default=os.environ.get(COVERAGE_ENV, "") not in ("", "0"),
+                     help="Verilator line and toggle coverage of the chips the tests build, merged into the run "
+                          f"directory (needs --hw-run-dir and verilator_coverage; also ${COVERAGE_ENV}=1)")
 
 
 def pytest_configure(config) -> None:
     config.stash[RECORD] = RunRecord()
     run_dir = config.getoption("hw_run_dir")
+    if config.getoption("hw_coverage"):
+        _check_code_coverage(run_dir)
     if run_dir is not None and _is_controller(config):
         shutil.rmtree(run_dir / WORKERS_DIR, ignore_errors=True)  # an earlier run's worker files
-        for name in (COVERAGE_FILE, PERF_FILE, JUNIT_FILE):  # a crashed run must not report the last one's
+        for name in (COVERAGE_FILE, PERF_FILE, JUNIT_FILE, code_coverage.MERGED_FILE, code_coverage.INFO_FILE,
+                     code_coverage.SUMMARY_FILE):  # a crashed run must not report the last one's
             (run_dir / name).unlink(missing_ok=True)
 
 
@@ -123,8 +138,37 @@ def pytest_sessionfinish(session) -> None:
     record = config.stash[RECORD]
     if not (_distributes(config) and record.empty):  # an xdist controller runs no test of its own
         record.write(run_dir / WORKERS_DIR / _worker_id(config))
+    coverage = config.getoption("hw_coverage")
+    if coverage:
+        write_code_coverage(run_dir / WORKERS_DIR / _worker_id(config))
     if _is_controller(config):
         merge_run_dir(run_dir)
+        if coverage:
+            config.stash[CODE_COVERAGE] = merge_code_coverage(run_dir)
+
+
+def write_code_coverage(directory: Path) -> list[Path]:
+    """This process's coverage builds, one .dat file each (none when it built no chip for coverage)."""
+    from .cosim.verilator_build import write_coverage_files  # pyverilator: only when coverage is on
+
+    return write_coverage_files(directory)
+
+
+def merge_code_coverage(run_dir: Path) -> dict:
+    """Every process's .dat files merged (tools/code_coverage.py); {} when no test built a chip for coverage."""
+    dat_files = sorted((run_dir / WORKERS_DIR).glob("*/*.dat"))
+    return code_coverage.merge_run(run_dir, dat_files) if dat_files else {}
+
+
+def pytest_terminal_summary(terminalreporter, config) -> None:
+    if CODE_COVERAGE not in config.stash:
+        return
+    blocks = config.stash[CODE_COVERAGE]
+    if not blocks:
+        terminalreporter.write_line("code coverage: no test built a chip for coverage; nothing merged", yellow=True)
+    for name, b in blocks.items():
+        terminalreporter.write_line(f"code coverage {name}: lines {b['lines_hit']}/{b['lines_total']}, "
+                                    f"toggles {b['toggles_hit']}/{b['toggles_total']}")
 
 
 @pytest.hookimpl(wrapper=True)
@@ -142,6 +186,13 @@ def run_record(request) -> RunRecord:
 
 
 @pytest.fixture(scope="session")
+def hw_coverage(request) -> bool:
+    """Whether this run measures code coverage: `ChipSim(die, maps, coverage=hw_coverage)`. The process
+    writes its coverage builds' counts when it ends (every instance's, kept alive until then)."""
+    return request.config.getoption("hw_coverage")
+
+
+@pytest.fixture(scope="session")
 def worker_run_dir(request, tmp_path_factory) -> Path:
     """This process's own work directory: under the run directory when there is one."""
     config = request.config
@@ -151,6 +202,16 @@ def worker_run_dir(request, tmp_path_factory) -> Path:
     path = run_dir / WORKERS_DIR / _worker_id(config)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def _check_code_coverage(run_dir: Path | None) -> None:
+    """Code coverage is asked for: say now, not after the run, why it could not be merged."""
+    if run_dir is None:
+        raise pytest.UsageError("--hw-coverage needs --hw-run-dir (where the coverage files go)")
+    try:
+        code_coverage.coverage_tool()
+    except HardwireError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def _carries_reproduction(item, report) -> bool:
