@@ -20,7 +20,8 @@ from hardwire.rtl.die import get_die
 
 DIE = get_die("hw-tiny")
 
-# (id, spec): every weight format, tied and untied heads, GQA ratios 1, 2 and 4, odd vocabularies
+# (id, spec): every weight format, in the layers and in the LM head; tied and untied heads, GQA ratios 1, 2 and 4,
+# odd vocabularies
 MODELS = {
     "q4_1-gqa2-v301": SynthSpec(layers=2, d_model=128, d_ffn=256, heads=2, kv_heads=1, vocab=301, seed=4),
     "q8_0-mha-v259": SynthSpec(layers=2, d_model=128, d_ffn=192, heads=4, kv_heads=4, vocab=259, seed=5,
@@ -28,6 +29,10 @@ MODELS = {
     "q4_0-gqa4-untied-v517": SynthSpec(layers=3, d_model=256, d_ffn=512, heads=8, kv_heads=2, vocab=517, seed=6,
                                        embed_quant="q4_0", attn_quant="q4_0", ffn_quant="q4_1",
                                        output_quant="q8_0"),
+    "q4_1-tied-v263": SynthSpec(layers=1, d_model=64, d_ffn=128, heads=2, kv_heads=1, vocab=263, seed=7,
+                                embed_quant="q4_1"),
+    "q4_0-tied-mqa-v290": SynthSpec(layers=1, d_model=64, d_ffn=96, heads=1, kv_heads=1, vocab=290, seed=8,
+                                    embed_quant="q4_0", attn_quant="q4_0", ffn_quant="q8_0"),
 }
 
 
@@ -37,13 +42,20 @@ def models(tmp_path_factory):
     return {name: load_model(write_synthetic(spec, root / f"{name}.gguf")) for name, spec in MODELS.items()}
 
 
-def chip_for(model, image=None) -> ChipSim:
-    maps, _ = metal_maps(image or metal.generate(model, DIE))
-    return ChipSim(DIE, maps)
+@pytest.fixture(scope="module")
+def chip_for(hw_coverage):
+    """chip_for(model, image=None): the model's chip (or a given metal image's); built for code coverage when
+    the run measures it."""
+
+    def make(model, image=None) -> ChipSim:
+        maps, _ = metal_maps(image or metal.generate(model, DIE))
+        return ChipSim(DIE, maps, coverage=hw_coverage)
+
+    return make
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_generation_is_bit_exact(models, name, run_record, record_property, explain_failure):
+def test_generation_is_bit_exact(models, name, run_record, record_property, explain_failure, chip_for):
     record_property("seed", MODELS[name].seed)
     model, prompt = models[name], [3, 257, 42, 11]
     sim = chip_for(model)
@@ -53,7 +65,7 @@ def test_generation_is_bit_exact(models, name, run_record, record_property, expl
     assert gen.beats > 0 and all(c > 0 for c in gen.cycles)
 
 
-def test_base_grid_is_the_same_for_two_models(models):
+def test_base_grid_is_the_same_for_two_models(models, chip_for):
     """The chip's Verilog depends on the die alone; the metal differs."""
     a, b = (metal.generate(models[n], DIE) for n in ("q4_1-gqa2-v301", "q8_0-mha-v259"))
     assert a.sha256() != b.sha256()
@@ -63,7 +75,7 @@ def test_base_grid_is_the_same_for_two_models(models):
     assert first.sim.key == second.sim.key and second.cache_hit
 
 
-def test_context_fills_to_the_kv_limit_then_overflows(models, run_record):
+def test_context_fills_to_the_kv_limit_then_overflows(models, run_record, chip_for):
     """kv_tokens positions run bit-exact; the next token is refused with KV_OVERFLOW, not wrapped."""
     model = models["q4_1-gqa2-v301"]
     sim = chip_for(model)
@@ -77,7 +89,7 @@ def test_context_fills_to_the_kv_limit_then_overflows(models, run_record):
         generate(model, sim, [5], n_new=DIE.kv_tokens + 1, observe=observe)
 
 
-def test_bad_token_is_refused_and_nothing_runs(models, run_record):
+def test_bad_token_is_refused_and_nothing_runs(models, run_record, chip_for):
     model = models["q4_1-gqa2-v301"]
     sim = chip_for(model)
     sim.reset()

@@ -16,10 +16,10 @@ PROMPTS = ["The capital of France is", "def fibonacci(n):"]
 
 @pytest.mark.nightly
 @pytest.mark.parametrize("prompt", PROMPTS)
-def test_sixteen_tokens_bit_exact_on_the_chip(smollm2, prompt, run_record):
+def test_sixteen_tokens_bit_exact_on_the_chip(smollm2, prompt, run_record, hw_coverage):
     maps, _ = metal_maps(metal.generate(smollm2, DIE))
     ids = GGUFTokenizer(smollm2.tokenizer_meta).encode(prompt)
-    sim = ChipSim(DIE, maps)
+    sim = ChipSim(DIE, maps, coverage=hw_coverage)
     gen = generate(smollm2, sim, ids, n_new=16, observe=run_record.observer(smollm2, sim))
     assert gen.mismatch is None, str(gen.mismatch)
     assert not gen.missing, f"taps never seen: {gen.missing[:4]}"
