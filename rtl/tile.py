@@ -28,10 +28,11 @@ from __future__ import annotations
 from myhdl import ConcatSignal, Signal, always, always_comb, always_seq, block, enum, intbv
 
 from hardwire.golden.errors import HardwireError
-from hardwire.golden.spec import ACC_BITS, ACC_FRAC, BLOCK, TERM_BITS
+from hardwire.golden.spec import ACC_BITS, ACC_FRAC, BLOCK
 
 from .cells.block_mac import ACT_BITS, block_mac
-from .cells.wiring import bit_signal, bus_lanes, signed_signal, unsigned_signal
+from .cells.sram import address_bits
+from .cells.wiring import bit_signal, bus_lanes, mux_tree, signed_signal, unsigned_signal, unused, zero_extended
 from .die import SLOT_BITS
 from .isa import Op, field_offsets
 from .units import attention, head, vector
@@ -87,17 +88,21 @@ class TapPort:
 
 
 @block
-def scratchpad(clk, we, waddr, wdata, re, raddr_a, raddr_b, rdata_a, rdata_b, depth: int):
-    """Two read ports and one write port; reads only when `re`, so an idle tile costs nothing."""
-    memory = [Signal(intbv(0)[ENTRY_BITS:]) for _ in range(depth)]
+def scratchpad(clk, we, waddr, wdata, re, raddr_a, raddr_b, rdata_a, rexp_a, rdata_b, depth: int):
+    """Two read ports and one write port; reads only when `re`, so an idle tile costs nothing.
+    The exponents have their own array: only port a reads them."""
+    words = [Signal(intbv(0)[DATA_BITS:]) for _ in range(depth)]
+    exps = [Signal(intbv(0)[EXP_BITS:]) for _ in range(depth)]
 
     @always(clk.posedge)
     def access():
         if we:
-            memory[waddr].next = wdata
+            words[waddr].next = wdata[DATA_BITS:]
+            exps[waddr].next = wdata[ENTRY_BITS:DATA_BITS]
         if re:
-            rdata_a.next = memory[raddr_a]
-            rdata_b.next = memory[raddr_b]
+            rdata_a.next = words[raddr_a]
+            rexp_a.next = exps[raddr_a]
+            rdata_b.next = words[raddr_b]
 
     return access
 
@@ -117,11 +122,9 @@ def matmul_engine(clk, rst, clear, groups, in_valid, first, last, fmt, w_data, a
     m_bits = [unsigned_signal(16) for _ in range(lanes)]
     ys = [signed_signal(ACC_BITS) for _ in range(lanes)]
     y_valids = [bit_signal() for _ in range(lanes)]
-    terms = [signed_signal(TERM_BITS + 1) for _ in range(lanes)]
-    term_valids = [bit_signal() for _ in range(lanes)]
     splits = [slot_fields(slots[i], codes[i], d_bits[i], m_bits[i]) for i in range(lanes)]
     macs = [block_mac(clk, rst, in_valid, first, last, fmt, codes[i], d_bits[i], m_bits[i], acts, e_act,
-                      terms[i], term_valids[i], ys[i], y_valids[i]) for i in range(lanes)]
+                      None, None, ys[i], y_valids[i]) for i in range(lanes)]
 
     y_bus = unsigned_signal(lanes * WORD)  # the lanes' row results side by side
     pack = packed_words(ys, y_bus)
@@ -236,30 +239,37 @@ def tile(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_va
     state = Signal(SeqState.IDLE)
     pc = unsigned_signal(len(ucode_addr))
     head_block_bits = len(rope.addr) - (attn_limits.kv_tokens - 1).bit_length()
+    # scratchpad and ROM addresses keep only the microcode bits this die's depths need
+    w_bits, s_bits = len(w_addr), address_bits(scratch_depth)
+    rom_bits = max(w_bits, len(consts.addr), attention.ATTN_SCALE_BITS)
+    src_top, src2_top, dst_top, rom_top = SRC_LO + s_bits, SRC2_LO + s_bits, DST_LO + s_bits, ROM_LO + rom_bits
     op, tap_id, fmt = unsigned_signal(4), unsigned_signal(5), unsigned_signal(2)
-    src, src2, dst, n = (unsigned_signal(ADDR_BITS) for _ in range(4))
-    groups, rom, aux = unsigned_signal(16), unsigned_signal(24), unsigned_signal(8)
+    src, src2, dst, n = unsigned_signal(s_bits), unsigned_signal(s_bits), unsigned_signal(s_bits), \
+        unsigned_signal(ADDR_BITS)
+    groups, rom, aux = unsigned_signal(16), unsigned_signal(rom_bits), unsigned_signal(8)
     issued, in_total, written, out_total = (unsigned_signal(COUNT_BITS) for _ in range(4))
     block_in_group = unsigned_signal(ADDR_BITS)
     # RoPE's block index inside its head, carried with the read like first/last
-    block_in_head, issue_block_in_head, beat_block_in_head = unsigned_signal(8), unsigned_signal(8), unsigned_signal(8)
+    block_in_head = unsigned_signal(8)
+    issue_block_in_head, beat_block_in_head = unsigned_signal(head_block_bits), unsigned_signal(head_block_bits)
 
     # the read pipeline: addresses registered with `issue`, data at the units with `beat`
     issue, beat, first, last, beat_first, beat_last = (bit_signal() for _ in range(6))
-    raddr_a, raddr_b = unsigned_signal(ADDR_BITS), unsigned_signal(ADDR_BITS)
-    rdata_a, rdata_b = unsigned_signal(ENTRY_BITS), unsigned_signal(ENTRY_BITS)
-    w_bits = len(w_addr)
+    raddr_a, raddr_b = unsigned_signal(s_bits), unsigned_signal(s_bits)
+    a_data, b_data, a_exp_bits = unsigned_signal(DATA_BITS), unsigned_signal(DATA_BITS), unsigned_signal(EXP_BITS)
     w_address = unsigned_signal(w_bits)
     # produce: a unit hands out a block this cycle; we: ... and it is kept (not a streamed logit block)
-    produce, we, wdata, waddr = bit_signal(), bit_signal(), unsigned_signal(ENTRY_BITS), unsigned_signal(ADDR_BITS)
+    produce, we, wdata, waddr = bit_signal(), bit_signal(), unsigned_signal(ENTRY_BITS), unsigned_signal(s_bits)
     stream = bit_signal()
     row_base = unsigned_signal(w_bits)  # EMBED: the first ROM word of the token's row group
     lane_shift = (lanes - 1).bit_length()
+    token_top = w_bits + lane_shift
+    part_round, part_shift = BLOCK // lanes - 1, BLOCK_SHIFT - lane_shift  # rows -> output blocks, rounded up
     end_tap, waiting = bit_signal(), bit_signal()
-    memory = scratchpad(clk, we, waddr, wdata, issue, raddr_a, raddr_b, rdata_a, rdata_b, scratch_depth)
+    memory = scratchpad(clk, we, waddr, wdata, issue, raddr_a, raddr_b, a_data, a_exp_bits, b_data, scratch_depth)
 
     # units, all fed from the two read ports
-    a_data, b_data, a_exp = unsigned_signal(DATA_BITS), unsigned_signal(DATA_BITS), signed_signal(EXP_BITS)
+    a_exp = signed_signal(EXP_BITS)
     acts = unsigned_signal(BLOCK * ACT_BITS)
     mm_clear, mm_valid, mm_out_valid = bit_signal(), bit_signal(), bit_signal()
     mm_out = unsigned_signal(DATA_BITS)
@@ -275,8 +285,8 @@ def tile(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_va
     exp2_word = unsigned_signal(len(exp2.data))
     add_on, rq_on, silu_on, rope_on, norm_on, attn_on, embed_on = (enables[k] for k in enables)
     add_valid, rq_valid, silu_valid, rope_valid, norm_valid, attn_valid, embed_valid = (outs[k].valid for k in enables)
-    lane_slots = unsigned_signal(len(w_data))
-    embed_slot = lane_slots(SLOT_BITS, 0)
+    embed_slot = unsigned_signal(SLOT_BITS)  # the token's lane of the weight word
+    embed_lane = mux_tree(token, bus_lanes(w_data, SLOT_BITS, lanes), embed_slot)
     arm, best_row = bit_signal(), unsigned_signal(head.ROW_BITS)
     logits_valid = bit_signal()
     kv_start, attn_start, attn_done, attn_busy, attn_refused = (bit_signal() for _ in range(5))
@@ -289,7 +299,7 @@ def tile(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_va
         vector.silu_unit(clk, rst, enables["silu"], a_data, b_data, outs["silu"].valid, outs["silu"].data,
                          outs["silu"].exp, sigmoid.en, sigmoid.addr, sig_words),
         vector.rope_unit(clk, rst, enables["rope"], a_data, pos(len(rope.addr) - head_block_bits, 0),
-                         beat_block_in_head(head_block_bits, 0),
+                         beat_block_in_head,
                          outs["rope"].valid, outs["rope"].data, outs["rope"].exp, rope.en, rope.addr, rope_word),
         vector.norm_unit(clk, rst, norm_start, n(vector.norm_count_bits(max_blocks), 0), rom(len(consts.addr), 0),
                          enables["norm"], a_data,
@@ -308,6 +318,10 @@ def tile(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_va
     mm_entry = ConcatSignal(intbv(0)[EXP_BITS:], mm_out)
     add_entry = ConcatSignal(intbv(0)[EXP_BITS:], outs["add"].data)
     embed_entry = ConcatSignal(intbv(0)[EXP_BITS:], outs["embed"].data)
+    token_word = zero_extended(best_row, DATA_BITS)  # the argmax tap: the token in word 0
+    waivers = [ignored_inputs(ucode_data, token, s_bits, rom_bits, token_top),
+               unused(ConcatSignal(norm_done, attn_done, attn_busy, attn_refused), "handshakes",
+                      "unit handshakes: the sequencer paces each unit by its own beat and block counts")]
     rq_entry, silu_entry = outs["rq"].entry(), outs["silu"].entry()
     rope_entry, norm_entry, attn_entry = outs["rope"].entry(), outs["norm"].entry(), outs["attn"].entry()
 
@@ -325,9 +339,7 @@ def tile(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_va
 
     @always_comb
     def operands():
-        a_data.next = rdata_a[DATA_BITS:]
-        a_exp.next = rdata_a[ENTRY_BITS:DATA_BITS].signed()
-        b_data.next = rdata_b[DATA_BITS:]
+        a_exp.next = a_exp_bits.signed()
         ucode_addr.next = pc
         w_addr.next = w_address
         mm_valid.next = beat and op == OP_MATMUL
@@ -338,7 +350,6 @@ def tile(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_va
         norm_on.next = beat and op == OP_NORM
         attn_on.next = beat and (op == OP_ATTN or op == OP_KVW)
         embed_on.next = beat and op == OP_EMBED
-        lane_slots.next = w_data >> (token[lane_shift:] * SLOT_BITS)  # the token's lane in slot 0
         stream.next = op == OP_MATMUL and aux[0] == STREAM_ONLY
         logits_valid.next = op == OP_MATMUL and aux[0] == STREAM_ONLY and mm_out_valid
         waiting.next = state == SeqState.RUN and op == OP_RECV and written != out_total
@@ -381,21 +392,20 @@ def tile(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_va
         elif op == OP_EMBED and embed_valid:
             produce.next = 1
             wdata.next = embed_entry
-        waddr.next = dst + written[ADDR_BITS:]  # scratchpad addresses wrap: the metal keeps them in range
+        waddr.next = dst + written[s_bits:]  # scratchpad addresses wrap: the metal keeps them in range
     @always_comb
     def keep():
         we.next = produce and not stream
 
     @always_seq(clk.posedge, reset=rst)
     def sequencer():
-        read_a = intbv(0)[ADDR_BITS:]
-        read_b = intbv(0)[ADDR_BITS:]
+        read_a = intbv(0)[s_bits:]
+        read_b = intbv(0)[s_bits:]
         code = intbv(0)[OP_HI - OP_LO:]
-        count = intbv(0)[N_HI - N_LO:]
-        rows = intbv(0)[GROUPS_HI - GROUPS_LO:]
-        beats = intbv(0)[(N_HI - N_LO) + (GROUPS_HI - GROUPS_LO):]
-        out_blocks = intbv(0)[GROUPS_HI - GROUPS_LO + 7:]
-        kv_blocks = intbv(0)[(N_HI - N_LO) + (AUX_HI - AUX_LO):]
+        count = intbv(0)[COUNT_BITS:]  # the n and groups fields, widened to beat counts
+        rows = intbv(0)[COUNT_BITS:]
+        beats = intbv(0)[COUNT_BITS:]
+        kv_blocks = intbv(0)[COUNT_BITS:]
         issue.next = 0
         mm_clear.next = 0
         norm_start.next = 0
@@ -419,16 +429,16 @@ def tile(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_va
             state.next = SeqState.DECODE  # the ROM answers for pc in the next cycle
         elif state == SeqState.DECODE:
             code[:] = ucode_data[OP_HI:OP_LO]
-            count[:] = ucode_data[N_HI:N_LO]
-            rows[:] = ucode_data[GROUPS_HI:GROUPS_LO]
+            count[N_HI - N_LO:] = ucode_data[N_HI:N_LO]
+            rows[GROUPS_HI - GROUPS_LO:] = ucode_data[GROUPS_HI:GROUPS_LO]
             op.next = code
             tap_id.next = ucode_data[TAP_HI:TAP_LO]
-            src.next = ucode_data[SRC_HI:SRC_LO]
-            src2.next = ucode_data[SRC2_HI:SRC2_LO]
-            dst.next = ucode_data[DST_HI:DST_LO]
-            n.next = count
-            groups.next = rows
-            rom.next = ucode_data[ROM_HI:ROM_LO]
+            src.next = ucode_data[src_top:SRC_LO]
+            src2.next = ucode_data[src2_top:SRC2_LO]
+            dst.next = ucode_data[dst_top:DST_LO]
+            n.next = count[N_HI - N_LO:]
+            groups.next = rows[GROUPS_HI - GROUPS_LO:]
+            rom.next = ucode_data[rom_top:ROM_LO]
             fmt.next = ucode_data[FMT_HI:FMT_LO]
             aux.next = ucode_data[AUX_HI:AUX_LO]
             block_in_head.next = 0
@@ -439,7 +449,7 @@ def tile(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_va
             kv_half.next = kv_blocks
             arm.next = code == OP_ARGMAX
             if code == OP_EMBED:
-                row_base.next = (token >> lane_shift) * count
+                row_base.next = token[token_top:lane_shift] * count[w_bits:]  # modulo the ROM
             else:
                 row_base.next = 0
             issued.next = 0
@@ -461,8 +471,7 @@ def tile(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_va
                 beats[:] = count * rows
                 out_total.next = beats
             elif code == OP_MATMUL:
-                out_blocks[:] = (rows * lanes + (BLOCK - 1)) >> BLOCK_SHIFT
-                out_total.next = out_blocks[COUNT_BITS:]
+                out_total.next = (rows + part_round) >> part_shift
             else:
                 out_total.next = count
             if code == OP_END and ucode_data[TAP_HI:TAP_LO] != 0:
@@ -478,15 +487,15 @@ def tile(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_va
                 issue.next = 1
                 issued.next = issued + 1
                 if op == OP_KVW and issued >= kv_half:  # the V blocks follow the K blocks
-                    read_a[:] = src2 + issued[ADDR_BITS:] - kv_half[ADDR_BITS:]
+                    read_a[:] = src2 + issued[s_bits:] - kv_half[s_bits:]
                 else:
-                    read_a[:] = src + block_in_group
-                read_b[:] = src2 + block_in_group
+                    read_a[:] = src + block_in_group[s_bits:]
+                read_b[:] = src2 + block_in_group[s_bits:]
                 raddr_a.next = read_a
                 raddr_b.next = read_b
                 w_address.next = rom[w_bits:] + row_base + issued[w_bits:]
                 first.next = block_in_group == 0
-                issue_block_in_head.next = block_in_head
+                issue_block_in_head.next = block_in_head[head_block_bits:]
                 last.next = block_in_group + 1 == n
                 if block_in_group + 1 == n and op == OP_MATMUL:
                     block_in_group.next = 0
@@ -499,7 +508,7 @@ def tile(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_va
             elif written == out_total and not issue and not beat and not mm_out_valid:
                 pc.next = pc + 1
                 state.next = SeqState.FETCH
-        elif state == SeqState.FINISH:
+        else:  # FINISH
             state.next = SeqState.IDLE
             busy.next = 0
 
@@ -511,7 +520,7 @@ def tile(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_va
         if end_tap:  # the argmax tap: the token in word 0
             tap.block.next = 0
             tap.exp.next = 0
-            tap.data.next = best_row
+            tap.data.next = token_word
             token_out.next = best_row
         elif produce and tap_id != 0:
             tap.block.next = written[ADDR_BITS:]
@@ -526,8 +535,23 @@ def tile(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_va
     @always_comb
     def downstream():
         down.valid.next = beat and op == OP_SEND
-        down.data.next = rdata_a[DATA_BITS:]
-        down.exp.next = rdata_a[ENTRY_BITS:DATA_BITS].signed()
+        down.data.next = a_data
+        down.exp.next = a_exp
 
-    return (memory, engine, act_lanes, units, constants, rom_data, operands, clock_enable, write_port, keep, sequencer,
-            taps, downstream)
+    return (memory, engine, embed_lane, act_lanes, units, waivers, constants, rom_data, operands, clock_enable,
+            write_port, keep, sequencer, taps, downstream)
+
+
+@block
+def ignored_inputs(ucode_data, token, s_bits: int, rom_bits: int, token_bits: int):
+    """Waivers for input bits this die never needs: microcode bits beyond its depths, and
+    token bits beyond its weight ROM."""
+    fields = [(SRC_LO + s_bits, SRC_HI), (SRC2_LO + s_bits, SRC2_HI), (DST_LO + s_bits, DST_HI),
+              (ROM_LO + rom_bits, ROM_HI), (AUX_HI, len(ucode_data))]
+    spare = [ucode_data(hi, lo) for lo, hi in fields if hi > lo]
+    waivers = [unused(ConcatSignal(*spare) if len(spare) > 1 else spare[0], "ucode_bits",
+                      "microcode bits this die ignores: reserved, or above its scratchpad and ROM depths")]
+    if token_bits < len(token):
+        waivers.append(unused(token(len(token), token_bits), "token_bits",
+                              "token bits above the weight ROM: the host interface refuses a token >= vocab"))
+    return waivers

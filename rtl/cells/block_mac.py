@@ -18,7 +18,7 @@ Ports (sampled on the rising edge of clk):
     acts      in   32 lanes of activation mantissas, ACT_BITS (B16) or 8 bits each
     e_act     in   signed 8-bit block exponent e_b of the activations
     term      out  T_b, TERM_BITS + 1 bits: each of its two terms saturates on its own (section 3)
-    term_valid out
+    term_valid out  (term and term_valid may be None: then T_b is not brought out)
     y         out  the row result in ACC, ACC_BITS bits (the accumulator is exact for the
                    MAX_BLOCKS_PER_ROW blocks section 3 allows, and wraps beyond)
     y_valid   out  one cycle per row
@@ -48,7 +48,15 @@ from hardwire.golden import spec
 from hardwire.golden.errors import HardwireError
 from hardwire.golden.spec import ACC_BITS, BLOCK, TERM_BITS
 
-from .wiring import bit_signal, bus_lanes, guarded_register, pipelined_adder_tree, sign_extended, signed_signal
+from .wiring import (
+    bit_signal,
+    bus_lanes,
+    guarded_add,
+    guarded_register,
+    pipelined_adder_tree,
+    sign_extended,
+    signed_signal,
+)
 
 FORMAT_Q8_0, FORMAT_Q4_0, FORMAT_Q4_1 = 0, 1, 2
 FORMAT_BITS = 2
@@ -81,9 +89,10 @@ def block_mac(clk, rst, in_valid, first, last, fmt, codes, d_bits, m_bits, acts,
     # stage 1: products and activations per lane, the scales' mantissas and shifts
     products = [signed_signal(product_bits) for _ in range(BLOCK)]
     act_regs = [signed_signal(act_bits) for _ in range(BLOCK)]
-    lanes = [lane_product(clk, in_valid, fmt, code, act, p, a)
-             for code, act, p, a in zip(bus_lanes(codes, CODE_BITS, BLOCK), bus_lanes(acts, act_bits, BLOCK),
-                                        products, act_regs, strict=True)]
+    act_lanes = bus_lanes(acts, act_bits, BLOCK)
+    lanes = [lane_product(clk, in_valid, fmt, code, act, p)
+             for code, act, p in zip(bus_lanes(codes, CODE_BITS, BLOCK), act_lanes, products, strict=True)]
+    lanes += [act_register(clk, in_valid, act, a) for act, a in zip(act_lanes, act_regs, strict=True)]
     scale_stages = [[signed_signal(FP16_MANT_BITS), signed_signal(SHIFT_BITS),
                      signed_signal(FP16_MANT_BITS), signed_signal(SHIFT_BITS)] for _ in range(1 + TREE_LEVELS)]
     d_mant1, d_shift1, m_mant1, m_shift1 = scale_stages[0]
@@ -113,8 +122,10 @@ def block_mac(clk, rst, in_valid, first, last, fmt, codes, d_bits, m_bits, acts,
 
     # stage 9: the term, the accumulator, the row result
     valid8, first8, last8 = after_stage[8]
-    accumulate = accumulator(clk, valid8, first8, last8, d_term, m_term, term, y)
-    done = row_done(clk, rst, valid8, last8, term_valid, y_valid)
+    accumulate = accumulator(clk, valid8, first8, last8, d_term, m_term, y)
+    done = row_done(clk, rst, valid8, last8, y_valid)
+    if term is not None:  # T_b itself: the cell's tests read it, the matmul engine does not
+        done = done, guarded_add(clk, valid8, d_term, m_term, term), stage_valid(clk, rst, valid8, term_valid)
     return controls, lanes, scales, trees, scaling, accumulate, done
 
 
@@ -149,18 +160,26 @@ def stage_marks(clk, rst, valid, first, last, valid_out, first_out, last_out):
 
 
 @block
-def row_done(clk, rst, valid, last, term_valid, y_valid):
+def row_done(clk, rst, valid, last, y_valid):
     @always_seq(clk.posedge, reset=rst)
-    def flags():
-        term_valid.next = valid
+    def flag():
         y_valid.next = valid and last
 
-    return flags
+    return flag
 
 
 @block
-def lane_product(clk, enable, fmt, code, act, product, act_reg):
-    """q * a for one lane, and a kept for the A sum. q: Q8_0 the byte as int8; Q4_0 the nibble
+def stage_valid(clk, rst, valid, valid_out):
+    @always_seq(clk.posedge, reset=rst)
+    def flag():
+        valid_out.next = valid
+
+    return flag
+
+
+@block
+def lane_product(clk, enable, fmt, code, act, product):
+    """q * a for one lane. q: Q8_0 the byte as int8; Q4_0 the nibble
     with its top bit flipped, as int4; Q4_1 the nibble, unsigned."""
 
     @always(clk.posedge)
@@ -180,9 +199,20 @@ def lane_product(clk, enable, fmt, code, act, product, act_reg):
                 for i in range(4, CODE_BITS):
                     weight[i] = fill
             product.next = weight.signed() * act.signed()
-            act_reg.next = act.signed()
 
     return multiply
+
+
+@block
+def act_register(clk, enable, act, act_reg):
+    """a kept beside its product, for the A sum."""
+
+    @always(clk.posedge)
+    def keep():
+        if enable:
+            act_reg.next = act.signed()
+
+    return keep
 
 
 @block
@@ -258,8 +288,8 @@ def saturating_floor_shift(clk, enable, product, shift, result):
 
 
 @block
-def accumulator(clk, enable, first, last, d_term, m_term, term, y):
-    """term = d_term + m_term; the 64-bit row sum restarts on `first`; y = sat(sum, 48) on `last`."""
+def accumulator(clk, enable, first, last, d_term, m_term, y):
+    """The 64-bit row sum of d_term + m_term restarts on `first`; y = sat(sum, 48) on `last`."""
     d_wide, m_wide = sign_extended(d_term, ACCUMULATOR_BITS), sign_extended(m_term, ACCUMULATOR_BITS)
     total = signed_signal(ACCUMULATOR_BITS)
     yw = len(y)
@@ -273,7 +303,6 @@ def accumulator(clk, enable, first, last, d_term, m_term, term, y):
                 running[:] = d_wide.signed() + m_wide.signed()
             else:
                 running[:] = total + d_wide.signed() + m_wide.signed()
-            term.next = d_term + m_term
             total.next = running
             if last:
                 limit[yw - 1] = 1
@@ -294,7 +323,7 @@ def _check_ports(fmt, codes, d_bits, m_bits, acts, e_act, term, y) -> int:
                 "m_bits": (m_bits, FP16_BITS), "acts": (acts, BLOCK * act_bits), "e_act": (e_act, EXP_BITS),
                 "term": (term, TERM_BITS + 1), "y": (y, ACC_BITS)}
     for name, (port, width) in expected.items():
-        if len(port) != width:
+        if port is not None and len(port) != width:
             raise HardwireError(f"block_mac port {name} is {len(port)} bits; it must be {width}")
     if act_bits not in (8, ACT_BITS):
         raise HardwireError(f"block_mac activation lanes must be 8 or {ACT_BITS} bits, not {act_bits}")

@@ -148,3 +148,49 @@ def pipelined_adder_tree(clk, level_enables, leaves, total):
         adders += [guarded_add(clk, enable, a, b, s) for a, b, s in zip(level[0::2], level[1::2], sums, strict=True)]
         level = sums
     return adders
+
+
+@block
+def mux2(select, bit: int, low, high, out):
+    @always_comb
+    def pick():
+        if select[bit]:
+            out.next = high
+        else:
+            out.next = low
+
+    return pick
+
+
+@block
+def mux_tree(select, leaves, out):
+    """leaves[select] over a power-of-two number of equal-width unsigned leaves, as a tree of
+    2-way muxes on select's low log2(len(leaves)) bits."""
+    if len(leaves) == 1:
+        return copy(leaves[0], out)
+    half = _halves(leaves)
+    low, high = unsigned_signal(len(out)), unsigned_signal(len(out))
+    return (mux_tree(select, leaves[:half], low), mux_tree(select, leaves[half:], high),
+            mux2(select, half.bit_length() - 1, low, high, out))
+
+
+@block
+def unused(bits, label: str, reason: str):
+    """Bits nothing reads, on purpose: the Verilog reads them into wire unused_`label` inside a
+    lint waiver that carries `reason` (one line), so Verilator -Wall stays quiet about them."""
+    bits.read = True
+    if isinstance(bits, ConcatSignal):
+        bits.driven = "wire"  # the converter sees no reader of its own here
+
+    @always(bits)
+    def opaque():
+        pass  # no behaviour
+
+    return opaque
+
+
+unused.verilog_code = """// verilator lint_off UNUSEDSIGNAL
+// $reason
+wire unused_$label = |{1'b0, $bits};
+// verilator lint_on UNUSEDSIGNAL
+"""

@@ -19,7 +19,7 @@ from myhdl import ConcatSignal, always, always_comb, always_seq, block, intbv
 from hardwire.golden.spec import ACC_BITS, BLOCK
 
 from ..cells.block_mac import CODE_BITS, EXP_BITS, FP16_BITS, SHIFT_BITS, fp16_scale, lane_product
-from ..cells.wiring import bit_signal, bus_lanes, signed_signal, unsigned_signal
+from ..cells.wiring import bit_signal, bus_lanes, sign_extended, signed_signal, unsigned_signal, zero_extended
 
 EMBED_LATENCY = 2
 ROW_BITS = 20  # token ids and vocabulary rows
@@ -40,8 +40,7 @@ def embed_unit(clk, rst, enable, fmt, slot, out_valid, out_data):
     d_shift, m_shift = signed_signal(SHIFT_BITS), signed_signal(SHIFT_BITS)
     is_offset, not_offset = bit_signal(), bit_signal()
     codes_q = [signed_signal(CODE_BITS + 16) for _ in range(BLOCK)]
-    unused = [signed_signal(16) for _ in range(BLOCK)]  # the lane's activation register: not needed here
-    decoders = [lane_product(clk, enable, fmt, codes[i], one, codes_q[i], unused[i]) for i in range(BLOCK)]
+    decoders = [lane_product(clk, enable, fmt, codes[i], one, codes_q[i]) for i in range(BLOCK)]
     scales = [fp16_scale(clk, enable, fmt, d_bits, zero_exp, d_mant, d_shift, not_offset),
               fp16_scale(clk, enable, fmt, m_bits, zero_exp, m_mant, m_shift, is_offset)]
     words = [signed_signal(ACC_BITS) for _ in range(BLOCK)]
@@ -70,13 +69,14 @@ def embed_unit(clk, rst, enable, fmt, slot, out_valid, out_data):
 @block
 def embed_word(clk, enable, q, d_mant, d_shift, m_mant, m_shift, word):
     """One element: (M_d * q << s_d) + (M_m << s_m), saturated to 48 bits."""
+    m_wide = sign_extended(m_mant, SUM_BITS)
 
     @always(clk.posedge)
     def scale():
         if enable:
             total = intbv(0, min=-(1 << (SUM_BITS - 1)), max=1 << (SUM_BITS - 1))
             limit = intbv(0, min=-(1 << (ACC_BITS - 1)), max=1 << (ACC_BITS - 1))
-            total[:] = ((d_mant * q) << d_shift[5:]) + (m_mant << m_shift[5:])
+            total[:] = ((d_mant * q) << d_shift) + (m_wide.signed() << m_shift)
             limit[ACC_BITS - 1] = 1
             if total >= 0:
                 limit[:] = ~limit
@@ -94,6 +94,7 @@ def argmax_tracker(clk, rst, arm, limit, in_valid, block_index, words, best_row)
     compared. best_row holds the winner's row."""
     leaves = bus_lanes(words, ACC_BITS, BLOCK)
     limit_reg = unsigned_signal(ROW_BITS)
+    limit_row = zero_extended(limit, ROW_BITS) if len(limit) < ROW_BITS else limit
     seen = bit_signal()
     best = signed_signal(ACC_BITS)
     row_base = unsigned_signal(ROW_BITS)
@@ -101,6 +102,7 @@ def argmax_tracker(clk, rst, arm, limit, in_valid, block_index, words, best_row)
     in_range = [row_in_range(row_base, i, limit_reg, valid[i]) for i in range(BLOCK)]
     found, top, top_lane = bit_signal(), signed_signal(ACC_BITS), unsigned_signal(5)
     tree = max_tree(leaves, valid, list(range(BLOCK)), found, top, top_lane)
+    top_row = zero_extended(top_lane, ROW_BITS)
 
     @always_comb
     def base():
@@ -109,12 +111,12 @@ def argmax_tracker(clk, rst, arm, limit, in_valid, block_index, words, best_row)
     @always_seq(clk.posedge, reset=rst)
     def track():
         if arm:
-            limit_reg.next = limit
+            limit_reg.next = limit_row
             seen.next = 0
         elif in_valid and found and (not seen or top > best):
             seen.next = 1
             best.next = top
-            best_row.next = row_base + top_lane
+            best_row.next = row_base + top_row
 
     return in_range, tree, base, track
 
