@@ -14,7 +14,8 @@ ships none), into the run directory:
                          Verilator tool totals toggles per file)
 
 A block is a base-grid module (hw_tile, hw_head, hw_chip), its source file's name, summed over every
-die the run built; each uncovered line range is listed as <die>/<file>:<first>[-<last>].
+die the run built; each uncovered line range is listed as <die>/<file>:<first>[-<last>], followed by
+the name of the process it lies in (MyHDL names each one after its instance path) when the source is at hand.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ _STAGING = re.compile(rb"/\.([0-9a-f]{32})\.building\.[^/\x01\x02']+/")
 _KEY_DIR = re.compile(r"/([0-9a-f]{32})/")
 _FILE = re.compile(rb"\x01f\x02([^\x01']*)")
 _POINT = re.compile(rb"C '[^\n]*' \d+\n")
+_PROCESS = re.compile(r"\bbegin\s*:\s*(\w+)")
 
 
 @dataclass
@@ -147,8 +149,26 @@ def add_lines(blocks: dict[str, Block], files: dict[str, dict[int, int]], dies: 
         block = blocks.setdefault(Path(source).stem, Block())
         block.lines_total += len(lines)
         block.lines_hit += sum(1 for count in lines.values() if count > 0)
-        where = f"{_die(source, dies)}/{Path(source).name}"
-        block.uncovered += [f"{where}:{a}" if a == b else f"{where}:{a}-{b}" for a, b in uncovered_ranges(lines)]
+        where, names = f"{_die(source, dies)}/{Path(source).name}", process_names(Path(source))
+        for a, b in uncovered_ranges(lines):
+            name = f" {names[a - 1]}" if a <= len(names) and names[a - 1] else ""
+            block.uncovered.append((f"{where}:{a}" if a == b else f"{where}:{a}-{b}") + name)
+
+
+def process_names(source: Path) -> list[str]:
+    """The named process (`begin: name`) each line of a Verilog file lies in, "" outside one; [] when the
+    file is gone (a cleared build cache)."""
+    if not source.is_file():
+        return []
+    names, current = [], ""
+    for line in source.read_text().splitlines():
+        found = _PROCESS.search(line)
+        if found and not line[:1].isspace():  # a top-level always or initial block
+            current = found.group(1)
+        names.append(current)
+        if line.rstrip() == "end":
+            current = ""
+    return names
 
 
 def add_toggles(blocks: dict[str, Block], points: Iterable[bytes]) -> None:

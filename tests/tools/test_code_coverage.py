@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hardwire.code_coverage import merge_run, read_points, uncovered_ranges
+from hardwire.code_coverage import merge_run, process_names, read_points, uncovered_ranges
 from hardwire.golden.errors import HardwireError
 
 KEY = "0123456789abcdef0123456789abcdef"
@@ -81,6 +81,15 @@ def test_merged_counts_are_the_sums_and_the_blocks_are_summarised(tmp_path):
 def test_uncovered_ranges_break_at_covered_lines():
     assert uncovered_ranges({1: 0, 2: 0, 4: 0, 5: 3, 6: 0, 9: 1}) == [(1, 4), (6, 6)]
     assert uncovered_ranges({1: 1}) == []
+
+
+def test_lines_are_named_after_their_process(tmp_path):
+    source = tmp_path / "hw_tile.v"
+    source.write_text("module hw_tile (\n    clk\n);\nalways @(posedge clk) begin: add_unit0_lane0_add\n"
+                      "    if (a) begin: inner\n        x <= 1;\n    end\nend\n\nassign y = x;\nendmodule\n")
+    assert process_names(source) == ["", "", "", "add_unit0_lane0_add", "add_unit0_lane0_add", "add_unit0_lane0_add",
+                                     "add_unit0_lane0_add", "add_unit0_lane0_add", "", "", ""]
+    assert process_names(tmp_path / "gone.v") == []
 
 
 def test_a_broken_file_fails_loudly(tmp_path):
