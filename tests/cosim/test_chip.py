@@ -21,7 +21,7 @@ from hardwire.rtl.die import get_die
 DIE = get_die("hw-tiny")
 
 # (id, spec): every weight format, in the layers and in the LM head; tied and untied heads, GQA ratios 1, 2 and 4,
-# odd vocabularies
+# odd vocabularies; a model on every tile of the die
 MODELS = {
     "q4_1-gqa2-v301": SynthSpec(layers=2, d_model=128, d_ffn=256, heads=2, kv_heads=1, vocab=301, seed=4),
     "q8_0-mha-v259": SynthSpec(layers=2, d_model=128, d_ffn=192, heads=4, kv_heads=4, vocab=259, seed=5,
@@ -31,7 +31,7 @@ MODELS = {
                                        output_quant="q8_0"),
     "q4_1-tied-v263": SynthSpec(layers=1, d_model=64, d_ffn=128, heads=2, kv_heads=1, vocab=263, seed=7,
                                 embed_quant="q4_1"),
-    "q4_0-tied-mqa-v290": SynthSpec(layers=1, d_model=64, d_ffn=96, heads=1, kv_heads=1, vocab=290, seed=8,
+    "q4_0-tied-mqa-v290": SynthSpec(layers=DIE.tiles, d_model=64, d_ffn=96, heads=1, kv_heads=1, vocab=290, seed=8,
                                     embed_quant="q4_0", attn_quant="q4_0", ffn_quant="q8_0"),
 }
 
