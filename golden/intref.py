@@ -3,13 +3,14 @@
 Every op works on a batch of T new positions at once (one for decoding, a
 chunk for evaluation); the integers do not depend on the batching. Where a
 float fast path is used it is exact: products and sums stay below 2**53 and
-are whole numbers, which each call checks before trusting it, falling back to
-the int64 path otherwise.
+are whole numbers, which each call checks (against bounds worked out once per
+weight tensor) before trusting it, falling back to the int64 path otherwise.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -19,6 +20,8 @@ from .gguf_model import Model, QuantTensor
 from .spec import ACC_BITS, ACC_FRAC, ACT_BITS, ACT_MAX, BLOCK, blocks, floor_shift, rq, sat
 
 EXACT_F64 = 2.0**53
+# block exponents the float matmul path takes: scaled activations and sums stay float32 normal numbers
+FLOAT_EXP_MIN, FLOAT_EXP_MAX = -99, 31
 
 # A tap is (mantissas, exponents): B16 taps carry one exponent per block, ACC taps None.
 Tap = tuple[np.ndarray, "np.ndarray | None"]
@@ -37,62 +40,85 @@ class IntTensor:
         self.rows, self.nb, self.splits = rows, nb, np.cumsum([p.shape[0] for p in parts])[:-1]
         if nb > spec.MAX_BLOCKS_PER_ROW:
             raise HardwireError(f"rows of {nb * BLOCK} elements exceed the {spec.MAX_BLOCKS_PER_ROW * BLOCK} limit")
-        # codes as float32 (nb, rows, 32): block sums |S| < 2**19 are exact in float32 BLAS
-        self.codes = np.ascontiguousarray(q.transpose(1, 0, 2), dtype=np.float32)
         self.max_code = int(np.abs(q.astype(np.int16)).max(initial=0))  # |-128| overflows int8
+        # block sums |S| <= max_code * ACT_MAX * 32 are exact in float32 BLAS below 2**24; else split a
+        self.split_act = self.max_code * ACT_MAX * BLOCK >= 2**24
+        self.codes = np.ascontiguousarray(q.transpose(1, 0, 2), dtype=np.float32)  # (nb, rows, 32)
         self.md, self.ed = (x.T.copy() for x in spec.fp16_parts(np.concatenate([p.d_bits for p in parts])))
-        self.cd = self.md * np.exp2(self.ed + ACC_FRAC)  # exact float64
+        self.cd = (self.md * np.exp2(self.ed + ACC_FRAC))[:, None, :]  # (nb, 1, rows), exact float64
         self.cd_peak = float(np.abs(self.cd).max(initial=0.0))
-        # the smallest exponent of a non-zero scale: terms are whole numbers when it plus e + 24 >= 0
-        self.ed_min = int(self.ed[self.md != 0].min(initial=0))
         self.mm = self.em = self.cm = None
         self.cm_peak = 0.0
         if any(p.m_bits is not None for p in parts):
             if not all(p.m_bits is not None for p in parts):
                 raise HardwireError("stacked tensors mix Q4_1 with other formats")
             self.mm, self.em = (x.T.copy() for x in spec.fp16_parts(np.concatenate([p.m_bits for p in parts])))
-            self.cm = self.mm * np.exp2(self.em + ACC_FRAC)
+            self.cm = (self.mm * np.exp2(self.em + ACC_FRAC))[:, None, :]
             self.cm_peak = float(np.abs(self.cm).max(initial=0.0))
+        # a block term is at most peak * 2**e for block exponents e (two floors add < 2 to it)
+        peak = (self.cd_peak * self.max_code + self.cm_peak) * ACT_MAX * BLOCK
+        # the float path is exact: nb terms sum below 2**53, and no term reaches TERM_BITS saturation
+        self.e_fast = _largest_exponent(lambda b: b * self.nb < EXACT_F64 and b < 2.0 ** (spec.TERM_BITS - 1), peak)
+        # and no row can reach ACC saturation either (with a factor 2 for the rounding of these bounds)
+        self.e_in_range = min(self.e_fast, _largest_exponent(lambda b: self.nb * (b + 2) < 2.0 ** (ACC_BITS - 2), peak))
+
+    @cached_property
+    def codes_t(self) -> np.ndarray:
+        """Codes as (nb, 32, rows), built at the first single-position call: BLAS streams this layout
+        faster as a matrix-vector product than (nb, rows, 32), which serves batches better."""
+        return np.ascontiguousarray(self.codes.transpose(0, 2, 1))
 
     def split(self, y: np.ndarray) -> list[np.ndarray]:
         """Undo the row stacking of a (T, rows) result."""
         return np.split(y, self.splits, axis=-1)
 
-    def block_sums(self, am: np.ndarray, scale: np.ndarray | None = None) -> np.ndarray:
-        """S = sum_j q_j a_j per (block, row, position), times `scale` (nb, 1, T) if given.
-
-        Exact: scaling every activation of a block by the same power of two scales
-        its float sums exactly. Returns float32 or float64 (nb, rows, T).
-        """
+    def block_sums(self, am: np.ndarray) -> np.ndarray:
+        """S = sum_j q_j a_j per (block, row, position), exact, as float (nb, rows, T)."""
         T = am.shape[0]
         a = am.reshape(T, self.nb, BLOCK).transpose(1, 2, 0)  # (nb, 32, T)
-        if self.max_code * ACT_MAX * BLOCK < 2**24:  # float32 BLAS sums are exact
-            a32 = a.astype(np.float32)
-            return np.matmul(self.codes, a32 if scale is None else a32 * scale.astype(np.float32))
+        if not self.split_act:
+            return np.matmul(self.codes, a.astype(np.float32))
         # split a = 256 hi + lo so that each half's sums are exact in float32; one pass over the codes
-        halves = np.concatenate([a >> 8, a & 0xFF], axis=-1).astype(np.float32)
-        if scale is not None:
-            halves *= np.concatenate([scale, scale], axis=-1).astype(np.float32)
-        s = np.matmul(self.codes, halves).astype(np.float64)
+        s = np.matmul(self.codes, np.concatenate([a >> 8, a & 0xFF], axis=-1).astype(np.float32)).astype(np.float64)
         return s[..., :T] * 256.0 + s[..., T:]
 
     def matmul(self, am: np.ndarray, ae: np.ndarray) -> np.ndarray:
         """B16 activations (T, cols) mantissas, (T, nb) exponents -> ACC (T, rows)."""
+        e_top = int(ae.max())
+        if e_top > self.e_fast or int(ae.min()) < FLOAT_EXP_MIN:
+            return self._matmul_int(am, ae)
+        T = am.shape[0]
+        a = am.reshape(T, self.nb, BLOCK).transpose(1, 0, 2)  # (nb, T, 32)
+        scale = np.exp2(ae.T.astype(np.float64))[:, :, None]  # (nb, T, 1)
+        # every block term floored on its own (section 3): floor(M_d S 2**(E_d+e+24)) [+ Q4_1's offset term]
+        terms = np.multiply(self._scaled_block_sums(a, scale), self.cd, dtype=np.float64)
+        np.floor(terms, out=terms)
+        if self.cm is not None:
+            offsets = np.multiply(self.cm, a.sum(axis=-1, keepdims=True) * scale)
+            terms += np.floor(offsets, out=offsets)
+        y = terms.sum(axis=0).astype(np.int64)
+        return y if e_top <= self.e_in_range else sat(y, ACC_BITS)
+
+    def _scaled_block_sums(self, a: np.ndarray, scale: np.ndarray) -> np.ndarray:
+        """S * 2**e per (block, position, row) for a (nb, T, 32), scale (nb, T, 1): exact float32 or float64.
+
+        Scaling a block's activations by a power of two scales its float sums exactly.
+        """
+        T = a.shape[1]
+        if T == 1 and not self.split_act:
+            return np.matmul((a * scale).astype(np.float32), self.codes_t)
+        if not self.split_act:
+            return np.matmul(self.codes, (a * scale).astype(np.float32).transpose(0, 2, 1)).transpose(0, 2, 1)
+        # a = 256 hi + lo: each half's sums are exact in float32, and so are they times 256 2**e
+        halves = np.concatenate([(a >> 8) * (256.0 * scale), (a & 0xFF) * scale], axis=1).astype(np.float32)
+        s = np.matmul(self.codes, halves.transpose(0, 2, 1)).transpose(0, 2, 1)
+        return np.add(s[:, :T], s[:, T:], dtype=np.float64)
+
+    def _matmul_int(self, am: np.ndarray, ae: np.ndarray) -> np.ndarray:
+        """The int64 path for exponents beyond the float path's exact range (exact float block sums)."""
         T = am.shape[0]
         asum = am.reshape(T, self.nb, BLOCK).sum(axis=-1).T if self.cm is not None else None  # (nb, T)
-        scale = np.exp2(ae.T.astype(np.float64))[:, None, :]  # (nb, 1, T)
-        term_bound = (self.cd_peak * self.max_code + self.cm_peak) * ACT_MAX * BLOCK * scale.max()
-        in_float_range = int(ae.min()) > -100  # scaled activations stay normal float32 numbers
-        if term_bound * self.nb < EXACT_F64 and term_bound < 2.0 ** (spec.TERM_BITS - 1) and in_float_range:
-            terms = np.multiply(self.block_sums(am, scale), self.cd[:, :, None], dtype=np.float64)
-            if self.ed_min + int(ae.min()) + ACC_FRAC < 0:  # some terms have fractions: floor them
-                np.floor(terms, out=terms)
-            if asum is not None:  # Q4_1's offset term, floored on its own
-                offsets = np.multiply(self.cm[:, :, None], asum[:, None, :] * scale)
-                terms += np.floor(offsets, out=offsets)
-            y = terms.sum(axis=0).astype(np.int64)
-        else:
-            y = self._terms_exact(self.block_sums(am).astype(np.int64), asum, ae.T).sum(axis=0)
+        y = self._terms_exact(self.block_sums(am).astype(np.int64), asum, ae.T).sum(axis=0)
         return sat(y.T, ACC_BITS)
 
     def matmul_exact(self, am: np.ndarray, ae: np.ndarray) -> np.ndarray:
@@ -110,6 +136,14 @@ class IntTensor:
             terms = terms + spec.sat_shift(self.mm[:, :, None] * asum[:, None, :],
                                            self.em[:, :, None] + e[:, None, :] + ACC_FRAC, spec.TERM_BITS)
         return terms
+
+
+def _largest_exponent(holds, peak: float) -> int:
+    """The largest e in the float path's range with holds(peak * 2**e), monotone in e (below the range if none)."""
+    for e in range(FLOAT_EXP_MAX, FLOAT_EXP_MIN - 1, -1):
+        if holds(peak * 2.0**e):
+            return e
+    return FLOAT_EXP_MIN - 1  # the int64 path serves every call
 
 
 @dataclass
@@ -189,18 +223,31 @@ class IntModel:
         G, e_g = gains
         x16, ex = rq(blocks(x), -ACC_FRAC, 16)  # (T, nb, 32), (T, nb)
         top = ex.max(axis=-1)  # X
-        ss = floor_shift((x16 * x16).sum(axis=-1), 2 * (ex - top[:, None])).sum(axis=-1)
-        ss = np.maximum(ss + floor_shift(self.eps_q, -(spec.RMS_EPS_FRAC + 2 * top)), 1)
-        j = -((32 - spec.bitlen(ss)) // 2)  # ceil((bitlen - 32) / 2)
-        t = floor_shift(ss, -2 * j)
-        r = self.rsqrt[(t >> 21) - 512]
+        # P_b at the exponent 2X: a right shift, as ex <= X
+        ss = ((x16 * x16).sum(axis=-1) >> np.minimum(2 * (top[:, None] - ex), 63)).sum(axis=-1)
+        r, shift = self._rsqrt(ss.tolist(), top.tolist())
         y = x16 * blocks(G) * r[:, None, None]
-        m, e = rq(y, ex + e_g - 31 - (j + top)[:, None], ACT_BITS)
+        m, e = rq(y, ex + (e_g - 31) - shift[:, None], ACT_BITS)
         return m.reshape(x.shape), e
 
+    def _rsqrt(self, ss: list[int], tops: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Section 5 steps 3-4 per position, on Python integers (a few scalars): R and j + X."""
+        rs, shifts = [], []
+        for s, top in zip(ss, tops, strict=True):
+            s = max(s + (self.eps_q >> (spec.RMS_EPS_FRAC + 2 * top)), 1)  # X >= -24: a right shift
+            j = -((32 - s.bit_length()) // 2)  # ceil((bitlen - 32) / 2)
+            t = s >> 2 * j if j >= 0 else s << -2 * j
+            rs.append(int(self.rsqrt[(t >> 21) - 512]))
+            shifts.append(j + top)
+        return np.array(rs, dtype=np.int64), np.array(shifts, dtype=np.int64)
+
     def rope(self, acc: np.ndarray, positions: np.ndarray, heads: int) -> tuple[np.ndarray, np.ndarray]:
-        T, hd = len(positions), self.cfg.head_dim
         u, e = rq(blocks(acc), -ACC_FRAC, 16)
+        return self._rotate(u, e, positions, heads)
+
+    def _rotate(self, u: np.ndarray, e: np.ndarray, positions: np.ndarray, heads: int):
+        """Section 6 steps 2-3 on (T, nb, 32) mantissas u with block exponents e."""
+        T, hd = len(positions), self.cfg.head_dim
         u = u.reshape(T, heads, hd)
         c = self.rope_cos[positions][:, None, :]
         s = self.rope_sin[positions][:, None, :]
@@ -212,13 +259,19 @@ class IntModel:
         return m.reshape(T, -1), e2
 
     def silu_gate(self, gate: np.ndarray, up: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        g16, eg = rq(blocks(gate), -ACC_FRAC, 16)
-        u16, eu = rq(blocks(up), -ACC_FRAC, 16)
+        return self._silu_stacked(np.concatenate([gate, up], axis=-1))
+
+    def _silu_stacked(self, acc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Section 8 on (T, 2 d_ffn) ACC: the gate's rows, then the up rows (both requantized in one rq)."""
+        m16, e16 = rq(blocks(acc), -ACC_FRAC, 16)
+        nb = e16.shape[-1] // 2
+        g16, u16, eg, eu = m16[:, :nb], m16[:, nb:], e16[:, :nb], e16[:, nb:]
         half = spec.SIGMOID_ENTRIES // 2
-        k = np.clip(floor_shift(g16, eg[..., None] + spec.SIGMOID_GRID_FRAC) + half, 0, spec.SIGMOID_ENTRIES - 1)
+        k = floor_shift(g16, eg[..., None] + spec.SIGMOID_GRID_FRAC) + half
+        np.minimum(np.maximum(k, 0, out=k), spec.SIGMOID_ENTRIES - 1, out=k)
         y = g16 * self.sigmoid[k] * u16
         m, e = rq(y, eg + eu - spec.SIGMOID_FRAC, ACT_BITS)
-        return m.reshape(gate.shape), e
+        return m.reshape(acc.shape[0], -1), e
 
     def attention(self, q, qe, cache: KVCache, layer: int, positions: np.ndarray):
         """q: (T, d_model) B16 after RoPE; the cache already holds these positions."""
@@ -232,7 +285,9 @@ class IntModel:
         ke = cache.ke[layer, :n_keys].reshape(n_keys, nkv, nbh).transpose(1, 0, 2)
         v = cache.v[layer, :n_keys].reshape(n_keys, nkv, hd).transpose(1, 0, 2)
         ve = cache.ve[layer, :n_keys].reshape(n_keys, nkv, nbh).transpose(1, 0, 2)
-        visible = np.repeat(np.arange(n_keys)[None, :] <= positions[:, None], cfg.group, axis=0)  # causal
+        visible = None  # one new position sees every cached key; a batch needs the causal mask
+        if T > 1:
+            visible = np.repeat(np.arange(n_keys)[None, :] <= positions[:, None], cfg.group, axis=0)
         w = self._softmax_weights(qh, qhe, k, ke, visible)  # (nkv, T*group, S)
         o = self._weighted_values(w, v, ve)  # (nkv, T*group, hd) at 2**-48
         m, e = rq(blocks(o), -spec.ATTN_OUT_FRAC, ACT_BITS)
@@ -241,16 +296,26 @@ class IntModel:
         return m, e
 
     def _softmax_weights(self, qh, qhe, k, ke, visible):
-        """Section 7 steps 1-3 for (heads, Q, ...) queries against (heads, S, ...) keys."""
+        """Section 7 steps 1-3 for (heads, Q, ...) queries against (heads, S, ...) keys; visible None: all."""
         d = np.matmul(qh.transpose(0, 2, 1, 3).astype(np.float64),
                       k.transpose(0, 2, 3, 1).astype(np.float64)).astype(np.int64)  # (h, nbh, Q, S), < 2**35
         shift = qhe.transpose(0, 2, 1)[..., None] + ke.transpose(0, 2, 1)[:, :, None, :] + spec.SCORE_FRAC
-        s = sat(spec.sat_shift(d, shift, spec.SCORE_BITS).sum(axis=1), spec.SCORE_BITS)  # (h, Q, S)
-        s = floor_shift(s * self.attn_scale, -15)
-        top = np.where(visible, s, np.iinfo(np.int64).min).max(axis=-1, keepdims=True)
-        u = -floor_shift((np.where(visible, s, top) - top) * spec.LOG2E_Q, -15)
+        if int(np.abs(d).max(initial=0)).bit_length() + int(shift.max()) < spec.SCORE_BITS:
+            d = floor_shift(d, shift)  # no block score reaches the saturation bound
+        else:
+            d = spec.sat_shift(d, shift, spec.SCORE_BITS)
+        s = sat(d.sum(axis=1), spec.SCORE_BITS)  # (h, Q, S)
+        s = (s * self.attn_scale) >> 15
+        if visible is None:
+            top = s.max(axis=-1, keepdims=True)
+            delta = s - top
+        else:
+            top = np.where(visible, s, np.iinfo(np.int64).min).max(axis=-1, keepdims=True)
+            delta = np.where(visible, s, top) - top
+        u = -((delta * spec.LOG2E_Q) >> 15)
         p = np.right_shift(self.exp2[(u & 0xFFFF) >> 6], np.minimum(u >> 16, 63))
-        p = np.where(visible, p, 0)
+        if visible is not None:
+            p = np.where(visible, p, 0)
         rcp = (1 << 48) // p.sum(axis=-1, keepdims=True)
         return (p * rcp) >> 24
 
@@ -263,7 +328,7 @@ class IntModel:
         if top <= 53 - 39:  # every product and partial sum is whole and below 2**53
             return np.matmul(w.astype(np.float64), v * np.exp2(shift)).astype(np.int64)
         if top <= 62 - 39:  # below 2**62: int64 is exact and no saturation can apply
-            return np.einsum("hqs,hsd->hqd", w, v << shift)
+            return np.matmul(w, v << shift)
         exact = np.einsum("hqs,hsd->hqd", w.astype(object), v.astype(object) * (2 ** shift.astype(object)))
         return sat(np.clip(exact, -(1 << 63), (1 << 63) - 1).astype(np.int64), spec.ATTN_OUT_BITS)
 
@@ -292,23 +357,26 @@ class IntModel:
         tap(n, "final_norm", pos, h, he)
         logits = self.lm_head.matmul(h, he)
         tap(n, "logits", pos, logits)
-        tap(n, "argmax", pos, argmax(logits)[:, None])
+        if trace is not None:
+            tap(n, "argmax", pos, argmax(logits)[:, None])
         return logits
 
     def _layer(self, li, L, x, pos, cache: KVCache, tap):
-        nh, nkv = self.cfg.n_heads, self.cfg.n_kv_heads
+        cfg = self.cfg
         h, he = self.rmsnorm(x, L["attn_norm"])
         tap(li, "attn_norm", pos, h, he)
-        d, kv = self.cfg.d_model, nkv * self.cfg.head_dim
-        qkv = L["qkv"].matmul(h, he)
-        qk, qke = self.rope(qkv[:, :d + kv], pos, nh + nkv)  # Q and K heads rotate alike
-        q, k, qe, ke = qk[:, :d], qk[:, d:], qke[:, :d // BLOCK], qke[:, d // BLOCK:]
-        v, ve = rq(blocks(qkv[:, d + kv:]), -ACC_FRAC, ACT_BITS)
-        v = v.reshape(len(pos), -1)
+        qk_blocks = (cfg.d_model + cfg.n_kv_heads * cfg.head_dim) // BLOCK
+        nbq = cfg.d_model // BLOCK
+        # one rq serves RoPE's input (Q and K heads rotate alike) and V
+        u, ue = rq(blocks(L["qkv"].matmul(h, he)), -ACC_FRAC, 16)
+        qk, qke = self._rotate(u[:, :qk_blocks], ue[:, :qk_blocks], pos, cfg.n_heads + cfg.n_kv_heads)
+        q, k, qe, ke = qk[:, :cfg.d_model], qk[:, cfg.d_model:], qke[:, :nbq], qke[:, nbq:]
+        v, ve = u[:, qk_blocks:].reshape(len(pos), -1), ue[:, qk_blocks:]
         tap(li, "q", pos, q, qe)
         tap(li, "k", pos, k, ke)
         tap(li, "v", pos, v, ve)
-        cache.k[li, pos], cache.ke[li, pos], cache.v[li, pos], cache.ve[li, pos] = k, ke, v, ve
+        new = slice(int(pos[0]), int(pos[-1]) + 1)  # positions are consecutive
+        cache.k[li, new], cache.ke[li, new], cache.v[li, new], cache.ve[li, new] = k, ke, v, ve
         a, ae = self.attention(q, qe, cache, li, pos)
         tap(li, "attn", pos, a, ae)
         o = L["wo"].matmul(a, ae)
@@ -317,7 +385,7 @@ class IntModel:
         tap(li, "resid_attn", pos, x)
         h, he = self.rmsnorm(x, L["ffn_norm"])
         tap(li, "ffn_norm", pos, h, he)
-        f, fe = self.silu_gate(*L["gate_up"].split(L["gate_up"].matmul(h, he)))
+        f, fe = self._silu_stacked(L["gate_up"].matmul(h, he))  # gate rows, then up rows
         tap(li, "ffn_act", pos, f, fe)
         d = L["w_down"].matmul(f, fe)
         tap(li, "down", pos, d)

@@ -2,7 +2,9 @@
 
 Decodes greedily after a short prompt and reports the median seconds per token
 of several repeats, for the integer reference and, as the baseline measured in
-the same run, the float reference. Run it pinned to one core, as tox -e bench does:
+the same run, the float reference: wall time, and the process's CPU time, which
+other work on a shared machine disturbs less. Run it pinned to one core, as
+tox -e bench does:
 
     taskset -c 0 python tools/bench_golden.py --model smollm2-135m --tokens 16 --repeats 5
 """
@@ -30,16 +32,17 @@ from hardwire.golden.tokenizer import GGUFTokenizer  # noqa: E402
 PROMPT = "The old stone bridge over the river was built"
 
 
-def decode_seconds_per_token(step, prompt_ids: list[int], n_tokens: int) -> float:
-    """Median wall seconds of one decode step over n_tokens greedy steps."""
+def decode_seconds_per_token(step, prompt_ids: list[int], n_tokens: int) -> tuple[float, float]:
+    """Median (wall, CPU) seconds of one decode step over n_tokens greedy steps."""
     logits = step(np.asarray(prompt_ids))
-    token, times = int(logits[-1].argmax()), []
+    token, walls, cpus = int(logits[-1].argmax()), [], []
     for _ in range(n_tokens):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         logits = step(np.asarray([token]))
-        times.append(time.perf_counter() - t0)
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
         token = int(logits[-1].argmax())
-    return statistics.median(times)
+    return statistics.median(walls), statistics.median(cpus)
 
 
 def main(argv=None) -> int:
@@ -58,13 +61,18 @@ def main(argv=None) -> int:
         int_runs.append(decode_seconds_per_token(lambda t, c=cache: im.forward(t, c), prompt, args.tokens))
         fcache = fm.new_cache(capacity)
         float_runs.append(decode_seconds_per_token(lambda t, c=fcache: fm.forward(t, c), prompt, args.tokens))
-    int_s, float_s = statistics.median(int_runs), statistics.median(float_runs)
+    int_s, int_cpu = (statistics.median(x) for x in zip(*int_runs, strict=True))
+    float_s, float_cpu = (statistics.median(x) for x in zip(*float_runs, strict=True))
     json.dump({
         "model": args.model,
         "int_s_per_token": int_s,
         "int_tokens_per_s": 1.0 / int_s,
         "float_s_per_token": float_s,
         "int_over_float": int_s / float_s,
+        "int_cpu_s_per_token": int_cpu,
+        "int_cpu_tokens_per_s": 1.0 / int_cpu,
+        "float_cpu_s_per_token": float_cpu,
+        "int_over_float_cpu": int_cpu / float_cpu,
         "repeats": args.repeats,
         "tokens_per_repeat": args.tokens,
     }, sys.stdout, indent=2)
