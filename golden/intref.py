@@ -322,11 +322,13 @@ class IntModel:
     @staticmethod
     def _weighted_values(w, v, ve):
         """Section 7 step 4: w (h, Q, S) Q0.24 weights, v (h, S, hd) B16 values."""
-        shift = np.repeat(ve + 24, BLOCK, axis=-1)  # (h, S, hd), >= 0 by construction
-        top = int(shift.max(initial=0))
+        top = max(int(ve.max(initial=-24)) + 24, 0)  # the largest shift ve + 24 (>= 0 by construction)
         # sum_t w_t <= 2**24 and |v| < 2**15, so |sum| < 2**(39 + top)
         if top <= 53 - 39:  # every product and partial sum is whole and below 2**53
-            return np.matmul(w.astype(np.float64), v * np.exp2(shift)).astype(np.int64)
+            h, S, hd = v.shape
+            scaled = (v.reshape(h, S, -1, BLOCK) * np.exp2(ve + 24)[..., None]).reshape(h, S, hd)
+            return np.matmul(w.astype(np.float64), scaled).astype(np.int64)
+        shift = np.repeat(ve + 24, BLOCK, axis=-1)  # (h, S, hd)
         if top <= 62 - 39:  # below 2**62: int64 is exact and no saturation can apply
             return np.matmul(w, v << shift)
         exact = np.einsum("hqs,hsd->hqd", w.astype(object), v.astype(object) * (2 ** shift.astype(object)))
