@@ -30,7 +30,7 @@ class RecordingTable(np.ndarray):
     """A lookup table that remembers every index array the golden reference reads it with."""
 
     def __getitem__(self, index):
-        self.reads.append(np.array(index, copy=True))
+        self.reads.append(np.atleast_1d(np.array(index, copy=True)))  # a scalar lookup reads as one index
         return np.asarray(self)[index]
 
 
