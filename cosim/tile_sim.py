@@ -7,12 +7,15 @@ collects every tap beat and every downstream block as integers.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from myhdl import ResetSignal, block
 
+from hardwire.golden.models import cache_root
 from hardwire.golden.spec import BLOCK
 from hardwire.rtl import tile as T
 from hardwire.rtl.cells.lut_rom import lut_address_bits, lut_rom
@@ -23,13 +26,16 @@ from hardwire.rtl.die import Die
 from hardwire.rtl.isa import WORD_BITS as UCODE_BITS
 from hardwire.rtl.metal import RomImage
 from hardwire.rtl.units import attention, head, vector
+from hardwire.rtl.verilog import to_verilog
 from hardwire.rtl.via_map import write_via_map_rows
 
+from .chip_sim import rtl_digest
 from .lanes import pack_lanes, to_signed, to_unsigned, unpack_lanes
-from .verilator_build import Simulator, build_myhdl
+from .verilator_build import Simulator, build, publish_once
 
 UCODE_DEPTH = 64
 ROMS = ("ucode", "weights", "consts", "lut_rsqrt", "lut_sigmoid", "lut_rope", "lut_exp2")
+HARNESS_FORMAT = "1"  # bump when what a cached harness directory holds changes
 
 
 @block
@@ -82,17 +88,8 @@ class TileSim:
         depths = rom_depths(die, head=False)  # the die's macros: one build serves every layer and model
         for name in ROMS:
             _write(images[name], work / f"{name}.hex", depths[name])
-        pos_bits = attention.AttentionLimits.from_die(die).position_bits
-
-        def elaborate():
-            return tile_top(bit_signal(), ResetSignal(0, active=1, isasync=False), bit_signal(),
-                            unsigned_signal(lut_address_bits(UCODE_DEPTH)), bit_signal(), bit_signal(),
-                            unsigned_signal(pos_bits), unsigned_signal(head.ROW_BITS), unsigned_signal(head.ROW_BITS),
-                            bit_signal(), T.BlockBus(), T.BlockBus(), T.TapPort(), die=die,
-                            depths=depths, scratch_depth=scratch_depth, max_blocks=max_blocks)
-
-        self.sim: Simulator = build_myhdl(elaborate, f"tile_{die.name.replace('-', '_')}_s{scratch_depth}",
-                                          via_maps=work)
+        top, verilog = harness_verilog(die, scratch_depth, max_blocks)
+        self.sim: Simulator = build({f"{top}.v": verilog}, top, via_maps=work)
         io = self.sim.io
         io.rst = 1
         self.sim.step(2)
@@ -129,6 +126,36 @@ class TileSim:
                                     unpack_lanes(io.tap_data, T.WORD, BLOCK), cycle))
         if io.down_valid:
             result.down.append((unpack_lanes(io.down_data, T.WORD, BLOCK), to_signed(io.down_exp, T.EXP_BITS)))
+
+
+def harness_verilog(die: Die, scratch_depth: int, max_blocks: int) -> tuple[str, str]:
+    """(module name, Verilog) of the tile harness, converted once per die, sizes and RTL and then
+    read from cache_root()/tiles: a MyHDL conversion of a large tile takes tens of seconds, and
+    two to three times that inside a pytest(-xdist) process, paid by every layer-sharded test."""
+    top = f"tile_{die.name.replace('-', '_')}_s{scratch_depth}"
+    identity = {"format": HARNESS_FORMAT, "top": top, "die": die.as_dict(), "scratch_depth": scratch_depth,
+                "max_blocks": max_blocks, "rtl": rtl_digest(),
+                "harness": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()}
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
+
+    def convert(staging: Path) -> None:
+        (staging / f"{top}.v").write_text(to_verilog(_elaborator(die, scratch_depth, max_blocks), top))
+
+    directory, _ = publish_once(cache_root() / "tiles", key, convert)
+    return top, (directory / f"{top}.v").read_text()
+
+
+def _elaborator(die: Die, scratch_depth: int, max_blocks: int):
+    depths = rom_depths(die, head=False)
+    pos_bits = attention.AttentionLimits.from_die(die).position_bits
+
+    def elaborate():
+        return tile_top(bit_signal(), ResetSignal(0, active=1, isasync=False), bit_signal(),
+                        unsigned_signal(lut_address_bits(UCODE_DEPTH)), bit_signal(), bit_signal(),
+                        unsigned_signal(pos_bits), unsigned_signal(head.ROW_BITS), unsigned_signal(head.ROW_BITS),
+                        bit_signal(), T.BlockBus(), T.BlockBus(), T.TapPort(), die=die,
+                        depths=depths, scratch_depth=scratch_depth, max_blocks=max_blocks)
+    return elaborate
 
 
 def _write(image: RomImage, path: Path, depth: int) -> Path:

@@ -156,7 +156,7 @@ def run_run(args, console: Console) -> int:
                                     prompt_ids=ids, via_maps=via_maps)
         artifacts = write_artifacts(args.artifacts, printed, gen, command)
         report["failure"] = {"directory": str(artifacts.directory), "traces": str(artifacts.traces),
-                             "waveform": str(artifacts.waveform), "reproduce": command}
+                             "waveform": artifacts.waveform and str(artifacts.waveform), "reproduce": command}
     console.result(report, title=f"{args.model} on {printed.die.name}")
     if artifacts is not None:
         console.error(f"the chip departs from the golden reference at {gen.mismatch}")

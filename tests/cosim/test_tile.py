@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 
 from hardwire.cosim.scoreboard import Scoreboard
-from hardwire.cosim.tile_sim import UCODE_DEPTH, TileSim
+from hardwire.cosim.tile_sim import UCODE_DEPTH, TileSim, _elaborator, harness_verilog
 from hardwire.golden import spec
 from hardwire.golden.intref import IntModel, Trace
 from hardwire.rtl import metal
 from hardwire.rtl.die import get_die
 from hardwire.rtl.isa import TAP_ID, Instr, Op
 from hardwire.rtl.metal import UCODE_BITS, RomImage, _int_bytes
+from hardwire.rtl.verilog import to_verilog
 
 DIE = get_die("hw-tiny")
 TABLES = ("lut_rsqrt", "lut_sigmoid", "lut_rope", "lut_exp2")
@@ -174,3 +175,9 @@ def test_a_flipped_via_bit_fails_at_the_output_projection(synth_model, golden, t
     chip, want = data["chip/layer0/o/pos1/mant"], data["golden/layer0/o/pos1/mant"]
     assert chip[0] == first.actual and want[0] == first.expected and chip[0] != want[0]
     assert data["chip/layer0/o/pos1/cycle"][0] == first.cycle
+
+
+def test_the_harness_cache_holds_what_the_rtl_converts_to(synth_model):
+    depth = metal.tile_layout(synth_model.config).end
+    top, cached = harness_verilog(DIE, depth, 16)
+    assert top == f"tile_hw_tiny_s{depth}" and cached == to_verilog(_elaborator(DIE, depth, 16), top)
