@@ -10,7 +10,9 @@ ships none), into the run directory:
     coverage.info        lcov, the line and branch points only (verilator_coverage --write-info): lcov has
                          no toggle record, and verilator_coverage 5.006 would fold toggles into line records
     code_coverage.json   per block (schema in tools/run_results.py): lines as coverage.info counts them,
-                         toggles counted from coverage.dat, whose text format is one point per line (no
+                         less the lines of units waived as unreachable on that module
+                         (cosim/coverage_waivers.py), which are listed apart with their reason; toggles
+                         counted from coverage.dat, whose text format is one point per line (no
                          Verilator tool totals toggles per file)
 
 A block is a base-grid module (hw_tile, hw_head, hw_chip), its source file's name, summed over every
@@ -28,6 +30,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .cosim.coverage_waivers import waived_units
 from .golden.errors import HardwireError
 
 TOOL = "verilator_coverage"
@@ -52,13 +55,16 @@ class Block:
     toggles_hit: int = 0
     toggles_total: int = 0
     uncovered: list[str] = field(default_factory=list)
+    waived: dict[str, dict] = field(default_factory=dict)  # unit -> {"lines": n, "reason": why}
 
     def as_dict(self) -> dict:
         listed = self.uncovered[:MAX_LISTED]
         if len(self.uncovered) > MAX_LISTED:
             listed.append(f"... {len(self.uncovered) - MAX_LISTED} more ranges in {INFO_FILE}")
         return {"lines_hit": self.lines_hit, "lines_total": self.lines_total, "toggles_hit": self.toggles_hit,
-                "toggles_total": self.toggles_total, "uncovered": listed}
+                "toggles_total": self.toggles_total, "uncovered": listed,
+                "lines_waived": sum(w["lines"] for w in self.waived.values()),
+                "waived": [{"unit": unit, **w} for unit, w in sorted(self.waived.items())]}
 
 
 def coverage_tool() -> str:
@@ -147,12 +153,33 @@ def read_info(path: Path) -> dict[str, dict[int, int]]:
 def add_lines(blocks: dict[str, Block], files: dict[str, dict[int, int]], dies: dict[str, str]) -> None:
     for source, lines in sorted(files.items()):
         block = blocks.setdefault(Path(source).stem, Block())
+        names = process_names(Path(source))
+        lines = waive(block, Path(source), lines, names)
         block.lines_total += len(lines)
         block.lines_hit += sum(1 for count in lines.values() if count > 0)
-        where, names = f"{_die(source, dies)}/{Path(source).name}", process_names(Path(source))
+        where = f"{_die(source, dies)}/{Path(source).name}"
         for a, b in uncovered_ranges(lines):
             name = f" {names[a - 1]}" if a <= len(names) and names[a - 1] else ""
             block.uncovered.append((f"{where}:{a}" if a == b else f"{where}:{a}-{b}") + name)
+
+
+def waive(block: Block, source: Path, lines: dict[int, int], names: list[str]) -> dict[int, int]:
+    """`lines` less those of the units waived on this module, which are counted into block.waived. A
+    waiver that names no line of its module stops the merge: the unit was renamed or removed."""
+    waivers = waived_units(source.stem)
+    if not waivers or not names:  # no waivers, or the source is gone and its lines cannot be placed
+        return lines
+    kept = dict(lines)
+    for unit, reason in waivers.items():
+        inside = [n for n in lines if n <= len(names) and (names[n - 1] == unit or names[n - 1].startswith(unit + "_"))]
+        if not inside:
+            raise HardwireError(f"coverage waiver {unit!r} names no line of {source.name}: "
+                                "was the unit renamed? (cosim/coverage_waivers.py)")
+        for n in inside:
+            del kept[n]
+        entry = block.waived.setdefault(unit, {"lines": 0, "reason": reason})
+        entry["lines"] += len(inside)
+    return kept
 
 
 def process_names(source: Path) -> list[str]:

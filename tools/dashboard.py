@@ -152,8 +152,13 @@ def _code_coverage(run: RunData) -> str:
                     f'<td>{b.get("lines_hit", 0)} / {b.get("lines_total", 0)} {_bar(lines)}</td>'
                     f'<td>{b.get("toggles_hit", 0)} / {b.get("toggles_total", 0)} {_bar(toggles)}</td>'
                     f'<td class="holes">{uncovered}</td></tr>')
+    waived = [f"<li><b>{escape(name)}</b> <code>{escape(str(w.get('unit')))}</code>, {w.get('lines')} lines: "
+              f"{escape(str(w.get('reason')))}</li>"
+              for name, b in run.code_coverage.items() for w in b.get("waived", [])]
+    waivers = (f'<h3>Waived: unreachable on their module, left out of the counts</h3><ul id="waived">{"".join(waived)}'
+               "</ul>" if waived else "")
     return (head + "<table><tr><th>block</th><th>lines</th><th>toggles</th><th>uncovered</th></tr>"
-            + "".join(rows) + "</table></section>")
+            + "".join(rows) + "</table>" + waivers + "</section>")
 
 
 def _performance(run: RunData) -> str:

@@ -7,7 +7,9 @@ The run directory (tools/regression_plugin.py writes most of it):
     code_coverage.json        optional, per RTL block:
                               {"format": 1, "blocks": {"hw_tile": {"lines_hit": 10, "lines_total": 12,
                                "toggles_hit": 80, "toggles_total": 100, "uncovered": ["tile.v:120", ...]}}}
-                              (toggles_* may be left out); written by tools/code_coverage.py with --hw-coverage,
+                              (toggles_* may be left out; "lines_waived" and "waived": [{"unit", "lines",
+                               "reason"}] list the lines left out of the counts as unreachable on their module);
+                              written by tools/code_coverage.py with --hw-coverage,
                               beside coverage.dat (Verilator's, merged) and coverage.info (lcov, lines)
     perf.json                 optional: {"format": 1, "figures": {die: {"cycles_per_token": ..,
                                "sim_s_per_token": .., "build_s": .., "tokens": ..}}}

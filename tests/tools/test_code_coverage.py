@@ -66,9 +66,10 @@ def test_merged_counts_are_the_sums_and_the_blocks_are_summarised(tmp_path):
     for key, count in first.items():
         assert merged[key.replace(f"/.{KEY}.building.x1y2/".encode(), f"/{KEY}/".encode())] == count + second[key]
     assert blocks == {
-        "hw_chip": {"lines_hit": 1, "lines_total": 1, "toggles_hit": 1, "toggles_total": 2, "uncovered": []},
+        "hw_chip": {"lines_hit": 1, "lines_total": 1, "toggles_hit": 1, "toggles_total": 2, "uncovered": [],
+                    "lines_waived": 0, "waived": []},
         "hw_tile": {"lines_hit": 4, "lines_total": 7, "toggles_hit": 1, "toggles_total": 2,
-                    "uncovered": ["hw-tiny/hw_tile.v:20-22"]},
+                    "uncovered": ["hw-tiny/hw_tile.v:20-22"], "lines_waived": 0, "waived": []},
     }
     summary = json.loads((tmp_path / "code_coverage.json").read_text())
     assert summary["blocks"] == blocks

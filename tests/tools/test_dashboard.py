@@ -93,6 +93,7 @@ def test_the_page_shows_groups_coverage_and_figures(run_dir):
     assert 'data-group="op_layer"' in page and "<code>status/KV_OVERFLOW</code>" in page  # a hole, listed
     assert "rq clamps mantissas to +-32767" in page  # the unreachable bin's reason
     assert "tile.v:120 &lt;kv_wrap&gt;" in page and "<td>115</td>" in page  # code coverage; cycles per token
+    assert "<code>rope_unit0</code>, 7 lines: no ROPE in hw_head&#x27;s microcode" in page  # a waiver, with its reason
     assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "") and "https://" not in page
 
 
