@@ -16,7 +16,7 @@ from hardwire.rtl.metal import UCODE_BITS, RomImage, _int_bytes
 DIE = get_die("hw-s135")
 CI_LAYERS = (0, 29)  # the first layer and the last in the fast suite; every layer in the nightly run
 LAYERS = [layer if layer in CI_LAYERS else pytest.param(layer, marks=pytest.mark.nightly) for layer in range(30)]
-PROMPT = "The bridge"
+PROMPT = "The bridge over the river was built"  # 7 positions: attention over a real context
 OPS = ["attn_norm", "q", "k", "v", "attn", "o", "resid_attn", "ffn_norm", "ffn_act", "down", "resid_ffn"]
 
 
