@@ -48,6 +48,20 @@ class Flip:
     def __str__(self) -> str:
         return f"{self.rom}[{self.word}] bit {self.bit}"
 
+    @property
+    def spec(self) -> str:
+        """The ROM:WORD:BIT form `parse` reads (pytest --hw-flip)."""
+        return f"{self.rom}:{self.word}:{self.bit}"
+
+    @classmethod
+    def parse(cls, text: str) -> Flip:
+        """ROM:WORD:BIT, e.g. tile01_weights:0:0; ValueError names what is wrong."""
+        rom, _, rest = text.partition(":")
+        word, _, bit = rest.partition(":")
+        if not rom or not word.isdigit() or not bit.isdigit():
+            raise ValueError(f"{text!r} is not ROM:WORD:BIT (a ROM name, then two non-negative integers)")
+        return cls(rom, int(word), int(bit))
+
 
 def flipped_words(image: M.Metal, flip: Flip) -> np.ndarray:
     """The ROM's words with the bit flipped (a word past the used ones is zero before the flip)."""

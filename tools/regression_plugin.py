@@ -13,6 +13,11 @@ toggle coverage (fixture `hw_coverage`); each process writes the counts of its c
 its work directory, and the controller merges them into RUN/coverage.dat, RUN/coverage.info and
 RUN/code_coverage.json (tools/code_coverage.py; needs verilator_coverage, checked at the start).
 
+--hw-flip ROM:WORD:BIT injects a fault: every metal the session prints (rtl.metal.generate) has
+that one via bit flipped, so the chip and tile tests fail where the flipped bit first shows (a
+deliberately broken run, to see the checks and the dashboard catch it). A metal without that ROM,
+or a word or bit outside it, stops the test with an error; the reproduce lines carry the flip.
+
 Every failing test whose failure text carries no "reproduce:" line of its own gets a JUnit
 property `reproduce`: the one-line command that runs it again (tools/run_results.py reads both).
 A test may record a `seed` property (record_property) when its stimulus comes from one.
@@ -103,8 +108,28 @@ def perf_figures(samples: dict[str, list[float]]) -> dict:
     return out
 
 
-def reproduce_command(nodeid: str) -> str:
-    return f"pytest {shlex.quote(nodeid)}"
+def reproduce_command(nodeid: str, flip: str | None = None) -> str:
+    return f"pytest {shlex.quote(nodeid)}" + (f" --hw-flip {shlex.quote(flip)}" if flip else "")
+
+
+def flip_every_metal(flip) -> None:
+    """Wrap rtl.metal.generate so that every metal printed from now on carries `flip` (a mutation.Flip)."""
+    from .cosim import mutation  # pyverilator (through chip_sim): only when a flip is asked for
+    from .rtl import metal
+
+    clean = metal.generate
+
+    def generate_flipped(model, die):
+        image = clean(model, die)
+        if flip.rom not in image.roms:
+            raise HardwireError(f"--hw-flip {flip.spec}: the metal of {model.config.name} on {die.name} has no ROM "
+                                f"{flip.rom!r} (it has {', '.join(sorted(image.roms))})")
+        try:
+            return mutation.apply_flip(image, flip)
+        except ValueError as exc:
+            raise HardwireError(f"--hw-flip: {exc}") from None
+
+    metal.generate = generate_flipped
 
 
 # --- hooks and fixtures ----------------------------------------------------------------------------
@@ -116,10 +141,15 @@ def pytest_addoption(parser) -> None:
     parser.addoption("--hw-coverage", action="store_true", default=os.environ.get(COVERAGE_ENV, "") not in ("", "0"),
                      help="Verilator line and toggle coverage of the chips the tests build, merged into the run "
                           f"directory (needs --hw-run-dir and verilator_coverage; also ${COVERAGE_ENV}=1)")
+    parser.addoption("--hw-flip", default=None, metavar="ROM:WORD:BIT",
+                     help="fault injection: flip this via bit (LSB 0) in every metal the tests print, "
+                          "e.g. tile01_weights:0:0; a deliberately broken run")
 
 
 def pytest_configure(config) -> None:
     config.stash[RECORD] = RunRecord()
+    if config.getoption("hw_flip"):
+        flip_every_metal(_parse_flip(config.getoption("hw_flip")))
     run_dir = config.getoption("hw_run_dir")
     if config.getoption("hw_coverage"):
         _check_code_coverage(run_dir)
@@ -175,7 +205,8 @@ def pytest_terminal_summary(terminalreporter, config) -> None:
 def pytest_runtest_makereport(item, call):
     report = yield
     if report.failed and not _carries_reproduction(item, report):
-        item.user_properties.append(("reproduce", reproduce_command(item.nodeid)))  # JUnit reads it at teardown
+        # JUnit reads it at teardown
+        item.user_properties.append(("reproduce", reproduce_command(item.nodeid, item.config.getoption("hw_flip"))))
     return report
 
 
@@ -212,6 +243,15 @@ def _check_code_coverage(run_dir: Path | None) -> None:
         code_coverage.coverage_tool()
     except HardwireError as exc:
         raise pytest.UsageError(str(exc)) from None
+
+
+def _parse_flip(text: str):
+    from .cosim.mutation import Flip  # as in flip_every_metal
+
+    try:
+        return Flip.parse(text)
+    except ValueError as exc:
+        raise pytest.UsageError(f"--hw-flip: {exc}") from None
 
 
 def _carries_reproduction(item, report) -> bool:

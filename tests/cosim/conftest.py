@@ -14,7 +14,9 @@ from hardwire.rtl.isa import TAP_NAME
 
 
 def rerun_line(request) -> str:
-    return f"python -m pytest {shlex.quote(request.node.nodeid)} -p no:randomly -n 0"
+    flip = request.config.getoption("hw_flip")  # a deliberately broken run: the rerun breaks the same way
+    return f"python -m pytest {shlex.quote(request.node.nodeid)} -p no:randomly -n 0" + \
+        (f" --hw-flip {shlex.quote(flip)}" if flip else "")
 
 
 @pytest.fixture
@@ -29,8 +31,9 @@ def explain_failure(request, tmp_path):
         if gen.mismatch is None:
             return f"no mismatch; taps never seen: {gen.missing[:4]}; tokens {gen.tokens}, golden " \
                    f"{gen.golden_tokens}\n{rerun}"
-        command = reproduce_command(str(model.path), sim.die.name, n_new, prompt_ids=prompt, via_maps=via_maps)
-        maps = via_maps or metal_maps(metal.generate(model, sim.die))[0]  # the model's own metal
+        maps = via_maps or metal_maps(metal.generate(model, sim.die))[0]  # the model's own metal, or a --hw-flip one
+        flipped = via_maps or (maps if request.config.getoption("hw_flip") else None)
+        command = reproduce_command(str(model.path), sim.die.name, n_new, prompt_ids=prompt, via_maps=flipped)
         artifacts = write_chip_failure(tmp_path / "failure", sim.die, maps, gen, model.config.n_layers, command)
         return f"{artifacts.summary()}\n{rerun}"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -11,6 +12,11 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from hardwire.cosim.mutation import Flip
+from hardwire.golden.errors import HardwireError
+from hardwire.regression_plugin import flip_every_metal
+from hardwire.rtl import metal
+from hardwire.rtl.die import get_die
 from hardwire.run_results import read_junit
 
 FAKE_SUITE = r'''
@@ -85,3 +91,38 @@ def test_a_new_run_clears_the_last_one(tmp_path):
     run_fake_suite(tmp_path, "-p", "no:xdist")
     assert {p.name for p in (run_dir / "workers").iterdir()} == {"master"}
     assert json.loads((run_dir / "functional_coverage.json").read_text())["bins"]["group/hit"] == sum(range(6))
+
+
+@pytest.mark.parametrize("flip, message", [
+    ("tile01_weights", "--hw-flip: 'tile01_weights' is not ROM:WORD:BIT"),
+    ("tile01_weights:x:3", "--hw-flip: 'tile01_weights:x:3' is not ROM:WORD:BIT"),
+])
+def test_a_malformed_flip_stops_the_run_in_one_line(tmp_path, flip, message):
+    (tmp_path / "test_none.py").write_text("def test_nothing():\n    pass\n")
+    argv = [sys.executable, "-m", "pytest", "-p", "hardwire.regression_plugin", "-p", "no:cacheprovider", "-p",
+            "no:xdist", "--hw-flip", flip, "test_none.py"]
+    result = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 4 and message in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("flip, message", [
+    ("no_such_rom:0:0", "has no ROM 'no_such_rom'"),
+    ("straps:0:999", "straps[0] bit 999 is outside straps"),
+])
+def test_a_flip_the_metal_cannot_take_is_an_error_not_a_pass(synth_model, flip, message, monkeypatch):
+    monkeypatch.setattr(metal, "generate", metal.generate)  # undone after the test
+    flip_every_metal(Flip.parse(flip))
+    with pytest.raises(HardwireError, match=re.escape(message)):
+        metal.generate(synth_model, get_die("hw-tiny"))
+
+
+def test_a_flipped_metal_differs_in_that_bit_alone(synth_model, monkeypatch):
+    clean = metal.generate(synth_model, get_die("hw-tiny"))
+    monkeypatch.setattr(metal, "generate", metal.generate)
+    flip_every_metal(Flip("tile01_weights", 2, 13))
+    flipped = metal.generate(synth_model, get_die("hw-tiny"))
+    for name, rom in clean.roms.items():
+        diff = rom.words ^ flipped.roms[name].words
+        assert diff.sum() == (1 << 5 if name == "tile01_weights" else 0), name
+    assert (clean.roms["tile01_weights"].words ^ flipped.roms["tile01_weights"].words)[2, 1] == 1 << 5
+    assert Flip.parse("tile01_weights:2:13").spec == "tile01_weights:2:13"
