@@ -24,6 +24,7 @@ from .gguf_model import BLOCK
 QUANTS = {"q8_0": QT.Q8_0, "q4_0": QT.Q4_0, "q4_1": QT.Q4_1, "f32": QT.F32}
 CONTROL_TOKENS = ("<|im_start|>", "<|im_end|>")
 MIN_VOCAB = 256 + len(CONTROL_TOKENS)
+MAX_WEIGHT_SCALE = 1e4  # keeps every fp16 block scale finite, whatever the shape and quant type
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,9 @@ class SynthSpec:
     rope_theta: float = 10000.0
     rms_eps: float = 1e-5
     seed: int = 0
+    # every weight matrix and the embedding times this: 0 gives all-zero vectors, thousands drive the
+    # accumulators, scores and tables into saturation (the corner cases the chip must match exactly)
+    weight_scale: float = 1.0
 
     def check(self) -> None:
         for name in ("layers", "d_model", "d_ffn", "heads", "kv_heads", "vocab", "context"):
@@ -58,6 +62,9 @@ class SynthSpec:
             raise HardwireError(f"head_dim={self.d_model // self.heads} is not a multiple of {BLOCK}")
         if self.vocab < MIN_VOCAB:
             raise HardwireError(f"--vocab={self.vocab} is below {MIN_VOCAB} (256 byte tokens + 2 control)")
+        if not 0 <= self.weight_scale <= MAX_WEIGHT_SCALE:
+            raise HardwireError(f"--weight-scale {self.weight_scale} is outside [0, {MAX_WEIGHT_SCALE:g}] "
+                                "(larger ones overflow the fp16 block scales)")
         for name in ("embed_quant", "attn_quant", "ffn_quant", "output_quant"):
             value = getattr(self, name)
             if value is not None and value not in QUANTS:
@@ -103,13 +110,13 @@ def write_synthetic(spec: SynthSpec, out: Path) -> Path:
     _add_tokenizer(w, spec.vocab)
 
     def linear(name: str, rows: int, cols: int, quant: str) -> None:
-        data = rng.standard_normal((rows, cols)).astype(np.float32) / np.sqrt(cols)
+        data = (spec.weight_scale * rng.standard_normal((rows, cols)) / np.sqrt(cols)).astype(np.float32)
         _add(w, name, data, QUANTS[quant])
 
     def gains(name: str, n: int) -> None:
         w.add_tensor(name, (1.0 + 0.1 * rng.standard_normal(n)).astype(np.float32))
 
-    embed = (0.5 * rng.standard_normal((spec.vocab, spec.d_model))).astype(np.float32)
+    embed = (0.5 * spec.weight_scale * rng.standard_normal((spec.vocab, spec.d_model))).astype(np.float32)
     _add(w, "token_embd.weight", embed, QUANTS[spec.embed_quant])
     for i in range(spec.layers):
         b = f"blk.{i}."

@@ -107,3 +107,17 @@ def test_unsupported_quant_is_named(tmp_path, monkeypatch):
     path = write_synthetic(SynthSpec(ffn_quant="q5_0"), tmp_path / "q5.gguf")
     with pytest.raises(HardwireError, match="unsupported quant type Q5_0"):
         load_model(path)
+
+
+@pytest.mark.parametrize("scale", [-1.0, 2e4, float("nan")])
+def test_a_weight_scale_that_would_overflow_fp16_is_refused(tmp_path, scale):
+    with pytest.raises(HardwireError, match="--weight-scale .* is outside \\[0, 10000\\]"):
+        write_synthetic(SynthSpec(weight_scale=scale), tmp_path / "w.gguf")
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_weight_scale_scales_every_matrix(tmp_path):
+    quiet, loud = (load_model(write_synthetic(SynthSpec(attn_quant="q8_0", weight_scale=s), tmp_path / f"{s}.gguf"))
+                   for s in (1.0, 100.0))
+    q, l_ = (m.layers[0].wq.dequantize() for m in (quiet, loud))
+    assert 90 < abs(l_).max() / abs(q).max() < 110
