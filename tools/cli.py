@@ -84,6 +84,9 @@ def _add_synth(sub) -> None:
     p.add_argument("--output-quant", choices=choices, default=None,
                    help="write an untied LM head of this quant type (default: tied to the embedding)")
     p.add_argument("--rope-theta", type=float, default=d.rope_theta, help="RoPE base (default: %(default)s)")
+    p.add_argument("--weight-scale", type=float, default=d.weight_scale,
+                   help="multiply every weight matrix and the embedding: 0 for all-zero vectors, thousands for "
+                        "saturation corners (default: %(default)s)")
     _json_arg(p)
     p.set_defaults(handler=_run_synth)
 
