@@ -197,7 +197,8 @@ def pytest_terminal_summary(terminalreporter, config) -> None:
     if not blocks:
         terminalreporter.write_line("code coverage: no test built a chip for coverage; nothing merged", yellow=True)
     for name, b in blocks.items():
-        terminalreporter.write_line(f"code coverage {name}: lines {b['lines_hit']}/{b['lines_total']}, "
+        waived = f" ({b['lines_waived']} waived as unreachable)" if b.get("lines_waived") else ""
+        terminalreporter.write_line(f"code coverage {name}: lines {b['lines_hit']}/{b['lines_total']}{waived}, "
                                     f"toggles {b['toggles_hit']}/{b['toggles_total']}")
 
 
