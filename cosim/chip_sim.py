@@ -154,14 +154,16 @@ def metal_maps(metal: Metal) -> tuple[Path, bool]:
 class ChipSim:
     """The die's chip, built once per base grid; `reset` starts a model from its via maps."""
 
-    def __init__(self, die: Die, via_maps: Path, coverage: bool = False):
+    def __init__(self, die: Die, via_maps: Path, coverage: bool = False, partitioned: bool = True):
+        """partitioned=False Verilates the whole chip as one model: slower, and the reference that the
+        partitioned simulation is checked against (tests/cosim/test_partition.py)."""
         t0 = time.perf_counter()
         sources, self.grid_hit = grid_sources(die)
         # the tile and the head are Verilated once each, as parts the chip steps only while
         # their clocks run (cosim/partition.py)
         bridges, parts, cpp = {}, [], [CAPTURE_CPP.format(top=chip.CHIP_MODULE, symbol=RUN_SYMBOL,
                                                           beat_words=BEAT_WORDS, data_words=chip.T.DATA_BITS // 32)]
-        for module, is_head in ((chip.TILE_MODULE, False), (chip.HEAD_MODULE, True)):
+        for module, is_head in ((chip.TILE_MODULE, False), (chip.HEAD_MODULE, True)) if partitioned else ():
             pins = unit_pins(die, is_head)
             bridges[f"{module}.v"] = _bridge_verilog(module, pins, coverage)
             parts.append(Part(module, part_prefix(module), ((f"{module}.v", sources[f"{module}.v"]),)))
