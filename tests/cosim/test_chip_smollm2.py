@@ -1,4 +1,9 @@
-"""SmolLM2-135M on the whole hw-s135 chip, chained: token in, token out, every tap of every layer exact."""
+"""Whole hw-s135 chips, chained: SmolLM2-135M, and synthetic models in the weight formats it lacks.
+
+Token in, token out, every tap of every layer exact. SmolLM2-135M is Q4_1 in its layers and a tied
+Q8_0 embedding; the synthetic models bring Q4_0 and Q8_0 layers, Q4_0 and Q4_1 heads and the
+saturation corners (weights 3000x), so that the big die's matmul lanes run every format.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +11,47 @@ import pytest
 
 from hardwire.cosim.chip_sim import ChipSim, metal_maps
 from hardwire.cosim.generation import generate
+from hardwire.golden.gguf_model import load_model
+from hardwire.golden.synth import SynthSpec, write_synthetic
 from hardwire.golden.tokenizer import GGUFTokenizer
 from hardwire.rtl import metal
 from hardwire.rtl.die import get_die
 
 DIE = get_die("hw-s135")
 PROMPTS = ["The capital of France is", "def fibonacci(n):"]
+FORMAT_MODELS = {
+    "q4_0-attn-q8_0-ffn-q4_1-head": SynthSpec(layers=2, d_model=128, d_ffn=256, heads=2, kv_heads=1, vocab=517,
+                                              seed=21, embed_quant="q4_1", attn_quant="q4_0", ffn_quant="q8_0",
+                                              output_quant="q4_1"),
+    "loud-q4_0-tied": SynthSpec(layers=3, d_model=192, d_ffn=384, heads=3, kv_heads=1, vocab=401, seed=22,
+                                embed_quant="q4_0", attn_quant="q8_0", ffn_quant="q4_0", weight_scale=3000.0),
+}
+
+
+@pytest.fixture(scope="module")
+def smollm2_chip(smollm2, hw_coverage):
+    """One chip for both prompts: a hw-s135 instance loads 360 MB of via maps (and a coverage build
+    keeps every instance, a few GB each, until the process ends)."""
+    maps, _ = metal_maps(metal.generate(smollm2, DIE))
+    return ChipSim(DIE, maps, coverage=hw_coverage)
 
 
 @pytest.mark.nightly
 @pytest.mark.parametrize("prompt", PROMPTS)
-def test_sixteen_tokens_bit_exact_on_the_chip(smollm2, prompt, run_record, hw_coverage):
-    maps, _ = metal_maps(metal.generate(smollm2, DIE))
+def test_sixteen_tokens_bit_exact_on_the_chip(smollm2, smollm2_chip, prompt, run_record):
     ids = GGUFTokenizer(smollm2.tokenizer_meta).encode(prompt)
-    sim = ChipSim(DIE, maps, coverage=hw_coverage)
+    sim = smollm2_chip
     gen = generate(smollm2, sim, ids, n_new=16, observe=run_record.observer(smollm2, sim))
     assert gen.mismatch is None, str(gen.mismatch)
     assert not gen.missing, f"taps never seen: {gen.missing[:4]}"
     assert len(gen.tokens) == 16 and gen.tokens == gen.golden_tokens
+
+
+@pytest.mark.nightly
+@pytest.mark.parametrize("name", sorted(FORMAT_MODELS))
+def test_every_weight_format_on_the_big_chip(name, tmp_path, run_record, hw_coverage, explain_failure):
+    model, prompt = load_model(write_synthetic(FORMAT_MODELS[name], tmp_path / f"{name}.gguf")), [3, 257, 42, 11]
+    sim = ChipSim(DIE, metal_maps(metal.generate(model, DIE))[0], coverage=hw_coverage)
+    gen = generate(model, sim, prompt, n_new=6, observe=run_record.observer(model, sim))
+    assert gen.mismatch is None and not gen.missing, explain_failure(sim, gen, model, prompt, 6)
+    assert gen.tokens == gen.golden_tokens
