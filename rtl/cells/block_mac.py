@@ -56,6 +56,7 @@ from .wiring import (
     pipelined_adder_tree,
     sign_extended,
     signed_signal,
+    valid_pipe,
 )
 
 FORMAT_Q8_0, FORMAT_Q4_0, FORMAT_Q4_1 = 0, 1, 2
@@ -125,7 +126,7 @@ def block_mac(clk, rst, in_valid, first, last, fmt, codes, d_bits, m_bits, acts,
     accumulate = accumulator(clk, valid8, first8, last8, d_term, m_term, y)
     done = row_done(clk, rst, valid8, last8, y_valid)
     if term is not None:  # T_b itself: the cell's tests read it, the matmul engine does not
-        done = done, guarded_add(clk, valid8, d_term, m_term, term), stage_valid(clk, rst, valid8, term_valid)
+        done = done, guarded_add(clk, valid8, d_term, m_term, term), valid_pipe(clk, rst, valid8, term_valid)
     return controls, lanes, scales, trees, scaling, accumulate, done
 
 
@@ -164,15 +165,6 @@ def row_done(clk, rst, valid, last, y_valid):
     @always_seq(clk.posedge, reset=rst)
     def flag():
         y_valid.next = valid and last
-
-    return flag
-
-
-@block
-def stage_valid(clk, rst, valid, valid_out):
-    @always_seq(clk.posedge, reset=rst)
-    def flag():
-        valid_out.next = valid
 
     return flag
 

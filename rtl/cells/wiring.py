@@ -7,7 +7,7 @@ Every width is explicit so the converted Verilog has no implicit extension or tr
 
 from __future__ import annotations
 
-from myhdl import ConcatSignal, Signal, always, always_comb, block, intbv
+from myhdl import ConcatSignal, Signal, always, always_comb, always_seq, block, intbv
 
 from hardwire.golden.errors import HardwireError
 
@@ -148,6 +148,17 @@ def pipelined_adder_tree(clk, level_enables, leaves, total):
         adders += [guarded_add(clk, enable, a, b, s) for a, b, s in zip(level[0::2], level[1::2], sums, strict=True)]
         level = sums
     return adders
+
+
+@block
+def valid_pipe(clk, rst, d, q):
+    """One stage of a valid bit (the only bits the reset clears)."""
+
+    @always_seq(clk.posedge, reset=rst)
+    def delay():
+        q.next = d
+
+    return delay
 
 
 @block

@@ -44,6 +44,7 @@ from ..cells.wiring import (
     sign_extended,
     signed_signal,
     unsigned_signal,
+    valid_pipe,
     zero_extended,
 )
 
@@ -136,17 +137,6 @@ def _unsigned_words(table, width: int, name: str, depth: int) -> list[int]:
 
 
 # --- shared stages ----------------------------------------------------------------------------
-
-@block
-def valid_pipe(clk, rst, d, q):
-    """One stage of a valid bit (the only bits the reset clears)."""
-
-    @always_seq(clk.posedge, reset=rst)
-    def delay():
-        q.next = d
-
-    return delay
-
 
 @block
 def datapath_clock(clk, busy, dclk):
