@@ -11,6 +11,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from hardwire.cosim.behaviour import observers
 from hardwire.cosim.chip_sim import ChipSim, grid_sources, metal_maps
 from hardwire.cosim.generation import ChipStatusError, generate
 from hardwire.golden.gguf_model import load_model
@@ -61,14 +62,19 @@ def chip_for(hw_coverage):
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_generation_is_bit_exact(models, name, run_record, record_property, explain_failure, chip_for):
+def test_generation_is_bit_exact(models, name, run_record, record_property, explain_failure, chip_for, behaviour):
+    """Bit-exact against the golden reference, and the same run, beat for beat and cycle for cycle, as the
+    recorded fingerprint (tests/data/behaviour)."""
     record_property("seed", MODELS[name].seed)
     model, prompt = models[name], [3, 257, 42, 11]
     sim = chip_for(model)
-    gen = generate(model, sim, prompt, n_new=6, observe=run_record.observer(model, sim))
+    fingerprint = behaviour.start(DIE.name, name)
+    gen = generate(model, sim, prompt, n_new=6, observe=observers(run_record.observer(model, sim),
+                                                                  fingerprint.observe))
     assert gen.mismatch is None and not gen.missing, explain_failure(sim, gen, model, prompt, 6)
     assert len(gen.tokens) == 6 and gen.tokens == gen.golden_tokens
     assert gen.beats > 0 and all(c > 0 for c in gen.cycles)
+    behaviour.check(fingerprint)
 
 
 def test_base_grid_is_the_same_for_two_models(models, chip_for):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from hardwire.cosim.behaviour import observers
 from hardwire.cosim.chip_sim import ChipSim, metal_maps
 from hardwire.cosim.generation import generate
 from hardwire.golden.gguf_model import load_model
@@ -38,20 +39,26 @@ def smollm2_chip(smollm2, hw_coverage):
 
 @pytest.mark.nightly
 @pytest.mark.parametrize("prompt", PROMPTS)
-def test_sixteen_tokens_bit_exact_on_the_chip(smollm2, smollm2_chip, prompt, run_record):
+def test_sixteen_tokens_bit_exact_on_the_chip(smollm2, smollm2_chip, prompt, run_record, behaviour):
     ids = GGUFTokenizer(smollm2.tokenizer_meta).encode(prompt)
     sim = smollm2_chip
-    gen = generate(smollm2, sim, ids, n_new=16, observe=run_record.observer(smollm2, sim))
+    fingerprint = behaviour.start(DIE.name, f"smollm2-135m-prompt{PROMPTS.index(prompt)}")
+    gen = generate(smollm2, sim, ids, n_new=16, observe=observers(run_record.observer(smollm2, sim),
+                                                                 fingerprint.observe))
     assert gen.mismatch is None, str(gen.mismatch)
     assert not gen.missing, f"taps never seen: {gen.missing[:4]}"
     assert len(gen.tokens) == 16 and gen.tokens == gen.golden_tokens
+    behaviour.check(fingerprint)
 
 
 @pytest.mark.nightly
 @pytest.mark.parametrize("name", sorted(FORMAT_MODELS))
-def test_every_weight_format_on_the_big_chip(name, tmp_path, run_record, hw_coverage, explain_failure):
+def test_every_weight_format_on_the_big_chip(name, tmp_path, run_record, hw_coverage, explain_failure, behaviour):
     model, prompt = load_model(write_synthetic(FORMAT_MODELS[name], tmp_path / f"{name}.gguf")), [3, 257, 42, 11]
     sim = ChipSim(DIE, metal_maps(metal.generate(model, DIE))[0], coverage=hw_coverage)
-    gen = generate(model, sim, prompt, n_new=6, observe=run_record.observer(model, sim))
+    fingerprint = behaviour.start(DIE.name, name)
+    gen = generate(model, sim, prompt, n_new=6, observe=observers(run_record.observer(model, sim),
+                                                                  fingerprint.observe))
     assert gen.mismatch is None and not gen.missing, explain_failure(sim, gen, model, prompt, 6)
     assert gen.tokens == gen.golden_tokens
+    behaviour.check(fingerprint)
