@@ -1,10 +1,11 @@
 """The whole chip on Verilator: token in, token out, every debug-tap beat collected natively.
 
 Three caches, each keyed by a content hash and published atomically under a lock
-(verilator_build.publish_once):
+(golden/cache.py publish_once), each with a manifest of its files' hashes that is checked before
+the entry is used (a damaged entry is built again):
     grids/<key>   the die's base-grid Verilog (rtl/chip.py), keyed by the die and the RTL
                   sources: converting a die takes tens of seconds
-    metal/<sha>   a model's via maps, keyed by metal_sha256
+    metal/<key>   a model's via maps, keyed by metal_sha256
     builds/<key>  the Verilator library of a base grid (verilator_build), the same for every
                   model on the die: the via maps are loaded when a model instance starts
 
@@ -39,7 +40,8 @@ from .partition import bridge_cpp, bridge_verilog, part_prefix, unit_pins
 from .verilator_build import Part, Simulator, build, publish_once
 
 RTL_ROOT = Path(chip.__file__).parent
-GRID_FORMAT = "1"  # bump when what a grid directory holds changes
+GRID_FORMAT = "2"  # bump when what a grid directory holds changes (2: a manifest)
+METAL_FORMAT = "2"  # the same for a metal directory
 BEAT_WORDS = 4 + chip.T.DATA_BITS // 32  # cycle (2 words), unit|op, block|exp, then the data words
 RUN_SYMBOL = "hw_run_token"
 
@@ -148,7 +150,8 @@ def metal_maps(metal: Metal) -> tuple[Path, bool]:
             rows = image.words if image is not None else np.zeros((0, -(-width // 8)), np.uint8)
             write_via_map_rows(staging / f"{name}.hex", rows, width, depth)
 
-    return publish_once(cache_root() / "metal", metal.sha256()[:32], write)
+    key = hashlib.sha256(f"{METAL_FORMAT}:{metal.sha256()}".encode()).hexdigest()[:32]
+    return publish_once(cache_root() / "metal", key, write)
 
 
 class ChipSim:
