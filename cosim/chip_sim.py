@@ -28,13 +28,14 @@ from pathlib import Path
 import myhdl
 import numpy as np
 
+from hardwire.golden.cache import sha256_of
 from hardwire.golden.errors import HardwireError
 from hardwire.golden.models import cache_root
 from hardwire.golden.spec import ACC_BITS, BLOCK
 from hardwire.rtl import chip
 from hardwire.rtl.die import Die
 from hardwire.rtl.metal import Metal
-from hardwire.rtl.via_map import write_via_map_rows
+from hardwire.rtl.via_map import check_via_map_file, write_via_map_rows
 
 from .partition import bridge_cpp, bridge_verilog, part_prefix, unit_pins
 from .verilator_build import Part, Simulator, build, publish_once
@@ -152,6 +153,52 @@ def metal_maps(metal: Metal) -> tuple[Path, bool]:
 
     key = hashlib.sha256(f"{METAL_FORMAT}:{metal.sha256()}".encode()).hexdigest()[:32]
     return publish_once(cache_root() / "metal", key, write)
+
+
+VIA_MAPS_MANIFEST = "via-maps.json"  # written by `hardwire build` beside the maps it copies
+
+
+def write_via_maps_manifest(directory: Path, die: Die, metal_sha256: str) -> dict:
+    """Record the die, the metal and every map's sha256 in directory/VIA_MAPS_MANIFEST."""
+    maps = {f"{name}.hex": sha256_of(directory / f"{name}.hex") for name in map_names(die)}
+    manifest = {"die": die.name, "metal_sha256": metal_sha256, "maps": maps}
+    (directory / VIA_MAPS_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def check_via_maps(directory: Path, die: Die) -> Path:
+    """A via-map directory from the user that the die's ROM macros can load: every map present, in
+    the die's geometry (header, widths, row count, hex words), and, when the directory holds the
+    manifest `hardwire build` writes, every map with the sha256 recorded there. A problem raises a
+    HardwireError `<file>:<line>: <what>`, before any simulator reads a map."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise HardwireError(f"--via-maps {directory} is not a directory")
+    names = map_names(die)
+    missing = [name for name in names if not (directory / f"{name}.hex").is_file()]
+    if missing:
+        raise HardwireError(f"--via-maps {directory} lacks {len(missing)} via maps of die {die.name}, "
+                            f"e.g. {missing[0]}.hex")
+    for name, (width, depth) in names.items():
+        check_via_map_file(directory / f"{name}.hex", width, depth)
+    manifest_path = directory / VIA_MAPS_MANIFEST
+    if manifest_path.exists():
+        _check_against_manifest(directory, manifest_path, die)
+    return directory.resolve()
+
+
+def _check_against_manifest(directory: Path, manifest_path: Path, die: Die) -> None:
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        recorded, manifest_die = dict(manifest["maps"]), manifest["die"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise HardwireError(f"{manifest_path}:1: not a via-map manifest of `hardwire build`") from None
+    if manifest_die != die.name:
+        raise HardwireError(f"{manifest_path}:1: the maps were built for die {manifest_die}, not {die.name}")
+    for file, digest in recorded.items():
+        path = directory / str(file)
+        if not path.is_file() or sha256_of(path) != digest:
+            raise HardwireError(f"{path}:1: differs from the sha256 `hardwire build` recorded in {manifest_path}")
 
 
 class ChipSim:

@@ -55,11 +55,11 @@ def print_model(console: Console, model_spec: str, die_name: str | None, via_map
     model = load_model(console.fetch_model(model_spec))
     die = get_die(die_name) if die_name else metal_gen.smallest_die(model)
     t0 = time.perf_counter()
+    user_maps = check_via_maps(Path(via_maps), die) if via_maps is not None else None
     with console.status(f"printing {model_spec} onto {die.name}: metal, base grid and Verilator build"):
         image = metal_gen.generate(model, die)
         maps, maps_hit = metal_maps(image)
-        if via_maps is not None:
-            maps = check_via_maps(Path(via_maps), die)
+        maps = user_maps or maps
         sources, grid_hit = grid_sources(die)
         sim = ChipSim(die, maps)
     return Printed(model, die, image, maps, sources, sim, time.perf_counter() - t0,
@@ -81,21 +81,34 @@ def add_build(sub, epilog: str, model_arg, json_arg) -> None:
 
 
 def run_build(args, console: Console) -> int:
+    from .outputs import check_output_dir, staged_dir
+
+    out = check_output_dir(Path(args.out), "--out")
     printed = print_model(console, args.model, args.die)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise HardwireError(f"--out {out} exists and is not a directory")
-    (out / "rtl").mkdir(parents=True, exist_ok=True)
-    for name, text in printed.sources.items():
-        (out / "rtl" / name).write_text(text)
-    metal_dir = out / "metal"
-    if metal_dir.exists():
-        shutil.rmtree(metal_dir)
-    shutil.copytree(printed.maps, metal_dir)
     manifest = printed.manifest()
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    with staged_dir(out, "--out", "manifest.json") as staging:  # `out` is replaced whole, or not at all
+        (staging / "rtl").mkdir()
+        for name, text in printed.sources.items():
+            (staging / "rtl" / name).write_text(text)
+        copy_metal(printed, staging / "metal")
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     console.result({**manifest, "out": str(out)}, title=f"{args.model} on {printed.die.name}")
     return EXIT_OK
+
+
+def copy_metal(printed: Printed, metal_dir: Path) -> None:
+    """The via maps of the cache entry, copied and checked against the entry's manifest (so that the
+    build's metal_sha256 describes the files it wrote), with the manifest `run --via-maps` checks."""
+    from .cosim.chip_sim import write_via_maps_manifest
+    from .golden.cache import MANIFEST, entry_problem
+
+    shutil.copytree(printed.maps, metal_dir, ignore=shutil.ignore_patterns(MANIFEST))
+    shutil.copy2(printed.maps / MANIFEST, metal_dir / MANIFEST)
+    problem = entry_problem(metal_dir)
+    (metal_dir / MANIFEST).unlink()
+    if problem is not None:
+        raise HardwireError(f"the via maps copied from {printed.maps} changed on the way: {problem}")
+    write_via_maps_manifest(metal_dir, printed.die, printed.metal.sha256())
 
 
 # --- run and demo ----------------------------------------------------------------------------------
@@ -203,16 +216,10 @@ def parse_prompt_ids(text: str) -> list[int]:
 
 
 def check_via_maps(directory: Path, die) -> Path:
-    """A via-map directory that holds every map the die's ROM macros load."""
-    from .cosim.chip_sim import map_names
+    """A via-map directory the die's ROM macros can load (cosim/chip_sim.py check_via_maps)."""
+    from .cosim.chip_sim import check_via_maps as check
 
-    if not directory.is_dir():
-        raise HardwireError(f"--via-maps {directory} is not a directory")
-    missing = [name for name in map_names(die) if not (directory / f"{name}.hex").is_file()]
-    if missing:
-        raise HardwireError(f"--via-maps {directory} lacks {len(missing)} via maps of die {die.name}, "
-                            f"e.g. {missing[0]}.hex")
-    return directory.resolve()
+    return check(directory, die)
 
 
 def reproduce_command(model: str, die: str, tokens: int, prompt: str | None = None,
