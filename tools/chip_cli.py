@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .console import Console
 from .golden.errors import HardwireError
+from .outputs import check_output_dir
 
 EXIT_OK, EXIT_MISMATCH = 0, 1
 DEMO_PROMPT = "The capital of France is"
@@ -44,16 +45,23 @@ class Printed:
                 "cache_hit": self.cache_hit}
 
 
-def print_model(console: Console, model_spec: str, die_name: str | None, via_maps: Path | None = None) -> Printed:
+def print_model(console: Console, model_spec: str, die_name: str | None, via_maps: Path | None = None,
+                check=None) -> Printed:
     """Fetch the model, fit it to a die, write its metal and build (or reuse) the chip.
-    via_maps: run the chip on these via maps instead of the model's own metal (a mutated metal)."""
+    via_maps: run the chip on these via maps instead of the model's own metal (a mutated metal).
+    check(model, die): more up-front checks, run before the metal is written and the chip loads."""
     from .cosim.chip_sim import ChipSim, grid_sources, metal_maps
+    from .golden.cache import check_cache_root
     from .golden.gguf_model import load_model
     from .rtl import metal as metal_gen
     from .rtl.die import get_die
 
+    check_cache_root()
     model = load_model(console.fetch_model(model_spec))
     die = get_die(die_name) if die_name else metal_gen.smallest_die(model)
+    metal_gen.check_fits(model, die)
+    if check is not None:
+        check(model, die)
     t0 = time.perf_counter()
     user_maps = check_via_maps(Path(via_maps), die) if via_maps is not None else None
     with console.status(f"printing {model_spec} onto {die.name}: metal, base grid and Verilator build"):
@@ -81,9 +89,9 @@ def add_build(sub, epilog: str, model_arg, json_arg) -> None:
 
 
 def run_build(args, console: Console) -> int:
-    from .outputs import check_output_dir, staged_dir
+    from .outputs import check_replaceable, staged_dir
 
-    out = check_output_dir(Path(args.out), "--out")
+    out = check_replaceable(Path(args.out), "--out", "manifest.json")
     printed = print_model(console, args.model, args.die)
     manifest = printed.manifest()
     with staged_dir(out, "--out", "manifest.json") as staging:  # `out` is replaced whole, or not at all
@@ -153,12 +161,20 @@ def run_run(args, console: Console) -> int:
     if args.tokens < 1:
         raise HardwireError(f"--tokens must be at least 1, not {args.tokens}")
     ids = parse_prompt_ids(args.prompt_ids) if args.prompt_ids is not None else None
+    if ids is None:
+        check_prompt_text(args.prompt, "--prompt")
+    if args.artifacts is not None:
+        check_output_dir(args.artifacts, "--artifacts")
     via_maps = getattr(args, "via_maps", None)
-    printed = print_model(console, args.model, args.die, via_maps)
+    encoded = []
+
+    def check_positions(model, die) -> None:
+        encoded.append(ids if ids is not None else GGUFTokenizer(model.tokenizer_meta).encode(args.prompt))
+        check_sequence(len(encoded[0]), args.tokens, model, die)
+
+    printed = print_model(console, args.model, args.die, via_maps, check=check_positions)
     tokenizer = GGUFTokenizer(printed.model.tokenizer_meta)
-    prompt = ids if ids is not None else tokenizer.encode(args.prompt)
-    if not prompt:
-        raise HardwireError("the prompt encodes to no tokens")
+    prompt = encoded[0]
     with console.progress("generating on the chip", total=args.tokens) as advance:
         gen = generate(printed.model, printed.sim, prompt, args.tokens,
                        on_token=lambda g: advance(len(g.tokens)))
@@ -203,6 +219,26 @@ def run_report(printed: Printed, gen, tokenizer) -> dict:
         "build_s": round(printed.build_s, 2),
         "cache_hit": printed.cache_hit,
     }
+
+
+def check_prompt_text(text: str, option: str) -> None:
+    """Prompt text from the command line must be valid UTF-8 (argv holds undecodable bytes as surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise HardwireError(f"{option} is not valid UTF-8 (byte {exc.start} of the text)") from None
+
+
+def check_sequence(prompt_tokens: int, generated: int, model, die) -> None:
+    """The positions a run feeds the chip (the prompt, then every generated token but the last) must fit
+    the die's KV SRAM and the model's context, checked before the chip loads."""
+    if prompt_tokens < 1:
+        raise HardwireError("the prompt encodes to no tokens")
+    positions = prompt_tokens + max(generated - 1, 0)
+    need = f"the prompt's {prompt_tokens} tokens" + (f" and {generated} generated" if generated else "")
+    for limit, what in ((die.kv_tokens, f"die {die.name}'s KV SRAM"), (model.config.context, "the model's context")):
+        if positions > limit:
+            raise HardwireError(f"{need} need {positions} positions; {what} holds {limit}")
 
 
 def parse_prompt_ids(text: str) -> list[int]:

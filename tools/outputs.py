@@ -46,8 +46,22 @@ def check_output_file(path: Path, option: str) -> Path:
     path = Path(path)
     if path.is_dir():
         raise HardwireError(f"{option} {path} is a directory")
+    existing = path.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise HardwireError(f"{option} {path} is under {existing}, which is not a directory")
     check_output_dir(path.parent, option)
     return path
+
+
+def check_replaceable(out: Path, option: str, kind_marker: str) -> Path:
+    """`out` can be replaced whole: new, empty, or the output of an earlier run (it holds `kind_marker`)."""
+    out = check_output_dir(out, option)
+    if out.is_dir() and any(out.iterdir()) and not (out / kind_marker).is_file():
+        raise HardwireError(f"{option} {out} is a directory of something else (no {kind_marker}); "
+                            "name a new or empty directory")
+    return out
 
 
 @contextmanager
@@ -55,11 +69,7 @@ def staged_dir(out: Path, option: str, kind_marker: str) -> Iterator[Path]:
     """Yield an empty staging directory beside `out`; when the block ends normally it replaces `out`
     atomically. An existing `out` must be empty or hold `kind_marker` (a file a previous run of the
     same command wrote), so that a directory of other things is never replaced."""
-    out = Path(out)
-    check_output_dir(out, option)
-    if out.is_dir() and any(out.iterdir()) and not (out / kind_marker).is_file():
-        raise HardwireError(f"{option} {out} is a directory of something else (no {kind_marker}); "
-                            "name a new or empty directory")
+    out = check_replaceable(out, option, kind_marker)
     parent = out.absolute().parent
     parent.mkdir(parents=True, exist_ok=True)
     for stale in parent.glob(f".{out.name}{STAGING_INFIX}*"):  # left by a killed run
