@@ -11,17 +11,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .console import Console
-from .golden.errors import HardwireError
-from .outputs import check_output_dir
+from hardwire.cli_common import EPILOG, EXIT_MISMATCH, EXIT_OK, add_die_option, add_json_option, add_model_option
+from hardwire.console import Console
+from hardwire.golden.errors import HardwireError
+from hardwire.outputs import check_output_dir
 
-EXIT_OK, EXIT_MISMATCH = 0, 1
 DEMO_PROMPT = "The capital of France is"
 FAILURES_DIR = Path("hardwire-failures")
-
-
-def add_die_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--die", default=None, help="die name (hw-tiny, hw-s135; default: the smallest that fits)")
 
 
 @dataclass
@@ -38,7 +34,7 @@ class Printed:
     cache_hit: bool
 
     def manifest(self) -> dict:
-        from .rtl.chip import base_grid_sha256
+        from hardwire.rtl.chip import base_grid_sha256
 
         return {"die": self.die.name, "base_grid_sha256": base_grid_sha256(self.sources),
                 "metal_sha256": self.metal.sha256(), **self.metal.stats(), "build_s": round(self.build_s, 3),
@@ -50,11 +46,11 @@ def print_model(console: Console, model_spec: str, die_name: str | None, via_map
     """Fetch the model, fit it to a die, write its metal and build (or reuse) the chip.
     via_maps: run the chip on these via maps instead of the model's own metal (a mutated metal).
     check(model, die): more up-front checks, run before the metal is written and the chip loads."""
-    from .cosim.chip_sim import ChipSim, grid_sources, metal_maps
-    from .golden.cache import check_cache_root
-    from .golden.gguf_model import load_model
-    from .rtl import metal as metal_gen
-    from .rtl.die import get_die
+    from hardwire.cosim.chip_sim import ChipSim, grid_sources, metal_maps
+    from hardwire.golden.cache import check_cache_root
+    from hardwire.golden.gguf_model import load_model
+    from hardwire.rtl import metal as metal_gen
+    from hardwire.rtl.die import get_die
 
     check_cache_root()
     model = load_model(console.fetch_model(model_spec))
@@ -76,20 +72,20 @@ def print_model(console: Console, model_spec: str, die_name: str | None, via_map
 
 # --- build -----------------------------------------------------------------------------------------
 
-def add_build(sub, epilog: str, model_arg, json_arg) -> None:
+def add_build(sub) -> None:
     p = sub.add_parser("build", help="print a model onto a die: base-grid Verilog, metal and the Verilator model",
                        description="Generate the die's base-grid Verilog and the model's metal (via maps), build "
                                    "the chip with Verilator (or reuse the cached build) and write a manifest.",
-                       epilog=epilog)
-    model_arg(p)
-    add_die_arg(p)
+                       epilog=EPILOG)
+    add_model_option(p)
+    add_die_option(p)
     p.add_argument("--out", type=Path, default=Path("build"), help="output directory (default: %(default)s)")
-    json_arg(p)
+    add_json_option(p)
     p.set_defaults(handler=run_build)
 
 
 def run_build(args, console: Console) -> int:
-    from .outputs import check_replaceable, staged_dir
+    from hardwire.outputs import check_replaceable, staged_dir
 
     out = check_replaceable(Path(args.out), "--out", "manifest.json")
     printed = print_model(console, args.model, args.die)
@@ -107,8 +103,8 @@ def run_build(args, console: Console) -> int:
 def copy_metal(printed: Printed, metal_dir: Path) -> None:
     """The via maps of the cache entry, copied and checked against the entry's manifest (so that the
     build's metal_sha256 describes the files it wrote), with the manifest `run --via-maps` checks."""
-    from .cosim.chip_sim import write_via_maps_manifest
-    from .golden.cache import MANIFEST, entry_problem
+    from hardwire.cosim.chip_sim import write_via_maps_manifest
+    from hardwire.golden.cache import MANIFEST, entry_problem
 
     shutil.copytree(printed.maps, metal_dir, ignore=shutil.ignore_patterns(MANIFEST))
     shutil.copy2(printed.maps / MANIFEST, metal_dir / MANIFEST)
@@ -121,27 +117,27 @@ def copy_metal(printed: Printed, metal_dir: Path) -> None:
 
 # --- run and demo ----------------------------------------------------------------------------------
 
-def add_run(sub, epilog: str, model_arg, json_arg) -> None:
+def add_run(sub) -> None:
     p = sub.add_parser("run", help="generate on the simulated chip, every tap checked against the golden reference",
                        description="Generate tokens on the simulated chip from a prompt. Every debug-tap vector of "
                                    "every layer is compared word for word with the golden integer reference.",
-                       epilog=epilog)
-    model_arg(p)
-    add_die_arg(p)
+                       epilog=EPILOG)
+    add_model_option(p)
+    add_die_option(p)
     add_generation_args(p)
     p.add_argument("--via-maps", type=Path, default=None,
                    help="run the chip on the via maps in this directory instead of the model's own metal")
-    json_arg(p)
+    add_json_option(p)
     p.set_defaults(handler=run_run)
 
 
-def add_demo(sub, epilog: str, json_arg) -> None:
+def add_demo(sub) -> None:
     p = sub.add_parser("demo", help="the main job: smollm2-135m generating on the simulated chip, bit-exact",
                        description="Fetch smollm2-135m, build its chip (or reuse the cache) and generate from a "
                                    "prompt on the RTL, every tap checked against the golden reference.",
-                       epilog=epilog)
+                       epilog=EPILOG)
     add_generation_args(p)
-    json_arg(p)
+    add_json_option(p)
     p.set_defaults(handler=run_run, model="smollm2-135m", die=None)
 
 
@@ -155,8 +151,8 @@ def add_generation_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_run(args, console: Console) -> int:
-    from .cosim.generation import generate
-    from .golden.tokenizer import GGUFTokenizer
+    from hardwire.cosim.generation import generate
+    from hardwire.golden.tokenizer import GGUFTokenizer
 
     if args.tokens < 1:
         raise HardwireError(f"--tokens must be at least 1, not {args.tokens}")
@@ -253,7 +249,7 @@ def parse_prompt_ids(text: str) -> list[int]:
 
 def check_via_maps(directory: Path, die) -> Path:
     """A via-map directory the die's ROM macros can load (cosim/chip_sim.py check_via_maps)."""
-    from .cosim.chip_sim import check_via_maps as check
+    from hardwire.cosim.chip_sim import check_via_maps as check
 
     return check(directory, die)
 
@@ -276,7 +272,7 @@ def reproduce_command(model: str, die: str, tokens: int, prompt: str | None = No
 
 def write_artifacts(directory: Path | None, printed: Printed, gen, command: str):
     """Traces, waveform and the reproduce command of a mismatch, in `directory` or a new one."""
-    from .cosim.failure import write_chip_failure
+    from hardwire.cosim.failure import write_chip_failure
 
     if directory is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .golden.errors import HardwireError
+from hardwire.golden.errors import HardwireError
 
 STAGING_INFIX = ".hw-staging."
 RENAME_EXCHANGE = 2
