@@ -109,10 +109,15 @@ def rtl_digest() -> str:
     return h.hexdigest()
 
 
+def grid_key(die: Die) -> str:
+    """The name of the die's base-grid entry in cache_root()/grids."""
+    key_text = json.dumps({"format": GRID_FORMAT, "die": die.as_dict(), "rtl": rtl_digest()}, sort_keys=True)
+    return hashlib.sha256(key_text.encode()).hexdigest()[:32]
+
+
 def grid_sources(die: Die) -> tuple[dict[str, str], bool]:
     """(file name -> Verilog, cache hit) of the die's base grid."""
-    key_text = json.dumps({"format": GRID_FORMAT, "die": die.as_dict(), "rtl": rtl_digest()}, sort_keys=True)
-    key = hashlib.sha256(key_text.encode()).hexdigest()[:32]
+    key = grid_key(die)
 
     def convert(staging: Path) -> None:
         for name, text in chip.base_grid(die).items():
