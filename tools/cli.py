@@ -31,12 +31,27 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.error("interrupted")
         return EXIT_INTERRUPTED
+    except OSError as exc:  # the file system refused: a path, a permission, a full disk
+        where = f" ({exc.filename})" if exc.filename else ""
+        console.error(f"{exc.strerror or exc}{where}")
+        return EXIT_USAGE
+    except MemoryError:
+        console.error("out of memory: the request is too large for this machine")
+        return EXIT_USAGE
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one `hardwire: error:` line (see --help for the usage)."""
+
+    def error(self, message: str):
+        sys.stderr.write(f"hardwire: error: {self.prog}: {message} (see {self.prog} --help)\n")
+        sys.exit(EXIT_USAGE)
 
 
 def build_parser() -> argparse.ArgumentParser:
     from hardwire import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="hardwire",
         description="Print a quantized Llama-family LLM onto a mask-programmable chip and prove it bit-exact.",
         epilog=EPILOG,
@@ -84,10 +99,12 @@ def _add_synth(sub) -> None:
 
 def _run_synth(args, console: Console) -> int:
     from hardwire.golden.synth import SynthSpec, write_synthetic
+    from hardwire.outputs import check_output_file
 
     fields = SynthSpec.__dataclass_fields__
     spec = SynthSpec(**{k: v for k, v in vars(args).items() if k in fields})
-    path = write_synthetic(spec, args.out)
+    spec.check()
+    path = write_synthetic(spec, check_output_file(args.out, "--out"))
     console.result({"out": str(path), **{k: getattr(spec, k) for k in fields}},
                    title=f"wrote {path}")
     return EXIT_OK

@@ -40,7 +40,7 @@ MAX_LISTED = 200  # uncovered ranges listed per block; the rest are in coverage.
 HEADER = b"# SystemC::Coverage-3\n"
 LINE_PAGES = (b"\x01page\x02v_line/", b"\x01page\x02v_branch/")
 TOGGLE_PAGE = b"\x01page\x02v_toggle/"
-# verilator_build.publish_once builds in root/.<key>.building.<random> and renames it to root/<key>
+# golden/cache.py publish_once builds in root/.<key>.building.<random> and renames it to root/<key>
 _STAGING = re.compile(rb"/\.([0-9a-f]{32})\.building\.[^/\x01\x02']+/")
 _KEY_DIR = re.compile(r"/([0-9a-f]{32})/")
 _FILE = re.compile(rb"\x01f\x02([^\x01']*)")

@@ -12,14 +12,18 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shlex
+import signal
 import time
 import xml.etree.ElementTree as ET
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from hardwire.chip_cli import check_prompt_text, check_sequence
 from hardwire.cli_common import EPILOG, EXIT_MISMATCH, EXIT_OK, add_die_option, add_json_option, add_model_option
 from hardwire.console import Console
+from hardwire.golden.cache import check_cache_root
 from hardwire.golden.errors import HardwireError
+from hardwire.outputs import check_output_dir
 
 DEFAULT_PROMPT = "The bridge"
 _JOB: dict = {}  # what every shard reads: set before the workers fork
@@ -69,13 +73,15 @@ def run_verify(args, console: Console) -> int:
 
     if args.jobs < 1:
         raise HardwireError(f"--jobs must be at least 1, not {args.jobs}")
+    check_prompt_text(args.prompt, "--prompt")
+    check_output_dir(args.run_dir, "--run-dir")
+    check_cache_root()
     model = load_model(console.fetch_model(args.model))
     layers = parse_layers(args.layers, model.config.n_layers)
     prompt = GGUFTokenizer(model.tokenizer_meta).encode(args.prompt)
-    if not prompt:
-        raise HardwireError("the prompt encodes to no tokens")
     die = get_die(args.die) if args.die else metal.smallest_die(model)
     metal.check_fits(model, die)
+    check_sequence(len(prompt), 0, model, die)
     _JOB.update(model=model, image=metal.generate(model, die), trace=golden_trace(model, prompt),
                 positions=len(prompt), work=args.run_dir.resolve() / "workers")
     t0 = time.perf_counter()
@@ -100,13 +106,29 @@ def _run_shards(layers: list[int], jobs: int, advance) -> list:
         return results
     # fork: the workers share the parent's model, metal and golden trace without pickling them
     fork = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(max_workers=min(jobs, len(layers)), mp_context=fork) as pool:
+    pool = ProcessPoolExecutor(max_workers=min(jobs, len(layers)), mp_context=fork, initializer=_ignore_interrupts)
+    try:
         futures = [pool.submit(_shard, layer) for layer in layers]
         results = []
         for future in futures:
             results.append(future.result())
             advance(len(results))
-        return results
+    except BaseException:  # Ctrl-C or a failed shard: stop every worker now, not after its layer
+        _kill_workers(pool)
+        raise
+    pool.shutdown()
+    return results
+
+
+def _ignore_interrupts() -> None:
+    """Workers leave Ctrl-C to the parent, which kills them (and their build tools' process groups)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _kill_workers(pool: ProcessPoolExecutor) -> None:
+    for process in list((pool._processes or {}).values()):  # the executor has no public way to kill
+        process.kill()
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _shard(layer: int):

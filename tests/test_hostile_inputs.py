@@ -1,0 +1,209 @@
+"""Hostile input, one row per class: exit code 2, one `hardwire: error:` line, no traceback, nothing left
+behind (the working directory and the named outputs are as they were). Every row is refused before a
+chip loads, so the table is fast."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gguf import GGUFReader
+
+from hardwire.cosim.chip_sim import metal_maps, write_via_maps_manifest
+from hardwire.golden import synth
+from hardwire.golden.gguf_model import load_model
+from hardwire.golden.synth import SynthSpec
+from hardwire.rtl import metal
+from hardwire.rtl.die import get_die
+
+TINY = "hw-tiny"
+
+
+def hardwire(args, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    argv = [sys.executable, "-m", "hardwire.cli", *(a if isinstance(a, bytes) else str(a) for a in args)]
+    return subprocess.run(argv, capture_output=True, cwd=cwd, timeout=300, env={**os.environ, **(env or {})})
+
+
+def snapshot(*roots: Path) -> dict:
+    """Every path under the roots with its size: what a refused command must leave as it was."""
+    seen = {}
+    for root in roots:
+        if root.is_dir():
+            for p in root.rglob("*"):
+                seen[str(p)] = p.stat().st_size if p.is_file() else -1
+    return seen
+
+
+# --- models with one bad piece of metadata, written past synth's own checks -------------------------
+
+def _raw_model(path: Path) -> Path:
+    synth._write(SynthSpec(layers=1, vocab=300), path)
+    return path
+
+
+def _set_field(path: Path, key: str, value) -> None:
+    reader = GGUFReader(path, "r+")
+    field = reader.fields[key]
+    field.parts[field.data[0]][0] = value
+
+
+def _set_scale(path: Path, tensor: str, bits: int) -> None:
+    reader = GGUFReader(path, "r+")
+    t = next(t for t in reader.tensors if t.name == tensor)
+    t.data.reshape(-1)[:2] = np.array([bits], np.uint16).view(np.uint8)  # the first block's fp16 scale
+
+
+def _set_gain(path: Path, tensor: str, value: float) -> None:
+    reader = GGUFReader(path, "r+")
+    next(t for t in reader.tensors if t.name == tensor).data.reshape(-1)[0] = value
+
+
+def model_with(kind: str, path: Path) -> Path:
+    _raw_model(path)
+    edits = {
+        "zero_heads": lambda: _set_field(path, "llama.attention.head_count", 0),
+        "zero_kv_heads": lambda: _set_field(path, "llama.attention.head_count_kv", 0),
+        "zero_eps": lambda: _set_field(path, "llama.attention.layer_norm_rms_epsilon", 0.0),
+        "negative_eps": lambda: _set_field(path, "llama.attention.layer_norm_rms_epsilon", -1e-5),
+        "zero_theta": lambda: _set_field(path, "llama.rope.freq_base", 0.0),
+        "nan_theta": lambda: _set_field(path, "llama.rope.freq_base", float("nan")),
+        "nan_scale": lambda: _set_scale(path, "blk.0.attn_q.weight", 0x7E00),
+        "inf_scale": lambda: _set_scale(path, "blk.0.ffn_down.weight", 0x7C00),
+        "nan_gain": lambda: _set_gain(path, "blk.0.attn_norm.weight", float("nan")),
+    }
+    edits[kind]()
+    return path
+
+
+@pytest.fixture(scope="module")
+def no_tokenizer(tmp_path_factory):
+    path = tmp_path_factory.mktemp("notok") / "m.gguf"
+    saved = synth._add_tokenizer
+    synth._add_tokenizer = lambda w, vocab: None
+    try:
+        synth._write(SynthSpec(layers=1, vocab=300), path)
+    finally:
+        synth._add_tokenizer = saved
+    return path
+
+
+@pytest.fixture(scope="module")
+def good_maps(tmp_path_factory, synth_model_path):
+    """The synthetic model's via maps for hw-tiny with the manifest `hardwire build` writes."""
+    die = get_die(TINY)
+    image = metal.generate(load_model(synth_model_path), die)
+    out = tmp_path_factory.mktemp("maps") / "metal"
+    shutil.copytree(metal_maps(image)[0], out, ignore=shutil.ignore_patterns(".*"))
+    write_via_maps_manifest(out, die, image.sha256())
+    return out
+
+
+def damaged_maps(good: Path, kind: str, where: Path) -> Path:
+    maps = where / "maps"
+    shutil.copytree(good, maps)
+    target = maps / "tile00_weights.hex"
+    lines = target.read_text().splitlines(keepends=True)
+    if kind == "flipped_digit":  # the manifest catches a change that keeps the syntax
+        lines[5] = ("1" if lines[5][0] != "1" else "2") + lines[5][1:]
+    elif kind == "not_hex":
+        lines[5] = "z" + lines[5][1:]
+    elif kind == "truncated":
+        lines = lines[:-3]
+    elif kind == "wrong_width":
+        lines[1] = lines[1].replace("width", "width 1")
+    elif kind == "too_wide_word":
+        (maps / "via-maps.json").unlink()
+        target = maps / "lut_rsqrt.hex"  # a width that is not a multiple of 4
+        lines = target.read_text().splitlines(keepends=True)
+        lines[2] = "f" * (len(lines[2]) - 1) + "\n"
+    target.write_text("".join(lines))
+    return maps
+
+
+# --- the table ----------------------------------------------------------------------------------------
+
+METADATA = ["zero_heads", "zero_kv_heads", "zero_eps", "negative_eps", "zero_theta", "nan_theta", "nan_scale",
+            "inf_scale", "nan_gain"]
+VIA_MAPS = {"flipped_digit": "differs from the sha256", "not_hex": "tile00_weights.hex:6: 'z",
+            "truncated": "the map ends after", "wrong_width": "tile00_weights.hex:2: header says",
+            "too_wide_word": "lut_rsqrt.hex:3: word"}
+
+
+def rows():
+    """(id, args(ctx) -> argv, env(ctx) -> dict, expected part of the message)."""
+    run = ["run", "--die", TINY]
+    yield "tokens_past_kv_sram", lambda c: [*run, "--model", c.model, "--tokens", 999_999_999], None, \
+        "positions; die hw-tiny's KV SRAM holds 128"
+    yield "verify_prompt_past_kv_sram", lambda c: ["verify", "--model", c.model, "--die", TINY, "--prompt",
+                                                   "a b " * 200, "--run-dir", c.out / "v"], None, \
+        "positions; die hw-tiny's KV SRAM holds 128"
+    yield "prompt_not_utf8", lambda c: [*run, "--model", c.model, "--prompt", b"caf\xe9 \xff"], None, \
+        "--prompt is not valid UTF-8"
+    yield "verify_prompt_not_utf8", lambda c: ["verify", "--model", c.model, "--prompt", b"\xff\xfe",
+                                               "--run-dir", c.out / "v"], None, "--prompt is not valid UTF-8"
+    for kind in METADATA:
+        yield f"gguf_{kind}", lambda c, k=kind: [*run, "--model", model_with(k, c.tmp / "bad.gguf")], None, \
+            "GGUF" if "scale" not in kind and "gain" not in kind else "NaN or infinite"
+    yield "gguf_without_tokenizer", lambda c: [*run, "--model", c.no_tokenizer], None, "lacks the tokenizer array"
+    for kind, message in VIA_MAPS.items():
+        yield f"via_maps_{kind}", lambda c, k=kind: [*run, "--model", c.model, "--via-maps",
+                                                     damaged_maps(c.good_maps, k, c.tmp)], None, message
+    yield "build_out_under_proc", lambda c: ["build", "--model", c.model, "--die", TINY, "--out", "/proc/hw-out"], \
+        None, "--out /proc/hw-out"
+    yield "build_out_under_a_file", lambda c: ["build", "--model", c.model, "--die", TINY, "--out",
+                                               c.model / "out"], None, "which is not a directory"
+    yield "build_out_read_only", lambda c: ["build", "--model", c.model, "--die", TINY, "--out", "/sys/hw-out"], \
+        None, "cannot create a directory in /sys"
+    yield "build_out_of_something_else", lambda c: ["build", "--model", c.model, "--die", TINY, "--out", c.tmp], \
+        None, "is a directory of something else"
+    yield "verify_run_dir_under_a_file", lambda c: ["verify", "--model", c.model, "--run-dir", c.model / "r"], \
+        None, "which is not a directory"
+    yield "run_artifacts_under_proc", lambda c: [*run, "--model", c.model, "--artifacts", "/proc/hw-a"], None, \
+        "--artifacts /proc/hw-a"
+    yield "cache_not_a_directory", lambda c: [*run, "--model", c.model], lambda c: {"HARDWIRE_CACHE": str(c.model)}, \
+        "is not a directory"
+    yield "cache_read_only", lambda c: [*run, "--model", c.model], lambda c: {"HARDWIRE_CACHE": "/proc/hw-cache"}, \
+        "is not writable"
+    yield "synth_out_is_a_directory", lambda c: ["synth", "--out", c.out], None, "is a directory"
+    yield "synth_out_under_a_file", lambda c: ["synth", "--out", c.model / "x.gguf"], None, "not a directory"
+    yield "synth_negative_seed", lambda c: ["synth", "--out", c.out / "m.gguf", "--seed", -1], None, "--seed -1"
+    yield "synth_zero_rope_theta", lambda c: ["synth", "--out", c.out / "m.gguf", "--rope-theta", 0], None, \
+        "--rope-theta 0.0 must be"
+    yield "synth_nan_rope_theta", lambda c: ["synth", "--out", c.out / "m.gguf", "--rope-theta", "nan"], None, \
+        "--rope-theta nan must be"
+    yield "not_an_integer", lambda c: [*run, "--model", c.model, "--tokens", "many"], None, "invalid int value"
+
+
+ROWS = list(rows())
+
+
+class Context:
+    def __init__(self, tmp: Path, model: Path, no_tokenizer: Path, good_maps: Path):
+        self.tmp, self.model, self.no_tokenizer, self.good_maps = tmp, model, no_tokenizer, good_maps
+        self.out = tmp / "out"
+        self.out.mkdir()
+        self.work = tmp / "work"
+        self.work.mkdir()
+
+
+@pytest.mark.parametrize("make_args,make_env,message", [r[1:] for r in ROWS], ids=[r[0] for r in ROWS])
+def test_hostile_input_is_one_error_line(make_args, make_env, message, tmp_path, synth_model_path, no_tokenizer,
+                                         good_maps):
+    model = tmp_path / "model.gguf"
+    shutil.copy(synth_model_path, model)
+    c = Context(tmp_path, model, no_tokenizer, good_maps)
+    args = make_args(c)
+    before = snapshot(tmp_path, good_maps.parent)
+    result = hardwire(args, cwd=c.work, env=make_env(c) if make_env else None)
+    stderr = result.stderr.decode(errors="replace")
+    assert result.returncode == 2, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hardwire: error: "), stderr
+    assert message in lines[0], stderr
+    assert "Traceback" not in stderr
+    assert snapshot(tmp_path, good_maps.parent) == before  # nothing written, nothing left behind
