@@ -31,6 +31,7 @@ from hardwire.golden.errors import HardwireError
 from hardwire.golden.models import cache_root
 from hardwire.golden.spec import ACC_BITS, BLOCK
 from hardwire.rtl import chip
+from hardwire.rtl.bus import DATA_BITS
 from hardwire.rtl.die import Die
 from hardwire.rtl.metal import Metal
 from hardwire.rtl.via_map import write_via_map_rows
@@ -40,7 +41,7 @@ from .verilator_build import Part, Simulator, build, publish_once
 
 RTL_ROOT = Path(chip.__file__).parent
 GRID_FORMAT = "1"  # bump when what a grid directory holds changes
-BEAT_WORDS = 4 + chip.T.DATA_BITS // 32  # cycle (2 words), unit|op, block|exp, then the data words
+BEAT_WORDS = 4 + DATA_BITS // 32  # cycle (2 words), unit|op, block|exp, then the data words
 RUN_SYMBOL = "hw_run_token"
 
 # One token on the chip without returning to Python: present it, clock until `reply`, and copy
@@ -162,7 +163,7 @@ class ChipSim:
         # the tile and the head are Verilated once each, as parts the chip steps only while
         # their clocks run (cosim/partition.py)
         bridges, parts, cpp = {}, [], [CAPTURE_CPP.format(top=chip.CHIP_MODULE, symbol=RUN_SYMBOL,
-                                                          beat_words=BEAT_WORDS, data_words=chip.T.DATA_BITS // 32)]
+                                                          beat_words=BEAT_WORDS, data_words=DATA_BITS // 32)]
         for module, is_head in ((chip.TILE_MODULE, False), (chip.HEAD_MODULE, True)) if partitioned else ():
             pins = unit_pins(die, is_head)
             bridges[f"{module}.v"] = _bridge_verilog(module, pins, coverage)

@@ -18,6 +18,7 @@ from myhdl import ResetSignal, block
 from hardwire.golden.models import cache_root
 from hardwire.golden.spec import BLOCK
 from hardwire.rtl import tile as T
+from hardwire.rtl.bus import EXP_BITS, WORD, BlockBus, RomPort, TapPort
 from hardwire.rtl.cells.lut_rom import lut_address_bits, lut_rom
 from hardwire.rtl.cells.via_rom import via_rom
 from hardwire.rtl.cells.wiring import bit_signal, unsigned_signal
@@ -43,11 +44,11 @@ def tile_top(clk, rst, start, entry, busy, clock_on, pos, token, token_out, toke
              depths: dict, scratch_depth: int, max_blocks: int):
     ucode_addr, ucode_data = unsigned_signal(lut_address_bits(depths["ucode"])), unsigned_signal(UCODE_BITS)
     w_addr, w_data = unsigned_signal(lut_address_bits(depths["weights"])), unsigned_signal(die.tile_rom_width)
-    consts = T.RomPort(lut_address_bits(depths["consts"]), vector.GAIN_WIDTH)
-    rsqrt = T.RomPort(vector.RSQRT_ADDR_BITS, vector.RSQRT_WIDTH)
-    sigmoid = T.RomPort(BLOCK * vector.SIGMOID_ADDR_BITS, BLOCK * vector.SIGMOID_WIDTH)
-    rope = T.RomPort(lut_address_bits(die.kv_tokens) + die.head_block_bits, vector.ROPE_WIDTH)
-    exp2 = T.RomPort(attention.LUT_ADDR_BITS, attention.LUT_DATA_BITS, enable=False)
+    consts = RomPort(lut_address_bits(depths["consts"]), vector.GAIN_WIDTH)
+    rsqrt = RomPort(vector.RSQRT_ADDR_BITS, vector.RSQRT_WIDTH)
+    sigmoid = RomPort(BLOCK * vector.SIGMOID_ADDR_BITS, BLOCK * vector.SIGMOID_WIDTH)
+    rope = RomPort(lut_address_bits(die.kv_tokens) + die.head_block_bits, vector.ROPE_WIDTH)
+    exp2 = RomPort(attention.LUT_ADDR_BITS, attention.LUT_DATA_BITS, enable=False)
     roms = [
         via_rom(clk, ucode_addr, ucode_data, map_name="ucode", depth=depths["ucode"]),
         via_rom(clk, w_addr, w_data, map_name="weights", depth=depths["weights"]),
@@ -109,7 +110,7 @@ class TileSim:
         for cycle in range(max_cycles):
             if pending and cycle >= 4:  # FETCH and DECODE of the first RECV are done by then
                 words, exp = pending.pop(0)
-                io.up_valid, io.up_data, io.up_exp = 1, pack_lanes(words, T.WORD), to_unsigned(exp, T.EXP_BITS)
+                io.up_valid, io.up_data, io.up_exp = 1, pack_lanes(words, WORD), to_unsigned(exp, EXP_BITS)
             else:
                 io.up_valid = 0
             self.sim.step()
@@ -122,10 +123,10 @@ class TileSim:
     def _collect(self, result: TileRun, cycle: int) -> None:
         io = self.sim.io
         if io.tap_valid:
-            result.taps.append(Beat(int(io.tap_op), int(io.tap_block), to_signed(io.tap_exp, T.EXP_BITS),
-                                    unpack_lanes(io.tap_data, T.WORD, BLOCK), cycle))
+            result.taps.append(Beat(int(io.tap_op), int(io.tap_block), to_signed(io.tap_exp, EXP_BITS),
+                                    unpack_lanes(io.tap_data, WORD, BLOCK), cycle))
         if io.down_valid:
-            result.down.append((unpack_lanes(io.down_data, T.WORD, BLOCK), to_signed(io.down_exp, T.EXP_BITS)))
+            result.down.append((unpack_lanes(io.down_data, WORD, BLOCK), to_signed(io.down_exp, EXP_BITS)))
 
 
 def harness_verilog(die: Die, scratch_depth: int, max_blocks: int) -> tuple[str, str]:
@@ -153,7 +154,7 @@ def _elaborator(die: Die, scratch_depth: int, max_blocks: int):
         return tile_top(bit_signal(), ResetSignal(0, active=1, isasync=False), bit_signal(),
                         unsigned_signal(lut_address_bits(UCODE_DEPTH)), bit_signal(), bit_signal(),
                         unsigned_signal(pos_bits), unsigned_signal(head.ROW_BITS), unsigned_signal(head.ROW_BITS),
-                        bit_signal(), T.BlockBus(), T.BlockBus(), T.TapPort(), die=die,
+                        bit_signal(), BlockBus(), BlockBus(), TapPort(), die=die,
                         depths=depths, scratch_depth=scratch_depth, max_blocks=max_blocks)
     return elaborate
 

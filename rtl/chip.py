@@ -24,7 +24,7 @@ Host ports:
     reply               one-cycle pulse: out_token and status are valid
     out_token, status   the argmax token; STATUS_OK, STATUS_BAD_TOKEN, STATUS_KV_OVERFLOW
     position            tokens of this sequence so far (the next token's position)
-Debug tap: tap_valid, tap_unit, tap_op, tap_block, tap_exp, tap_data (rtl/tile.py TapPort).
+Debug tap: tap_valid, tap_unit, tap_op, tap_block, tap_exp, tap_data (rtl/bus.py TapPort).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from myhdl import ConcatSignal, ResetSignal, always, always_comb, always_seq, bl
 from hardwire.golden.spec import BLOCK
 
 from . import tile as T
+from .bus import ADDR_BITS, DATA_BITS, EXP_BITS, TAP_OP_BITS, BlockBus, RomPort, TapPort
 from .cells.clock_gate import clock_gate
 from .cells.lut_rom import lut_address_bits, lut_rom
 from .cells.via_rom import via_rom
@@ -95,14 +96,14 @@ class UnitPorts:
         self.pos, self.token, self.token_out = unsigned_signal(pos_bits), unsigned_signal(ROW_BITS), \
             unsigned_signal(ROW_BITS)
         self.token_valid = bit_signal()
-        self.up, self.down, self.tap = T.BlockBus(), T.BlockBus(), T.TapPort()
+        self.up, self.down, self.tap = BlockBus(), BlockBus(), TapPort()
         self.ucode_addr, self.ucode_data = unsigned_signal(lut_address_bits(d["ucode"])), unsigned_signal(w["ucode"])
         self.w_addr, self.w_data = unsigned_signal(lut_address_bits(d["weights"])), unsigned_signal(w["weights"])
-        self.consts = T.RomPort(lut_address_bits(d["consts"]), w["consts"])
-        self.rsqrt = T.RomPort(vector.RSQRT_ADDR_BITS, w["lut_rsqrt"])
-        self.sigmoid = T.RomPort(BLOCK * vector.SIGMOID_ADDR_BITS, BLOCK * w["lut_sigmoid"])
-        self.rope = T.RomPort(lut_address_bits(d["lut_rope"]), w["lut_rope"])
-        self.exp2 = T.RomPort(attention.LUT_ADDR_BITS, w["lut_exp2"], enable=False)
+        self.consts = RomPort(lut_address_bits(d["consts"]), w["consts"])
+        self.rsqrt = RomPort(vector.RSQRT_ADDR_BITS, w["lut_rsqrt"])
+        self.sigmoid = RomPort(BLOCK * vector.SIGMOID_ADDR_BITS, BLOCK * w["lut_sigmoid"])
+        self.rope = RomPort(lut_address_bits(d["lut_rope"]), w["lut_rope"])
+        self.exp2 = RomPort(attention.LUT_ADDR_BITS, w["lut_exp2"], enable=False)
 
     def pins(self) -> dict:
         """Port name -> the chip-level signal on that pin, for every port but clk and rst."""
@@ -122,11 +123,11 @@ class UnitPorts:
                 self.consts, self.rsqrt, self.sigmoid, self.rope, self.exp2, self.tap)
 
 
-def _bus_pins(prefix: str, bus: T.BlockBus) -> dict:
+def _bus_pins(prefix: str, bus: BlockBus) -> dict:
     return {f"{prefix}_valid": bus.valid, f"{prefix}_data": bus.data, f"{prefix}_exp": bus.exp}
 
 
-def _rom_pins(prefix: str, port: T.RomPort) -> dict:
+def _rom_pins(prefix: str, port: RomPort) -> dict:
     pins = {f"{prefix}_addr": port.addr, f"{prefix}_data": port.data}
     return {f"{prefix}_en": port.en, **pins} if hasattr(port, "en") else pins
 
@@ -226,7 +227,7 @@ class HostPort:
         self.position = unsigned_signal(pos_bits + 1)  # one more bit: a full cache is a position too
 
 
-class ChipTap(T.TapPort):
+class ChipTap(TapPort):
     def __init__(self):
         super().__init__()
         self.unit = unsigned_signal(UNIT_BITS)
@@ -264,17 +265,17 @@ def unit_tag(valid, unit: int, tag):
     return pack
 
 
-TAP_BUS_BITS = 1 + UNIT_BITS + 5 + T.ADDR_BITS + T.EXP_BITS + T.DATA_BITS
+TAP_BUS_BITS = 1 + UNIT_BITS + TAP_OP_BITS + ADDR_BITS + EXP_BITS + DATA_BITS
 
 
 @block
 def tap_port(bus, tap: ChipTap):
     @always_comb
     def split():
-        tap.data.next = bus[T.DATA_BITS:]
-        tap.exp.next = bus[T.DATA_BITS + T.EXP_BITS:T.DATA_BITS].signed()
-        tap.block.next = bus[T.DATA_BITS + T.EXP_BITS + T.ADDR_BITS:T.DATA_BITS + T.EXP_BITS]
-        tap.op.next = bus[TAP_BUS_BITS - 1 - UNIT_BITS:TAP_BUS_BITS - 1 - UNIT_BITS - 5]
+        tap.data.next = bus[DATA_BITS:]
+        tap.exp.next = bus[DATA_BITS + EXP_BITS:DATA_BITS].signed()
+        tap.block.next = bus[DATA_BITS + EXP_BITS + ADDR_BITS:DATA_BITS + EXP_BITS]
+        tap.op.next = bus[TAP_BUS_BITS - 1 - UNIT_BITS:TAP_BUS_BITS - 1 - UNIT_BITS - TAP_OP_BITS]
         tap.unit.next = bus[TAP_BUS_BITS - 1:TAP_BUS_BITS - 1 - UNIT_BITS]
         tap.valid.next = bus[TAP_BUS_BITS - 1]
 

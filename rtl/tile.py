@@ -30,6 +30,7 @@ from myhdl import ConcatSignal, Signal, always, always_comb, always_seq, block, 
 from hardwire.golden.errors import HardwireError
 from hardwire.golden.spec import ACC_BITS, ACC_FRAC, BLOCK
 
+from .bus import ADDR_BITS, DATA_BITS, ENTRY_BITS, EXP_BITS, TAP_OP_BITS, WORD, BlockBus
 from .cells.block_mac import ACT_BITS, block_mac
 from .cells.sram import address_bits
 from .cells.wiring import bit_signal, bus_lanes, mux_tree, signed_signal, unsigned_signal, unused, zero_extended
@@ -37,54 +38,8 @@ from .die import SLOT_BITS
 from .isa import Op, field_offsets
 from .units import attention, head, vector
 
-WORD = ACC_BITS  # one element of a block on every bus
-DATA_BITS = BLOCK * WORD
-EXP_BITS = 8
-ENTRY_BITS = DATA_BITS + EXP_BITS  # scratchpad entry: data, then the exponent in the top bits
-ADDR_BITS = 12
 BLOCK_SHIFT = 5  # log2(BLOCK)
 COUNT_BITS = 28  # beats of one instruction: groups (16 bits) x blocks (12 bits)
-
-
-class BlockBus:
-    """valid, data (32 x 48 bits), exp (8 bits): the bus between sequencer and units."""
-
-    def __init__(self):
-        self.valid = bit_signal()
-        self.data = unsigned_signal(DATA_BITS)
-        self.exp = signed_signal(EXP_BITS)
-
-
-class RomPort:
-    """A ROM read port as a unit drives it: enable and address out, data in (one cycle later)."""
-
-    def __init__(self, addr_bits: int, width: int, enable: bool = True):
-        if enable:  # a ROM without a chip enable reads every cycle
-            self.en = bit_signal()
-        self.addr = unsigned_signal(addr_bits)
-        self.data = unsigned_signal(width)
-
-
-class UnitOutput:
-    """A unit's output bus: valid, 32 x 48-bit words and the B16 exponent."""
-
-    def __init__(self):
-        self.valid = bit_signal()
-        self.data = unsigned_signal(DATA_BITS)
-        self.exp = signed_signal(EXP_BITS)
-
-    def entry(self):
-        """The scratchpad entry: the exponent above the words."""
-        return ConcatSignal(self.exp, self.data)
-
-
-class TapPort:
-    def __init__(self):
-        self.valid = bit_signal()
-        self.op = unsigned_signal(5)
-        self.block = unsigned_signal(ADDR_BITS)
-        self.exp = signed_signal(EXP_BITS)
-        self.data = unsigned_signal(DATA_BITS)
 
 
 @block
@@ -243,7 +198,7 @@ def tile(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_va
     w_bits, s_bits = len(w_addr), address_bits(scratch_depth)
     rom_bits = max(w_bits, len(consts.addr), attention.ATTN_SCALE_BITS)
     src_top, src2_top, dst_top, rom_top = SRC_LO + s_bits, SRC2_LO + s_bits, DST_LO + s_bits, ROM_LO + rom_bits
-    op, tap_id, fmt = unsigned_signal(4), unsigned_signal(5), unsigned_signal(2)
+    op, tap_id, fmt = unsigned_signal(OP_HI - OP_LO), unsigned_signal(TAP_OP_BITS), unsigned_signal(FMT_HI - FMT_LO)
     src, src2, dst, n = unsigned_signal(s_bits), unsigned_signal(s_bits), unsigned_signal(s_bits), \
         unsigned_signal(ADDR_BITS)
     groups, rom, aux = unsigned_signal(16), unsigned_signal(rom_bits), unsigned_signal(8)
@@ -277,7 +232,7 @@ def tile(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_va
                            mm_out_valid, mm_out, lanes)
     act_lanes = activation_lanes(a_data, acts)
     enables = {name: bit_signal() for name in ("add", "rq", "silu", "rope", "norm", "attn", "embed")}
-    outs = {name: UnitOutput() for name in enables}
+    outs = {name: BlockBus() for name in enables}
     # ROM data read inside the units only through slices: copied here so that a standalone
     # conversion of the tile still declares them as input ports
     sig_words, rope_word = unsigned_signal(len(sigmoid.data)), unsigned_signal(len(rope.data))
