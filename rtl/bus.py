@@ -87,10 +87,15 @@ def port_names(name: str, obj) -> dict:
     ports = {}
     for attr, value in vars(obj).items():
         if isinstance(value, SignalType):
-            ports[f"{name}_{attr}"] = value
+            ports[member_pin(name, attr)] = value
         elif hasattr(value, "__dict__"):
-            ports.update(port_names(f"{name}_{attr}", value))
+            ports.update(port_names(member_pin(name, attr), value))
     return ports
+
+
+def member_pin(name: str, attr: str) -> str:
+    """The port of signal `attr` of interface argument `name` in converted Verilog."""
+    return f"{name}_{attr}"
 
 
 def port_directions(name: str, obj, direction: str) -> dict[str, str]:
@@ -98,4 +103,4 @@ def port_directions(name: str, obj, direction: str) -> dict[str, str]:
     if isinstance(obj, SignalType):
         return {name: direction}
     flipped = OUT if direction == IN else IN
-    return {f"{name}_{attr}": flipped if attr in obj.REVERSE else direction for attr in obj.signals()}
+    return {member_pin(name, attr): flipped if attr in obj.REVERSE else direction for attr in obj.signals()}

@@ -185,12 +185,13 @@ def activation_lanes(data, acts):
 
 
 @block
-def tile(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_valid, up, down, ucode_addr, ucode_data,
-         w_addr, w_data, consts, rsqrt, sigmoid, rope, exp2, tap, lanes: int, scratch_depth: int, max_blocks: int,
-         attn_limits):
+def tile(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_valid, up, down, ucode, w, consts, rsqrt,
+         sigmoid, rope, exp2, tap, lanes: int, scratch_depth: int, max_blocks: int, attn_limits):
     """One layer tile; see the module docstring. `up`, `down` are BlockBus, `tap` a TapPort, and
-    consts, rsqrt, sigmoid, rope, exp2 are RomPort (enable, address, data) of the consts and table
-    ROMs. `attn_limits` (AttentionLimits of the die) sizes the attention unit and its KV SRAM."""
+    ucode, w, consts, rsqrt, sigmoid, rope, exp2 are RomPort of the microcode, weight, consts and
+    table ROMs (rtl/chip.py UNIT_PORTS). `attn_limits` (AttentionLimits of the die) sizes the
+    attention unit and its KV SRAM."""
+    ucode_addr, ucode_data, w_addr, w_data = ucode.addr, ucode.data, w.addr, w.data
     state = Signal(SeqState.IDLE)
     pc = unsigned_signal(len(ucode_addr))
     head_block_bits = len(rope.addr) - (attn_limits.kv_tokens - 1).bit_length()
