@@ -10,6 +10,7 @@ from myhdl import ResetSignal, Signal
 
 from hardwire.golden.errors import HardwireError
 from hardwire.golden.spec import ACC_BITS, BLOCK, TERM_BITS
+from hardwire.rtl.bus import EXP_BITS
 from hardwire.rtl.cells import block_mac as mac
 from hardwire.rtl.cells.counter import cycle_counter
 from hardwire.rtl.cells.requant import DEFAULT_IN_WIDTH, check_requant_params, requant
@@ -18,8 +19,6 @@ from hardwire.rtl.cells.wiring import bit_signal, signed_signal, unsigned_signal
 
 from .lanes import pack_lanes, to_signed, to_unsigned, unpack_lanes
 from .verilator_build import Simulator, build_myhdl
-
-EXP_BITS = 8  # the block-exponent ports of the cells
 
 
 def sync_reset() -> ResetSignal:

@@ -33,6 +33,7 @@ from hardwire.golden.errors import HardwireError
 from hardwire.golden.models import cache_root
 from hardwire.golden.spec import ACC_BITS, BLOCK
 from hardwire.rtl import chip
+from hardwire.rtl.bus import DATA_BITS
 from hardwire.rtl.die import Die
 from hardwire.rtl.metal import Metal
 from hardwire.rtl.via_map import check_via_map_file, write_via_map_rows
@@ -43,7 +44,7 @@ from .verilator_build import Part, Simulator, build, publish_once
 RTL_ROOT = Path(chip.__file__).parent
 GRID_FORMAT = "2"  # bump when what a grid directory holds changes (2: a manifest)
 METAL_FORMAT = "2"  # the same for a metal directory
-BEAT_WORDS = 4 + chip.T.DATA_BITS // 32  # cycle (2 words), unit|op, block|exp, then the data words
+BEAT_WORDS = 4 + DATA_BITS // 32  # cycle (2 words), unit|op, block|exp, then the data words
 RUN_SYMBOL = "hw_run_token"
 
 # One token on the chip without returning to Python: present it, clock until `reply`, and copy
@@ -57,23 +58,23 @@ extern double main_time;
 extern "C" uint64_t {symbol}(V{top}* top, uint32_t token, uint64_t max_cycles, uint32_t* beats,
                              uint64_t capacity, uint64_t* n_beats) {{
     uint64_t n = 0;
-    top->host_tok_id = token;
-    top->host_tok_valid = 1;
+    top->{host_tok_id} = token;
+    top->{host_tok_valid} = 1;
     for (uint64_t c = 0; c < max_cycles; ++c) {{
-        top->clk = 1; top->eval(); main_time++;
-        top->host_tok_valid = 0;
-        if (top->tap_valid) {{
+        top->{clk} = 1; top->eval(); main_time++;
+        top->{host_tok_valid} = 0;
+        if (top->{tap_valid}) {{
             if (n < capacity) {{
                 uint32_t* b = beats + n * {beat_words};
                 b[0] = (uint32_t)c; b[1] = (uint32_t)(c >> 32);
-                b[2] = (uint32_t)top->tap_unit << 8 | top->tap_op;
-                b[3] = (uint32_t)top->tap_block << 8 | (uint8_t)top->tap_exp;
-                for (int w = 0; w < {data_words}; ++w) b[4 + w] = top->tap_data[w];
+                b[2] = (uint32_t)top->{tap_unit} << 8 | top->{tap_op};
+                b[3] = (uint32_t)top->{tap_block} << 8 | (uint8_t)top->{tap_exp};
+                for (int w = 0; w < {data_words}; ++w) b[4 + w] = top->{tap_data}[w];
             }}
             ++n;
         }}
-        bool reply = top->host_reply;
-        top->clk = 0; top->eval(); main_time++;
+        bool reply = top->{host_reply};
+        top->{clk} = 0; top->eval(); main_time++;
         if (reply) {{ *n_beats = n; return c + 1; }}
     }}
     *n_beats = n;
@@ -216,8 +217,7 @@ class ChipSim:
         sources, self.grid_hit = grid_sources(die)
         # the tile and the head are Verilated once each, as parts the chip steps only while
         # their clocks run (cosim/partition.py)
-        bridges, parts, cpp = {}, [], [CAPTURE_CPP.format(top=chip.CHIP_MODULE, symbol=RUN_SYMBOL,
-                                                          beat_words=BEAT_WORDS, data_words=chip.T.DATA_BITS // 32)]
+        bridges, parts, cpp = {}, [], [capture_cpp(die)]
         for module, is_head in ((chip.TILE_MODULE, False), (chip.HEAD_MODULE, True)) if partitioned else ():
             pins = unit_pins(die, is_head)
             bridges[f"{module}.v"] = _bridge_verilog(module, pins, coverage)
@@ -229,6 +229,9 @@ class ChipSim:
         self.build_s = time.perf_counter() - t0
         self.die = die
         self.io = self.sim.io
+        ports = chip.chip_ports(die)
+        self.host, self.tap = InterfacePins(self.io, ports, "host"), InterfacePins(self.io, ports, "tap")
+        self.rst = ports.pin("rst")
         fn = getattr(self.sim.model.lib, RUN_SYMBOL)
         fn.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint64, ctypes.c_void_p, ctypes.c_uint64,
                        ctypes.POINTER(ctypes.c_uint64)]
@@ -248,17 +251,17 @@ class ChipSim:
 
     def reset(self) -> None:
         """Reset the chip and start a new sequence (position 0)."""
-        io = self.io
-        io.rst, io.host_tok_valid, io.host_seq_reset = 1, 0, 0
+        host = self.host
+        self.io[self.rst], host.tok_valid, host.seq_reset = 1, 0, 0
         self.sim.step(2)
-        io.rst = 0
-        io.host_seq_reset = 1
+        self.io[self.rst] = 0
+        host.seq_reset = 1
         self.sim.step()
-        io.host_seq_reset = 0
+        host.seq_reset = 0
 
     @property
     def position(self) -> int:
-        return int(self.io.host_position)
+        return int(self.host.position)
 
     def token(self, token: int, max_cycles: int = 50_000_000) -> TokenRun:
         """Send one token and clock until the chip replies."""
@@ -271,10 +274,35 @@ class ChipSim:
         wall = time.perf_counter() - t0
         if count.value > len(self._beats):
             raise HardwireError(f"{count.value} tap beats overflow the capture buffer of {len(self._beats)}")
-        if cycles >= max_cycles and not self.io.host_reply:
+        if cycles >= max_cycles and not self.host.reply:
             raise HardwireError(f"the chip did not answer token {token} within {max_cycles} cycles")
-        return TokenRun(int(self.io.host_status), int(self.io.host_out_token), cycles, wall,
+        return TokenRun(int(self.host.status), int(self.host.out_token), cycles, wall,
                         decode_beats(self._beats[:count.value]))
+
+
+def capture_cpp(die: Die) -> str:
+    """CAPTURE_CPP for the chip top, its pin names taken from the port table (rtl/chip.py CHIP_PORTS)."""
+    ports = chip.chip_ports(die)
+    pins = {f"{name}_{attr}": ports.pin(name, attr) for name in ("host", "tap")
+            for attr in getattr(ports, name).signals()}
+    return CAPTURE_CPP.format(top=chip.CHIP_MODULE, symbol=RUN_SYMBOL, beat_words=BEAT_WORDS,
+                              data_words=DATA_BITS // 32, clk=ports.pin("clk"), **pins)
+
+
+class InterfacePins:
+    """The pins of one interface argument of a Verilated top, read and written by the interface's
+    attribute names (`host.tok_valid = 1`); the pin names come from the module's port table."""
+
+    def __init__(self, io, ports: chip.Ports, name: str):
+        names = {attr: ports.pin(name, attr) for attr in getattr(ports, name).signals()}
+        object.__setattr__(self, "_io", io)
+        object.__setattr__(self, "_names", names)
+
+    def __getattr__(self, attr: str):
+        return self._io[self._names[attr]]
+
+    def __setattr__(self, attr: str, value) -> None:
+        self._io[self._names[attr]] = value
 
 
 def _bridge_verilog(module: str, pins, coverage: bool) -> str:

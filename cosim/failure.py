@@ -214,18 +214,18 @@ def record_window(sim: ChipSim, tokens: list[int], mismatch: Mismatch, path: Pat
         if sim.token(token).status != chip.STATUS_OK:
             raise HardwireError(f"the replay of the failing run was refused token {token}")
     start, stop = max(0, mismatch.cycle - before), mismatch.cycle + after
-    model, io = sim.sim.model, sim.io
+    model = sim.sim.model
     saved_auto_eval, model.auto_eval = model.auto_eval, False  # evaluate exactly as the native loop does
     vcd = _Vcd(sim, path)
     try:
-        io.host_tok_id, io.host_tok_valid = tokens[-1], 1
+        sim.host.tok_id, sim.host.tok_valid = tokens[-1], 1
         cycle, matches, replied = 0, False, False
         while cycle <= stop and not replied:
             if 0 < cycle < start:  # up to the window natively: one call, no tracing
                 sim.sim.run(start - cycle)
                 cycle = start
                 continue
-            replied, seen = _traced_cycle(model, io, vcd if cycle >= start else None, cycle)
+            replied, seen = _traced_cycle(model, sim, vcd if cycle >= start else None, cycle)
             if cycle == mismatch.cycle:
                 matches = seen == (int(TAP_ID.get(mismatch.op, -1)), True)
             cycle += 1
@@ -236,16 +236,16 @@ def record_window(sim: ChipSim, tokens: list[int], mismatch: Mismatch, path: Pat
     return (start, cycle - 1), matches
 
 
-def _traced_cycle(model, io, vcd: _Vcd | None, cycle: int) -> tuple[bool, tuple[int, bool]]:
+def _traced_cycle(model, sim: ChipSim, vcd: _Vcd | None, cycle: int) -> tuple[bool, tuple[int, bool]]:
     """One clock cycle as chip_sim's native loop runs it; dumps both edges when tracing.
     Returns (the chip replied, (tap op, tap valid) after the rising edge)."""
     model["clk"] = 1
     model.eval()
     if vcd:
         vcd.dump(2 * cycle + 1)
-    io.host_tok_valid = 0
-    seen = (int(io.tap_op), bool(io.tap_valid))
-    replied = bool(io.host_reply)
+    sim.host.tok_valid = 0
+    seen = (int(sim.tap.op), bool(sim.tap.valid))
+    replied = bool(sim.host.reply)
     model["clk"] = 0
     model.eval()
     if vcd:

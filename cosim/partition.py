@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hardwire.rtl import chip
-from hardwire.rtl.units.attention import AttentionLimits
+from hardwire.rtl.bus import member_pin
 
 PART_SUFFIX = "_part"
 
@@ -40,10 +40,8 @@ class Pin:
 
 
 def unit_pins(die, head: bool) -> list[Pin]:
-    """Every port of the tile (or head) module, in the socket's order."""
-    ports = chip.UnitPorts(die, head, AttentionLimits.from_die(die).position_bits)
-    widths = {"clk": 1, "rst": 1, **{name: len(sig) for name, sig in ports.pins().items()}}
-    return [Pin(name, widths[name], name in chip.SOCKET_INPUTS) for name in chip.SOCKET_PORTS]
+    """Every port of the tile (or head) module, in the order of its port table (rtl/chip.py UNIT_PORTS)."""
+    return [Pin(name, len(sig), is_input) for name, sig, is_input in chip.unit_ports(die, head).pins()]
 
 
 def part_prefix(module: str) -> str:
@@ -53,7 +51,7 @@ def part_prefix(module: str) -> str:
 
 # --- the bridge's Verilog ------------------------------------------------------------------------
 
-WAKE_EVENTS = ("start", "up_valid", "rst")
+WAKE_EVENTS = ("start", member_pin("up", "valid"), "rst")
 
 
 def bridge_verilog(module: str, pins: list[Pin]) -> str:

@@ -13,55 +13,41 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from myhdl import ResetSignal, block
+from myhdl import block
 
 from hardwire.golden.models import cache_root
 from hardwire.golden.spec import BLOCK
 from hardwire.rtl import tile as T
-from hardwire.rtl.cells.lut_rom import lut_address_bits, lut_rom
-from hardwire.rtl.cells.via_rom import via_rom
-from hardwire.rtl.cells.wiring import bit_signal, unsigned_signal
-from hardwire.rtl.chip import rom_depths
+from hardwire.rtl.bus import EXP_BITS, WORD
+from hardwire.rtl.chip import UNIT_PORTS, rom_depths, rom_map_names, unit_ports, unit_roms
 from hardwire.rtl.die import Die
-from hardwire.rtl.isa import WORD_BITS as UCODE_BITS
 from hardwire.rtl.metal import RomImage
-from hardwire.rtl.units import attention, head, vector
+from hardwire.rtl.units import attention
 from hardwire.rtl.verilog import to_verilog
 from hardwire.rtl.via_map import write_via_map_rows
 
-from .chip_sim import rtl_digest
+from .chip_sim import InterfacePins, rtl_digest
 from .lanes import pack_lanes, to_signed, to_unsigned, unpack_lanes
 from .verilator_build import Simulator, build, publish_once
 
 UCODE_DEPTH = 64
-ROMS = ("ucode", "weights", "consts", "lut_rsqrt", "lut_sigmoid", "lut_rope", "lut_exp2")
+ROMS = tuple(port.rom for port in UNIT_PORTS if port.rom)
+HARNESS_PORTS = tuple(port.name for port in UNIT_PORTS if not port.rom)  # tile_top's ports: the ROMs are inside
+MAP_PREFIX = "tile"  # the tile's own ROMs load tile_ucode.hex, ...; the tables keep their names
 HARNESS_FORMAT = "2"  # bump when what a cached harness directory holds changes (2: a manifest)
 
 
 @block
 def tile_top(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_valid, up, down, tap, die: Die,
              depths: dict, scratch_depth: int, max_blocks: int):
-    ucode_addr, ucode_data = unsigned_signal(lut_address_bits(depths["ucode"])), unsigned_signal(UCODE_BITS)
-    w_addr, w_data = unsigned_signal(lut_address_bits(depths["weights"])), unsigned_signal(die.tile_rom_width)
-    consts = T.RomPort(lut_address_bits(depths["consts"]), vector.GAIN_WIDTH)
-    rsqrt = T.RomPort(vector.RSQRT_ADDR_BITS, vector.RSQRT_WIDTH)
-    sigmoid = T.RomPort(BLOCK * vector.SIGMOID_ADDR_BITS, BLOCK * vector.SIGMOID_WIDTH)
-    rope = T.RomPort(lut_address_bits(die.kv_tokens) + die.head_block_bits, vector.ROPE_WIDTH)
-    exp2 = T.RomPort(attention.LUT_ADDR_BITS, attention.LUT_DATA_BITS, enable=False)
-    roms = [
-        via_rom(clk, ucode_addr, ucode_data, map_name="ucode", depth=depths["ucode"]),
-        via_rom(clk, w_addr, w_data, map_name="weights", depth=depths["weights"]),
-        lut_rom(clk, consts.en, consts.addr, consts.data, "consts", depths["consts"]),
-        lut_rom(clk, rsqrt.en, rsqrt.addr, rsqrt.data, "lut_rsqrt", depths["lut_rsqrt"]),
-        lut_rom(clk, sigmoid.en, sigmoid.addr, sigmoid.data, "lut_sigmoid", depths["lut_sigmoid"], ports=BLOCK),
-        lut_rom(clk, rope.en, rope.addr, rope.data, "lut_rope", depths["lut_rope"]),
-        via_rom(clk, exp2.addr, exp2.data, map_name="lut_exp2", depth=depths["lut_exp2"]),
-    ]
-    core = T.tile(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_valid, up, down, ucode_addr,
-                  ucode_data, w_addr, w_data, consts, rsqrt,
-                  sigmoid, rope, exp2, tap, lanes=die.lanes, scratch_depth=scratch_depth, max_blocks=max_blocks,
+    """The tile with its ROM macros: the tile's ports (rtl/chip.py UNIT_PORTS) but its ROM ports."""
+    own = dict(locals())
+    p = unit_ports(die, head=False)
+    for name in HARNESS_PORTS:
+        setattr(p, name, own[name])
+    core = T.tile(**p.args(), lanes=die.lanes, scratch_depth=scratch_depth, max_blocks=max_blocks,
                   attn_limits=attention.AttentionLimits.from_die(die))
-    return roms, core
+    return unit_roms(p, MAP_PREFIX, depths), core
 
 
 @dataclass
@@ -86,10 +72,13 @@ class TileSim:
     def __init__(self, images: dict[str, RomImage], die: Die, scratch_depth: int, work: Path, max_blocks: int = 16):
         work.mkdir(parents=True, exist_ok=True)
         depths = rom_depths(die, head=False)  # the die's macros: one build serves every layer and model
+        maps = rom_map_names(MAP_PREFIX)
         for name in ROMS:
-            _write(images[name], work / f"{name}.hex", depths[name])
+            _write(images[name], work / f"{maps[name]}.hex", depths[name])
         top, verilog = harness_verilog(die, scratch_depth, max_blocks)
         self.sim: Simulator = build({f"{top}.v": verilog}, top, via_maps=work)
+        ports = unit_ports(die, head=False)
+        self.up, self.down, self.tap = (InterfacePins(self.sim.io, ports, name) for name in ("up", "down", "tap"))
         io = self.sim.io
         io.rst = 1
         self.sim.step(2)
@@ -109,9 +98,9 @@ class TileSim:
         for cycle in range(max_cycles):
             if pending and cycle >= 4:  # FETCH and DECODE of the first RECV are done by then
                 words, exp = pending.pop(0)
-                io.up_valid, io.up_data, io.up_exp = 1, pack_lanes(words, T.WORD), to_unsigned(exp, T.EXP_BITS)
+                self.up.valid, self.up.data, self.up.exp = 1, pack_lanes(words, WORD), to_unsigned(exp, EXP_BITS)
             else:
-                io.up_valid = 0
+                self.up.valid = 0
             self.sim.step()
             self._collect(result, cycle)
             if not io.busy and not pending and cycle > 4:
@@ -120,12 +109,12 @@ class TileSim:
         raise TimeoutError(f"the tile did not finish in {max_cycles} cycles")
 
     def _collect(self, result: TileRun, cycle: int) -> None:
-        io = self.sim.io
-        if io.tap_valid:
-            result.taps.append(Beat(int(io.tap_op), int(io.tap_block), to_signed(io.tap_exp, T.EXP_BITS),
-                                    unpack_lanes(io.tap_data, T.WORD, BLOCK), cycle))
-        if io.down_valid:
-            result.down.append((unpack_lanes(io.down_data, T.WORD, BLOCK), to_signed(io.down_exp, T.EXP_BITS)))
+        tap, down = self.tap, self.down
+        if tap.valid:
+            result.taps.append(Beat(int(tap.op), int(tap.block), to_signed(tap.exp, EXP_BITS),
+                                    unpack_lanes(tap.data, WORD, BLOCK), cycle))
+        if down.valid:
+            result.down.append((unpack_lanes(down.data, WORD, BLOCK), to_signed(down.exp, EXP_BITS)))
 
 
 def harness_verilog(die: Die, scratch_depth: int, max_blocks: int) -> tuple[str, str]:
@@ -152,14 +141,11 @@ def harness_key(die: Die, scratch_depth: int, max_blocks: int) -> tuple[str, str
 
 def _elaborator(die: Die, scratch_depth: int, max_blocks: int):
     depths = rom_depths(die, head=False)
-    pos_bits = attention.AttentionLimits.from_die(die).position_bits
 
     def elaborate():
-        return tile_top(bit_signal(), ResetSignal(0, active=1, isasync=False), bit_signal(),
-                        unsigned_signal(lut_address_bits(UCODE_DEPTH)), bit_signal(), bit_signal(),
-                        unsigned_signal(pos_bits), unsigned_signal(head.ROW_BITS), unsigned_signal(head.ROW_BITS),
-                        bit_signal(), T.BlockBus(), T.BlockBus(), T.TapPort(), die=die,
-                        depths=depths, scratch_depth=scratch_depth, max_blocks=max_blocks)
+        ports = unit_ports(die, head=False)
+        return tile_top(**{name: getattr(ports, name) for name in HARNESS_PORTS}, die=die, depths=depths,
+                        scratch_depth=scratch_depth, max_blocks=max_blocks)
     return elaborate
 
 

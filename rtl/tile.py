@@ -18,9 +18,16 @@ Ports:
     token_out/valid  the head's argmax, handed out at END (a one-cycle pulse)
     up_*             the residual stream from upstream (RECV)
     down_*           the residual stream downstream (SEND)
-    ucode_addr/data  microcode ROM
-    w_addr/w_data    weight ROM: a word of `lanes` block slots
+    ucode            microcode ROM (a RomPort, as every ROM port here)
+    w                weight ROM: a word of `lanes` block slots
+    consts, rsqrt, sigmoid, rope, exp2
+                     the consts ROM and the table ROMs of the units
     tap_*            the written block, its op id and block index
+
+The tile reads top-down: `tile` wires the units to the scratchpad's read ports; `sequencer`
+(the FSM), `decoder` (DECODE latches the fields) and `issuer` (RUN issues the reads) run the
+program; `matmul_side` and `unit_enables` feed the units; `write_back` keeps the block a unit
+hands out; `tap_out` and `outward` drive the tap port, SEND and the clock enable.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from myhdl import ConcatSignal, Signal, always, always_comb, always_seq, block, 
 from hardwire.golden.errors import HardwireError
 from hardwire.golden.spec import ACC_BITS, ACC_FRAC, BLOCK
 
+from .bus import ADDR_BITS, DATA_BITS, ENTRY_BITS, EXP_BITS, TAP_OP_BITS, WORD, BlockBus
 from .cells.block_mac import ACT_BITS, block_mac
 from .cells.sram import address_bits
 from .cells.wiring import bit_signal, bus_lanes, mux_tree, signed_signal, unsigned_signal, unused, zero_extended
@@ -37,54 +45,8 @@ from .die import SLOT_BITS
 from .isa import Op, field_offsets
 from .units import attention, head, vector
 
-WORD = ACC_BITS  # one element of a block on every bus
-DATA_BITS = BLOCK * WORD
-EXP_BITS = 8
-ENTRY_BITS = DATA_BITS + EXP_BITS  # scratchpad entry: data, then the exponent in the top bits
-ADDR_BITS = 12
 BLOCK_SHIFT = 5  # log2(BLOCK)
 COUNT_BITS = 28  # beats of one instruction: groups (16 bits) x blocks (12 bits)
-
-
-class BlockBus:
-    """valid, data (32 x 48 bits), exp (8 bits): the bus between sequencer and units."""
-
-    def __init__(self):
-        self.valid = bit_signal()
-        self.data = unsigned_signal(DATA_BITS)
-        self.exp = signed_signal(EXP_BITS)
-
-
-class RomPort:
-    """A ROM read port as a unit drives it: enable and address out, data in (one cycle later)."""
-
-    def __init__(self, addr_bits: int, width: int, enable: bool = True):
-        if enable:  # a ROM without a chip enable reads every cycle
-            self.en = bit_signal()
-        self.addr = unsigned_signal(addr_bits)
-        self.data = unsigned_signal(width)
-
-
-class UnitOutput:
-    """A unit's output bus: valid, 32 x 48-bit words and the B16 exponent."""
-
-    def __init__(self):
-        self.valid = bit_signal()
-        self.data = unsigned_signal(DATA_BITS)
-        self.exp = signed_signal(EXP_BITS)
-
-    def entry(self):
-        """The scratchpad entry: the exponent above the words."""
-        return ConcatSignal(self.exp, self.data)
-
-
-class TapPort:
-    def __init__(self):
-        self.valid = bit_signal()
-        self.op = unsigned_signal(5)
-        self.block = unsigned_signal(ADDR_BITS)
-        self.exp = signed_signal(EXP_BITS)
-        self.data = unsigned_signal(DATA_BITS)
 
 
 @block
@@ -229,196 +191,183 @@ def activation_lanes(data, acts):
     return narrow_lanes
 
 
+class Instruction:
+    """The fields of the instruction being run, latched at DECODE; scratchpad and ROM addresses keep
+    only the microcode bits this die's depths need."""
+
+    def __init__(self, s_bits: int, rom_bits: int):
+        self.op, self.tap = unsigned_signal(OP_HI - OP_LO), unsigned_signal(TAP_OP_BITS)
+        self.src, self.src2, self.dst = (unsigned_signal(s_bits) for _ in range(3))
+        self.n, self.groups = unsigned_signal(N_HI - N_LO), unsigned_signal(GROUPS_HI - GROUPS_LO)
+        self.rom, self.fmt, self.aux = unsigned_signal(rom_bits), unsigned_signal(FMT_HI - FMT_LO), \
+            unsigned_signal(AUX_HI - AUX_LO)
+
+
+class Counts:
+    """Beats of the instruction: issued of in_total reads, written of out_total results; a KVW's
+    V blocks follow its kv_half K blocks."""
+
+    def __init__(self):
+        self.issued, self.in_total, self.written, self.out_total, self.kv_half = \
+            (unsigned_signal(COUNT_BITS) for _ in range(5))
+
+
+class ReadPipe:
+    """The read pipeline: addresses registered with `issue`, data at the units with `beat` (two
+    cycles later), first/last of a row group and RoPE's block index inside its head alongside."""
+
+    def __init__(self, s_bits: int, w_bits: int, head_block_bits: int):
+        self.issue, self.beat, self.first, self.last, self.beat_first, self.beat_last = (bit_signal() for _ in range(6))
+        self.raddr_a, self.raddr_b, self.w_addr = unsigned_signal(s_bits), unsigned_signal(s_bits), \
+            unsigned_signal(w_bits)
+        self.block_in_head, self.beat_block_in_head = unsigned_signal(head_block_bits), \
+            unsigned_signal(head_block_bits)
+        self.logits = bit_signal()  # a streamed MATMUL's output block: the argmax tracker takes it
+
+
+class Enables:
+    """Each unit's beats: high while the read port carries a block of the unit's op."""
+
+    def __init__(self):
+        self.add, self.rq, self.silu, self.rope, self.norm, self.attn, self.embed = (bit_signal() for _ in range(7))
+
+
+class Strobes:
+    """One-cycle pulses of DECODE: clear the matmul gathering, start a unit, arm the argmax tracker."""
+
+    def __init__(self):
+        self.mm_clear, self.norm, self.kv, self.attn, self.arm = (bit_signal() for _ in range(5))
+
+
 @block
-def tile(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_valid, up, down, ucode_addr, ucode_data,
-         w_addr, w_data, consts, rsqrt, sigmoid, rope, exp2, tap, lanes: int, scratch_depth: int, max_blocks: int,
-         attn_limits):
+def tile(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_valid, up, down, ucode, w, consts, rsqrt,
+         sigmoid, rope, exp2, tap, lanes: int, scratch_depth: int, max_blocks: int, attn_limits):
     """One layer tile; see the module docstring. `up`, `down` are BlockBus, `tap` a TapPort, and
-    consts, rsqrt, sigmoid, rope, exp2 are RomPort (enable, address, data) of the consts and table
-    ROMs. `attn_limits` (AttentionLimits of the die) sizes the attention unit and its KV SRAM."""
-    state = Signal(SeqState.IDLE)
-    pc = unsigned_signal(len(ucode_addr))
-    head_block_bits = len(rope.addr) - (attn_limits.kv_tokens - 1).bit_length()
-    # scratchpad and ROM addresses keep only the microcode bits this die's depths need
-    w_bits, s_bits = len(w_addr), address_bits(scratch_depth)
+    ucode, w, consts, rsqrt, sigmoid, rope, exp2 are RomPort of the microcode, weight, consts and
+    table ROMs (rtl/chip.py UNIT_PORTS). `attn_limits` (AttentionLimits of the die) sizes the
+    attention unit and its KV SRAM."""
+    w_bits, s_bits = len(w.addr), address_bits(scratch_depth)
     rom_bits = max(w_bits, len(consts.addr), attention.ATTN_SCALE_BITS)
-    src_top, src2_top, dst_top, rom_top = SRC_LO + s_bits, SRC2_LO + s_bits, DST_LO + s_bits, ROM_LO + rom_bits
-    op, tap_id, fmt = unsigned_signal(4), unsigned_signal(5), unsigned_signal(2)
-    src, src2, dst, n = unsigned_signal(s_bits), unsigned_signal(s_bits), unsigned_signal(s_bits), \
-        unsigned_signal(ADDR_BITS)
-    groups, rom, aux = unsigned_signal(16), unsigned_signal(rom_bits), unsigned_signal(8)
-    issued, in_total, written, out_total = (unsigned_signal(COUNT_BITS) for _ in range(4))
-    block_in_group = unsigned_signal(ADDR_BITS)
-    # RoPE's block index inside its head, carried with the read like first/last
-    block_in_head = unsigned_signal(8)
-    issue_block_in_head, beat_block_in_head = unsigned_signal(head_block_bits), unsigned_signal(head_block_bits)
-
-    # the read pipeline: addresses registered with `issue`, data at the units with `beat`
-    issue, beat, first, last, beat_first, beat_last = (bit_signal() for _ in range(6))
-    raddr_a, raddr_b = unsigned_signal(s_bits), unsigned_signal(s_bits)
-    a_data, b_data, a_exp_bits = unsigned_signal(DATA_BITS), unsigned_signal(DATA_BITS), unsigned_signal(EXP_BITS)
-    w_address = unsigned_signal(w_bits)
-    # produce: a unit hands out a block this cycle; we: ... and it is kept (not a streamed logit block)
-    produce, we, wdata, waddr = bit_signal(), bit_signal(), unsigned_signal(ENTRY_BITS), unsigned_signal(s_bits)
-    stream = bit_signal()
+    head_block_bits = len(rope.addr) - (attn_limits.kv_tokens - 1).bit_length()
+    state, ins, counts, strobes = Signal(SeqState.IDLE), Instruction(s_bits, rom_bits), Counts(), Strobes()
+    reads = ReadPipe(s_bits, w_bits, head_block_bits)
+    # ROM words that sub-blocks slice: locals here, so that MyHDL names them, and their slices, as
+    # the tile's ports before a sub-block names them otherwise
+    ucode_data, w_data = ucode.data, w.data
     row_base = unsigned_signal(w_bits)  # EMBED: the first ROM word of the token's row group
-    lane_shift = (lanes - 1).bit_length()
-    token_top = w_bits + lane_shift
-    part_round, part_shift = BLOCK // lanes - 1, BLOCK_SHIFT - lane_shift  # rows -> output blocks, rounded up
-    end_tap, waiting = bit_signal(), bit_signal()
-    memory = scratchpad(clk, we, waddr, wdata, issue, raddr_a, raddr_b, a_data, a_exp_bits, b_data, scratch_depth)
+    # produce: a unit hands out a block this cycle; end_tap: the head taps its token
+    produce, end_tap, mm_out_valid = bit_signal(), bit_signal(), bit_signal()
+    control = [sequencer(clk, rst, start, entry, busy, ucode, state, counts, reads, end_tap, produce, mm_out_valid),
+               decoder(clk, rst, state, ucode_data, token, ins, counts, strobes, row_base, lanes, w_bits, s_bits),
+               issuer(clk, rst, state, ins, counts, reads, row_base, w, s_bits, head_block_bits)]
 
-    # units, all fed from the two read ports
-    a_exp = signed_signal(EXP_BITS)
-    acts = unsigned_signal(BLOCK * ACT_BITS)
-    mm_clear, mm_valid, mm_out_valid = bit_signal(), bit_signal(), bit_signal()
-    mm_out = unsigned_signal(DATA_BITS)
-    engine = matmul_engine(clk, rst, mm_clear, groups, mm_valid, beat_first, beat_last, fmt, w_data, acts, a_exp,
-                           mm_out_valid, mm_out, lanes)
-    act_lanes = activation_lanes(a_data, acts)
-    enables = {name: bit_signal() for name in ("add", "rq", "silu", "rope", "norm", "attn", "embed")}
-    outs = {name: UnitOutput() for name in enables}
-    # ROM data read inside the units only through slices: copied here so that a standalone
-    # conversion of the tile still declares them as input ports
-    sig_words, rope_word = unsigned_signal(len(sigmoid.data)), unsigned_signal(len(rope.data))
-    consts_word, rsqrt_word = unsigned_signal(len(consts.data)), unsigned_signal(len(rsqrt.data))
-    exp2_word = unsigned_signal(len(exp2.data))
-    add_on, rq_on, silu_on, rope_on, norm_on, attn_on, embed_on = (enables[k] for k in enables)
-    add_valid, rq_valid, silu_valid, rope_valid, norm_valid, attn_valid, embed_valid = (outs[k].valid for k in enables)
+    # the scratchpad's two read ports feed every unit; each unit takes the beats of its op
+    a_data, b_data, a_exp_bits = unsigned_signal(DATA_BITS), unsigned_signal(DATA_BITS), unsigned_signal(EXP_BITS)
+    we, wdata, waddr = bit_signal(), unsigned_signal(ENTRY_BITS), unsigned_signal(s_bits)
+    memory = scratchpad(clk, we, waddr, wdata, reads.issue, reads.raddr_a, reads.raddr_b, a_data, a_exp_bits, b_data,
+                        scratch_depth)
+    a_exp, acc_exp, stream = signed_signal(EXP_BITS), signed_signal(EXP_BITS), bit_signal()
+    enables, outs = Enables(), {name: BlockBus() for name in UNIT_OPS}
+    mm_out, best_row = unsigned_signal(DATA_BITS), unsigned_signal(head.ROW_BITS)
     embed_slot = unsigned_signal(SLOT_BITS)  # the token's lane of the weight word
-    embed_lane = mux_tree(token, bus_lanes(w_data, SLOT_BITS, lanes), embed_slot)
-    arm, best_row = bit_signal(), unsigned_signal(head.ROW_BITS)
-    logits_valid = bit_signal()
-    kv_start, attn_start, attn_done, attn_busy, attn_refused = (bit_signal() for _ in range(5))
-    kv_half = unsigned_signal(COUNT_BITS)  # KVW: K blocks, then as many V blocks
-    acc_exp = signed_signal(EXP_BITS)
-    norm_start, norm_done = bit_signal(), bit_signal()
+    words = RomWords(sigmoid, rope, consts, rsqrt, exp2)
+    norm_done, attn_done, attn_busy, attn_refused = (bit_signal() for _ in range(4))
     units = [
-        vector.add_unit(clk, rst, enables["add"], a_data, b_data, outs["add"].valid, outs["add"].data),
-        vector.rq_unit(clk, rst, enables["rq"], a_data, acc_exp, outs["rq"].valid, outs["rq"].data, outs["rq"].exp),
-        vector.silu_unit(clk, rst, enables["silu"], a_data, b_data, outs["silu"].valid, outs["silu"].data,
-                         outs["silu"].exp, sigmoid.en, sigmoid.addr, sig_words),
-        vector.rope_unit(clk, rst, enables["rope"], a_data, pos(len(rope.addr) - head_block_bits, 0),
-                         beat_block_in_head,
-                         outs["rope"].valid, outs["rope"].data, outs["rope"].exp, rope.en, rope.addr, rope_word),
-        vector.norm_unit(clk, rst, norm_start, n(vector.norm_count_bits(max_blocks), 0), rom(len(consts.addr), 0),
-                         enables["norm"], a_data,
+        vector.add_unit(clk, rst, enables.add, a_data, b_data, outs["add"].valid, outs["add"].data),
+        vector.rq_unit(clk, rst, enables.rq, a_data, acc_exp, outs["rq"].valid, outs["rq"].data, outs["rq"].exp),
+        vector.silu_unit(clk, rst, enables.silu, a_data, b_data, outs["silu"].valid, outs["silu"].data,
+                         outs["silu"].exp, sigmoid.en, sigmoid.addr, words.sigmoid),
+        vector.rope_unit(clk, rst, enables.rope, a_data, pos(len(rope.addr) - head_block_bits, 0),
+                         reads.beat_block_in_head, outs["rope"].valid, outs["rope"].data, outs["rope"].exp, rope.en,
+                         rope.addr, words.rope),
+        vector.norm_unit(clk, rst, strobes.norm, ins.n(vector.norm_count_bits(max_blocks), 0),
+                         ins.rom(len(consts.addr), 0), enables.norm, a_data,
                          outs["norm"].valid, outs["norm"].data, outs["norm"].exp, norm_done,
-                         consts.en, consts.addr, consts_word, rsqrt.en, rsqrt.addr, rsqrt_word,
+                         consts.en, consts.addr, words.consts, rsqrt.en, rsqrt.addr, words.rsqrt,
                          max_blocks=max_blocks),
-        attention.attention_unit(clk, rst, kv_start, attn_start, pos, groups(attn_limits.heads_bits, 0),
-                                 aux(attn_limits.heads_bits, 0), n(attn_limits.head_blocks_bits, 0),
-                                 rom(attention.ATTN_SCALE_BITS, 0), attn_on, a_data, a_exp, attn_valid,
-                                 outs["attn"].data, outs["attn"].exp, attn_done, attn_busy, attn_refused,
-                                 exp2.addr, exp2_word, attn_limits),
-        head.embed_unit(clk, rst, embed_on, fmt, embed_slot, embed_valid, outs["embed"].data),
-        head.argmax_tracker(clk, rst, arm, groups, logits_valid, written(head.ROW_BITS, 0), mm_out, best_row),
+        attention.attention_unit(clk, rst, strobes.kv, strobes.attn, pos, ins.groups(attn_limits.heads_bits, 0),
+                                 ins.aux(attn_limits.heads_bits, 0), ins.n(attn_limits.head_blocks_bits, 0),
+                                 ins.rom(attention.ATTN_SCALE_BITS, 0), enables.attn, a_data, a_exp,
+                                 outs["attn"].valid, outs["attn"].data, outs["attn"].exp, attn_done, attn_busy,
+                                 attn_refused, exp2.addr, words.exp2, attn_limits),
+        head.embed_unit(clk, rst, enables.embed, ins.fmt, embed_slot, outs["embed"].valid, outs["embed"].data),
+        head.argmax_tracker(clk, rst, strobes.arm, ins.groups, reads.logits, counts.written(head.ROW_BITS, 0), mm_out,
+                            best_row),
     ]
-    up_entry = ConcatSignal(up.exp, up.data)
-    mm_entry = ConcatSignal(intbv(0)[EXP_BITS:], mm_out)
-    add_entry = ConcatSignal(intbv(0)[EXP_BITS:], outs["add"].data)
-    embed_entry = ConcatSignal(intbv(0)[EXP_BITS:], outs["embed"].data)
-    token_word = zero_extended(best_row, DATA_BITS)  # the argmax tap: the token in word 0
-    waivers = [ignored_inputs(ucode_data, token, s_bits, rom_bits, token_top),
+    waivers = [ignored_inputs(ucode_data, token, s_bits, rom_bits, w_bits + (lanes - 1).bit_length()),
                unused(ConcatSignal(norm_done, attn_done, attn_busy, attn_refused), "handshakes",
                       "unit handshakes: the sequencer paces each unit by its own beat and block counts")]
-    rq_entry, silu_entry = outs["rq"].entry(), outs["silu"].entry()
-    rope_entry, norm_entry, attn_entry = outs["rope"].entry(), outs["norm"].entry(), outs["attn"].entry()
+    return (control, memory, units, waivers, rom_words(sigmoid, rope, consts, rsqrt, exp2, words),
+            matmul_side(clk, rst, token, w_data, ins, strobes, reads, stream, a_data, a_exp, mm_out_valid, mm_out,
+                        embed_slot, lanes),
+            unit_enables(clk, reads.beat, ins, enables, stream, a_exp_bits, a_exp, acc_exp),
+            write_back(ins, counts.written, up, mm_out_valid, mm_out, outs, stream, produce, we, wdata, waddr),
+            tap_out(clk, rst, produce, end_tap, ins.tap, counts.written, wdata, zero_extended(best_row, DATA_BITS),
+                    best_row, tap, token_out, token_valid),
+            outward(rst, start, busy, state, ins, counts, reads.beat, a_data, a_exp, up, tap, token_valid, down,
+                    clock_on))
 
-    @always(clk.posedge)
-    def constants():
-        acc_exp.next = -ACC_FRAC  # a constant register: the converter cannot write negative literals
+
+UNIT_OPS = ("add", "rq", "silu", "rope", "norm", "attn", "embed")  # the units behind the read ports, but the matmul
+
+
+class RomWords:
+    """The data words of the table and consts ROMs, as the units read them: units read them only
+    through slices, so the tile copies them (rom_words) and a standalone conversion of the tile
+    still declares the ROM data as input ports."""
+
+    def __init__(self, sigmoid, rope, consts, rsqrt, exp2):
+        self.sigmoid, self.rope, self.consts = (unsigned_signal(len(p.data)) for p in (sigmoid, rope, consts))
+        self.rsqrt, self.exp2 = unsigned_signal(len(rsqrt.data)), unsigned_signal(len(exp2.data))
+
+
+@block
+def rom_words(sigmoid, rope, consts, rsqrt, exp2, words):
+    @always_comb
+    def copy():
+        words.sigmoid.next = sigmoid.data
+        words.rope.next = rope.data
+        words.consts.next = consts.data
+        words.rsqrt.next = rsqrt.data
+        words.exp2.next = exp2.data
+
+    return copy
+
+
+@block
+def matmul_side(clk, rst, token, w_data, ins, strobes, reads, stream, a_data, a_exp, mm_out_valid, mm_out, embed_slot,
+                lanes: int):
+    """The matmul engine on the activation read port and the weight ROM; EMBED's lane of the weight
+    word; a streamed MATMUL's blocks (the LM head's logits) go to the argmax tracker."""
+    acts = unsigned_signal(BLOCK * ACT_BITS)
+    mm_valid = bit_signal()
 
     @always_comb
-    def rom_data():
-        sig_words.next = sigmoid.data
-        rope_word.next = rope.data
-        consts_word.next = consts.data
-        rsqrt_word.next = rsqrt.data
-        exp2_word.next = exp2.data
+    def matmul_beats():
+        mm_valid.next = reads.beat and ins.op == OP_MATMUL
+        reads.logits.next = stream and mm_out_valid
+
+    return (matmul_engine(clk, rst, strobes.mm_clear, ins.groups, mm_valid, reads.beat_first, reads.beat_last, ins.fmt,
+                          w_data, acts, a_exp, mm_out_valid, mm_out, lanes),
+            activation_lanes(a_data, acts), mux_tree(token, bus_lanes(w_data, SLOT_BITS, lanes), embed_slot),
+            matmul_beats)
+
+
+@block
+def sequencer(clk, rst, start, entry, busy, ucode, state, counts, reads, end_tap, produce, mm_out_valid):
+    """The FSM: fetch and decode an instruction, run it until every read is issued and every result
+    written, then the next; END stops (the head first taps its token, in FINISH)."""
+    pc = unsigned_signal(len(ucode.addr))
 
     @always_comb
-    def operands():
-        a_exp.next = a_exp_bits.signed()
-        ucode_addr.next = pc
-        w_addr.next = w_address
-        mm_valid.next = beat and op == OP_MATMUL
-        add_on.next = beat and op == OP_ADD
-        rq_on.next = beat and op == OP_RQ
-        silu_on.next = beat and op == OP_SILU
-        rope_on.next = beat and op == OP_ROPE
-        norm_on.next = beat and op == OP_NORM
-        attn_on.next = beat and (op == OP_ATTN or op == OP_KVW)
-        embed_on.next = beat and op == OP_EMBED
-        stream.next = op == OP_MATMUL and aux[0] == STREAM_ONLY
-        logits_valid.next = op == OP_MATMUL and aux[0] == STREAM_ONLY and mm_out_valid
-        waiting.next = state == SeqState.RUN and op == OP_RECV and written != out_total
-
-    @always_comb
-    def clock_enable():
-        """Run while busy and not waiting, and for the edge that takes an upstream block or
-        clears a tap beat."""
-        clock_on.next = rst or start or (busy and not waiting) or up.valid or tap.valid or token_valid
-    @always_comb
-    def write_port():
-        """The one block produced this cycle, from whichever source the instruction uses; it is
-        written to the scratchpad unless it is a streamed logit block."""
-        produce.next = 0
-        wdata.next = 0
-        if op == OP_RECV and up.valid:
-            produce.next = 1
-            wdata.next = up_entry
-        elif op == OP_MATMUL and mm_out_valid:
-            produce.next = 1
-            wdata.next = mm_entry
-        elif op == OP_ADD and add_valid:
-            produce.next = 1
-            wdata.next = add_entry
-        elif op == OP_RQ and rq_valid:
-            produce.next = 1
-            wdata.next = rq_entry
-        elif op == OP_SILU and silu_valid:
-            produce.next = 1
-            wdata.next = silu_entry
-        elif op == OP_ROPE and rope_valid:
-            produce.next = 1
-            wdata.next = rope_entry
-        elif op == OP_NORM and norm_valid:
-            produce.next = 1
-            wdata.next = norm_entry
-        elif op == OP_ATTN and attn_valid:
-            produce.next = 1
-            wdata.next = attn_entry
-        elif op == OP_EMBED and embed_valid:
-            produce.next = 1
-            wdata.next = embed_entry
-        waddr.next = dst + written[s_bits:]  # scratchpad addresses wrap: the metal keeps them in range
-    @always_comb
-    def keep():
-        we.next = produce and not stream
+    def fetch_address():
+        ucode.addr.next = pc
 
     @always_seq(clk.posedge, reset=rst)
-    def sequencer():
-        read_a = intbv(0)[s_bits:]
-        read_b = intbv(0)[s_bits:]
-        code = intbv(0)[OP_HI - OP_LO:]
-        count = intbv(0)[COUNT_BITS:]  # the n and groups fields, widened to beat counts
-        rows = intbv(0)[COUNT_BITS:]
-        beats = intbv(0)[COUNT_BITS:]
-        kv_blocks = intbv(0)[COUNT_BITS:]
-        issue.next = 0
-        mm_clear.next = 0
-        norm_start.next = 0
-        kv_start.next = 0
-        attn_start.next = 0
-        arm.next = 0
+    def fsm():
         end_tap.next = 0
-        beat.next = issue
-        beat_first.next = first
-        beat_last.next = last
-        beat_block_in_head.next = issue_block_in_head
         if produce:
-            written.next = written + 1
+            counts.written.next = counts.written + 1
         if state == SeqState.IDLE:
             busy.next = 0
             if start:
@@ -428,89 +377,227 @@ def tile(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_va
         elif state == SeqState.FETCH:
             state.next = SeqState.DECODE  # the ROM answers for pc in the next cycle
         elif state == SeqState.DECODE:
-            code[:] = ucode_data[OP_HI:OP_LO]
-            count[N_HI - N_LO:] = ucode_data[N_HI:N_LO]
-            rows[GROUPS_HI - GROUPS_LO:] = ucode_data[GROUPS_HI:GROUPS_LO]
-            op.next = code
-            tap_id.next = ucode_data[TAP_HI:TAP_LO]
-            src.next = ucode_data[src_top:SRC_LO]
-            src2.next = ucode_data[src2_top:SRC2_LO]
-            dst.next = ucode_data[dst_top:DST_LO]
-            n.next = count[N_HI - N_LO:]
-            groups.next = rows[GROUPS_HI - GROUPS_LO:]
-            rom.next = ucode_data[rom_top:ROM_LO]
-            fmt.next = ucode_data[FMT_HI:FMT_LO]
-            aux.next = ucode_data[AUX_HI:AUX_LO]
-            block_in_head.next = 0
-            norm_start.next = code == OP_NORM
-            kv_start.next = code == OP_KVW
-            attn_start.next = code == OP_ATTN
-            kv_blocks[:] = count * ucode_data[AUX_HI:AUX_LO]
-            kv_half.next = kv_blocks
-            arm.next = code == OP_ARGMAX
-            if code == OP_EMBED:
-                row_base.next = token[token_top:lane_shift] * count[w_bits:]  # modulo the ROM
-            else:
-                row_base.next = 0
-            issued.next = 0
-            written.next = 0
-            block_in_group.next = 0
-            mm_clear.next = 1
-            if code == OP_RECV:
-                in_total.next = 0
-            elif code == OP_MATMUL or code == OP_ATTN:
-                beats[:] = count * rows
-                in_total.next = beats
-            elif code == OP_KVW:
-                in_total.next = kv_blocks << 1
-            else:
-                in_total.next = count
-            if code == OP_SEND or code == OP_KVW:
-                out_total.next = 0
-            elif code == OP_ATTN:
-                beats[:] = count * rows
-                out_total.next = beats
-            elif code == OP_MATMUL:
-                out_total.next = (rows + part_round) >> part_shift
-            else:
-                out_total.next = count
-            if code == OP_END and ucode_data[TAP_HI:TAP_LO] != 0:
+            counts.written.next = 0
+            if ucode.data[OP_HI:OP_LO] == OP_END and ucode.data[TAP_HI:TAP_LO] != 0:
                 end_tap.next = 1  # the head hands out its token, tapped, in FINISH
                 state.next = SeqState.FINISH
-            elif code == OP_END:
+            elif ucode.data[OP_HI:OP_LO] == OP_END:
                 state.next = SeqState.IDLE
                 busy.next = 0
             else:
                 state.next = SeqState.RUN
         elif state == SeqState.RUN:
-            if issued < in_total:
-                issue.next = 1
-                issued.next = issued + 1
-                if op == OP_KVW and issued >= kv_half:  # the V blocks follow the K blocks
-                    read_a[:] = src2 + issued[s_bits:] - kv_half[s_bits:]
-                else:
-                    read_a[:] = src + block_in_group[s_bits:]
-                read_b[:] = src2 + block_in_group[s_bits:]
-                raddr_a.next = read_a
-                raddr_b.next = read_b
-                w_address.next = rom[w_bits:] + row_base + issued[w_bits:]
-                first.next = block_in_group == 0
-                issue_block_in_head.next = block_in_head[head_block_bits:]
-                last.next = block_in_group + 1 == n
-                if block_in_group + 1 == n and op == OP_MATMUL:
-                    block_in_group.next = 0
-                else:
-                    block_in_group.next = block_in_group + 1
-                if block_in_head + 1 == aux:  # RoPE: the block's index inside its head
-                    block_in_head.next = 0
-                else:
-                    block_in_head.next = block_in_head + 1
-            elif written == out_total and not issue and not beat and not mm_out_valid:
+            if counts.issued >= counts.in_total and counts.written == counts.out_total and not reads.issue \
+                    and not reads.beat and not mm_out_valid:
                 pc.next = pc + 1
                 state.next = SeqState.FETCH
         else:  # FINISH
             state.next = SeqState.IDLE
             busy.next = 0
+
+    return fetch_address, fsm
+
+
+@block
+def decoder(clk, rst, state, ucode_data, token, ins, counts, strobes, row_base, lanes: int, w_bits: int, s_bits: int):
+    """DECODE: latch the instruction's fields, size its reads and results, and pulse the strobes."""
+    src_top, src2_top, dst_top = SRC_LO + s_bits, SRC2_LO + s_bits, DST_LO + s_bits
+    rom_top = ROM_LO + len(ins.rom)
+    lane_shift = (lanes - 1).bit_length()
+    token_top = w_bits + lane_shift
+    part_round, part_shift = BLOCK // lanes - 1, BLOCK_SHIFT - lane_shift  # rows -> output blocks, rounded up
+
+    @always_seq(clk.posedge, reset=rst)
+    def decode():
+        code = intbv(0)[OP_HI - OP_LO:]
+        count = intbv(0)[COUNT_BITS:]  # the n and groups fields, widened to beat counts
+        rows = intbv(0)[COUNT_BITS:]
+        beats = intbv(0)[COUNT_BITS:]
+        kv_blocks = intbv(0)[COUNT_BITS:]
+        strobes.mm_clear.next = 0
+        strobes.norm.next = 0
+        strobes.kv.next = 0
+        strobes.attn.next = 0
+        strobes.arm.next = 0
+        if state == SeqState.DECODE:
+            code[:] = ucode_data[OP_HI:OP_LO]
+            count[N_HI - N_LO:] = ucode_data[N_HI:N_LO]
+            rows[GROUPS_HI - GROUPS_LO:] = ucode_data[GROUPS_HI:GROUPS_LO]
+            ins.op.next = code
+            ins.tap.next = ucode_data[TAP_HI:TAP_LO]
+            ins.src.next = ucode_data[src_top:SRC_LO]
+            ins.src2.next = ucode_data[src2_top:SRC2_LO]
+            ins.dst.next = ucode_data[dst_top:DST_LO]
+            ins.n.next = count[N_HI - N_LO:]
+            ins.groups.next = rows[GROUPS_HI - GROUPS_LO:]
+            ins.rom.next = ucode_data[rom_top:ROM_LO]
+            ins.fmt.next = ucode_data[FMT_HI:FMT_LO]
+            ins.aux.next = ucode_data[AUX_HI:AUX_LO]
+            strobes.norm.next = code == OP_NORM
+            strobes.kv.next = code == OP_KVW
+            strobes.attn.next = code == OP_ATTN
+            strobes.arm.next = code == OP_ARGMAX
+            strobes.mm_clear.next = 1
+            kv_blocks[:] = count * ucode_data[AUX_HI:AUX_LO]
+            counts.kv_half.next = kv_blocks
+            if code == OP_EMBED:
+                row_base.next = token[token_top:lane_shift] * count[w_bits:]  # modulo the ROM
+            else:
+                row_base.next = 0
+            if code == OP_RECV:
+                counts.in_total.next = 0
+            elif code == OP_MATMUL or code == OP_ATTN:
+                beats[:] = count * rows
+                counts.in_total.next = beats
+            elif code == OP_KVW:
+                counts.in_total.next = kv_blocks << 1
+            else:
+                counts.in_total.next = count
+            if code == OP_SEND or code == OP_KVW:
+                counts.out_total.next = 0
+            elif code == OP_ATTN:
+                beats[:] = count * rows
+                counts.out_total.next = beats
+            elif code == OP_MATMUL:
+                counts.out_total.next = (rows + part_round) >> part_shift
+            else:
+                counts.out_total.next = count
+
+    return decode
+
+
+@block
+def issuer(clk, rst, state, ins, counts, reads, row_base, w, s_bits: int, head_block_bits: int):
+    """RUN: one read per cycle until in_total are issued, walking the row groups (first, last) and
+    RoPE's blocks inside a head; the beat registers carry each read to the units."""
+    w_bits = len(w.addr)
+    block_in_group = unsigned_signal(ADDR_BITS)
+    block_in_head = unsigned_signal(8)
+
+    @always_comb
+    def weight_address():
+        w.addr.next = reads.w_addr
+
+    @always_seq(clk.posedge, reset=rst)
+    def issue_reads():
+        read_a = intbv(0)[s_bits:]
+        read_b = intbv(0)[s_bits:]
+        reads.issue.next = 0
+        reads.beat.next = reads.issue
+        reads.beat_first.next = reads.first
+        reads.beat_last.next = reads.last
+        reads.beat_block_in_head.next = reads.block_in_head
+        if state == SeqState.DECODE:
+            counts.issued.next = 0
+            block_in_group.next = 0
+            block_in_head.next = 0
+        elif state == SeqState.RUN and counts.issued < counts.in_total:
+            reads.issue.next = 1
+            counts.issued.next = counts.issued + 1
+            if ins.op == OP_KVW and counts.issued >= counts.kv_half:  # the V blocks follow the K blocks
+                read_a[:] = ins.src2 + counts.issued[s_bits:] - counts.kv_half[s_bits:]
+            else:
+                read_a[:] = ins.src + block_in_group[s_bits:]
+            read_b[:] = ins.src2 + block_in_group[s_bits:]
+            reads.raddr_a.next = read_a
+            reads.raddr_b.next = read_b
+            reads.w_addr.next = ins.rom[w_bits:] + row_base + counts.issued[w_bits:]
+            reads.first.next = block_in_group == 0
+            reads.block_in_head.next = block_in_head[head_block_bits:]
+            reads.last.next = block_in_group + 1 == ins.n
+            if block_in_group + 1 == ins.n and ins.op == OP_MATMUL:
+                block_in_group.next = 0
+            else:
+                block_in_group.next = block_in_group + 1
+            if block_in_head + 1 == ins.aux:  # RoPE: the block's index inside its head
+                block_in_head.next = 0
+            else:
+                block_in_head.next = block_in_head + 1
+
+    return weight_address, issue_reads
+
+
+@block
+def unit_enables(clk, beat, ins, enables, stream, a_exp_bits, a_exp, acc_exp):
+    """Each unit takes the beats of its own op; a streamed MATMUL (the LM head) keeps no results."""
+
+    @always(clk.posedge)
+    def constants():
+        acc_exp.next = -ACC_FRAC  # a constant register: the converter cannot write negative literals
+
+    @always_comb
+    def operands():
+        a_exp.next = a_exp_bits.signed()
+        enables.add.next = beat and ins.op == OP_ADD
+        enables.rq.next = beat and ins.op == OP_RQ
+        enables.silu.next = beat and ins.op == OP_SILU
+        enables.rope.next = beat and ins.op == OP_ROPE
+        enables.norm.next = beat and ins.op == OP_NORM
+        enables.attn.next = beat and (ins.op == OP_ATTN or ins.op == OP_KVW)
+        enables.embed.next = beat and ins.op == OP_EMBED
+        stream.next = ins.op == OP_MATMUL and ins.aux[0] == STREAM_ONLY
+
+    return constants, operands
+
+
+@block
+def write_back(ins, written, up, mm_out_valid, mm_out, outs, stream, produce, we, wdata, waddr):
+    """The one block produced this cycle, from whichever source the instruction uses; it is
+    written to the scratchpad unless it is a streamed logit block."""
+    s_bits = len(waddr)
+    add_valid, rq_valid, silu_valid, rope_valid, norm_valid, attn_valid, embed_valid = \
+        (outs[name].valid for name in UNIT_OPS)
+    up_entry = ConcatSignal(up.exp, up.data)
+    mm_entry = ConcatSignal(intbv(0)[EXP_BITS:], mm_out)
+    add_entry = ConcatSignal(intbv(0)[EXP_BITS:], outs["add"].data)
+    embed_entry = ConcatSignal(intbv(0)[EXP_BITS:], outs["embed"].data)
+    rq_entry, silu_entry = outs["rq"].entry(), outs["silu"].entry()
+    rope_entry, norm_entry, attn_entry = outs["rope"].entry(), outs["norm"].entry(), outs["attn"].entry()
+
+    @always_comb
+    def write_port():
+        produce.next = 0
+        wdata.next = 0
+        if ins.op == OP_RECV and up.valid:
+            produce.next = 1
+            wdata.next = up_entry
+        elif ins.op == OP_MATMUL and mm_out_valid:
+            produce.next = 1
+            wdata.next = mm_entry
+        elif ins.op == OP_ADD and add_valid:
+            produce.next = 1
+            wdata.next = add_entry
+        elif ins.op == OP_RQ and rq_valid:
+            produce.next = 1
+            wdata.next = rq_entry
+        elif ins.op == OP_SILU and silu_valid:
+            produce.next = 1
+            wdata.next = silu_entry
+        elif ins.op == OP_ROPE and rope_valid:
+            produce.next = 1
+            wdata.next = rope_entry
+        elif ins.op == OP_NORM and norm_valid:
+            produce.next = 1
+            wdata.next = norm_entry
+        elif ins.op == OP_ATTN and attn_valid:
+            produce.next = 1
+            wdata.next = attn_entry
+        elif ins.op == OP_EMBED and embed_valid:
+            produce.next = 1
+            wdata.next = embed_entry
+        waddr.next = ins.dst + written[s_bits:]  # scratchpad addresses wrap: the metal keeps them in range
+
+    @always_comb
+    def keep():
+        we.next = produce and not stream
+
+    return write_port, keep
+
+
+@block
+def tap_out(clk, rst, produce, end_tap, tap_id, written, wdata, token_word, best_row, tap, token_out,
+            token_valid):
+    """Every written block of a tapped op leaves on the tap port, a cycle later; END's tap is the token."""
 
     @always_seq(clk.posedge, reset=rst)
     def taps():
@@ -532,14 +619,31 @@ def tile(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_va
             tap.exp.next = 0
             tap.data.next = 0
 
+    return taps
+
+
+@block
+def outward(rst, start, busy, state, ins, counts, beat, a_data, a_exp, up, tap, token_valid, down, clock_on):
+    """The residual downstream (SEND), and the tile's clock enable."""
+    waiting = bit_signal()
+
+    @always_comb
+    def recv_wait():
+        waiting.next = state == SeqState.RUN and ins.op == OP_RECV and counts.written != counts.out_total
+
+    @always_comb
+    def clock_enable():
+        """Run while busy and not waiting, and for the edge that takes an upstream block or
+        clears a tap beat."""
+        clock_on.next = rst or start or (busy and not waiting) or up.valid or tap.valid or token_valid
+
     @always_comb
     def downstream():
-        down.valid.next = beat and op == OP_SEND
+        down.valid.next = beat and ins.op == OP_SEND
         down.data.next = a_data
         down.exp.next = a_exp
 
-    return (memory, engine, embed_lane, act_lanes, units, waivers, constants, rom_data, operands, clock_enable,
-            write_port, keep, sequencer, taps, downstream)
+    return recv_wait, clock_enable, downstream
 
 
 @block

@@ -48,6 +48,7 @@ from hardwire.golden import spec
 from hardwire.golden.errors import HardwireError
 from hardwire.golden.spec import ACC_BITS, BLOCK, TERM_BITS
 
+from ..bus import EXP_BITS
 from .wiring import (
     bit_signal,
     bus_lanes,
@@ -63,7 +64,6 @@ FORMAT_Q8_0, FORMAT_Q4_0, FORMAT_Q4_1 = 0, 1, 2
 FORMAT_BITS = 2
 CODE_BITS = 8
 ACT_BITS = spec.ACT_BITS  # the activation lanes of the chip (B16); 8-bit lanes are also accepted
-EXP_BITS = 8
 FP16_BITS = 16
 LATENCY = 9  # edges from a block at the inputs to its T_b (and its row's y) at the outputs
 TREE_LEVELS = 5  # log2(BLOCK)

@@ -285,6 +285,62 @@ class GeometryPorts:
     attn_scale: Signal
 
 
+@dataclass
+class Handshake:
+    """A command's ports: the two starts with the position and the input valid; the unit's answers."""
+
+    start_kv: Signal
+    start_attn: Signal
+    pos: Signal
+    in_valid: Signal
+    done: Signal
+    busy: Signal
+    refused: Signal
+
+
+class SramPort:
+    """The address side of one SRAM: write enable and address, read enable and address (the data
+    buses belong to the datapath)."""
+
+    def __init__(self, depth: int):
+        bits = address_bits(depth)
+        self.we, self.re = bit_signal(), bit_signal()
+        self.waddr, self.raddr = unsigned_signal(bits), unsigned_signal(bits)
+
+
+class ScoreIssue:
+    """Stage 0 of the scores pass: a K and a Q block are read, with their place in the score."""
+
+    def __init__(self, t_bits: int):
+        self.valid, self.first_blk, self.last_blk, self.first_t, self.last_t = (bit_signal() for _ in range(5))
+        self.t = unsigned_signal(t_bits)
+
+
+class SoftmaxIssue:
+    """Stage 0 of the softmax pass: score t is read."""
+
+    def __init__(self, t_bits: int):
+        self.valid, self.first, self.last = bit_signal(), bit_signal(), bit_signal()
+        self.t = unsigned_signal(t_bits)
+
+
+class WeightIssue:
+    """Stage 0 of the weighted pass: p_t is read (its V block follows a cycle later)."""
+
+    def __init__(self):
+        self.valid, self.first, self.last, self.head_last = (bit_signal() for _ in range(4))
+
+
+class PassEvents:
+    """The hand-offs between the controller and the passes."""
+
+    def __init__(self):
+        self.scores_last = bit_signal()  # the head's last score is in the buffer, and its max known
+        self.softmax_last = bit_signal()  # the last p_t is in the buffer, and their sum known
+        self.div_start, self.div_done = bit_signal(), bit_signal()  # RCP = 2**48 / sum p
+        self.out_head_last = bit_signal()  # the head's last output block leaves
+
+
 @block
 def attention_unit(clk, rst, start_kv, start_attn, pos, heads, kv_heads, head_blocks, attn_scale,
                    in_valid, in_data, in_exp, out_valid, out_data, out_exp, done, busy, refused,
@@ -293,59 +349,43 @@ def attention_unit(clk, rst, start_kv, start_attn, pos, heads, kv_heads, head_bl
     shape = GeometryPorts(heads, kv_heads, head_blocks, attn_scale)
     _check_ports(die, pos, shape, in_data, in_exp, out_data, out_exp, lut_addr, lut_data)
 
-    # the three SRAMs and their ports
-    kv_we, kv_re, q_we, q_re, sb_we, sb_re = (bit_signal() for _ in range(6))
-    kv_bits, q_bits, sb_bits = address_bits(die.kv_depth), address_bits(die.q_depth), die.index_bits
-    kv_waddr, kv_raddr = unsigned_signal(kv_bits), unsigned_signal(kv_bits)
-    q_waddr, q_raddr = unsigned_signal(q_bits), unsigned_signal(q_bits)
-    sb_waddr, sb_raddr = unsigned_signal(sb_bits), unsigned_signal(sb_bits)
+    # the three SRAMs: the controller addresses them, the score buffer is written by its writer
+    kv, query, sb = SramPort(die.kv_depth), SramPort(die.q_depth), SramPort(die.kv_tokens)
     in_word, kv_rdata, q_rdata = (unsigned_signal(WORD_BITS) for _ in range(3))
     scores = ScoreRanges(die)
     sb_wdata, sb_rdata = unsigned_signal(scores.buffer_bits), unsigned_signal(scores.buffer_bits)
-    memories = [sram(clk, kv_we, kv_waddr, in_word, kv_re, kv_raddr, kv_rdata, die.kv_depth, "kv"),
-                sram(clk, q_we, q_waddr, in_word, q_re, q_raddr, q_rdata, die.q_depth, "query"),
-                sram(clk, sb_we, sb_waddr, sb_wdata, sb_re, sb_raddr, sb_rdata, die.kv_tokens, "score")]
+    memories = [sram(clk, kv.we, kv.waddr, in_word, kv.re, kv.raddr, kv_rdata, die.kv_depth, "kv"),
+                sram(clk, query.we, query.waddr, in_word, query.re, query.raddr, q_rdata, die.q_depth, "query"),
+                sram(clk, sb.we, sb.waddr, sb_wdata, sb.re, sb.raddr, sb_rdata, die.kv_tokens, "score")]
 
-    # control -> passes: issue flags (stage 0 of each pipeline) and the latched ATTN_SCALE
+    # control -> passes: issue flags (stage 0 of each pipeline) and the latched ATTN_SCALE; and back
     pos_bits = die.index_bits
-    sc_valid, sc_first_blk, sc_last_blk, sc_first_t, sc_last_t = (bit_signal() for _ in range(5))
-    sc_t = unsigned_signal(pos_bits)
-    sm_valid, sm_first, sm_last = (bit_signal() for _ in range(3))
-    sm_t = unsigned_signal(pos_bits)
-    wt_valid, wt_first, wt_last, wt_head_last = (bit_signal() for _ in range(4))
-    div_start = bit_signal()
+    sc, sm, wt, events = ScoreIssue(pos_bits), SoftmaxIssue(pos_bits), WeightIssue(), PassEvents()
     scale = unsigned_signal(ATTN_SCALE_BITS)
-    # passes -> control
-    scores_last, softmax_last, div_done, out_head_last = (bit_signal() for _ in range(4))
-
-    control = controller(clk, rst, die, start_kv, start_attn, pos, shape, scale, in_valid, done, busy, refused,
-                         kv_we, kv_waddr, kv_re, kv_raddr, q_we, q_waddr, q_re, q_raddr, sb_re, sb_raddr,
-                         sc_valid, sc_first_blk, sc_last_blk, sc_first_t, sc_last_t, sc_t,
-                         sm_valid, sm_first, sm_last, sm_t, wt_valid, wt_first, wt_last, wt_head_last,
-                         div_start, scores_last, softmax_last, div_done, out_head_last)
+    command = Handshake(start_kv, start_attn, pos, in_valid, done, busy, refused)
+    control = controller(clk, rst, die, command, shape, scale, kv, query, sb, sc, sm, wt, events)
     lane_tops_unused = unsigned_signal(BLOCK * (LANE_BITS - ACT_BITS))
     capture = input_stage(clk, in_valid, in_data, in_exp, in_word, lane_tops_unused)
 
     # scores pass
     scaled, scaled_valid, scaled_t = scores.scaled_signal(), bit_signal(), unsigned_signal(pos_bits)
     score_max = scores.scaled_signal()
-    score_pass = score_pipeline(clk, rst, scores, scale, q_rdata, kv_rdata, sc_valid, sc_first_blk, sc_last_blk,
-                                sc_first_t, sc_last_t, sc_t, scaled, scaled_valid, scaled_t, score_max,
-                                scores_last)
+    score_pass = score_pipeline(clk, rst, scores, scale, q_rdata, kv_rdata, sc, scaled, scaled_valid, scaled_t,
+                                score_max, events.scores_last)
 
     # softmax pass
     p, p_valid, p_t = unsigned_signal(LUT_DATA_BITS), bit_signal(), unsigned_signal(pos_bits)
     p_sum = unsigned_signal(scores.sum_bits)
-    softmax_pass = softmax_pipeline(clk, rst, scores, sb_rdata, score_max, sm_valid, sm_first, sm_last, sm_t,
-                                    lut_addr, lut_data, p, p_valid, p_t, p_sum, softmax_last)
+    softmax_pass = softmax_pipeline(clk, rst, scores, sb_rdata, score_max, sm, lut_addr, lut_data, p, p_valid, p_t,
+                                    p_sum, events.softmax_last)
     writer = score_buffer_writer(clk, rst, scaled, scaled_valid, scaled_t, p, p_valid, p_t,
-                                 sb_we, sb_waddr, sb_wdata)
+                                 sb.we, sb.waddr, sb_wdata)
 
     # divide, weighted pass, output
     rcp = unsigned_signal(RCP_BITS)
-    divide = divider(clk, rst, div_start, p_sum, rcp, div_done)
-    weighted = weighted_pipeline(clk, rst, sb_rdata, kv_rdata, rcp, wt_valid, wt_first, wt_last, wt_head_last,
-                                 out_valid, out_data, out_exp, out_head_last)
+    divide = divider(clk, rst, events.div_start, p_sum, rcp, events.div_done)
+    weighted = weighted_pipeline(clk, rst, sb_rdata, kv_rdata, rcp, wt, out_valid, out_data, out_exp,
+                                 events.out_head_last)
     return memories, control, capture, score_pass, softmax_pass, writer, divide, weighted
 
 
@@ -370,174 +410,113 @@ class ScoreRanges:
 
 # --- control --------------------------------------------------------------------------------------
 
-@block
-def controller(clk, rst, die, start_kv, start_attn, pos, shape, scale, in_valid, done, busy, refused,
-               kv_we, kv_waddr, kv_re, kv_raddr, q_we, q_waddr, q_re, q_raddr, sb_re, sb_raddr,
-               sc_valid, sc_first_blk, sc_last_blk, sc_first_t, sc_last_t, sc_t,
-               sm_valid, sm_first, sm_last, sm_t, wt_valid, wt_first, wt_last, wt_head_last,
-               div_start, scores_last, softmax_last, div_done, out_head_last):
-    """The command FSM, the start checks and the address generators of the three passes.
+class Latched:
+    """The geometry latched in the start cycle (the ports may change while a command runs):
+    counts, counts minus one (for the last-value compares), the V offset in a row."""
 
-    The geometry is latched in the start cycle (the ports may change while a command runs).
+    def __init__(self, gw: int, index_bits: int):
+        self.heads, self.kv_heads, self.nbh, self.last_blk, self.last_head = (unsigned_signal(gw) for _ in range(5))
+        self.kv_blocks, self.last_kv_beat, self.last_q_beat = (unsigned_signal(gw) for _ in range(3))
+        self.last_pos = unsigned_signal(index_bits)
+
+
+class Walk:
+    """Where a command is: its input beat and that beat's address; then key t (row = t *
+    row_words) and block blk of query head `head`, that head's Q and KV blocks, and the address of
+    the V read that trails each p read."""
+
+    def __init__(self, gw: int, index_bits: int, kv_bits: int):
+        self.beat, self.write_addr = unsigned_signal(gw), unsigned_signal(gw)
+        self.t = unsigned_signal(index_bits)
+        self.blk, self.head, self.row = unsigned_signal(gw), unsigned_signal(gw), unsigned_signal(gw)
+        self.share = unsigned_signal(gw)  # (head * kv_heads) mod heads: steps the KV head without a divider
+        self.q_base = unsigned_signal(gw)  # head * nbh
+        self.kv_head = unsigned_signal(gw)  # floor(head * kv_heads / heads) * nbh
+        self.v_addr = unsigned_signal(kv_bits)
+
+
+@block
+def controller(clk, rst, die, command, shape, scale, kv, query, sb, sc, sm, wt, events):
+    """The command FSM with its start checks, the walk over heads, keys and blocks, and the SRAM
+    addresses and issue flags of the three passes: four clocked processes that share the state.
+
     All counters, strides and latched counts share one width, `gw`, wide enough for every
     SRAM address and for heads * head_blocks: Verilog arithmetic then never extends or
     truncates implicitly, and the SRAM addresses are slices of it."""
+    gw = max(len(kv.waddr), len(query.waddr), die.heads_bits + die.head_blocks_bits) + 1  # +1: 2 * kv_blocks
+    state = Signal(State.IDLE)
+    geo, walk = Latched(gw, die.index_bits), Walk(gw, die.index_bits, len(kv.waddr))
+
+    @always_comb
+    def running():
+        command.busy.next = state != State.IDLE
+
+    return (command_fsm(clk, rst, die, command, shape, scale, state, geo, walk, events),
+            key_walk(clk, rst, die, command.in_valid, state, geo, walk, events),
+            sram_addresses(clk, rst, command.in_valid, state, walk, kv, query, sb, wt),
+            pass_issue(clk, rst, state, geo, walk, sc, sm, wt),
+            running)
+
+
+@block
+def command_fsm(clk, rst, die, command, shape, scale, state, geo, walk, events):
+    """The phases of a command. A start is checked, and the geometry latched, in the start cycle
+    only (an idle unit evaluates none of it); a KV write then counts its beats; an attention
+    counts the Q beats, then runs the passes head by head as key_walk steps through them."""
     row_words, kv_tokens = die.row_words, die.kv_tokens
     max_heads, max_kv_blocks, max_q_blocks = die.max_heads, die.max_kv_blocks, die.max_q_blocks
-    kv_bits, q_bits = len(kv_waddr), len(q_waddr)
-    gw = max(kv_bits, q_bits, die.heads_bits + die.head_blocks_bits) + 1  # +1: 2 * kv_blocks
+    gw, pos_bits = len(walk.beat), len(geo.last_pos)
     heads_in, kv_heads_in, blocks_in = (_widened(port, gw) for port in (shape.heads, shape.kv_heads, shape.head_blocks))
-    scale_in = shape.attn_scale
-
-    def counter() -> Signal:
-        return unsigned_signal(gw)
-
-    # latched geometry: counts, counts minus one (for the last-value compares), strides
-    heads, kv_heads, nbh, last_blk, last_head = (counter() for _ in range(5))
-    kv_blocks, last_kv_beat, last_q_beat = (counter() for _ in range(3))  # kv_blocks: the V offset in a row
-    state = Signal(State.IDLE)
-    beat, blk, head, row = counter(), counter(), counter(), counter()  # row: t * row_words
-    share = counter()  # (head * kv_heads) mod heads: steps the KV head without a divider
-    q_base = counter()  # head * nbh
-    kv_head = counter()  # floor(head * kv_heads / heads) * nbh
-    v_addr = unsigned_signal(kv_bits)  # the V read issued one cycle after its p read
-    write_addr = counter()  # of the next input beat
-    last_pos = unsigned_signal(die.index_bits)
-    t = unsigned_signal(die.index_bits)
+    scale_in, pos = shape.attn_scale, command.pos
 
     @always_seq(clk.posedge, reset=rst)
     def fsm():
-        kv_we.next = 0
-        q_we.next = 0
-        kv_re.next = 0
-        q_re.next = 0
-        sb_re.next = 0
-        sc_valid.next = 0
-        sm_valid.next = 0
-        wt_valid.next = 0
-        div_start.next = 0
-        done.next = 0
-        refused.next = 0
-        # the V read trails its p read by a cycle (w_t needs p_t first)
-        if wt_valid:
-            kv_raddr.next = v_addr
-            kv_re.next = 1
+        command.done.next = 0
+        command.refused.next = 0
+        events.div_start.next = 0
         if state == State.KV_IN:
-            if in_valid:
-                kv_we.next = 1
-                kv_waddr.next = write_addr[kv_bits:]
-                write_addr.next = write_addr + 1
-                beat.next = beat + 1
-                if beat == last_kv_beat:
-                    done.next = 1
+            if command.in_valid:
+                walk.write_addr.next = walk.write_addr + 1
+                walk.beat.next = walk.beat + 1
+                if walk.beat == geo.last_kv_beat:
+                    command.done.next = 1
                     state.next = State.IDLE
         elif state == State.Q_IN:
-            if in_valid:
-                q_we.next = 1
-                q_waddr.next = write_addr[q_bits:]
-                write_addr.next = write_addr + 1
-                beat.next = beat + 1
-                if beat == last_q_beat:
-                    head.next = 0
-                    share.next = 0
-                    q_base.next = 0
-                    kv_head.next = 0
-                    t.next = 0
-                    blk.next = 0
-                    row.next = 0
+            if command.in_valid:
+                walk.write_addr.next = walk.write_addr + 1
+                walk.beat.next = walk.beat + 1
+                if walk.beat == geo.last_q_beat:
                     state.next = State.SCORE_ISSUE
         elif state == State.SCORE_ISSUE:
-            address_unused_top = intbv(0)[gw:]  # the sums fit the SRAMs: their tops are 0
-            address_unused_top[:] = row + kv_head + blk
-            kv_raddr.next = address_unused_top[kv_bits:]
-            address_unused_top[:] = q_base + blk
-            q_raddr.next = address_unused_top[q_bits:]
-            kv_re.next = 1
-            q_re.next = 1
-            sc_valid.next = 1
-            sc_first_blk.next = blk == 0
-            sc_last_blk.next = blk == last_blk
-            sc_first_t.next = t == 0
-            sc_last_t.next = t == last_pos
-            sc_t.next = t
-            if blk == last_blk:
-                blk.next = 0
-                t.next = t + 1
-                row.next = row + row_words
-                if t == last_pos:
-                    state.next = State.SCORE_WAIT
-            else:
-                blk.next = blk + 1
+            if walk.blk == geo.last_blk and walk.t == geo.last_pos:
+                state.next = State.SCORE_WAIT
         elif state == State.SCORE_WAIT:
-            if scores_last:
-                t.next = 0
+            if events.scores_last:
                 state.next = State.SOFTMAX_ISSUE
         elif state == State.SOFTMAX_ISSUE:
-            sb_raddr.next = t
-            sb_re.next = 1
-            sm_valid.next = 1
-            sm_first.next = t == 0
-            sm_last.next = t == last_pos
-            sm_t.next = t
-            t.next = t + 1
-            if t == last_pos:
+            if walk.t == geo.last_pos:
                 state.next = State.SOFTMAX_WAIT
         elif state == State.SOFTMAX_WAIT:
-            if softmax_last:
-                div_start.next = 1
+            if events.softmax_last:
+                events.div_start.next = 1
                 state.next = State.DIVIDE
         elif state == State.DIVIDE:
-            if div_done:
-                t.next = 0
-                blk.next = 0
-                row.next = 0
+            if events.div_done:
                 state.next = State.WEIGHT_ISSUE
         elif state == State.WEIGHT_ISSUE:
-            sb_raddr.next = t
-            sb_re.next = 1
-            address_unused_top = intbv(0)[gw:]
-            address_unused_top[:] = row + kv_blocks + kv_head + blk
-            v_addr.next = address_unused_top[kv_bits:]
-            wt_valid.next = 1
-            wt_first.next = t == 0
-            wt_last.next = t == last_pos
-            wt_head_last.next = t == last_pos and blk == last_blk
-            if t == last_pos:
-                t.next = 0
-                row.next = 0
-                if blk == last_blk:
-                    blk.next = 0
-                    state.next = State.WEIGHT_WAIT
-                else:
-                    blk.next = blk + 1
-            else:
-                t.next = t + 1
-                row.next = row + row_words
+            if walk.t == geo.last_pos and walk.blk == geo.last_blk:
+                state.next = State.WEIGHT_WAIT
         elif state == State.WEIGHT_WAIT:
-            if out_head_last:
-                if head == last_head:
-                    done.next = 1
+            if events.out_head_last:
+                if walk.head == geo.last_head:
+                    command.done.next = 1
                     state.next = State.IDLE
                 else:
-                    # next query head; its KV head is floor((head + 1) * kv_heads / heads)
-                    stepped = intbv(0)[gw:]  # < 2 * heads
-                    stepped[:] = share + kv_heads
-                    if stepped >= heads:
-                        share.next = stepped - heads
-                        kv_head.next = kv_head + nbh
-                    else:
-                        share.next = stepped
-                    head.next = head + 1
-                    q_base.next = q_base + nbh
-                    t.next = 0
-                    blk.next = 0
-                    row.next = 0
-                    state.next = State.SCORE_ISSUE
+                    state.next = State.SCORE_ISSUE  # the next query head
         else:
             state.next = State.IDLE  # IDLE, and the unused encodings of the state register
-        if start_kv or start_attn:
-            # last: a taken start overrides the IDLE hold above. The checks run only in a
-            # start cycle (an idle unit evaluates none of this)
+        if command.start_kv or command.start_attn:
+            # last: a taken start overrides the IDLE hold above
             kv_product = intbv(0)[gw:]
             q_product = intbv(0)[gw:]
             kv_product[:] = kv_heads_in * blocks_in
@@ -545,36 +524,175 @@ def controller(clk, rst, die, start_kv, start_attn, pos, shape, scale, in_valid,
             kv_fits = bool(kv_heads_in != 0 and blocks_in != 0 and kv_product <= max_kv_blocks)
             attn_fits = bool(kv_fits and kv_heads_in <= heads_in and heads_in <= max_heads
                              and q_product <= max_q_blocks)
-            if state != State.IDLE or (start_kv and start_attn) or pos >= kv_tokens:
-                refused.next = 1  # one command at a time, inside the SRAM
-            elif start_kv and not kv_fits:
-                refused.next = 1  # a K/V row wider than the die's
-            elif start_attn and not attn_fits:
-                refused.next = 1  # a shape the die does not hold
+            if state != State.IDLE or (command.start_kv and command.start_attn) or pos >= kv_tokens:
+                command.refused.next = 1  # one command at a time, inside the SRAM
+            elif command.start_kv and not kv_fits:
+                command.refused.next = 1  # a K/V row wider than the die's
+            elif command.start_attn and not attn_fits:
+                command.refused.next = 1  # a shape the die does not hold
             else:
-                nbh.next = blocks_in
-                last_blk.next = blocks_in - 1
-                kv_blocks.next = kv_product
-                last_kv_beat.next = (kv_product << 1) - 1
-                beat.next = 0
-                if start_kv:
-                    write_addr.next = pos * row_words
+                geo.nbh.next = blocks_in
+                geo.last_blk.next = blocks_in - 1
+                geo.kv_blocks.next = kv_product
+                geo.last_kv_beat.next = (kv_product << 1) - 1
+                walk.beat.next = 0
+                if command.start_kv:
+                    walk.write_addr.next = pos * row_words
                     state.next = State.KV_IN
                 else:
-                    heads.next = heads_in
-                    kv_heads.next = kv_heads_in
-                    last_head.next = heads_in - 1
-                    last_q_beat.next = q_product - 1
+                    geo.heads.next = heads_in
+                    geo.kv_heads.next = kv_heads_in
+                    geo.last_head.next = heads_in - 1
+                    geo.last_q_beat.next = q_product - 1
                     scale.next = scale_in
-                    write_addr.next = 0
-                    last_pos.next = pos[len(last_pos):]
+                    walk.write_addr.next = 0
+                    geo.last_pos.next = pos[pos_bits:]
                     state.next = State.Q_IN
 
-    @always_comb
-    def running():
-        busy.next = state != State.IDLE
+    return fsm
 
-    return fsm, running
+
+@block
+def key_walk(clk, rst, die, in_valid, state, geo, walk, events):
+    """Steps an attention through its heads, keys and blocks, in the FSM's phases: scores by key,
+    then block; softmax by key; weighted by block, then key; then the next head."""
+    row_words, gw = die.row_words, len(walk.beat)
+
+    @always_seq(clk.posedge, reset=rst)
+    def step():
+        if state == State.Q_IN:
+            if in_valid and walk.beat == geo.last_q_beat:
+                walk.head.next = 0
+                walk.share.next = 0
+                walk.q_base.next = 0
+                walk.kv_head.next = 0
+                walk.t.next = 0
+                walk.blk.next = 0
+                walk.row.next = 0
+        elif state == State.SCORE_ISSUE:
+            if walk.blk == geo.last_blk:
+                walk.blk.next = 0
+                walk.t.next = walk.t + 1
+                walk.row.next = walk.row + row_words
+            else:
+                walk.blk.next = walk.blk + 1
+        elif state == State.SCORE_WAIT:
+            if events.scores_last:
+                walk.t.next = 0
+        elif state == State.SOFTMAX_ISSUE:
+            walk.t.next = walk.t + 1
+        elif state == State.DIVIDE:
+            if events.div_done:
+                walk.t.next = 0
+                walk.blk.next = 0
+                walk.row.next = 0
+        elif state == State.WEIGHT_ISSUE:
+            if walk.t == geo.last_pos:
+                walk.t.next = 0
+                walk.row.next = 0
+                if walk.blk == geo.last_blk:
+                    walk.blk.next = 0
+                else:
+                    walk.blk.next = walk.blk + 1
+            else:
+                walk.t.next = walk.t + 1
+                walk.row.next = walk.row + row_words
+        elif state == State.WEIGHT_WAIT:
+            if events.out_head_last and walk.head != geo.last_head:
+                # the next query head; its KV head is floor((head + 1) * kv_heads / heads)
+                stepped = intbv(0)[gw:]  # < 2 * heads
+                stepped[:] = walk.share + geo.kv_heads
+                if stepped >= geo.heads:
+                    walk.share.next = stepped - geo.heads
+                    walk.kv_head.next = walk.kv_head + geo.nbh
+                else:
+                    walk.share.next = stepped
+                walk.head.next = walk.head + 1
+                walk.q_base.next = walk.q_base + geo.nbh
+                walk.t.next = 0
+                walk.blk.next = 0
+                walk.row.next = 0
+        else:
+            pass  # IDLE, KV_IN and the waits before the softmax: the walk stands (a complete case)
+
+    return step
+
+
+@block
+def sram_addresses(clk, rst, in_valid, state, walk, kv, query, sb, wt):
+    """The SRAM ports in each phase: input beats written to the KV or Q SRAM; K and Q blocks read
+    for the scores; the score buffer read for softmax and weighted, with the V read a cycle later."""
+    kv_bits, q_bits, gw = len(kv.waddr), len(query.waddr), len(walk.beat)
+
+    @always_seq(clk.posedge, reset=rst)
+    def addresses():
+        kv.we.next = 0
+        query.we.next = 0
+        kv.re.next = 0
+        query.re.next = 0
+        sb.re.next = 0
+        # the V read trails its p read by a cycle (w_t needs p_t first)
+        if wt.valid:
+            kv.raddr.next = walk.v_addr
+            kv.re.next = 1
+        if state == State.KV_IN:
+            if in_valid:
+                kv.we.next = 1
+                kv.waddr.next = walk.write_addr[kv_bits:]
+        elif state == State.Q_IN:
+            if in_valid:
+                query.we.next = 1
+                query.waddr.next = walk.write_addr[q_bits:]
+        elif state == State.SCORE_ISSUE:
+            address_unused_top = intbv(0)[gw:]  # the sums fit the SRAMs: their tops are 0
+            address_unused_top[:] = walk.row + walk.kv_head + walk.blk
+            kv.raddr.next = address_unused_top[kv_bits:]
+            address_unused_top[:] = walk.q_base + walk.blk
+            query.raddr.next = address_unused_top[q_bits:]
+            kv.re.next = 1
+            query.re.next = 1
+        elif state == State.SOFTMAX_ISSUE or state == State.WEIGHT_ISSUE:
+            sb.raddr.next = walk.t
+            sb.re.next = 1
+
+    return addresses
+
+
+@block
+def pass_issue(clk, rst, state, geo, walk, sc, sm, wt):
+    """Stage 0 of each pass: its valid bit and the flags that ride along its pipeline (where in
+    the head the read is), and the V address of a weighted step."""
+    kv_bits, gw = len(walk.v_addr), len(walk.beat)
+
+    @always_seq(clk.posedge, reset=rst)
+    def issue():
+        sc.valid.next = 0
+        sm.valid.next = 0
+        wt.valid.next = 0
+        if state == State.SCORE_ISSUE:
+            sc.valid.next = 1
+            sc.first_blk.next = walk.blk == 0
+            sc.last_blk.next = walk.blk == geo.last_blk
+            sc.first_t.next = walk.t == 0
+            sc.last_t.next = walk.t == geo.last_pos
+            sc.t.next = walk.t
+        elif state == State.SOFTMAX_ISSUE:
+            sm.valid.next = 1
+            sm.first.next = walk.t == 0
+            sm.last.next = walk.t == geo.last_pos
+            sm.t.next = walk.t
+        elif state == State.WEIGHT_ISSUE:
+            address_unused_top = intbv(0)[gw:]
+            address_unused_top[:] = walk.row + geo.kv_blocks + walk.kv_head + walk.blk
+            walk.v_addr.next = address_unused_top[kv_bits:]
+            wt.valid.next = 1
+            wt.first.next = walk.t == 0
+            wt.last.next = walk.t == geo.last_pos
+            wt.head_last.next = walk.t == geo.last_pos and walk.blk == geo.last_blk
+        else:
+            pass  # no pass issues in the other phases (a complete case)
+
+    return issue
 
 
 @block
@@ -648,16 +766,16 @@ def _exponent_field(word):
 # --- scores pass --------------------------------------------------------------------------------
 
 @block
-def score_pipeline(clk, rst, scores, scale, q_rdata, kv_rdata, sc_valid, sc_first_blk, sc_last_blk,
-                   sc_first_t, sc_last_t, sc_t, scaled, scaled_valid, scaled_t, score_max, scores_last):
+def score_pipeline(clk, rst, scores, scale, q_rdata, kv_rdata, sc, scaled, scaled_valid, scaled_t, score_max,
+                   scores_last):
     """Stages after the issue (stage 0): 1 the SRAM words; 2 lane products q_j * k_j and
     eq + ek + 16; 3..7 the registered adder tree (D_b); 8 sat40(floor_shift(D_b, shift));
     9 the block sum, s_t = sat40 of it at the last block; 10 times the latched ATTN_SCALE; 11 the running max
     (and, in score_buffer_writer, the score-buffer write)."""
     term_stage = 2 + TREE_LEVELS + 1
-    valid = delay_taps(sc_valid, term_stage)
+    valid = delay_taps(sc.valid, term_stage)
     valid_regs = delay_line(clk, rst, valid)
-    tag = delay_taps(ConcatSignal(sc_t, sc_first_t, sc_last_t, sc_first_blk, sc_last_blk), term_stage)
+    tag = delay_taps(ConcatSignal(sc.t, sc.first_t, sc.last_t, sc.first_blk, sc.last_blk), term_stage)
     tag_regs = delay_line(clk, None, tag, valid[:term_stage])
     tagged = tag[term_stage]
     t8, first_t8, last_t8, first_blk8, last_blk8 = tagged(len(tagged), 4), tagged(3), tagged(2), tagged(1), tagged(0)
@@ -676,7 +794,7 @@ def score_pipeline(clk, rst, scores, scale, q_rdata, kv_rdata, sc_valid, sc_firs
 
     score = signed_signal(SCORE_BITS)
     score_valid, score_first_t, score_last_t = bit_signal(), bit_signal(), bit_signal()
-    score_t = unsigned_signal(len(sc_t))
+    score_t = unsigned_signal(len(sc.t))
     block_sum = score_block_sum(clk, rst, scores, valid[term_stage], term, first_blk8, last_blk8, t8, first_t8,
                                 last_t8, score, score_valid, score_t, score_first_t, score_last_t)
     scaled_first_t, scaled_last_t = bit_signal(), bit_signal()
@@ -860,13 +978,13 @@ def running_max(clk, rst, scaled, scaled_valid, first_t, last_t, score_max, scor
 # --- softmax pass and the score buffer ---------------------------------------------------------
 
 @block
-def softmax_pipeline(clk, rst, scores, sb_rdata, score_max, sm_valid, sm_first, sm_last, sm_t,
-                     lut_addr, lut_data, p, p_valid, p_t, p_sum, softmax_last):
+def softmax_pipeline(clk, rst, scores, sb_rdata, score_max, sm, lut_addr, lut_data, p, p_valid, p_t, p_sum,
+                     softmax_last):
     """Stages after the issue: 1 the score; 2 u = -floor_shift((s - max) * LOG2E_Q, -15), the
     table address and the octave n; 3 the table read; 4 p = EXP2_LUT[...] >> n and the sum."""
-    valid = delay_taps(sm_valid, 3)
+    valid = delay_taps(sm.valid, 3)
     valid_regs = delay_line(clk, rst, valid)
-    tag = delay_taps(ConcatSignal(sm_t, sm_first, sm_last), 3)
+    tag = delay_taps(ConcatSignal(sm.t, sm.first, sm.last), 3)
     tag_regs = delay_line(clk, None, tag, valid[:3])
     t3, first3, last3 = tag[3](len(tag[3]), 2), tag[3](1), tag[3](0)
     octave2 = unsigned_signal(EXP2_ZERO_SHIFT.bit_length())
@@ -1000,14 +1118,13 @@ def divider(clk, rst, start, divisor, quotient, finished):
 # --- weighted pass and the output ------------------------------------------------------------------
 
 @block
-def weighted_pipeline(clk, rst, sb_rdata, kv_rdata, rcp, wt_valid, wt_first, wt_last, wt_head_last,
-                      out_valid, out_data, out_exp, out_head_last):
+def weighted_pipeline(clk, rst, sb_rdata, kv_rdata, rcp, wt, out_valid, out_data, out_exp, out_head_last):
     """Stages after the issue: 1 p_t (the controller issues the V read now); 2 w_t; 3 lane
     products w_t * v and the shift ev + 24; 4 the 73-bit lane sums; 5 sat63 after the last t;
     6 rq(o, -48, 16) registered on the output bus."""
-    valid = delay_taps(wt_valid, 4)
+    valid = delay_taps(wt.valid, 4)
     valid_regs = delay_line(clk, rst, valid)
-    tag = delay_taps(ConcatSignal(wt_first, wt_last, wt_head_last), 3)
+    tag = delay_taps(ConcatSignal(wt.first, wt.last, wt.head_last), 3)
     tag_regs = delay_line(clk, None, tag, valid[:3])
     late = delay_taps(ConcatSignal(tag[3](1), tag[3](0)), 1)  # `first` is done with at stage 3
     late_regs = delay_line(clk, None, late, valid[3:4])

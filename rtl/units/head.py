@@ -18,7 +18,8 @@ from myhdl import ConcatSignal, always, always_comb, always_seq, block, intbv
 
 from hardwire.golden.spec import ACC_BITS, BLOCK
 
-from ..cells.block_mac import CODE_BITS, EXP_BITS, FP16_BITS, SHIFT_BITS, fp16_scale, lane_product
+from ..bus import EXP_BITS
+from ..cells.block_mac import CODE_BITS, FP16_BITS, SHIFT_BITS, fp16_scale, lane_product
 from ..cells.wiring import bit_signal, bus_lanes, sign_extended, signed_signal, unsigned_signal, zero_extended
 
 EMBED_LATENCY = 2

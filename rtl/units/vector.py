@@ -551,6 +551,34 @@ def norm_count_bits(max_blocks: int) -> int:
     return max_blocks.bit_length()
 
 
+class NormSteps:
+    """What the norm's control tells its datapath: one-cycle strobes, each starting one step of a
+    phase, and the block pointers of the lane and block memories (they wrap after the last block,
+    harmlessly). All are registers of the control process (reset), but for `accept` (wiring) and
+    `power_valid` (the LOAD datapath's answer: P_b is ready)."""
+
+    def __init__(self, index_bits: int):
+        self.accept = bit_signal()  # LOAD: a block is taken into the requantizer's operand
+        self.load_held = bit_signal()  # LOAD: its rq'd mantissas and shift are ready to store
+        self.clear_max = bit_signal()  # LOAD: a new vector, S restarts at 0
+        self.power_valid = bit_signal()  # LOAD: P_b leaves the adder tree
+        self.sum_issue = bit_signal()  # SUM: add block sum_idx's aligned power
+        self.header_latch = bit_signal()  # ROOT: the header word (EPS_Q, e_G) is on gain_data
+        self.root_a, self.root_b = bit_signal(), bit_signal()  # ROOT: t and j, then the table index
+        self.r_latch = bit_signal()  # ROOT: R is on rsqrt_data
+        self.emit_rd, self.emit_last = bit_signal(), bit_signal()  # EMIT: read block rd_ptr (the last one)
+        self.empty_done = bit_signal()  # n_blocks was 0: done without a phase
+        self.wr_ptr, self.power_ptr, self.sum_idx, self.rd_ptr = (unsigned_signal(index_bits) for _ in range(4))
+
+
+class NormEmitValids:
+    """The EMIT pipeline's valid bits: x16 fetched, x16 * G, then y = x16 * G * R (into the final
+    requantizer)."""
+
+    def __init__(self):
+        self.x, self.xg, self.y = bit_signal(), bit_signal(), bit_signal()
+
+
 @block
 def norm_unit(clk, rst, start, n_blocks, gain_base, in_valid, in_data, out_valid, out_data, out_exp, done,
               gain_en, gain_addr, gain_data, rsqrt_en, rsqrt_addr, rsqrt_data, max_blocks=64):
@@ -584,91 +612,112 @@ def norm_unit(clk, rst, start, n_blocks, gain_base, in_valid, in_data, out_valid
     near -18).
     """
     count_bits, index_bits = norm_count_bits(max_blocks), (max_blocks - 1).bit_length()
-    addr_bits = len(gain_base)
     if not 2 <= max_blocks <= MAX_NORM_BLOCKS:
         raise HardwireError(f"norm_unit holds 2..{MAX_NORM_BLOCKS} blocks, not {max_blocks}")
     _check_widths("norm_unit", n_blocks=(n_blocks, count_bits), in_data=(in_data, BLOCK * ACC_BITS),
-                  out_data=(out_data, BLOCK * ACC_BITS), out_exp=(out_exp, EXP_BITS), gain_addr=(gain_addr, addr_bits),
-                  gain_data=(gain_data, GAIN_WIDTH), rsqrt_addr=(rsqrt_addr, RSQRT_ADDR_BITS),
-                  rsqrt_data=(rsqrt_data, RSQRT_WIDTH))
+                  out_data=(out_data, BLOCK * ACC_BITS), out_exp=(out_exp, EXP_BITS),
+                  gain_addr=(gain_addr, len(gain_base)), gain_data=(gain_data, GAIN_WIDTH),
+                  rsqrt_addr=(rsqrt_addr, RSQRT_ADDR_BITS), rsqrt_data=(rsqrt_data, RSQRT_WIDTH))
 
-    # control: counters and one-cycle strobes (the only reset state)
+    steps, emitting = NormSteps(index_bits), NormEmitValids()
+    dclk, busy = bit_signal(), bit_signal()
+    # what the phases hand on: the rq'd block (to the lanes), s_b and P_b per block, S, SS, R and
+    # the exponent base e_G - 31 - j - S
+    load_m = unsigned_signal(BLOCK * ACT_BITS)
+    squares = [unsigned_signal(NORM_SQUARE_BITS) for _ in range(BLOCK)]
+    shifts = [Signal(intbv(0)[EXP_BITS:]) for _ in range(max_blocks)]  # s_b per block (<= 33)
+    powers = [Signal(intbv(0)[NORM_POWER_BITS:]) for _ in range(max_blocks)]  # P_b per block
+    s_max, ss = unsigned_signal(EXP_BITS), unsigned_signal(NORM_SS_BITS)
+    r_value, e_base = unsigned_signal(RSQRT_WIDTH), signed_signal(EXP_BITS)
+    ys = [signed_signal(NORM_Y_BITS) for _ in range(BLOCK)]
+    r_wide = zero_extended(r_value, RSQRT_WIDTH + 1)
+    lanes = [norm_lane(dclk, steps, emitting, load_m, j, squares[j], gain_data, r_wide, ys[j], max_blocks)
+             for j in range(BLOCK)]
+    return (norm_control(clk, rst, start, n_blocks, gain_base, in_valid, steps, emitting, gain_en, gain_addr,
+                         rsqrt_en, busy, count_bits),
+            datapath_clock(clk, [busy], dclk),
+            norm_load(clk, dclk, rst, in_data, steps, load_m, squares, shifts, powers, s_max),
+            norm_sum(dclk, steps, shifts, powers, s_max, ss),
+            norm_root(dclk, steps, gain_data, s_max, ss, rsqrt_addr, rsqrt_data, r_value, e_base),
+            lanes,
+            norm_emit(clk, dclk, rst, steps, emitting, shifts, e_base, ys, out_valid, out_data, out_exp, done))
+
+
+@block
+def norm_control(clk, rst, start, n_blocks, gain_base, in_valid, steps, emitting, gain_en, gain_addr, rsqrt_en,
+                 busy, count_bits):
+    """The phase FSM: counts the blocks of each phase and sends the datapath its strobes; reads the
+    gains' ROM words (the header at start, a block per EMIT cycle) and starts the RSQRT read."""
     phase = Signal(NormPhase.IDLE)
     count, load_left, power_left, sum_left, emit_left = (unsigned_signal(count_bits) for _ in range(5))
-    # block indices into the memories (they wrap after the last block, harmlessly)
-    wr_ptr, power_ptr, sum_ptr, sum_idx, emit_ptr, rd_ptr = (unsigned_signal(index_bits) for _ in range(6))
-    gain_ptr = unsigned_signal(addr_bits)
-    loading, accept, load_held, clear_max, empty_done = (bit_signal() for _ in range(5))
-    header_rd, header_latch, sum_issue, root_a, root_b, r_latch = (bit_signal() for _ in range(6))
-    emit_rd, emit_last = bit_signal(), bit_signal()
-    squares_valid, power_valid = bit_signal(), bit_signal()
-    m1, m2, m3, last1, last2, last3 = (bit_signal() for _ in range(6))  # the EMIT pipeline
-    dclk, busy = bit_signal(), bit_signal()
+    sum_ptr, emit_ptr = unsigned_signal(len(steps.wr_ptr)), unsigned_signal(len(steps.wr_ptr))
+    gain_ptr = unsigned_signal(len(gain_base))
+    loading, header_rd = bit_signal(), bit_signal()
 
     @always_comb
     def activity():  # the datapath clock runs from start until the last block has left
-        busy.next = start or phase != NormPhase.IDLE or emit_rd or m1 or m2 or m3
+        busy.next = start or phase != NormPhase.IDLE or steps.emit_rd or emitting.x or emitting.xg or emitting.y
 
     @always_comb
     def acceptance():
-        accept.next = in_valid and loading
+        steps.accept.next = in_valid and loading
 
     @always_seq(clk.posedge, reset=rst)
     def control():
-        clear_max.next = 0
-        empty_done.next = 0
+        steps.clear_max.next = 0
+        steps.empty_done.next = 0
         header_rd.next = 0
         gain_en.next = 0
-        sum_issue.next = 0
-        root_a.next = 0
-        emit_rd.next = 0
-        emit_last.next = 0
-        load_held.next = accept
-        header_latch.next = header_rd
-        root_b.next = root_a
-        rsqrt_en.next = root_b
-        r_latch.next = rsqrt_en
-        if load_held:
-            wr_ptr.next = wr_ptr + 1
+        steps.sum_issue.next = 0
+        steps.root_a.next = 0
+        steps.emit_rd.next = 0
+        steps.emit_last.next = 0
+        steps.load_held.next = steps.accept
+        steps.header_latch.next = header_rd
+        steps.root_b.next = steps.root_a
+        rsqrt_en.next = steps.root_b
+        steps.r_latch.next = rsqrt_en
+        if steps.load_held:
+            steps.wr_ptr.next = steps.wr_ptr + 1
         if phase == NormPhase.IDLE:
             if start and n_blocks == 0:
-                empty_done.next = 1
+                steps.empty_done.next = 1
             elif start:
                 phase.next = NormPhase.LOAD
                 count.next = n_blocks
                 load_left.next = n_blocks
                 power_left.next = n_blocks
                 loading.next = 1
-                clear_max.next = 1
-                wr_ptr.next = 0
-                power_ptr.next = 0
+                steps.clear_max.next = 1
+                steps.wr_ptr.next = 0
+                steps.power_ptr.next = 0
                 gain_addr.next = gain_base  # the header word: EPS_Q and e_G
                 gain_en.next = 1
                 header_rd.next = 1
                 gain_ptr.next = gain_base + 1
         elif phase == NormPhase.LOAD:
-            if accept:
+            if steps.accept:
                 load_left.next = load_left - 1
                 if load_left == 1:
                     loading.next = 0
-            if power_valid:
-                power_ptr.next = power_ptr + 1
+            if steps.power_valid:
+                steps.power_ptr.next = steps.power_ptr + 1
                 power_left.next = power_left - 1
                 if power_left == 1:
                     phase.next = NormPhase.SUM
                     sum_ptr.next = 0
                     sum_left.next = count
         elif phase == NormPhase.SUM:
-            sum_issue.next = 1
-            sum_idx.next = sum_ptr
+            steps.sum_issue.next = 1
+            steps.sum_idx.next = sum_ptr
             sum_ptr.next = sum_ptr + 1
             sum_left.next = sum_left - 1
             if sum_left == 1:
                 phase.next = NormPhase.ROOT
         elif phase == NormPhase.ROOT:
-            if sum_issue:  # the last power is summed at this edge
-                root_a.next = 1
-            if r_latch:  # R is registered at this edge
+            if steps.sum_issue:  # the last power is summed at this edge
+                steps.root_a.next = 1
+            if steps.r_latch:  # R is registered at this edge
                 phase.next = NormPhase.EMIT
                 emit_ptr.next = 0
                 emit_left.next = count
@@ -676,63 +725,75 @@ def norm_unit(clk, rst, start, n_blocks, gain_base, in_valid, in_data, out_valid
             gain_addr.next = gain_ptr
             gain_ptr.next = gain_ptr + 1
             gain_en.next = 1
-            emit_rd.next = 1
-            rd_ptr.next = emit_ptr
+            steps.emit_rd.next = 1
+            steps.rd_ptr.next = emit_ptr
             emit_ptr.next = emit_ptr + 1
             emit_left.next = emit_left - 1
             if emit_left == 1:
-                emit_last.next = 1
+                steps.emit_last.next = 1
                 phase.next = NormPhase.IDLE
 
-    # LOAD: rq(x, -24, 16) (e_in = 0: e_out is s_b), lane memories, squares, P_b
-    load_m, load_shift = unsigned_signal(BLOCK * ACT_BITS), signed_signal(EXP_BITS)
-    squares = [unsigned_signal(NORM_SQUARE_BITS) for _ in range(BLOCK)]
-    power = unsigned_signal(NORM_POWER_BITS)
-    parts = [acceptance, control, activity, datapath_clock(clk, [busy], dclk),
-             acc_requantizer(dclk, accept, in_data, load_m, load_shift),
-             valid_pipe(clk, rst, load_held, squares_valid),
-             pipelined_sum(clk, dclk, rst, squares_valid, squares, power, power_valid)]
+    return activity, acceptance, control
+
+
+@block
+def norm_load(clk, dclk, rst, in_data, steps, load_m, squares, shifts, powers, s_max):
+    """LOAD: rq(x, -24, 16) (e_in = 0: e_out is s_b) into `load_m` for the lanes, which square it
+    into `squares`; s_b per block and their maximum S; P_b per block through the adder tree."""
+    load_shift = signed_signal(EXP_BITS)
     block_shift = load_shift(EXP_BITS, 0)
-    shifts = [Signal(intbv(0)[EXP_BITS:]) for _ in range(max_blocks)]  # s_b per block (<= 33)
-    powers = [Signal(intbv(0)[NORM_POWER_BITS:]) for _ in range(max_blocks)]  # P_b per block
-    s_max = unsigned_signal(EXP_BITS)
+    squares_valid, power = bit_signal(), unsigned_signal(NORM_POWER_BITS)
 
     @always(dclk.posedge)
     def block_shifts():
-        if clear_max:
+        if steps.clear_max:
             s_max.next = 0
-        elif load_held:
-            shifts[wr_ptr].next = block_shift
+        elif steps.load_held:
+            shifts[steps.wr_ptr].next = block_shift
             if block_shift > s_max:
                 s_max.next = block_shift
 
     @always(dclk.posedge)
     def block_powers():
-        if power_valid:
-            powers[power_ptr].next = power
+        if steps.power_valid:
+            powers[steps.power_ptr].next = power
 
-    # SUM: the powers aligned to the largest block exponent, each floored (numerics 5 step 2)
-    ss = unsigned_signal(NORM_SS_BITS)
+    return (acc_requantizer(dclk, steps.accept, in_data, load_m, load_shift),
+            valid_pipe(clk, rst, steps.load_held, squares_valid),
+            pipelined_sum(clk, dclk, rst, squares_valid, squares, power, steps.power_valid),
+            block_shifts, block_powers)
+
+
+@block
+def norm_sum(dclk, steps, shifts, powers, s_max, ss):
+    """SUM: the powers aligned to the largest block exponent, each floored (numerics 5 step 2)."""
     pad = NORM_SS_BITS - NORM_POWER_BITS
 
     @always(dclk.posedge)
     def sum_of_squares():
-        if sum_issue:
+        if steps.sum_issue:
             gap = intbv(0)[EXP_BITS:]
             term = intbv(0)[NORM_POWER_BITS:]
-            gap[:] = s_max - shifts[sum_idx]
-            term[:] = powers[sum_idx] >> concat(gap, bool(0))
-            if sum_idx == 0:
+            gap[:] = s_max - shifts[steps.sum_idx]
+            term[:] = powers[steps.sum_idx] >> concat(gap, bool(0))
+            if steps.sum_idx == 0:
                 ss.next = concat(intbv(0)[pad:], term)
             else:
                 ss.next = ss + concat(intbv(0)[pad:], term)
 
+    return sum_of_squares
+
+
+@block
+def norm_root(dclk, steps, gain_data, s_max, ss, rsqrt_addr, rsqrt_data, r_value, e_base):
+    """ROOT: from S and SS to R = RSQRT_LUT[k] and the exponent base e_G - 31 - j - S, in three
+    enabled steps (a: t and j; b: the table index; the ROM read; R)."""
     # the header word of the gain vector: EPS_Q >> 16 (bits 61..16) and e_G
     eps_high, e_g = unsigned_signal(NORM_EPS_BITS), signed_signal(EXP_BITS)
 
     @always(dclk.posedge)
     def header():
-        if header_latch:
+        if steps.header_latch:
             eps_high.next = gain_data[NORM_EPS_DROP + NORM_EPS_BITS:NORM_EPS_DROP]
             e_g.next = gain_data[NORM_HEADER_EXP_LSB + EXP_BITS:NORM_HEADER_EXP_LSB].signed()
 
@@ -744,7 +805,7 @@ def norm_unit(clk, rst, start, n_blocks, gain_base, in_valid, in_data, out_valid
 
     @always(dclk.posedge)
     def root_total():
-        if root_a:
+        if steps.root_a:
             term = intbv(0)[NORM_SS_BITS:]
             t = intbv(0)[NORM_SS_BITS + 1:]
             length = intbv(0, min=-(1 << (NORM_LENGTH_BITS - 1)), max=1 << (NORM_LENGTH_BITS - 1))
@@ -767,12 +828,11 @@ def norm_unit(clk, rst, start, n_blocks, gain_base, in_valid, in_data, out_valid
     below = RSQRT_WINDOW_BASE + 1
     total_low = ConcatSignal(total, intbv(0)[below:])
     j_wide = sign_extended(j_value, EXP_BITS)
-    e_base = signed_signal(EXP_BITS)
     window_bits = RSQRT_ADDR_BITS
 
     @always(dclk.posedge)
     def root_index():
-        if root_b:
+        if steps.root_b:
             start_bit = intbv(0, min=-(1 << (NORM_LENGTH_BITS - 1)), max=1 << (NORM_LENGTH_BITS - 1))
             position = intbv(0)[NORM_LENGTH_BITS:]
             window = intbv(0)[window_bits:]
@@ -784,46 +844,47 @@ def norm_unit(clk, rst, start, n_blocks, gain_base, in_valid, in_data, out_valid
             rsqrt_addr.next = window - RSQRT_INDEX_OFFSET
             e_base.next = e_g - j_wide.signed() - s_max.signed() - 31  # s_max <= 33: positive as signed
 
-    r_value = unsigned_signal(RSQRT_WIDTH)
-
     @always(dclk.posedge)
     def rsqrt_register():
-        if r_latch:
+        if steps.r_latch:
             r_value.next = rsqrt_data
 
-    # EMIT: per lane x16 * G, then * R, into the final requantizer; exponent s_b + e_base
-    parts += [valid_pipe(clk, rst, emit_rd, m1), valid_pipe(clk, rst, m1, m2), valid_pipe(clk, rst, m2, m3),
-              valid_pipe(clk, rst, emit_last, last1), valid_pipe(clk, rst, last1, last2),
-              valid_pipe(clk, rst, last2, last3)]
-    r_wide = zero_extended(r_value, RSQRT_WIDTH + 1)
-    ys = [signed_signal(NORM_Y_BITS) for _ in range(BLOCK)]
-    parts += [norm_lane(dclk, load_held, wr_ptr, load_m, j, squares[j], emit_rd, rd_ptr, gain_data, m1, r_wide, m2,
-                        ys[j], max_blocks) for j in range(BLOCK)]
+    return header, root_total, root_index, rsqrt_register
+
+
+@block
+def norm_emit(clk, dclk, rst, steps, emitting, shifts, e_base, ys, out_valid, out_data, out_exp, done):
+    """EMIT: the lanes' x16 * G * R (`ys`) into the final requantizer, exponent s_b + e_base; done
+    with the last block (or straight after an empty start)."""
+    last1, last2, last3 = bit_signal(), bit_signal(), bit_signal()
     s_emit, e_block = unsigned_signal(EXP_BITS), signed_signal(EXP_BITS)
 
     @always(dclk.posedge)
     def emit_exponent():
-        if emit_rd:
-            s_emit.next = shifts[rd_ptr]
-        if m1:
+        if steps.emit_rd:
+            s_emit.next = shifts[steps.rd_ptr]
+        if emitting.x:
             e_block.next = s_emit.signed() + e_base
 
     y_bus, y_exp = unsigned_signal(BLOCK * NORM_Y_BITS), signed_signal(EXP_BITS)
     m_bus, e_out = unsigned_signal(BLOCK * ACT_BITS), signed_signal(EXP_BITS)
-    parts += [drive_packed(ys, y_bus), guarded_register(dclk, m2, e_block, y_exp),
-              requant(y_bus, y_exp, m_bus, e_out, bits=ACT_BITS, in_width=NORM_Y_BITS),
-              b16_output(clk, dclk, rst, m3, m_bus, e_out, out_valid, out_data, out_exp)]
 
     @always_seq(clk.posedge, reset=rst)
     def finish():
-        done.next = (m3 and last3) or empty_done
+        done.next = (emitting.y and last3) or steps.empty_done
 
-    return (parts, block_shifts, block_powers, sum_of_squares, header, root_total, root_index, rsqrt_register,
-            emit_exponent, finish)
+    return (valid_pipe(clk, rst, steps.emit_rd, emitting.x), valid_pipe(clk, rst, emitting.x, emitting.xg),
+            valid_pipe(clk, rst, emitting.xg, emitting.y),
+            valid_pipe(clk, rst, steps.emit_last, last1), valid_pipe(clk, rst, last1, last2),
+            valid_pipe(clk, rst, last2, last3),
+            emit_exponent, drive_packed(ys, y_bus), guarded_register(dclk, emitting.xg, e_block, y_exp),
+            requant(y_bus, y_exp, m_bus, e_out, bits=ACT_BITS, in_width=NORM_Y_BITS),
+            b16_output(clk, dclk, rst, emitting.y, m_bus, e_out, out_valid, out_data, out_exp),
+            finish)
 
 
 @block
-def norm_lane(dclk, load, wr_ptr, load_m, j, square, read, rd_ptr, gain_data, multiply, r_wide, scale, y, max_blocks):
+def norm_lane(dclk, steps, emitting, load_m, j, square, gain_data, r_wide, y, max_blocks):
     """Lane j of the norm: keeps x16 per block, squares it on the way in, and on the way out
     computes x16 * G (40 bits), then * R into the final requantizer's operand."""
     m = load_m((j + 1) * ACT_BITS, j * ACT_BITS)
@@ -833,23 +894,23 @@ def norm_lane(dclk, load, wr_ptr, load_m, j, square, read, rd_ptr, gain_data, mu
 
     @always(dclk.posedge)
     def store():
-        if load:
-            memory[wr_ptr].next = m.signed()
+        if steps.load_held:
+            memory[steps.wr_ptr].next = m.signed()
             square.next = m.signed() * m.signed()
 
     @always(dclk.posedge)
     def fetch():
-        if read:
-            x.next = memory[rd_ptr]
+        if steps.emit_rd:
+            x.next = memory[steps.rd_ptr]
 
     @always(dclk.posedge)
     def gain_product():
-        if multiply:
+        if emitting.x:
             xg.next = x * gain.signed()
 
     @always(dclk.posedge)
     def rescale():
-        if scale:
+        if emitting.xg:
             y.next = xg * r_wide.signed()
 
     return store, fetch, gain_product, rescale

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 
 import numpy as np
@@ -11,7 +12,7 @@ from hardwire.cosim.chip_sim import ChipSim, grid_sources, metal_maps
 from hardwire.cosim.partition import WAKE_EVENTS, bridge_cpp, bridge_verilog, unit_pins
 from hardwire.golden.gguf_model import load_model
 from hardwire.golden.synth import SynthSpec, write_synthetic
-from hardwire.rtl import chip, metal
+from hardwire.rtl import chip, metal, tile
 from hardwire.rtl.die import get_die
 
 PORT = re.compile(r"^(input|output)\s+(?:signed\s+)?(?:\[(\d+):0\]\s+)?(\w+);", re.MULTILINE)
@@ -66,3 +67,13 @@ def test_the_partitioned_chip_matches_the_flat_one_beat_for_beat(tmp_path):
             for a, b in zip(part.beats, flat.beats, strict=True):
                 assert (a.unit, a.op, a.block, a.exp, a.cycle) == (b.unit, b.op, b.block, b.exp, b.cycle)
                 assert np.array_equal(a.words, b.words)
+
+
+def test_one_port_table_gives_the_tile_signature_and_the_bridge_pins():
+    """rtl/chip.py UNIT_PORTS is the tile's argument list, in order, and the bridge's pins are its ports
+    as MyHDL names them (an interface argument `up` -> up_valid, up_data, up_exp)."""
+    params = list(inspect.signature(tile.tile.func).parameters)
+    assert params[:len(chip.UNIT_PORTS)] == [port.name for port in chip.UNIT_PORTS]
+    pins = [p.name for p in unit_pins(get_die("hw-tiny"), False)]
+    assert pins[:3] == ["clk", "rst", "start"] and "up_valid" in pins and "ucode_data" in pins
+    assert pins.index("up_exp") < pins.index("down_valid") < pins.index("tap_data") == len(pins) - 1
