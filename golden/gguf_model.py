@@ -131,8 +131,11 @@ def _field(reader: GGUFReader, key: str, default=None):
 
 def open_reader(path: Path) -> GGUFReader:
     path = Path(path)
-    with open(path, "rb") as f:
-        magic = f.read(4)
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as exc:
+        raise HardwireError(f"{path}: cannot be read ({exc.strerror})") from None
     if magic != b"GGUF":
         raise HardwireError(f"{path}: not a GGUF file (bad magic {magic!r})")
     try:

@@ -142,6 +142,8 @@ def rows():
     yield "verify_prompt_past_kv_sram", lambda c: ["verify", "--model", c.model, "--die", TINY, "--prompt",
                                                    "a b " * 200, "--run-dir", c.out / "v"], None, \
         "positions; die hw-tiny's KV SRAM holds 128"
+    yield "prompt_id_beyond_vocab", lambda c: [*run, "--model", c.model, "--prompt-ids", "5,99999"], None, \
+        "token id 99999, not below the model's vocabulary of 301"
     yield "prompt_not_utf8", lambda c: [*run, "--model", c.model, "--prompt", b"caf\xe9 \xff"], None, \
         "--prompt is not valid UTF-8"
     yield "verify_prompt_not_utf8", lambda c: ["verify", "--model", c.model, "--prompt", b"\xff\xfe",

@@ -166,6 +166,10 @@ def run_run(args, console: Console) -> int:
 
     def check_positions(model, die) -> None:
         encoded.append(ids if ids is not None else GGUFTokenizer(model.tokenizer_meta).encode(args.prompt))
+        beyond = [i for i in encoded[0] if i >= model.config.vocab]
+        if beyond:
+            raise HardwireError(f"--prompt-ids holds token id {beyond[0]}, not below the model's vocabulary of "
+                                f"{model.config.vocab}")
         check_sequence(len(encoded[0]), args.tokens, model, die)
 
     printed = print_model(console, args.model, args.die, via_maps, check=check_positions)

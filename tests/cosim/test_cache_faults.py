@@ -163,8 +163,8 @@ def _shared_entry(kind: str, key: str, make) -> Path:
 PRIVATE_COUNTER_WIDTH = 11  # a build no other test makes
 
 
-@pytest.mark.parametrize("how", [pytest.param(h, marks=[] if h == "truncated" else [pytest.mark.nightly])
-                                 for h in DAMAGES])
+@pytest.mark.nightly  # two cold Verilator builds each
+@pytest.mark.parametrize("how", DAMAGES)
 def test_damaged_library_is_built_again(private_cache, capfd, how):
     """A truncated library used to crash the loading process with SIGBUS; now it is built again and runs."""
     # built and run in another process: a library mapped by this one must not be damaged under it
