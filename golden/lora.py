@@ -82,6 +82,16 @@ class Adapter:
                 "ranks": ranks, "user_scale": self.user_scale}
 
 
+def merged_float_model(model, adapter: Adapter):
+    """The float reference of the model with the adapter merged into its weights, W + s B A."""
+    from .float_ref import FloatModel
+
+    fm = FloatModel(model)
+    for (layer, proj) in adapter.pairs:
+        fm.layers[layer][proj] = (fm.layers[layer][proj] + adapter.delta(layer, proj)).astype(np.float32)
+    return fm
+
+
 def permute_for_rope(rows: np.ndarray, n_head: int) -> np.ndarray:
     """HF's rotate-half row order -> GGUF's adjacent-pair order, per head (LlamaModel.permute)."""
     per = rows.shape[0] // n_head // 2
