@@ -190,7 +190,7 @@ def _run_eval(args, console: Console) -> int:
     ids = tokens_for_eval(model, text, args.tokens)
     with console.progress("evaluating float and integer paths", total=len(ids)) as advance:
         result = evaluate(model, ids, progress=advance, adapter=adapter)
-    fields = result.as_dict() | {"adapter": adapter.describe() if adapter else None}
+    fields = result.as_dict() | ({"adapter": adapter.describe()} if adapter else {})
     with_lora = f" with LoRA {args.lora}" if adapter else ""
     console.result(fields, title=f"eval of {args.model}{with_lora} over {len(ids)} tokens")
     return EXIT_OK
