@@ -17,8 +17,8 @@ from gguf import GGMLQuantizationType as QT
 from gguf import GGUFReader
 
 from .errors import HardwireError
+from .spec import BLOCK
 
-BLOCK = 32
 SUPPORTED_QUANTS = (QT.Q8_0, QT.Q4_0, QT.Q4_1)
 FLOAT_TYPES = (QT.F32, QT.F16)
 

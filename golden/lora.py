@@ -22,6 +22,7 @@ from gguf import GGMLQuantizationType as QT
 from gguf import dequantize
 
 from .errors import HardwireError
+from .float_ref import FloatModel
 from .gguf_model import ModelConfig, open_reader
 
 # LayerWeights field -> (PEFT module path inside a layer, GGUF tensor name)
@@ -84,11 +85,10 @@ class Adapter:
 
 def merged_float_model(model, adapter: Adapter):
     """The float reference of the model with the adapter merged into its weights, W + s B A."""
-    from .float_ref import FloatModel
-
     fm = FloatModel(model)
     for (layer, proj) in adapter.pairs:
-        fm.layers[layer][proj] = (fm.layers[layer][proj] + adapter.delta(layer, proj)).astype(np.float32)
+        merged = getattr(fm.layers[layer], proj) + adapter.delta(layer, proj)
+        setattr(fm.layers[layer], proj, merged.astype(np.float32))
     return fm
 
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 from gguf import GGMLQuantizationType as QT
 
+from .block_matmul import IntTensor
 from .errors import HardwireError
 from .gguf_model import ModelConfig, QuantTensor
-from .intref import IntTensor
 from .lora import Adapter, projection_shape
 from .spec import ACC_BITS, ACC_FRAC, ACT_BITS, BLOCK, LORA_EXP_MAX, LORA_EXP_MIN, LORA_MAX, blocks, rq, sat
 

@@ -19,7 +19,7 @@ from gguf import GGUFWriter, quantize
 from tokenizers import pre_tokenizers
 
 from .errors import HardwireError
-from .gguf_model import BLOCK
+from .spec import BLOCK
 
 QUANTS = {"q8_0": QT.Q8_0, "q4_0": QT.Q4_0, "q4_1": QT.Q4_1, "f32": QT.F32}
 CONTROL_TOKENS = ("<|im_start|>", "<|im_end|>")
