@@ -46,10 +46,14 @@ def tokens_for_eval(model: Model, text: str, n_tokens: int) -> np.ndarray:
     return np.asarray(ids[:n_tokens], dtype=np.int64)
 
 
-def evaluate(model: Model, ids: np.ndarray, progress: Callable[[int], None] | None = None) -> EvalResult:
-    """Run both references over `ids` in chunks; `progress` gets the positions done so far."""
+def evaluate(model: Model, ids: np.ndarray, progress: Callable[[int], None] | None = None,
+             adapter=None) -> EvalResult:
+    """Run both references over `ids` in chunks; `progress` gets the positions done so far.
+
+    With a LoRA adapter (golden.lora.Adapter) both paths apply it: float unmerged, integer as section 12.
+    """
     n = len(ids)
-    fm, im = FloatModel(model), IntModel(model, capacity=n)
+    fm, im = FloatModel(model, adapter), IntModel(model, capacity=n, adapter=adapter)
     fcache, icache = fm.new_cache(n), im.new_cache()
     nll_f, nll_i, agree = [], [], []
     for start in range(0, n, CHUNK):
@@ -65,6 +69,18 @@ def evaluate(model: Model, ids: np.ndarray, progress: Callable[[int], None] | No
             progress(start + len(chunk))
     nf, ni, ag = (np.concatenate(x) for x in (nll_f, nll_i, agree))
     return EvalResult(float(np.exp(nf.mean())), float(np.exp(ni.mean())), float(ag.mean()), n)
+
+
+def float_perplexity(fm: FloatModel, ids: np.ndarray) -> tuple[float, np.ndarray]:
+    """(perplexity, greedy next tokens) of one float model over `ids`, in the same chunks as evaluate."""
+    cache = fm.new_cache(len(ids))
+    nll, top = [], []
+    for start in range(0, len(ids), CHUNK):
+        logits = fm.forward(ids[start:start + CHUNK], cache).astype(np.float64)
+        targets = ids[start + 1:start + 1 + len(logits)]
+        nll.append(_nll(logits[:len(targets)], targets))
+        top.append(logits[:len(targets)].argmax(-1))
+    return float(np.exp(np.concatenate(nll).mean())), np.concatenate(top)
 
 
 def _nll(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:

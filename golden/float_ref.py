@@ -36,8 +36,9 @@ class FloatLayer:
 
 
 class FloatModel:
-    def __init__(self, model: Model):
+    def __init__(self, model: Model, adapter=None):
         self.model = model
+        self.adapter = adapter  # a golden.lora.Adapter applied unmerged, y = W x + s B (A x); or None
         cfg = self.cfg = model.config
         self.embed = model.embed.dequantize()
         self.lm_head = self.embed if model.lm_head is model.embed else model.lm_head.dequantize()
@@ -75,9 +76,9 @@ class FloatModel:
         mask = np.triu(np.full((T, start + T), -np.inf, np.float32), k=start + 1)
         for li, L in enumerate(self.layers):
             h = self._rms(x, L.attn_norm)
-            q = self._rope((h @ L.wq.T).reshape(T, nh, hd), pos)
-            k = self._rope((h @ L.wk.T).reshape(T, nkv, hd), pos)
-            v = h @ L.wv.T
+            q = self._rope(self._linear(li, "wq", h).reshape(T, nh, hd), pos)
+            k = self._rope(self._linear(li, "wk", h).reshape(T, nkv, hd), pos)
+            v = self._linear(li, "wv", h)
             cache["k"][li, start:start + T] = k.reshape(T, -1)
             cache["v"][li, start:start + T] = v
             K = cache["k"][li, :start + T].reshape(-1, nkv, hd)
@@ -88,9 +89,16 @@ class FloatModel:
                 s = (q[:, hq] @ K[:, kh].T) / np.sqrt(hd) + mask
                 p = np.exp(s - s.max(axis=-1, keepdims=True))
                 att[:, hq] = (p / p.sum(axis=-1, keepdims=True)) @ V[:, kh]
-            x = x + att.reshape(T, -1) @ L.wo.T
+            x = x + self._linear(li, "wo", att.reshape(T, -1))
             h = self._rms(x, L.ffn_norm)
-            g = h @ L.w_gate.T
-            x = x + ((g / (1.0 + np.exp(-g))) * (h @ L.w_up.T)) @ L.w_down.T
+            g = self._linear(li, "w_gate", h)
+            x = x + self._linear(li, "w_down", (g / (1.0 + np.exp(-g))) * self._linear(li, "w_up", h))
         cache["len"] = start + T
         return self._rms(x, self.model.out_norm) @ self.lm_head.T
+
+    def _linear(self, li: int, name: str, x: np.ndarray) -> np.ndarray:
+        y = x @ getattr(self.layers[li], name).T
+        pair = self.adapter.pairs.get((li, name)) if self.adapter is not None else None
+        if pair is not None:
+            y = y + np.float32(self.adapter.scale_of(li, name)) * ((x @ pair.a.T) @ pair.b.T)
+        return y

@@ -16,6 +16,7 @@ from . import spec
 from .block_matmul import IntTensor
 from .errors import HardwireError
 from .gguf_model import LayerWeights, Model
+from .lora_int import IntLora
 from .spec import ACC_BITS, ACC_FRAC, ACT_BITS, BLOCK, blocks, floor_shift, rq, sat
 
 # A tap is (mantissas, exponents): B16 taps carry one exponent per block, ACC taps None.
@@ -69,9 +70,12 @@ class Trace:
 
 
 class IntModel:
-    def __init__(self, model: Model, capacity: int | None = None):
+    def __init__(self, model: Model, capacity: int | None = None, adapter=None):
         cfg = self.cfg = model.config
         self.model = model
+        self.lora = None  # a LoRA adapter in its SRAM format (section 12); None: the base chip
+        if adapter is not None:
+            self.lora = IntLora(adapter, cfg)
         self.capacity = capacity or cfg.context
         self.embed = model.embed
         self.embed_md, self.embed_ed = spec.fp16_parts(model.embed.d_bits)
@@ -259,7 +263,7 @@ class IntModel:
         qk_blocks = (cfg.d_model + cfg.n_kv_heads * cfg.head_dim) // BLOCK
         nbq = cfg.d_model // BLOCK
         # one rq serves RoPE's input (Q and K heads rotate alike) and V
-        u, ue = rq(blocks(L.qkv.matmul(h, he)), -ACC_FRAC, 16)
+        u, ue = rq(blocks(self._adapted(li, "qkv", L.qkv.matmul(h, he), h, he)), -ACC_FRAC, 16)
         qk, qke = self._rotate(u[:, :qk_blocks], ue[:, :qk_blocks], pos, cfg.n_heads + cfg.n_kv_heads)
         q, k, qe, ke = qk[:, :cfg.d_model], qk[:, cfg.d_model:], qke[:, :nbq], qke[:, nbq:]
         v, ve = u[:, qk_blocks:].reshape(len(pos), -1), ue[:, qk_blocks:]
@@ -270,19 +274,23 @@ class IntModel:
         cache.k[li, new], cache.ke[li, new], cache.v[li, new], cache.ve[li, new] = k, ke, v, ve
         a, ae = self.attention(q, qe, cache, li, pos)
         tap(li, "attn", pos, a, ae)
-        o = L.wo.matmul(a, ae)
+        o = self._adapted(li, "wo", L.wo.matmul(a, ae), a, ae)
         tap(li, "o", pos, o)
         x = sat(x + o, ACC_BITS)
         tap(li, "resid_attn", pos, x)
         h, he = self.rmsnorm(x, L.ffn_norm)
         tap(li, "ffn_norm", pos, h, he)
-        f, fe = self._silu_stacked(L.gate_up.matmul(h, he))  # gate rows, then up rows
+        f, fe = self._silu_stacked(self._adapted(li, "gate_up", L.gate_up.matmul(h, he), h, he))
         tap(li, "ffn_act", pos, f, fe)
-        d = L.w_down.matmul(f, fe)
+        d = self._adapted(li, "w_down", L.w_down.matmul(f, fe), f, fe)
         tap(li, "down", pos, d)
         x = sat(x + d, ACC_BITS)
         tap(li, "resid_ffn", pos, x)
         return x
+
+    def _adapted(self, li: int, group: str, acc: np.ndarray, am: np.ndarray, ae: np.ndarray) -> np.ndarray:
+        """A projection group's ACC result plus the LoRA adapter's, where one is loaded (section 12)."""
+        return acc if self.lora is None else self.lora.apply(li, group, acc, am, ae)
 
 
 def argmax(logits: np.ndarray) -> np.ndarray:

@@ -145,3 +145,11 @@ def norm_gains(g: np.ndarray) -> tuple[np.ndarray, int]:
     while np.abs(np.rint(scaled * 2.0**-e)).max() >= 2 ** (NORM_GAIN_BITS - 1):
         e += 1
     return np.rint(scaled * 2.0**-e).astype(np.int64), e
+
+
+# --- LoRA adapters in SRAM (section 12) ---------------------------------------------------------
+
+LORA_BITS = 8  # signed mantissas in [-127, 127], one power-of-two exponent per block of 32
+LORA_MAX = (1 << (LORA_BITS - 1)) - 1
+LORA_EXP_MIN, LORA_EXP_MAX = -24, 15  # a 6-bit exponent field
+LORA_MAX_RANK = 64  # the default die's slot per projection

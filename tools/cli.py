@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"hardwire {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_synth(sub)
+    _add_synth_lora(sub)
     _add_eval(sub)
     chip_cli.add_build(sub)
     chip_cli.add_run(sub)
@@ -110,6 +111,60 @@ def _run_synth(args, console: Console) -> int:
     return EXIT_OK
 
 
+# --- synth-lora ------------------------------------------------------------------------------------
+
+def _add_synth_lora(sub) -> None:
+    from hardwire.golden.lora_synth import DTYPES, SHORT_NAMES, LoraSpec
+
+    d = LoraSpec()
+    p = sub.add_parser("synth-lora", help="write a seeded synthetic LoRA adapter for a model (PEFT or GGUF)",
+                       description="Write a seeded synthetic LoRA adapter shaped for a model, as a PEFT "
+                                   "directory or a llama.cpp GGUF adapter; both formats of one seed hold the "
+                                   "same adapter.", epilog=EPILOG)
+    add_model_option(p)
+    p.add_argument("--out", required=True, type=Path, help="the PEFT directory or GGUF file to write")
+    p.add_argument("--format", choices=("peft", "gguf"), default="peft", help="(default: %(default)s)")
+    p.add_argument("--rank", type=int, default=d.rank, help="LoRA rank r (default: %(default)s)")
+    p.add_argument("--alpha", type=float, default=d.alpha, help="lora_alpha (default: %(default)s)")
+    p.add_argument("--targets", default=",".join(d.targets),
+                   help=f"comma-separated projections among {','.join(SHORT_NAMES)} (default: all)")
+    p.add_argument("--rank-pattern", default="", metavar="NAME=R,...",
+                   help="per-projection ranks, as PEFT's rank_pattern, e.g. down=32,q=4")
+    p.add_argument("--rslora", action="store_true", help="scale alpha/sqrt(r) (PEFT only)")
+    p.add_argument("--b-std", type=float, default=d.b_std,
+                   help="standard deviation of B; A's is 1/sqrt(in) (default: %(default)s)")
+    p.add_argument("--dtype", choices=DTYPES, default=d.dtype, help="PEFT tensor type (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=d.seed, help="random seed (default: %(default)s)")
+    add_json_option(p)
+    p.set_defaults(handler=_run_synth_lora)
+
+
+def _run_synth_lora(args, console: Console) -> int:
+    from hardwire.golden.gguf_model import load_model
+    from hardwire.golden.lora_synth import LoraSpec, write_gguf, write_peft
+
+    spec = LoraSpec(rank=args.rank, alpha=args.alpha, targets=tuple(t for t in args.targets.split(",") if t),
+                    rank_pattern=_rank_pattern(args.rank_pattern), use_rslora=args.rslora, seed=args.seed,
+                    b_std=args.b_std, dtype=args.dtype)
+    spec.check()
+    config = load_model(console.fetch_model(args.model)).config
+    path = (write_gguf if args.format == "gguf" else write_peft)(spec, config, args.out)
+    console.result({"out": str(path), "format": args.format, "model": args.model, "rank": spec.rank,
+                    "alpha": spec.alpha, "targets": list(spec.targets), "rank_pattern": dict(spec.rank_pattern),
+                    "rslora": spec.use_rslora, "seed": spec.seed}, title=f"wrote {path}")
+    return EXIT_OK
+
+
+def _rank_pattern(text: str) -> tuple[tuple[str, int], ...]:
+    pairs = []
+    for item in filter(None, text.split(",")):
+        name, _, rank = item.partition("=")
+        if not rank.strip().isdigit():
+            raise HardwireError(f"--rank-pattern item '{item}' is not NAME=RANK")
+        pairs.append((name.strip(), int(rank)))
+    return tuple(pairs)
+
+
 # --- eval ------------------------------------------------------------------------------------------
 
 def _add_eval(sub) -> None:
@@ -120,8 +175,17 @@ def _add_eval(sub) -> None:
     p.add_argument("--text", type=Path, default=None,
                    help="an English text file (default: the shipped evaluation text)")
     p.add_argument("--tokens", type=int, default=1024, help="tokens of the text to evaluate (default: %(default)s)")
+    _lora_args(p)
     add_json_option(p)
     p.set_defaults(handler=_run_eval)
+
+
+def _lora_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lora", type=Path, default=None, metavar="PATH",
+                   help="a LoRA adapter: a PEFT directory (adapter_config.json + adapter_model.safetensors) "
+                        "or a llama.cpp GGUF adapter")
+    p.add_argument("--lora-scale", type=float, default=1.0, metavar="S",
+                   help="multiply the adapter's alpha/r scale by S (default: %(default)s)")
 
 
 def _run_eval(args, console: Console) -> int:
@@ -130,11 +194,24 @@ def _run_eval(args, console: Console) -> int:
 
     text = _read_text(args.text)
     model = load_model(console.fetch_model(args.model))
+    adapter = _load_lora(args, model.config)
     ids = tokens_for_eval(model, text, args.tokens)
     with console.progress("evaluating float and integer paths", total=len(ids)) as advance:
-        result = evaluate(model, ids, progress=advance)
-    console.result(result.as_dict(), title=f"eval of {args.model} over {len(ids)} tokens")
+        result = evaluate(model, ids, progress=advance, adapter=adapter)
+    fields = result.as_dict() | ({"adapter": adapter.describe()} if adapter else {})
+    with_lora = f" with LoRA {args.lora}" if adapter else ""
+    console.result(fields, title=f"eval of {args.model}{with_lora} over {len(ids)} tokens")
     return EXIT_OK
+
+
+def _load_lora(args, config):
+    if args.lora is None:
+        if args.lora_scale != 1.0:
+            raise HardwireError("--lora-scale needs --lora")
+        return None
+    from hardwire.golden.lora import load_adapter
+
+    return load_adapter(args.lora, config, args.lora_scale)
 
 
 def _read_text(path: Path | None) -> str:
