@@ -16,8 +16,8 @@ RUN/code_coverage.json (tools/code_coverage.py; needs verilator_coverage, checke
 --hw-flip ROM:WORD:BIT injects a fault: every metal the session prints (rtl.metal.generate) has
 that one via bit flipped, a mask edit registered with rtl.metal.add_mask_edit, so the chip and
 tile tests fail where the flipped bit first shows (a deliberately broken run, to see the checks
-and the dashboard catch it). A metal without that ROM,
-or a word or bit outside it, stops the test with an error; the reproduce lines carry the flip.
+and the dashboard catch it). A metal without that ROM, or a word or bit outside it, stops the
+test with an error; the reproduce lines carry the flip.
 
 Every failing test whose failure text carries no "reproduce:" line of its own gets a JUnit
 property `reproduce`: the one-line command that runs it again (tools/run_results.py reads both).
