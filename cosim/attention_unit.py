@@ -21,6 +21,7 @@ from myhdl import block
 from hardwire.golden import spec
 from hardwire.golden.errors import HardwireError
 from hardwire.golden.spec import BLOCK
+from hardwire.rtl.bus import DATA_BITS, EXP_BITS, WORD, BlockBus, RomPort
 from hardwire.rtl.cells.via_rom import via_map_define, via_rom
 from hardwire.rtl.cells.wiring import bit_signal, signed_signal, unsigned_signal
 from hardwire.rtl.units import attention as unit
@@ -37,14 +38,12 @@ MANTISSA_LIMIT = spec.ACT_MAX  # B16 mantissas lie in [-32767, 32767]
 
 @block
 def attention_harness(clk, rst, start_kv, start_attn, pos, heads, kv_heads, head_blocks, attn_scale,
-                      in_valid, in_data, in_exp, out_valid, out_data, out_exp, done, busy, refused,
-                      limits: unit.AttentionLimits):
+                      in_valid, in_data, in_exp, out, done, busy, refused, limits: unit.AttentionLimits):
     """The unit with its EXP2_LUT read port on a via ROM (READ_LATENCY 1)."""
-    lut_addr, lut_data = unsigned_signal(unit.LUT_ADDR_BITS), unsigned_signal(unit.LUT_DATA_BITS)
+    lut = RomPort(unit.LUT_ADDR_BITS, unit.LUT_DATA_BITS, enable=False)
     attention = unit.attention_unit(clk, rst, start_kv, start_attn, pos, heads, kv_heads, head_blocks, attn_scale,
-                                    in_valid, in_data, in_exp, out_valid, out_data, out_exp, done, busy, refused,
-                                    lut_addr, lut_data, limits)
-    table = via_rom(clk, lut_addr, lut_data, map_name=EXP2_MAP, depth=EXP2_DEPTH)
+                                    in_valid, in_data, in_exp, out, done, busy, refused, lut, limits)
+    table = via_rom(clk, lut.addr, lut.data, map_name=EXP2_MAP, depth=EXP2_DEPTH)
     return attention, table
 
 
@@ -63,14 +62,12 @@ def harness_elaborator(limits: unit.AttentionLimits):
     """A callable that elaborates the harness of one die (for to_verilog and the build)."""
 
     def elaborate():
-        bus = BLOCK * unit.LANE_BITS
         return attention_harness(bit_signal(), sync_reset(), bit_signal(), bit_signal(),
                                  unsigned_signal(limits.position_bits), unsigned_signal(limits.heads_bits),
                                  unsigned_signal(limits.heads_bits), unsigned_signal(limits.head_blocks_bits),
-                                 unsigned_signal(unit.ATTN_SCALE_BITS), bit_signal(),
-                                 unsigned_signal(bus), signed_signal(unit.EXP_BITS),
-                                 bit_signal(), unsigned_signal(bus), signed_signal(unit.EXP_BITS),
-                                 bit_signal(), bit_signal(), bit_signal(), limits=limits)
+                                 unsigned_signal(unit.ATTN_SCALE_BITS), bit_signal(), unsigned_signal(DATA_BITS),
+                                 signed_signal(EXP_BITS), BlockBus(), bit_signal(), bit_signal(), bit_signal(),
+                                 limits=limits)
 
     return elaborate
 
@@ -130,8 +127,8 @@ class AttentionUnitSim:
             if not self.io.out_valid:
                 raise HardwireError(f"attention unit: {len(exponents)} output blocks in {cycles} cycles, "
                                     f"expected {geo.q_blocks}")
-            mantissas.append(unpack_lanes(self.io.out_data, unit.LANE_BITS, BLOCK))
-            exponents.append(to_signed(self.io.out_exp, unit.EXP_BITS))
+            mantissas.append(unpack_lanes(self.io.out_data, WORD, BLOCK))
+            exponents.append(to_signed(self.io.out_exp, EXP_BITS))
         self.sim.step()
         cycles += 1
         if not self.io.done:
@@ -191,8 +188,8 @@ class AttentionUnitSim:
         unit's done is visible once they return."""
         io = self.io
         for i, (mantissas, exponent) in enumerate(blocks):
-            io.in_data = pack_lanes(mantissas, unit.LANE_BITS)
-            io.in_exp = to_unsigned(exponent, unit.EXP_BITS)
+            io.in_data = pack_lanes(mantissas, WORD)
+            io.in_exp = to_unsigned(exponent, EXP_BITS)
             io.in_valid = 1
             self.sim.step()
             io.in_valid = 0
@@ -209,7 +206,7 @@ class AttentionUnitSim:
                                 f"not {mantissas.size} values and {exponents.size} exponents")
         if np.abs(mantissas).max(initial=0) > MANTISSA_LIMIT:
             raise HardwireError(f"{what} mantissas must lie in [-{MANTISSA_LIMIT}, {MANTISSA_LIMIT}] (B16)")
-        half = 1 << (unit.EXP_BITS - 1)
+        half = 1 << (EXP_BITS - 1)
         if exponents.min(initial=0) < -half or exponents.max(initial=0) >= half:
-            raise HardwireError(f"{what} exponents must fit the {unit.EXP_BITS}-bit exponent port")
+            raise HardwireError(f"{what} exponents must fit the {EXP_BITS}-bit exponent port")
         return list(zip(mantissas.reshape(count, BLOCK), exponents, strict=True))

@@ -17,6 +17,7 @@ from myhdl import block
 
 from hardwire.golden.errors import HardwireError
 from hardwire.golden.spec import ACC_BITS, BLOCK
+from hardwire.rtl.bus import EXP_BITS, BlockBus, RomPort
 from hardwire.rtl.cells.lut_rom import lut_address_bits, lut_rom
 from hardwire.rtl.cells.via_rom import via_map_define
 from hardwire.rtl.cells.wiring import bit_signal, signed_signal, unsigned_signal
@@ -34,63 +35,54 @@ B16_LIMIT = (1 << 15) - 1
 # --- tops: a unit and its ROMs ----------------------------------------------------------------
 
 def rq_top():
-    return v.rq_unit(bit_signal(), sync_reset(), bit_signal(), unsigned_signal(BUS_BITS), signed_signal(v.EXP_BITS),
-                     bit_signal(), unsigned_signal(BUS_BITS), signed_signal(v.EXP_BITS))
+    return v.rq_unit(bit_signal(), sync_reset(), bit_signal(), unsigned_signal(BUS_BITS), signed_signal(EXP_BITS),
+                     BlockBus())
 
 
 def add_top():
     return v.add_unit(bit_signal(), sync_reset(), bit_signal(), unsigned_signal(BUS_BITS), unsigned_signal(BUS_BITS),
-                      bit_signal(), unsigned_signal(BUS_BITS))
+                      BlockBus(exp=False))
 
 
 @block
-def silu_with_table(clk, rst, in_valid, gate_data, up_data, out_valid, out_data, out_exp):
-    en, addr = bit_signal(), unsigned_signal(BLOCK * v.SIGMOID_ADDR_BITS)
-    data = unsigned_signal(BLOCK * v.SIGMOID_WIDTH)
-    return (v.silu_unit(clk, rst, in_valid, gate_data, up_data, out_valid, out_data, out_exp, en, addr, data),
-            lut_rom(clk, en, addr, data, "sigmoid", v.SIGMOID_DEPTH, ports=BLOCK))
+def silu_with_table(clk, rst, in_valid, gate_data, up_data, out):
+    sig = RomPort(BLOCK * v.SIGMOID_ADDR_BITS, BLOCK * v.SIGMOID_WIDTH)
+    return (v.silu_unit(clk, rst, in_valid, gate_data, up_data, out, sig),
+            lut_rom(clk, sig.en, sig.addr, sig.data, "sigmoid", v.SIGMOID_DEPTH, ports=BLOCK))
 
 
 def silu_top():
     return silu_with_table(bit_signal(), sync_reset(), bit_signal(), unsigned_signal(BUS_BITS),
-                           unsigned_signal(BUS_BITS), bit_signal(), unsigned_signal(BUS_BITS),
-                           signed_signal(v.EXP_BITS))
+                           unsigned_signal(BUS_BITS), BlockBus())
 
 
 @block
-def rope_with_table(clk, rst, in_valid, in_data, token_position, pair_block, out_valid, out_data, out_exp,
-                    depth):
-    en, addr, data = bit_signal(), unsigned_signal(lut_address_bits(depth)), unsigned_signal(v.ROPE_WIDTH)
-    return (v.rope_unit(clk, rst, in_valid, in_data, token_position, pair_block, out_valid, out_data, out_exp,
-                        en, addr, data),
-            lut_rom(clk, en, addr, data, "rope", depth))
+def rope_with_table(clk, rst, in_valid, in_data, token_position, pair_block, out, depth):
+    rope = RomPort(lut_address_bits(depth), v.ROPE_WIDTH)
+    return (v.rope_unit(clk, rst, in_valid, in_data, token_position, pair_block, out, rope),
+            lut_rom(clk, rope.en, rope.addr, rope.data, "rope", depth))
 
 
 def rope_top(positions: int, block_bits: int):
     return lambda: rope_with_table(bit_signal(), sync_reset(), bit_signal(), unsigned_signal(BUS_BITS),
                                    unsigned_signal(max(1, (positions - 1).bit_length())),
-                                   unsigned_signal(block_bits), bit_signal(), unsigned_signal(BUS_BITS),
-                                   signed_signal(v.EXP_BITS), v.rope_rom_depth(positions, block_bits))
+                                   unsigned_signal(block_bits), BlockBus(), v.rope_rom_depth(positions, block_bits))
 
 
 @block
-def norm_with_tables(clk, rst, start, n_blocks, gain_base, in_valid, in_data, out_valid, out_data, out_exp, done,
-                     consts_depth, max_blocks):
-    gain_en, gain_addr, gain_data = bit_signal(), unsigned_signal(len(gain_base)), unsigned_signal(v.GAIN_WIDTH)
-    rsqrt_en, rsqrt_addr = bit_signal(), unsigned_signal(v.RSQRT_ADDR_BITS)
-    rsqrt_data = unsigned_signal(v.RSQRT_WIDTH)
-    return (v.norm_unit(clk, rst, start, n_blocks, gain_base, in_valid, in_data, out_valid, out_data, out_exp, done,
-                        gain_en, gain_addr, gain_data, rsqrt_en, rsqrt_addr, rsqrt_data, max_blocks=max_blocks),
-            lut_rom(clk, gain_en, gain_addr, gain_data, "norm_consts", consts_depth),
-            lut_rom(clk, rsqrt_en, rsqrt_addr, rsqrt_data, "rsqrt", v.RSQRT_DEPTH))
+def norm_with_tables(clk, rst, start, n_blocks, gain_base, in_valid, in_data, out, done, consts_depth, max_blocks):
+    gain, rsqrt = RomPort(len(gain_base), v.GAIN_WIDTH), RomPort(v.RSQRT_ADDR_BITS, v.RSQRT_WIDTH)
+    return (v.norm_unit(clk, rst, start, n_blocks, gain_base, in_valid, in_data, out, done, gain, rsqrt,
+                        max_blocks=max_blocks),
+            lut_rom(clk, gain.en, gain.addr, gain.data, "norm_consts", consts_depth),
+            lut_rom(clk, rsqrt.en, rsqrt.addr, rsqrt.data, "rsqrt", v.RSQRT_DEPTH))
 
 
 def norm_top(consts_depth: int, max_blocks: int):
     count_bits, addr_bits = v.norm_count_bits(max_blocks), lut_address_bits(consts_depth)
     return lambda: norm_with_tables(bit_signal(), sync_reset(), bit_signal(), unsigned_signal(count_bits),
-                                    unsigned_signal(addr_bits), bit_signal(), unsigned_signal(BUS_BITS), bit_signal(),
-                                    unsigned_signal(BUS_BITS), signed_signal(v.EXP_BITS), bit_signal(), consts_depth,
-                                    max_blocks)
+                                    unsigned_signal(addr_bits), bit_signal(), unsigned_signal(BUS_BITS), BlockBus(),
+                                    bit_signal(), consts_depth, max_blocks)
 
 
 # --- driving ----------------------------------------------------------------------------------
@@ -151,7 +143,7 @@ def b16_block(words: dict) -> tuple[np.ndarray, int]:
     m = unpack_lanes(words["out_data"], ACC_BITS, BLOCK)
     if np.abs(m).max() > B16_LIMIT:
         raise HardwireError(f"a B16 lane left the unit outside +-{B16_LIMIT}: {m.tolist()}")
-    return m, to_signed(words["out_exp"], v.EXP_BITS)
+    return m, to_signed(words["out_exp"], EXP_BITS)
 
 
 def stacked(results: list[tuple[np.ndarray, int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -177,7 +169,7 @@ class RqUnit:
 
     def __call__(self, blocks, exps, rng=None) -> tuple[np.ndarray, np.ndarray]:
         blocks, exps = as_blocks(blocks), np.asarray(exps, np.int64)
-        beats = [{"in_data": acc_word(b), "in_exp": to_unsigned(e, v.EXP_BITS)}
+        beats = [{"in_data": acc_word(b), "in_exp": to_unsigned(e, EXP_BITS)}
                  for b, e in zip(blocks, exps, strict=True)]
         return stacked([b16_block(w) for w in self.unit.stream(with_gaps(beats, rng), ("out_data", "out_exp"))])
 

@@ -41,14 +41,23 @@ class Interface:
     def signals(self) -> dict:
         return {name: sig for name, sig in vars(self).items() if isinstance(sig, SignalType)}
 
+    @classmethod
+    def of(cls, **signals):
+        """A view of existing signals as this interface: wiring, no new signals."""
+        view = cls.__new__(cls)
+        vars(view).update(signals)
+        return view
+
 
 class BlockBus(Interface):
-    """valid, data (32 x 48 bits), exp (8 bits): the bus between sequencer, units and neighbours."""
+    """valid, data (32 x 48 bits), exp (8 bits): the bus between sequencer, units and neighbours.
+    exp=False: an ACC bus with no exponent (the add unit's output, a standalone harness's port)."""
 
-    def __init__(self):
+    def __init__(self, exp: bool = True):
         self.valid = bit_signal()
         self.data = unsigned_signal(DATA_BITS)
-        self.exp = signed_signal(EXP_BITS)
+        if exp:
+            self.exp = signed_signal(EXP_BITS)
 
     def entry(self):
         """The scratchpad entry: the exponent above the words."""

@@ -37,7 +37,7 @@ from myhdl import ConcatSignal, Signal, always, always_comb, always_seq, block, 
 from hardwire.golden.errors import HardwireError
 from hardwire.golden.spec import ACC_BITS, ACC_FRAC, BLOCK
 
-from .bus import ADDR_BITS, DATA_BITS, ENTRY_BITS, EXP_BITS, TAP_OP_BITS, WORD, BlockBus
+from .bus import ADDR_BITS, DATA_BITS, ENTRY_BITS, EXP_BITS, TAP_OP_BITS, WORD, BlockBus, RomPort
 from .cells.block_mac import ACT_BITS, block_mac
 from .cells.sram import address_bits
 from .cells.wiring import bit_signal, bus_lanes, mux_tree, signed_signal, unsigned_signal, unused, zero_extended
@@ -267,30 +267,29 @@ def tile(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_va
     memory = scratchpad(clk, we, waddr, wdata, reads.issue, reads.raddr_a, reads.raddr_b, a_data, a_exp_bits, b_data,
                         scratch_depth)
     a_exp, acc_exp, stream = signed_signal(EXP_BITS), signed_signal(EXP_BITS), bit_signal()
-    enables, outs = Enables(), {name: BlockBus() for name in UNIT_OPS}
+    enables, outs = Enables(), {name: BlockBus(exp=name not in ACC_UNITS) for name in UNIT_OPS}
     mm_out, best_row = unsigned_signal(DATA_BITS), unsigned_signal(head.ROW_BITS)
     embed_slot = unsigned_signal(SLOT_BITS)  # the token's lane of the weight word
     words = RomWords(sigmoid, rope, consts, rsqrt, exp2)
     norm_done, attn_done, attn_busy, attn_refused = (bit_signal() for _ in range(4))
     units = [
-        vector.add_unit(clk, rst, enables.add, a_data, b_data, outs["add"].valid, outs["add"].data),
-        vector.rq_unit(clk, rst, enables.rq, a_data, acc_exp, outs["rq"].valid, outs["rq"].data, outs["rq"].exp),
-        vector.silu_unit(clk, rst, enables.silu, a_data, b_data, outs["silu"].valid, outs["silu"].data,
-                         outs["silu"].exp, sigmoid.en, sigmoid.addr, words.sigmoid),
+        vector.add_unit(clk, rst, enables.add, a_data, b_data, outs["add"]),
+        vector.rq_unit(clk, rst, enables.rq, a_data, acc_exp, outs["rq"]),
+        vector.silu_unit(clk, rst, enables.silu, a_data, b_data, outs["silu"],
+                         RomPort.of(en=sigmoid.en, addr=sigmoid.addr, data=words.sigmoid)),
         vector.rope_unit(clk, rst, enables.rope, a_data, pos(len(rope.addr) - head_block_bits, 0),
-                         reads.beat_block_in_head, outs["rope"].valid, outs["rope"].data, outs["rope"].exp, rope.en,
-                         rope.addr, words.rope),
+                         reads.beat_block_in_head, outs["rope"],
+                         RomPort.of(en=rope.en, addr=rope.addr, data=words.rope)),
         vector.norm_unit(clk, rst, strobes.norm, ins.n(vector.norm_count_bits(max_blocks), 0),
-                         ins.rom(len(consts.addr), 0), enables.norm, a_data,
-                         outs["norm"].valid, outs["norm"].data, outs["norm"].exp, norm_done,
-                         consts.en, consts.addr, words.consts, rsqrt.en, rsqrt.addr, words.rsqrt,
-                         max_blocks=max_blocks),
+                         ins.rom(len(consts.addr), 0), enables.norm, a_data, outs["norm"], norm_done,
+                         RomPort.of(en=consts.en, addr=consts.addr, data=words.consts),
+                         RomPort.of(en=rsqrt.en, addr=rsqrt.addr, data=words.rsqrt), max_blocks=max_blocks),
         attention.attention_unit(clk, rst, strobes.kv, strobes.attn, pos, ins.groups(attn_limits.heads_bits, 0),
                                  ins.aux(attn_limits.heads_bits, 0), ins.n(attn_limits.head_blocks_bits, 0),
-                                 ins.rom(attention.ATTN_SCALE_BITS, 0), enables.attn, a_data, a_exp,
-                                 outs["attn"].valid, outs["attn"].data, outs["attn"].exp, attn_done, attn_busy,
-                                 attn_refused, exp2.addr, words.exp2, attn_limits),
-        head.embed_unit(clk, rst, enables.embed, ins.fmt, embed_slot, outs["embed"].valid, outs["embed"].data),
+                                 ins.rom(attention.ATTN_SCALE_BITS, 0), enables.attn, a_data, a_exp, outs["attn"],
+                                 attn_done, attn_busy, attn_refused, RomPort.of(addr=exp2.addr, data=words.exp2),
+                                 attn_limits),
+        head.embed_unit(clk, rst, enables.embed, ins.fmt, embed_slot, outs["embed"]),
         head.argmax_tracker(clk, rst, strobes.arm, ins.groups, reads.logits, counts.written(head.ROW_BITS, 0), mm_out,
                             best_row),
     ]
@@ -309,6 +308,7 @@ def tile(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_va
 
 
 UNIT_OPS = ("add", "rq", "silu", "rope", "norm", "attn", "embed")  # the units behind the read ports, but the matmul
+ACC_UNITS = ("add", "embed")  # their output is an ACC bus: no exponent
 
 
 class RomWords:

@@ -93,12 +93,11 @@ from hardwire.golden import spec
 from hardwire.golden.errors import HardwireError
 from hardwire.golden.spec import ACT_BITS, ATTN_OUT_FRAC, BLOCK, LOG2E_Q, SCORE_BITS, SCORE_FRAC
 
+from ..bus import EXP_BITS, WORD
 from ..cells.requant import requant
 from ..cells.sram import address_bits, sram
 from ..cells.wiring import bit_signal, guarded_add, guarded_register, signed_signal, unsigned_signal, zero_extended
 
-LANE_BITS = 48  # block-bus element width
-EXP_BITS = 8  # block-bus exponent width
 WORD_BITS = BLOCK * ACT_BITS + EXP_BITS  # one B16 block in SRAM: 32 mantissas, exponent on top
 LUT_ADDR_BITS, LUT_DATA_BITS = spec.EXP2_LUT_BITS, 17  # EXP2_LUT: 1024 entries of 17 bits
 PRODUCT_BITS = 2 * ACT_BITS  # q * k of two 16-bit mantissas (-32768 included, so 32 bits)
@@ -343,8 +342,9 @@ class PassEvents:
 
 @block
 def attention_unit(clk, rst, start_kv, start_attn, pos, heads, kv_heads, head_blocks, attn_scale,
-                   in_valid, in_data, in_exp, out_valid, out_data, out_exp, done, busy, refused,
-                   lut_addr, lut_data, limits: AttentionLimits):
+                   in_valid, in_data, in_exp, out, done, busy, refused, lut, limits: AttentionLimits):
+    out_valid, out_data, out_exp = out.valid, out.data, out.exp  # a BlockBus
+    lut_addr, lut_data = lut.addr, lut.data  # a RomPort without enable
     die = limits  # the only elaboration parameter: nothing below depends on a model
     shape = GeometryPorts(heads, kv_heads, head_blocks, attn_scale)
     _check_ports(die, pos, shape, in_data, in_exp, out_data, out_exp, lut_addr, lut_data)
@@ -364,7 +364,7 @@ def attention_unit(clk, rst, start_kv, start_attn, pos, heads, kv_heads, head_bl
     scale = unsigned_signal(ATTN_SCALE_BITS)
     command = Handshake(start_kv, start_attn, pos, in_valid, done, busy, refused)
     control = controller(clk, rst, die, command, shape, scale, kv, query, sb, sc, sm, wt, events)
-    lane_tops_unused = unsigned_signal(BLOCK * (LANE_BITS - ACT_BITS))
+    lane_tops_unused = unsigned_signal(BLOCK * (WORD - ACT_BITS))
     capture = input_stage(clk, in_valid, in_data, in_exp, in_word, lane_tops_unused)
 
     # scores pass
@@ -701,7 +701,7 @@ def input_stage(clk, in_valid, in_data, in_exp, in_word, lane_tops_unused):
     Bit loops inside the enabled process: an idle bus costs a simulator nothing. A B16 lane is
     sign-extended on the bus, so its top bits carry nothing; they land in `lane_tops_unused`,
     which nothing reads (Verilator's unused-regexp exempts the name; synthesis removes it)."""
-    tops = LANE_BITS - ACT_BITS
+    tops = WORD - ACT_BITS
 
     @always(clk.posedge)
     def capture():
@@ -710,9 +710,9 @@ def input_stage(clk, in_valid, in_data, in_exp, in_word, lane_tops_unused):
             high = intbv(0)[BLOCK * tops:]
             for j in range(BLOCK):
                 for b in range(ACT_BITS):
-                    word[ACT_BITS * j + b] = in_data[LANE_BITS * j + b]
+                    word[ACT_BITS * j + b] = in_data[WORD * j + b]
                 for b in range(tops):
-                    high[tops * j + b] = in_data[LANE_BITS * j + ACT_BITS + b]
+                    high[tops * j + b] = in_data[WORD * j + ACT_BITS + b]
             word[WORD_BITS:BLOCK * ACT_BITS] = in_exp
             in_word.next = word
             lane_tops_unused.next = high
@@ -1252,13 +1252,13 @@ def output_stage(clk, rst, sums, o_valid, o_head_last, out_valid, out_data, out_
     @always(clk.posedge)
     def emit():
         if o_valid:
-            word = intbv(0)[BLOCK * LANE_BITS:]
+            word = intbv(0)[BLOCK * WORD:]
             for j in range(BLOCK):
-                for b in range(LANE_BITS):  # sign extension, bit by bit
+                for b in range(WORD):  # sign extension, bit by bit
                     if b < ACT_BITS:
-                        word[LANE_BITS * j + b] = mantissas[ACT_BITS * j + b]
+                        word[WORD * j + b] = mantissas[ACT_BITS * j + b]
                     else:
-                        word[LANE_BITS * j + b] = mantissas[ACT_BITS * j + ACT_BITS - 1]
+                        word[WORD * j + b] = mantissas[ACT_BITS * j + ACT_BITS - 1]
             out_data.next = word
             out_exp.next = e_out - ATTN_OUT_FRAC
 
@@ -1273,8 +1273,8 @@ def output_stage(clk, rst, sums, o_valid, o_head_last, out_valid, out_data, out_
 def _check_ports(die, pos, shape, in_data, in_exp, out_data, out_exp, lut_addr, lut_data) -> None:
     expected = {"pos": (pos, die.position_bits), "heads": (shape.heads, die.heads_bits),
                 "kv_heads": (shape.kv_heads, die.heads_bits), "head_blocks": (shape.head_blocks, die.head_blocks_bits),
-                "attn_scale": (shape.attn_scale, ATTN_SCALE_BITS), "in_data": (in_data, BLOCK * LANE_BITS),
-                "in_exp": (in_exp, EXP_BITS), "out_data": (out_data, BLOCK * LANE_BITS),
+                "attn_scale": (shape.attn_scale, ATTN_SCALE_BITS), "in_data": (in_data, BLOCK * WORD),
+                "in_exp": (in_exp, EXP_BITS), "out_data": (out_data, BLOCK * WORD),
                 "out_exp": (out_exp, EXP_BITS), "lut_addr": (lut_addr, LUT_ADDR_BITS),
                 "lut_data": (lut_data, LUT_DATA_BITS)}
     for name, (port, width) in expected.items():

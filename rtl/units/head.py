@@ -29,8 +29,9 @@ SLOT_CODE_BITS = BLOCK * CODE_BITS
 
 
 @block
-def embed_unit(clk, rst, enable, fmt, slot, out_valid, out_data):
+def embed_unit(clk, rst, enable, fmt, slot, out):
     """`slot`: 32 code bytes, fp16 d, fp16 m (rtl/metal.py block_slots); `out_data`: 32 x 48 bits."""
+    out_valid, out_data = out.valid, out.data  # an ACC bus: no exponent
     codes = [slot((i + 1) * CODE_BITS, i * CODE_BITS) for i in range(BLOCK)]
     d_bits, m_bits = slot(SLOT_CODE_BITS + FP16_BITS, SLOT_CODE_BITS), slot(SLOT_CODE_BITS + 2 * FP16_BITS,
                                                                           SLOT_CODE_BITS + FP16_BITS)

@@ -32,6 +32,7 @@ from hardwire.golden import spec
 from hardwire.golden.errors import HardwireError
 from hardwire.golden.spec import ACC_BITS, ACC_FRAC, ACT_BITS, BLOCK
 
+from ..bus import EXP_BITS
 from ..cells.clock_gate import clock_gate
 from ..cells.lut_rom import lut_address_bits
 from ..cells.requant import max_shift, requant
@@ -48,7 +49,6 @@ from ..cells.wiring import (
     zero_extended,
 )
 
-EXP_BITS = 8  # the bus exponent
 SHIFT_BITS = 6  # the rq shift s of a 48-bit word: 0..33
 PAIRS = BLOCK // 2  # RoPE pairs per block
 
@@ -257,10 +257,11 @@ def _check_widths(unit: str, **ports) -> None:
 # --- rq_unit ----------------------------------------------------------------------------------
 
 @block
-def rq_unit(clk, rst, in_valid, in_data, in_exp, out_valid, out_data, out_exp):
+def rq_unit(clk, rst, in_valid, in_data, in_exp, out):
     """numerics 1.1: an ACC-width block with its exponent -> rq(v, e_in, 16), a B16 block.
     Stateless; RQ_LATENCY = 2 (the operand register, then the output register behind the
     combinational requantizer). e_in + s must fit the 8-bit bus exponent (ACC has e_in = -24)."""
+    out_valid, out_data, out_exp = out.valid, out.data, out.exp  # a BlockBus
     _check_widths("rq_unit", in_data=(in_data, BLOCK * ACC_BITS), in_exp=(in_exp, EXP_BITS),
                   out_data=(out_data, BLOCK * ACC_BITS), out_exp=(out_exp, EXP_BITS))
     dclk, s1 = bit_signal(), bit_signal()
@@ -275,9 +276,10 @@ def rq_unit(clk, rst, in_valid, in_data, in_exp, out_valid, out_data, out_exp):
 # --- add_unit ---------------------------------------------------------------------------------
 
 @block
-def add_unit(clk, rst, in_valid, a_data, b_data, out_valid, out_data):
+def add_unit(clk, rst, in_valid, a_data, b_data, out):
     """numerics 4 (residual add): two ACC blocks -> sat(a + b, 48), lane by lane. Stateless;
     ADD_LATENCY = 2 (the lane sums, then the output register)."""
+    out_valid, out_data = out.valid, out.data  # an ACC bus: no exponent
     _check_widths("add_unit", a_data=(a_data, BLOCK * ACC_BITS), b_data=(b_data, BLOCK * ACC_BITS),
                   out_data=(out_data, BLOCK * ACC_BITS))
     dclk, s1 = bit_signal(), bit_signal()
@@ -320,7 +322,7 @@ SILU_Y_BITS = SILU_PRODUCT_BITS + SIGMOID_WIDTH + 1  # g16 * u16 * SIG, SIG unsi
 
 
 @block
-def silu_unit(clk, rst, in_valid, gate_data, up_data, out_valid, out_data, out_exp, sig_en, sig_addr, sig_data):
+def silu_unit(clk, rst, in_valid, gate_data, up_data, out, sig):
     """numerics 8: gate and up ACC blocks (the same 32 rows) -> silu(gate) * up as a B16 block.
 
     Sigmoid table: a 32-port LUT ROM (SIGMOID_LUT, 8192 x 16): sig_en, sig_addr (32 x 13 bits,
@@ -335,6 +337,8 @@ def silu_unit(clk, rst, in_valid, gate_data, up_data, out_valid, out_data, out_e
     The first requantizers take e_in = 0, so their e_out is the shift s and eg = s_g - 24;
     then the index shift eg + 8 = s_g - 16 and the product exponent is s_g + s_u - 63.
     """
+    out_valid, out_data, out_exp = out.valid, out.data, out.exp  # a BlockBus
+    sig_en, sig_addr, sig_data = sig.en, sig.addr, sig.data  # a RomPort
     _check_widths("silu_unit", gate_data=(gate_data, BLOCK * ACC_BITS), up_data=(up_data, BLOCK * ACC_BITS),
                   out_data=(out_data, BLOCK * ACC_BITS), out_exp=(out_exp, EXP_BITS),
                   sig_addr=(sig_addr, BLOCK * SIGMOID_ADDR_BITS), sig_data=(sig_data, BLOCK * SIGMOID_WIDTH))
@@ -436,8 +440,7 @@ def rope_rom_depth(positions: int, block_bits: int) -> int:
 
 
 @block
-def rope_unit(clk, rst, in_valid, in_data, token_position, pair_block, out_valid, out_data, out_exp,
-              rope_en, rope_addr, rope_data):
+def rope_unit(clk, rst, in_valid, in_data, token_position, pair_block, out, rope):
     """numerics 6: an ACC block of one head (Q or K projection) -> the rotated B16 block.
 
     token_position: the table row; pair_block: the block's index inside its head, i.e. its
@@ -452,6 +455,8 @@ def rope_unit(clk, rst, in_valid, in_data, token_position, pair_block, out_valid
         3  u'_2i = u_2i C - u_2i+1 S, u'_2i+1 = u_2i S + u_2i+1 C (exact, 32 bits)
         4  rq(u', e - 14, 16) on the bus
     """
+    out_valid, out_data, out_exp = out.valid, out.data, out.exp  # a BlockBus
+    rope_en, rope_addr, rope_data = rope.en, rope.addr, rope.data  # a RomPort
     addr_bits = len(token_position) + len(pair_block)
     _check_widths("rope_unit", in_data=(in_data, BLOCK * ACC_BITS), out_data=(out_data, BLOCK * ACC_BITS),
                   out_exp=(out_exp, EXP_BITS), rope_addr=(rope_addr, addr_bits), rope_data=(rope_data, ROPE_WIDTH))
@@ -580,8 +585,7 @@ class NormEmitValids:
 
 
 @block
-def norm_unit(clk, rst, start, n_blocks, gain_base, in_valid, in_data, out_valid, out_data, out_exp, done,
-              gain_en, gain_addr, gain_data, rsqrt_en, rsqrt_addr, rsqrt_data, max_blocks=64):
+def norm_unit(clk, rst, start, n_blocks, gain_base, in_valid, in_data, out, done, gain, rsqrt, max_blocks=64):
     """numerics 5: RMSNorm of a vector of n_blocks ACC blocks -> n_blocks B16 blocks.
 
     Handshake: `start` (taken only while idle) with n_blocks (1..max_blocks; 0 only raises
@@ -611,6 +615,9 @@ def norm_unit(clk, rst, start, n_blocks, gain_base, in_valid, in_data, out_valid
     [NORM_E_G_MIN, NORM_E_G_MAX], the range norm_const_words accepts (real gains give e_G
     near -18).
     """
+    out_valid, out_data, out_exp = out.valid, out.data, out.exp  # a BlockBus
+    gain_en, gain_addr, gain_data = gain.en, gain.addr, gain.data  # RomPorts
+    rsqrt_en, rsqrt_addr, rsqrt_data = rsqrt.en, rsqrt.addr, rsqrt.data
     count_bits, index_bits = norm_count_bits(max_blocks), (max_blocks - 1).bit_length()
     if not 2 <= max_blocks <= MAX_NORM_BLOCKS:
         raise HardwireError(f"norm_unit holds 2..{MAX_NORM_BLOCKS} blocks, not {max_blocks}")

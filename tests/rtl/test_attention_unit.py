@@ -268,8 +268,7 @@ def die_verilog(die_name: str, model: AttentionGeometry) -> str:
 
 
 UNIT_PORTS = ("clk", "rst", "start_kv", "start_attn", "pos", "heads", "kv_heads", "head_blocks", "attn_scale",
-              "in_valid", "in_data", "in_exp", "out_valid", "out_data", "out_exp", "done", "busy", "refused",
-              "lut_addr", "lut_data")
+              "in_valid", "in_data", "in_exp", "out", "done", "busy", "refused", "lut")  # out: BlockBus, lut: RomPort
 
 
 @pytest.mark.parametrize("die_name", sorted(DIES))

@@ -22,9 +22,10 @@ from hardwire.golden.gguf_model import load_model
 from hardwire.golden.intref import IntModel
 from hardwire.golden.spec import ACC_BITS, ACC_FRAC, BLOCK
 from hardwire.golden.synth import SynthSpec, write_synthetic
+from hardwire.rtl.bus import BlockBus, RomPort
 from hardwire.rtl.cells.lut_rom import lut_rom
 from hardwire.rtl.cells.via_rom import via_map_define
-from hardwire.rtl.cells.wiring import bit_signal, signed_signal, unsigned_signal
+from hardwire.rtl.cells.wiring import bit_signal, unsigned_signal
 from hardwire.rtl.units import vector as v
 from hardwire.rtl.verilog import to_verilog
 
@@ -130,18 +131,17 @@ def assert_blocks_equal(got, want, what):
 
 def unit_designs():
     rst = harness.sync_reset
-    b, u, s = bit_signal, unsigned_signal, signed_signal
+    b, u = bit_signal, unsigned_signal
     bus = harness.BUS_BITS
     return {
         "rq_unit": harness.rq_top,
         "add_unit": harness.add_top,
-        "silu_unit": lambda: v.silu_unit(b(), rst(), b(), u(bus), u(bus), b(), u(bus), s(8), b(),
-                                         u(BLOCK * v.SIGMOID_ADDR_BITS), u(BLOCK * v.SIGMOID_WIDTH)),
-        "rope_unit": lambda: v.rope_unit(b(), rst(), b(), u(bus), u(6), u(1), b(), u(bus), s(8), b(), u(7),
-                                         u(v.ROPE_WIDTH)),
-        "norm_unit": lambda: v.norm_unit(b(), rst(), b(), u(v.norm_count_bits(NORM_MAX_BLOCKS)), u(5), b(), u(bus), b(),
-                                         u(bus), s(8), b(), b(), u(5), u(v.GAIN_WIDTH), b(), u(v.RSQRT_ADDR_BITS),
-                                         u(v.RSQRT_WIDTH), max_blocks=NORM_MAX_BLOCKS),
+        "silu_unit": lambda: v.silu_unit(b(), rst(), b(), u(bus), u(bus), BlockBus(),
+                                         RomPort(BLOCK * v.SIGMOID_ADDR_BITS, BLOCK * v.SIGMOID_WIDTH)),
+        "rope_unit": lambda: v.rope_unit(b(), rst(), b(), u(bus), u(6), u(1), BlockBus(), RomPort(7, v.ROPE_WIDTH)),
+        "norm_unit": lambda: v.norm_unit(b(), rst(), b(), u(v.norm_count_bits(NORM_MAX_BLOCKS)), u(5), b(), u(bus),
+                                         BlockBus(), b(), RomPort(5, v.GAIN_WIDTH),
+                                         RomPort(v.RSQRT_ADDR_BITS, v.RSQRT_WIDTH), max_blocks=NORM_MAX_BLOCKS),
     }
 
 
