@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import chip_cli, report_cli, verify_cli
+from . import chip_cli, quantize_cli, report_cli, verify_cli
 from .console import Console
 from .golden.errors import HardwireError
 
@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_synth(sub)
     _add_eval(sub)
+    quantize_cli.add_quantize(sub, EPILOG, _model_arg, _json_arg)
     chip_cli.add_build(sub, EPILOG, _model_arg, _json_arg)
     chip_cli.add_run(sub, EPILOG, _model_arg, _json_arg)
     chip_cli.add_demo(sub, EPILOG, _json_arg)
