@@ -99,7 +99,7 @@ def record_recipes(llama_cpp, model: Path, out: Path) -> None:
     result = {"source": f"llama-cpp-python {llama_cpp.__version__} (llama.cpp) llama_model_quantize, "
                         "allow_requantize, no importance matrix",
               "model": model.name, "model_sha256": _sha256(model), "digest": f"sha256 of the tensor bytes, "
-              f"first {DIGEST_CHARS} hex digits", "recipes": {}}
+              f"first {DIGEST_CHARS} hex digits", "input_tensors": _tensor_table(GGUFReader(model)), "recipes": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for recipe, ftype in RECIPES.items():
             target = Path(tmp) / f"{recipe}.gguf"
@@ -118,6 +118,11 @@ def record_recipes(llama_cpp, model: Path, out: Path) -> None:
             del reader
             target.unlink()
     out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+
+
+def _tensor_table(reader) -> dict:
+    """Name -> type and ggml shape (ne[0], the row length, first), in file order."""
+    return {t.name: {"type": t.tensor_type.name, "shape": [int(n) for n in t.shape]} for t in reader.tensors}
 
 
 def _digest(data: np.ndarray) -> str:
