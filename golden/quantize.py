@@ -336,12 +336,11 @@ def _pack_scales_k4(ls: np.ndarray, lm: np.ndarray) -> np.ndarray:
     return out.astype(np.uint8)
 
 
-def _kx_affine(x, nmax, rmin, nstep, sum_x2_twice):
+def _kx_affine(x, nmax, rmin, nstep):
     """Q4_K (nmax 15) and Q5_K (31): 8 sub-blocks of 32 with 6-bit scales and mins; (d, dmin, ls, lm, L)."""
     nb = len(x)
     g = x.reshape(-1, 32)
-    sum_x2 = _seqsum(np.concatenate([g * g, g * g], axis=1) if sum_x2_twice else g * g)  # Q5_K sums it twice
-    weights = np.sqrt(sum_x2 / F(32))[:, None] + np.abs(g)
+    weights = np.sqrt(_seqsum(g * g) / F(32))[:, None] + np.abs(g)
     scales, mins, L = make_qkx2_quants(g, weights, nmax, rmin, 0.1, nstep, False)
     scales, mins = scales.reshape(nb, 8), mins.reshape(nb, 8)
     max_scale, max_min = _max_positive(scales), _max_positive(mins)
@@ -358,14 +357,14 @@ def _kx_affine(x, nmax, rmin, nstep, sum_x2_twice):
 
 
 def _q4_k(x):
-    d, dmin, ls, lm, L = _kx_affine(x, 15, -1.0, 20, sum_x2_twice=False)
+    d, dmin, ls, lm, L = _kx_affine(x, 15, -1.0, 20)
     pairs = L.reshape(-1, 4, 2, 32)
     qs = _pack_nibbles(pairs[:, :, 0], pairs[:, :, 1]).reshape(-1, 128)
     return np.concatenate([_fp16_bytes(d), _fp16_bytes(dmin), _pack_scales_k4(ls, lm), qs], axis=1)
 
 
 def _q5_k(x):
-    d, dmin, ls, lm, L = _kx_affine(x, 31, -0.5, 15, sum_x2_twice=True)
+    d, dmin, ls, lm, L = _kx_affine(x, 31, -0.5, 15)
     pairs = L.reshape(-1, 4, 2, 32)
     qs = _pack_nibbles(pairs[:, :, 0], pairs[:, :, 1]).reshape(-1, 128)
     high = (L >> 4 & 1).reshape(-1, 8, 32).transpose(0, 2, 1)  # code of sub-block s, index l: byte l, bit s

@@ -26,6 +26,7 @@ quantizers (`quantize.py`), as `llama-quantize --allow-requantize` does.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,7 +78,7 @@ class TensorInfo:
 
 
 class TypePlanner:
-    """llama_tensor_get_type for one model, fed its tensors in file order (the layer counters follow it)."""
+    """llama_tensor_get_type for one model, fed its tensors in llama.cpp's order (the layer counters follow it)."""
 
     def __init__(self, recipe: Recipe, tensors: list[TensorInfo], n_layers: int):
         self.recipe, self.n_layers = recipe, n_layers
@@ -132,9 +133,19 @@ def _fallback(qtype: QT, row: int) -> QT:
     return new if row % block_size(new) == 0 else QT.F16
 
 
+def llama_order(names: list[str]) -> list[str]:
+    """llama.cpp's tensor order (its loader's weight_name_comparer): by layer number, the others first, then name."""
+    def key(name: str) -> tuple[int, str]:
+        m = re.match(r"blk\.(\d+)\.", name)
+        return (int(m.group(1)) if m else -1, name)
+    return sorted(names, key=key)
+
+
 def plan_types(recipe: Recipe, tensors: list[TensorInfo], n_layers: int) -> dict[str, QT]:
+    """Each tensor's type, in llama.cpp's order (its layer counters follow that order)."""
+    by_name = {t.name: t for t in tensors}
     planner = TypePlanner(recipe, tensors, n_layers)
-    return {t.name: planner.plan(t) for t in tensors}
+    return {name: planner.plan(by_name[name]) for name in llama_order(list(by_name))}
 
 
 # --- requantizing a GGUF file -----------------------------------------------------------------------
@@ -161,10 +172,12 @@ def requantize(src: Path, recipe_name: str, out: Path, progress=None) -> dict[st
     writer = GGUFWriter(str(tmp), arch)
     try:
         _copy_metadata(reader, writer, recipe)
-        for n, t in enumerate(reader.tensors):
+        by_name = {t.name: t for t in reader.tensors}
+        for n, name in enumerate(types):  # written in llama.cpp's order, as llama-quantize does
             if progress:
-                progress(n, len(tensors), t.name)
-            data, raw = _converted(t, types[t.name])
+                progress(n, len(types), name)
+            t = by_name[name]
+            data, raw = _converted(t, types[name])
             writer.add_tensor(t.name, data, raw_dtype=raw)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()

@@ -8,7 +8,11 @@ It writes two files into tests/data:
   `ggml_quantize_chunk` (no importance matrix) makes of them;
 - `llama_cpp_recipes.json`: for each recipe, the type and a digest of the bytes
   that `llama_model_quantize` gives every tensor of SmolLM2-135M (requantized
-  from the shipped Q4_1 file, as `llama-quantize --allow-requantize` does).
+  from the shipped Q4_1 file, as `llama-quantize --allow-requantize` does);
+  and for q3_k_m, q4_k_m and q6_k llama.cpp's perplexity over the first 1024
+  tokens of the shipped evaluation text (its token ids as recorded in
+  `llama_cpp_reference.json`), on the requantized file as it is and on the same
+  file dequantized to F32 (which leaves llama.cpp's 8-bit activations out).
 
 Run it from the repository root, with llama.cpp's Python bindings in a
 virtual environment of their own outside the repository (they build llama.cpp
@@ -27,6 +31,7 @@ import argparse
 import ctypes
 import hashlib
 import json
+import re
 import tempfile
 from pathlib import Path
 
@@ -39,6 +44,8 @@ RECIPES = {"q4_0": 2, "q4_1": 3, "q8_0": 7, "q5_0": 8, "q5_1": 9, "q6_k": 18,
 COLS = 512  # two super-blocks of 256, sixteen blocks of 32
 SEED = 20261205
 DIGEST_CHARS = 16
+PPL_RECIPES = ("q3_k_m", "q4_k_m", "q6_k")
+PPL_TOKENS = 1024
 
 
 def seeded_rows() -> np.ndarray:
@@ -96,6 +103,8 @@ def record_rows(llama_cpp, out: Path) -> None:
 def record_recipes(llama_cpp, model: Path, out: Path) -> None:
     from gguf import GGUFReader
 
+    ids = json.loads((out.parent / "llama_cpp_reference.json").read_text("utf-8"))["eval_text_ids"][:PPL_TOKENS]
+
     result = {"source": f"llama-cpp-python {llama_cpp.__version__} (llama.cpp) llama_model_quantize, "
                         "allow_requantize, no importance matrix",
               "model": model.name, "model_sha256": _sha256(model), "digest": f"sha256 of the tensor bytes, "
@@ -116,8 +125,42 @@ def record_recipes(llama_cpp, model: Path, out: Path) -> None:
                 "tensors": {t.name: [t.tensor_type.name, _digest(t.data)] for t in reader.tensors},
             }
             del reader
+            if recipe in PPL_RECIPES:
+                result["recipes"][recipe]["perplexity"] = _perplexities(llama_cpp, target, Path(tmp) / "f32.gguf", ids)
             target.unlink()
-    out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    out.write_text(compact_json(result), encoding="utf-8")
+
+
+def compact_json(data) -> str:
+    """Indented JSON with every innermost list on one line."""
+    return re.sub(r"\[\s+([^\[\]{}]*?)\s+\]", lambda m: "[" + re.sub(r",\s+", ", ", m.group(1)) + "]",
+                  json.dumps(data, indent=1)) + "\n"
+
+
+def _perplexities(llama_cpp, model: Path, f32: Path, ids: list[int]) -> dict:
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = 0  # LLAMA_FTYPE_ALL_F32
+    params.allow_requantize = True
+    params.nthread = 2
+    if llama_cpp.llama_model_quantize(str(model).encode(), str(f32).encode(), ctypes.byref(params)) != 0:
+        raise SystemExit(f"dequantizing {model.name} to F32 failed")
+    figures = {"tokens": len(ids), "native": _perplexity(llama_cpp, model, ids)}
+    figures["f32"] = _perplexity(llama_cpp, f32, ids)
+    f32.unlink()
+    return figures
+
+
+def _perplexity(llama_cpp, model: Path, ids: list[int]) -> float:
+    """exp of the mean negative log-likelihood of ids[1:] given the ids before (one pass, logits of every position)."""
+    llm = llama_cpp.Llama(model_path=str(model), n_ctx=len(ids), n_batch=len(ids), logits_all=True, verbose=False,
+                          n_threads=2)
+    llm.eval(ids)
+    logits = np.asarray(llm.scores[:len(ids) - 1], dtype=np.float64)
+    top = logits.max(axis=1, keepdims=True)
+    logp = logits - top - np.log(np.exp(logits - top).sum(axis=1, keepdims=True))
+    nll = -logp[np.arange(len(ids) - 1), ids[1:]]
+    llm.close()
+    return float(np.exp(nll.mean()))
 
 
 def _tensor_table(reader) -> dict:

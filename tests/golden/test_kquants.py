@@ -79,7 +79,6 @@ def test_q3_k_and_q6_k_sub_scales_are_signed():
     assert set(fields.sc[0]) == {-32} and set(fields.q[0]) == {-4}
 
 
-@pytest.mark.skipif(not RECORDED.exists(), reason="no llama.cpp recording")
 @pytest.mark.parametrize("qtype", TYPES, ids=lambda t: t.name)
 def test_fields_of_llama_cpp_blocks(qtype):
     """Blocks written by llama.cpp itself decode to gguf's floats, and lie close to the rows they came from."""
