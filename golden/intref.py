@@ -17,6 +17,7 @@ import numpy as np
 from . import spec
 from .errors import HardwireError
 from .gguf_model import Model, QuantTensor
+from .kmatmul import FormatMatmul
 from .spec import ACC_BITS, ACC_FRAC, ACT_BITS, ACT_MAX, BLOCK, blocks, floor_shift, rq, sat
 
 EXACT_F64 = 2.0**53
@@ -138,6 +139,13 @@ class IntTensor:
         return terms
 
 
+def linear(*parts):
+    """The matmul of stacked weights: IntTensor's fast paths for the chip's formats, section 3.1 otherwise."""
+    if all(isinstance(p, QuantTensor) for p in parts):
+        return IntTensor(*parts)
+    return FormatMatmul(*parts)
+
+
 def _largest_exponent(holds, peak: float) -> int:
     """The largest e in the float path's range with holds(peak * 2**e), monotone in e (below the range if none)."""
     for e in range(FLOAT_EXP_MAX, FLOAT_EXP_MIN - 1, -1):
@@ -178,16 +186,18 @@ class IntModel:
         self.model = model
         self.capacity = capacity or cfg.context
         self.embed = model.embed
-        self.embed_md, self.embed_ed = spec.fp16_parts(model.embed.d_bits)
-        self.embed_mm = self.embed_em = None
-        if model.embed.m_bits is not None:
-            self.embed_mm, self.embed_em = spec.fp16_parts(model.embed.m_bits)
-        self.lm_head = IntTensor(model.lm_head)
+        self.embed_general = None if isinstance(model.embed, QuantTensor) else FormatMatmul(model.embed)
+        if self.embed_general is None:
+            self.embed_md, self.embed_ed = spec.fp16_parts(model.embed.d_bits)
+            self.embed_mm = self.embed_em = None
+            if model.embed.m_bits is not None:
+                self.embed_mm, self.embed_em = spec.fp16_parts(model.embed.m_bits)
+        self.lm_head = linear(model.lm_head)
         self.layers = [{
-            "qkv": IntTensor(lw.wq, lw.wk, lw.wv),
-            "wo": IntTensor(lw.wo),
-            "gate_up": IntTensor(lw.w_gate, lw.w_up),
-            "w_down": IntTensor(lw.w_down),
+            "qkv": linear(lw.wq, lw.wk, lw.wv),
+            "wo": linear(lw.wo),
+            "gate_up": linear(lw.w_gate, lw.w_up),
+            "w_down": linear(lw.w_down),
             "attn_norm": spec.norm_gains(lw.attn_norm),
             "ffn_norm": spec.norm_gains(lw.ffn_norm),
         } for lw in model.layers]
@@ -213,6 +223,8 @@ class IntModel:
     # --- ops -------------------------------------------------------------------------------------
 
     def embed_rows(self, tokens: np.ndarray) -> np.ndarray:
+        if self.embed_general is not None:
+            return self.embed_general.embed_rows(tokens)
         q = self.embed.q[tokens].astype(np.int64)  # (T, nb, 32)
         x = floor_shift(self.embed_md[tokens][..., None] * q, self.embed_ed[tokens][..., None] + ACC_FRAC)
         if self.embed_mm is not None:

@@ -120,9 +120,10 @@ def _add_eval(sub) -> None:
 def _run_eval(args, console: Console) -> int:
     from .golden.evaluate import evaluate, tokens_for_eval
     from .golden.gguf_model import load_model
+    from .golden.kquants import DECODABLE
 
     text = _read_text(args.text)
-    model = load_model(console.fetch_model(args.model))
+    model = load_model(console.fetch_model(args.model), formats=DECODABLE)  # the references read every format
     ids = tokens_for_eval(model, text, args.tokens)
     with console.progress("evaluating float and integer paths", total=len(ids)) as advance:
         result = evaluate(model, ids, progress=advance)

@@ -115,3 +115,43 @@ def test_embedding_rows(qtype):
     fields = kquants.decode(random_blocks(rng, qtype, 6, 256, fp16=0x2400), qtype, 6, 256)  # 2**-6
     x = FormatMatmul(fields).embed_rows(np.array([4, 1]))
     assert np.array_equal(x * 2.0**-24, fields.dequantize()[[4, 1]].astype(np.float64))
+
+
+# --- models in every format: the loader, the integer reference and the float reference ----------------
+
+def k_model(tmp_path, **quants):
+    from hardwire.golden.synth import SynthSpec, write_synthetic
+
+    spec = SynthSpec(layers=2, d_model=256, d_ffn=512, heads=4, kv_heads=2, vocab=300, context=32, **quants)
+    return write_synthetic(spec, tmp_path / "k.gguf")
+
+
+def test_chip_loader_refuses_what_the_references_read(tmp_path):
+    from hardwire.golden.errors import HardwireError
+    from hardwire.golden.gguf_model import load_model
+
+    path = k_model(tmp_path, attn_quant="q5_0")
+    with pytest.raises(HardwireError, match=r"unsupported quant type Q5_0 \(supported: Q8_0, Q4_0, Q4_1\)"):
+        load_model(path)
+    model = load_model(path, formats=kquants.DECODABLE)
+    assert isinstance(model.layers[0].wq, kquants.BlockFields) and model.layers[0].wq.qtype == QT.Q5_0
+
+
+@pytest.mark.parametrize("quants", [
+    dict(attn_quant="q6_k", ffn_quant="q3_k", embed_quant="q6_k"),  # a 3/6-bit mix, tied head
+    dict(attn_quant="q4_k", ffn_quant="q5_k", embed_quant="q2_k", output_quant="q5_1"),
+    dict(attn_quant="q5_0", ffn_quant="q4_1", embed_quant="q8_0", output_quant="q6_k"),
+], ids=["q3k_q6k_tied", "q4k_q5k_q2k_untied", "q5_0_mixed"])
+def test_integer_reference_follows_float_on_every_format(tmp_path, quants):
+    from hardwire.golden.float_ref import FloatModel
+    from hardwire.golden.gguf_model import load_model
+    from hardwire.golden.intref import IntModel, acc_to_float
+
+    model = load_model(k_model(tmp_path, **quants), formats=kquants.DECODABLE)
+    tokens = np.random.default_rng(1).integers(0, 300, 12)
+    im, fm = IntModel(model, capacity=16), FloatModel(model)
+    li = acc_to_float(im.forward(tokens, im.new_cache()))
+    lf = fm.forward(tokens, fm.new_cache(16)).astype(np.float64)
+    rel = np.linalg.norm(li - lf, axis=1) / np.linalg.norm(lf, axis=1)
+    assert rel.max() < 1e-3
+    assert np.mean(li.argmax(axis=1) == lf.argmax(axis=1)) >= 11 / 12
