@@ -9,6 +9,7 @@ themselves, never re-quantized: a block slot is 32 eight-bit code fields
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -256,7 +257,26 @@ def head_program(cfg: ModelConfig, head_lanes: int, embed_base: int, embed_fmt: 
 
 # --- the whole metal ---------------------------------------------------------------------------
 
+MaskEdit = Callable[[Metal, Model], Metal]
+_mask_edits: list[MaskEdit] = []
+
+
+def add_mask_edit(edit: MaskEdit) -> Callable[[], None]:
+    """Apply `edit` to every metal `generate` returns from now on, as a change order edits the masks
+    after tape-out (fault injection: pytest --hw-flip). Returns the call that withdraws it."""
+    _mask_edits.append(edit)
+    return lambda: _mask_edits.remove(edit)
+
+
 def generate(model: Model, die: Die) -> Metal:
+    """The model's metal for the die, with every registered mask edit applied in order."""
+    metal = _generate_clean(model, die)
+    for edit in list(_mask_edits):
+        metal = edit(metal, model)
+    return metal
+
+
+def _generate_clean(model: Model, die: Die) -> Metal:
     check_fits(model, die)
     cfg = model.config
     if cfg.head_dim % BLOCK:

@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from hardwire.cli_common import EXIT_OK, add_die_option, add_model_option
 from hardwire.golden.models import resolve_model
 from hardwire.golden.synth import SynthSpec, write_synthetic
 
@@ -58,8 +59,8 @@ def cold_and_warm(model: Path, die: str, repeats: int, scratch: Path) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--die", default="hw-s135")
+    add_model_option(ap)
+    add_die_option(ap, default="hw-s135")
     ap.add_argument("--repeats", type=int, default=1, help="cold/warm pairs per die (a cold build takes minutes)")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="hardwire-bench-build-") as tmp:
@@ -75,7 +76,7 @@ def main(argv=None) -> int:
         "repeats": args.repeats,
     }, sys.stdout, indent=2)
     sys.stdout.write("\n")
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

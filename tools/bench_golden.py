@@ -23,6 +23,7 @@ for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 
+from hardwire.cli_common import EXIT_OK, add_model_option  # noqa: E402
 from hardwire.golden.float_ref import FloatModel  # noqa: E402
 from hardwire.golden.gguf_model import load_model  # noqa: E402
 from hardwire.golden.intref import IntModel  # noqa: E402
@@ -47,7 +48,7 @@ def decode_seconds_per_token(step, prompt_ids: list[int], n_tokens: int) -> tupl
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="smollm2-135m")
+    add_model_option(ap)
     ap.add_argument("--tokens", type=int, default=16, help="decode steps per repeat")
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args(argv)
@@ -77,7 +78,7 @@ def main(argv=None) -> int:
         "tokens_per_repeat": args.tokens,
     }, sys.stdout, indent=2)
     sys.stdout.write("\n")
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 
+from hardwire.cli_common import EXIT_OK, add_die_option, add_model_option  # noqa: E402
 from hardwire.cosim.chip_sim import ChipSim, metal_maps  # noqa: E402
 from hardwire.golden.gguf_model import load_model  # noqa: E402
 from hardwire.golden.intref import IntModel  # noqa: E402
@@ -65,8 +66,8 @@ def measure(model, sim: ChipSim, prompt: list[int], n_new: int) -> dict[str, lis
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--die", default=None, help="default: the smallest die that fits the model")
+    add_model_option(ap)
+    add_die_option(ap)
     ap.add_argument("--prompt", default=PROMPT)
     ap.add_argument("--tokens", type=int, default=8, help="tokens generated after the prompt")
     args = ap.parse_args(argv)
@@ -85,7 +86,7 @@ def main(argv=None) -> int:
         "chip_load_s": load_s, "build_cache_hit": sim.cache_hit,
     }, sys.stdout, indent=2)
     sys.stdout.write("\n")
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -11,16 +11,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .console import Console
-from .golden.errors import HardwireError
+from hardwire.cli_common import EPILOG, EXIT_MISMATCH, EXIT_OK, add_die_option, add_json_option, add_model_option
+from hardwire.console import Console
+from hardwire.golden.errors import HardwireError
 
-EXIT_OK, EXIT_MISMATCH = 0, 1
 DEMO_PROMPT = "The capital of France is"
 FAILURES_DIR = Path("hardwire-failures")
-
-
-def add_die_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--die", default=None, help="die name (hw-tiny, hw-s135; default: the smallest that fits)")
 
 
 @dataclass
@@ -37,7 +33,7 @@ class Printed:
     cache_hit: bool
 
     def manifest(self) -> dict:
-        from .rtl.chip import base_grid_sha256
+        from hardwire.rtl.chip import base_grid_sha256
 
         return {"die": self.die.name, "base_grid_sha256": base_grid_sha256(self.sources),
                 "metal_sha256": self.metal.sha256(), **self.metal.stats(), "build_s": round(self.build_s, 3),
@@ -47,10 +43,10 @@ class Printed:
 def print_model(console: Console, model_spec: str, die_name: str | None, via_maps: Path | None = None) -> Printed:
     """Fetch the model, fit it to a die, write its metal and build (or reuse) the chip.
     via_maps: run the chip on these via maps instead of the model's own metal (a mutated metal)."""
-    from .cosim.chip_sim import ChipSim, grid_sources, metal_maps
-    from .golden.gguf_model import load_model
-    from .rtl import metal as metal_gen
-    from .rtl.die import get_die
+    from hardwire.cosim.chip_sim import ChipSim, grid_sources, metal_maps
+    from hardwire.golden.gguf_model import load_model
+    from hardwire.rtl import metal as metal_gen
+    from hardwire.rtl.die import get_die
 
     model = load_model(console.fetch_model(model_spec))
     die = get_die(die_name) if die_name else metal_gen.smallest_die(model)
@@ -68,15 +64,15 @@ def print_model(console: Console, model_spec: str, die_name: str | None, via_map
 
 # --- build -----------------------------------------------------------------------------------------
 
-def add_build(sub, epilog: str, model_arg, json_arg) -> None:
+def add_build(sub) -> None:
     p = sub.add_parser("build", help="print a model onto a die: base-grid Verilog, metal and the Verilator model",
                        description="Generate the die's base-grid Verilog and the model's metal (via maps), build "
                                    "the chip with Verilator (or reuse the cached build) and write a manifest.",
-                       epilog=epilog)
-    model_arg(p)
-    add_die_arg(p)
+                       epilog=EPILOG)
+    add_model_option(p)
+    add_die_option(p)
     p.add_argument("--out", type=Path, default=Path("build"), help="output directory (default: %(default)s)")
-    json_arg(p)
+    add_json_option(p)
     p.set_defaults(handler=run_build)
 
 
@@ -100,27 +96,27 @@ def run_build(args, console: Console) -> int:
 
 # --- run and demo ----------------------------------------------------------------------------------
 
-def add_run(sub, epilog: str, model_arg, json_arg) -> None:
+def add_run(sub) -> None:
     p = sub.add_parser("run", help="generate on the simulated chip, every tap checked against the golden reference",
                        description="Generate tokens on the simulated chip from a prompt. Every debug-tap vector of "
                                    "every layer is compared word for word with the golden integer reference.",
-                       epilog=epilog)
-    model_arg(p)
-    add_die_arg(p)
+                       epilog=EPILOG)
+    add_model_option(p)
+    add_die_option(p)
     add_generation_args(p)
     p.add_argument("--via-maps", type=Path, default=None,
                    help="run the chip on the via maps in this directory instead of the model's own metal")
-    json_arg(p)
+    add_json_option(p)
     p.set_defaults(handler=run_run)
 
 
-def add_demo(sub, epilog: str, json_arg) -> None:
+def add_demo(sub) -> None:
     p = sub.add_parser("demo", help="the main job: smollm2-135m generating on the simulated chip, bit-exact",
                        description="Fetch smollm2-135m, build its chip (or reuse the cache) and generate from a "
                                    "prompt on the RTL, every tap checked against the golden reference.",
-                       epilog=epilog)
+                       epilog=EPILOG)
     add_generation_args(p)
-    json_arg(p)
+    add_json_option(p)
     p.set_defaults(handler=run_run, model="smollm2-135m", die=None)
 
 
@@ -134,8 +130,8 @@ def add_generation_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_run(args, console: Console) -> int:
-    from .cosim.generation import generate
-    from .golden.tokenizer import GGUFTokenizer
+    from hardwire.cosim.generation import generate
+    from hardwire.golden.tokenizer import GGUFTokenizer
 
     if args.tokens < 1:
         raise HardwireError(f"--tokens must be at least 1, not {args.tokens}")
@@ -204,7 +200,7 @@ def parse_prompt_ids(text: str) -> list[int]:
 
 def check_via_maps(directory: Path, die) -> Path:
     """A via-map directory that holds every map the die's ROM macros load."""
-    from .cosim.chip_sim import map_names
+    from hardwire.cosim.chip_sim import map_names
 
     if not directory.is_dir():
         raise HardwireError(f"--via-maps {directory} is not a directory")
@@ -233,7 +229,7 @@ def reproduce_command(model: str, die: str, tokens: int, prompt: str | None = No
 
 def write_artifacts(directory: Path | None, printed: Printed, gen, command: str):
     """Traces, waveform and the reproduce command of a mismatch, in `directory` or a new one."""
-    from .cosim.failure import write_chip_failure
+    from hardwire.cosim.failure import write_chip_failure
 
     if directory is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -1,9 +1,4 @@
-"""The `hardwire` command.
-
-Exit codes: 0 success; 1 a verification mismatch (the chip and the golden
-reference disagree); 2 bad input or an unsatisfiable request, with a one-line
-error on stderr; 130 interrupted.
-"""
+"""The `hardwire` command. Its exit codes are hardwire.cli_common's."""
 
 from __future__ import annotations
 
@@ -11,12 +6,17 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import chip_cli, quantize_cli, report_cli, verify_cli
-from .console import Console
-from .golden.errors import HardwireError
-
-EXIT_OK, EXIT_MISMATCH, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-EPILOG = "exit codes: 0 ok, 1 verification mismatch, 2 bad input (one-line error), 130 interrupted"
+from hardwire import chip_cli, quantize_cli, report_cli, verify_cli
+from hardwire.cli_common import (
+    EPILOG,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    add_json_option,
+    add_model_option,
+)
+from hardwire.console import Console
+from hardwire.golden.errors import HardwireError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from hardwire import __version__
 
     parser = argparse.ArgumentParser(
         prog="hardwire",
@@ -45,28 +45,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_synth(sub)
     _add_eval(sub)
-    quantize_cli.add_quantize(sub, EPILOG, _model_arg, _json_arg)
-    chip_cli.add_build(sub, EPILOG, _model_arg, _json_arg)
-    chip_cli.add_run(sub, EPILOG, _model_arg, _json_arg)
-    chip_cli.add_demo(sub, EPILOG, _json_arg)
-    verify_cli.add_verify(sub, EPILOG, _model_arg, _json_arg)
-    report_cli.add_report(sub, EPILOG, _json_arg)
+    quantize_cli.add_quantize(sub)
+    chip_cli.add_build(sub)
+    chip_cli.add_run(sub)
+    chip_cli.add_demo(sub)
+    verify_cli.add_verify(sub)
+    report_cli.add_report(sub)
     return parser
-
-
-def _model_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="smollm2-135m",
-                   help="a shipped model name (smollm2-135m) or a path to a llama GGUF file (default: %(default)s)")
-
-
-def _json_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON only")
 
 
 # --- synth -----------------------------------------------------------------------------------------
 
 def _add_synth(sub) -> None:
-    from .golden.synth import QUANTS, SynthSpec
+    from hardwire.golden.synth import QUANTS, SynthSpec
 
     d = SynthSpec()
     p = sub.add_parser("synth", help="write a seeded synthetic Llama model as a GGUF file",
@@ -88,12 +79,12 @@ def _add_synth(sub) -> None:
     p.add_argument("--weight-scale", type=float, default=d.weight_scale,
                    help="multiply every weight matrix and the embedding: 0 for all-zero vectors, thousands for "
                         "saturation corners (default: %(default)s)")
-    _json_arg(p)
+    add_json_option(p)
     p.set_defaults(handler=_run_synth)
 
 
 def _run_synth(args, console: Console) -> int:
-    from .golden.synth import SynthSpec, write_synthetic
+    from hardwire.golden.synth import SynthSpec, write_synthetic
 
     fields = SynthSpec.__dataclass_fields__
     spec = SynthSpec(**{k: v for k, v in vars(args).items() if k in fields})
@@ -109,18 +100,18 @@ def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="perplexity and top-1 agreement of the integer spec against float",
                        description="Run the float and the integer reference over a text and compare them.",
                        epilog=EPILOG)
-    _model_arg(p)
+    add_model_option(p)
     p.add_argument("--text", type=Path, default=None,
                    help="an English text file (default: the shipped evaluation text)")
     p.add_argument("--tokens", type=int, default=1024, help="tokens of the text to evaluate (default: %(default)s)")
-    _json_arg(p)
+    add_json_option(p)
     p.set_defaults(handler=_run_eval)
 
 
 def _run_eval(args, console: Console) -> int:
-    from .golden.evaluate import evaluate, tokens_for_eval
-    from .golden.gguf_model import load_model
-    from .golden.kquants import DECODABLE
+    from hardwire.golden.evaluate import evaluate, tokens_for_eval
+    from hardwire.golden.gguf_model import load_model
+    from hardwire.golden.kquants import DECODABLE
 
     text = _read_text(args.text)
     model = load_model(console.fetch_model(args.model), formats=DECODABLE)  # the references read every format

@@ -30,8 +30,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cosim.coverage_waivers import waived_units
-from .golden.errors import HardwireError
+from hardwire.cosim.coverage_waivers import waived_units
+from hardwire.golden.errors import HardwireError
 
 TOOL = "verilator_coverage"
 MERGED_FILE, INFO_FILE, SUMMARY_FILE = "coverage.dat", "coverage.info", "code_coverage.json"

@@ -61,7 +61,7 @@ class Console:
             yield
 
     def fetch_model(self, spec: str):
-        from .golden.models import is_cached, resolve_model
+        from hardwire.golden.models import is_cached, resolve_model
 
         if is_cached(spec) or not self.live:
             return resolve_model(spec)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from html import escape
 
-from .run_results import (
+from hardwire.run_results import (
     STATUSES,
     RunData,
     code_percent,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 
+from hardwire.cli_common import EXIT_MISMATCH, EXIT_OK, EXIT_USAGE
 from hardwire.cosim.chip_sim import grid_sources
 from hardwire.cosim.verilator_build import lint
 from hardwire.golden.errors import HardwireError
@@ -29,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         dies = [get_die(name) for name in names]
     except HardwireError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     failed = False
     for die in dies:
         sources, _ = grid_sources(die)
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
             if report:
                 print(report)
                 failed = True
-    return 1 if failed else 0
+    return EXIT_MISMATCH if failed else EXIT_OK
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hardwire.cli_common import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, add_die_option, add_json_option, add_model_option
 from hardwire.console import Console
 from hardwire.cosim import mutation
 from hardwire.cosim.chip_sim import ChipSim, metal_maps
@@ -46,7 +47,6 @@ from hardwire.golden.synth import SynthSpec, write_synthetic
 from hardwire.rtl import metal
 from hardwire.rtl.die import SLOT_BITS, get_die
 
-EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
 SLOT_BYTES = SLOT_BITS // 8
 CLASSES = ("weights", "scales", "consts", "ucode", "luts", "head")
 DEFAULT_SPEC = SynthSpec(layers=3, d_model=256, d_ffn=512, heads=8, kv_heads=2, vocab=517, seed=6,
@@ -239,13 +239,13 @@ def show_table(console: Console, outcomes: list[Outcome], summary: dict) -> None
 def parse_args(argv):
     ap = argparse.ArgumentParser(prog="mutation_score", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=None, help="a GGUF path or smollm2-135m (default: a synthetic model)")
-    ap.add_argument("--die", default="hw-tiny", help="die name (default: %(default)s)")
+    add_model_option(ap, default=None, help_default="a synthetic model")
+    add_die_option(ap, default="hw-tiny")
     ap.add_argument("--flips", type=int, default=24, help="single-bit flips (default: %(default)s)")
     ap.add_argument("--seed", type=int, default=1, help="seed of the flip sampling (default: %(default)s)")
     ap.add_argument("--prompt-ids", default=DEFAULT_PROMPT, help="the stimulus prompt (default: %(default)s)")
     ap.add_argument("--tokens", type=int, default=2, help="tokens generated per run (default: %(default)s)")
-    ap.add_argument("--json", action="store_true", help="print machine-readable JSON only")
+    add_json_option(ap)
     return ap.parse_args(argv)
 
 

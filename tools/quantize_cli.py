@@ -6,29 +6,28 @@ import collections
 import time
 from pathlib import Path
 
-from .console import Console
-from .golden.errors import HardwireError
+from hardwire.cli_common import EPILOG, EXIT_OK, add_json_option, add_model_option
+from hardwire.console import Console
+from hardwire.golden.errors import HardwireError
 
-EXIT_OK = 0
 
-
-def add_quantize(sub, epilog: str, model_arg, json_arg) -> None:
-    from .golden.recipes import RECIPES
+def add_quantize(sub) -> None:
+    from hardwire.golden.recipes import RECIPES
 
     p = sub.add_parser(
         "quantize", help="requantize a model under a llama.cpp recipe (q4_k_m, q6_k, ...)",
         description="Requantize a Llama GGUF with llama.cpp's per-tensor type rules and ggml's reference "
                     "quantizers (no importance matrix); the bytes equal llama-quantize's.",
-        epilog=epilog)
-    model_arg(p)
+        epilog=EPILOG)
+    add_model_option(p)
     p.add_argument("--recipe", required=True, help=f"one of {', '.join(RECIPES)}")
     p.add_argument("--out", required=True, type=Path, help="the GGUF file to write")
-    json_arg(p)
+    add_json_option(p)
     p.set_defaults(handler=run_quantize)
 
 
 def run_quantize(args, console: Console) -> int:
-    from .golden.recipes import get_recipe, requantize
+    from hardwire.golden.recipes import get_recipe, requantize
 
     get_recipe(args.recipe)  # an unknown recipe fails before any model is fetched
     src = console.fetch_model(args.model)

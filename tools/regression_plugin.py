@@ -14,8 +14,9 @@ its work directory, and the controller merges them into RUN/coverage.dat, RUN/co
 RUN/code_coverage.json (tools/code_coverage.py; needs verilator_coverage, checked at the start).
 
 --hw-flip ROM:WORD:BIT injects a fault: every metal the session prints (rtl.metal.generate) has
-that one via bit flipped, so the chip and tile tests fail where the flipped bit first shows (a
-deliberately broken run, to see the checks and the dashboard catch it). A metal without that ROM,
+that one via bit flipped, a mask edit registered with rtl.metal.add_mask_edit, so the chip and
+tile tests fail where the flipped bit first shows (a deliberately broken run, to see the checks
+and the dashboard catch it). A metal without that ROM,
 or a word or bit outside it, stops the test with an error; the reproduce lines carry the flip.
 
 Every failing test whose failure text carries no "reproduce:" line of its own gets a JUnit
@@ -31,14 +32,15 @@ import re
 import shlex
 import shutil
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from . import code_coverage
-from .cosim.functional_coverage import ChainedRunCoverage, Coverage, merge_files
-from .golden.errors import HardwireError
+from hardwire import code_coverage
+from hardwire.cosim.functional_coverage import ChainedRunCoverage, Coverage, merge_files
+from hardwire.golden.errors import HardwireError
 
 COVERAGE_FILE, PERF_FILE, JUNIT_FILE, WORKERS_DIR = "functional_coverage.json", "perf.json", "junit.xml", "workers"
 PERF_FORMAT = 1
@@ -112,24 +114,22 @@ def reproduce_command(nodeid: str, flip: str | None = None) -> str:
     return f"pytest {shlex.quote(nodeid)}" + (f" --hw-flip {shlex.quote(flip)}" if flip else "")
 
 
-def flip_every_metal(flip) -> None:
-    """Wrap rtl.metal.generate so that every metal printed from now on carries `flip` (a mutation.Flip)."""
-    from .cosim import mutation  # pyverilator (through chip_sim): only when a flip is asked for
-    from .rtl import metal
+def flip_every_metal(flip) -> Callable[[], None]:
+    """Register a mask edit (rtl.metal.add_mask_edit) so that every metal printed from now on carries
+    `flip` (a mutation.Flip). Returns the call that withdraws it."""
+    from hardwire.cosim import mutation  # pyverilator (through chip_sim): only when a flip is asked for
+    from hardwire.rtl import metal
 
-    clean = metal.generate
-
-    def generate_flipped(model, die):
-        image = clean(model, die)
+    def flip_via_bit(image, model):
         if flip.rom not in image.roms:
-            raise HardwireError(f"--hw-flip {flip.spec}: the metal of {model.config.name} on {die.name} has no ROM "
-                                f"{flip.rom!r} (it has {', '.join(sorted(image.roms))})")
+            raise HardwireError(f"--hw-flip {flip.spec}: the metal of {model.config.name} on {image.die.name} has "
+                                f"no ROM {flip.rom!r} (it has {', '.join(sorted(image.roms))})")
         try:
             return mutation.apply_flip(image, flip)
         except ValueError as exc:
             raise HardwireError(f"--hw-flip: {exc}") from None
 
-    metal.generate = generate_flipped
+    return metal.add_mask_edit(flip_via_bit)
 
 
 # --- hooks and fixtures ----------------------------------------------------------------------------
@@ -179,7 +179,7 @@ def pytest_sessionfinish(session) -> None:
 
 def write_code_coverage(directory: Path) -> list[Path]:
     """This process's coverage builds, one .dat file each (none when it built no chip for coverage)."""
-    from .cosim.verilator_build import write_coverage_files  # pyverilator: only when coverage is on
+    from hardwire.cosim.verilator_build import write_coverage_files  # pyverilator: only when coverage is on
 
     return write_coverage_files(directory)
 
@@ -247,7 +247,7 @@ def _check_code_coverage(run_dir: Path | None) -> None:
 
 
 def _parse_flip(text: str):
-    from .cosim.mutation import Flip  # as in flip_every_metal
+    from hardwire.cosim.mutation import Flip  # as in flip_every_metal
 
     try:
         return Flip.parse(text)

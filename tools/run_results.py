@@ -32,8 +32,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cosim.functional_coverage import Coverage, group_of
-from .golden.errors import HardwireError
+from hardwire.cosim.functional_coverage import Coverage, group_of
+from hardwire.golden.errors import HardwireError
 
 JUNIT_FILE, COVERAGE_FILE, CODE_COVERAGE_FILE = "junit.xml", "functional_coverage.json", "code_coverage.json"
 PERF_FILE, HISTORY_FILE = "perf.json", "history.jsonl"

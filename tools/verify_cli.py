@@ -17,29 +17,29 @@ import xml.etree.ElementTree as ET
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from .console import Console
-from .golden.errors import HardwireError
+from hardwire.cli_common import EPILOG, EXIT_MISMATCH, EXIT_OK, add_die_option, add_json_option, add_model_option
+from hardwire.console import Console
+from hardwire.golden.errors import HardwireError
 
-EXIT_OK, EXIT_MISMATCH = 0, 1
 DEFAULT_PROMPT = "The bridge"
 _JOB: dict = {}  # what every shard reads: set before the workers fork
 
 
-def add_verify(sub, epilog: str, model_arg, json_arg) -> None:
+def add_verify(sub) -> None:
     p = sub.add_parser("verify", help="verify every layer on the die's tile, sharded over worker processes",
                        description="Run each layer of the model on the die's tile, fed the golden inputs of the "
                                    "prompt's positions, and compare every tap with the golden reference. Layers "
                                    "are sharded over --jobs processes; results go to RUN_DIR/junit.xml for "
                                    "`hardwire report`.",
-                       epilog=epilog)
-    model_arg(p)
-    p.add_argument("--die", default=None, help="die name (hw-tiny, hw-s135; default: the smallest that fits)")
+                       epilog=EPILOG)
+    add_model_option(p)
+    add_die_option(p)
     p.add_argument("--prompt", default=DEFAULT_PROMPT, help="the prompt text (default: %(default)r)")
     p.add_argument("--layers", default="all", help="layers to verify: all, or a list such as 0,3,10-12")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (default: the cores)")
     p.add_argument("--run-dir", type=Path, default=Path("hardwire-verify"),
                    help="where junit.xml and the shards' work directories go (default: %(default)s)")
-    json_arg(p)
+    add_json_option(p)
     p.set_defaults(handler=run_verify)
 
 
@@ -61,11 +61,11 @@ def parse_layers(text: str, n_layers: int) -> list[int]:
 
 
 def run_verify(args, console: Console) -> int:
-    from .cosim.layer_check import golden_trace
-    from .golden.gguf_model import load_model
-    from .golden.tokenizer import GGUFTokenizer
-    from .rtl import metal
-    from .rtl.die import get_die
+    from hardwire.cosim.layer_check import golden_trace
+    from hardwire.golden.gguf_model import load_model
+    from hardwire.golden.tokenizer import GGUFTokenizer
+    from hardwire.rtl import metal
+    from hardwire.rtl.die import get_die
 
     if args.jobs < 1:
         raise HardwireError(f"--jobs must be at least 1, not {args.jobs}")
@@ -110,7 +110,7 @@ def _run_shards(layers: list[int], jobs: int, advance) -> list:
 
 
 def _shard(layer: int):
-    from .cosim.layer_check import check_layer
+    from hardwire.cosim.layer_check import check_layer
 
     work = _JOB["work"] / f"pid{os.getpid()}" / f"layer{layer:02d}"
     result = check_layer(_JOB["model"], _JOB["image"], _JOB["trace"], layer, _JOB["positions"], work)

@@ -109,20 +109,34 @@ def test_a_malformed_flip_stops_the_run_in_one_line(tmp_path, flip, message):
     ("no_such_rom:0:0", "has no ROM 'no_such_rom'"),
     ("straps:0:999", "straps[0] bit 999 is outside straps"),
 ])
-def test_a_flip_the_metal_cannot_take_is_an_error_not_a_pass(synth_model, flip, message, monkeypatch):
-    monkeypatch.setattr(metal, "generate", metal.generate)  # undone after the test
-    flip_every_metal(Flip.parse(flip))
+def test_a_flip_the_metal_cannot_take_is_an_error_not_a_pass(synth_model, flip, message, request):
+    request.addfinalizer(flip_every_metal(Flip.parse(flip)))
     with pytest.raises(HardwireError, match=re.escape(message)):
         metal.generate(synth_model, get_die("hw-tiny"))
 
 
-def test_a_flipped_metal_differs_in_that_bit_alone(synth_model, monkeypatch):
-    clean = metal.generate(synth_model, get_die("hw-tiny"))
-    monkeypatch.setattr(metal, "generate", metal.generate)
-    flip_every_metal(Flip("tile01_weights", 2, 13))
-    flipped = metal.generate(synth_model, get_die("hw-tiny"))
+def assert_flipped_in_that_bit_alone(clean, flipped) -> None:
+    """tile01_weights word 2 bit 13 (byte 1, bit 5) flipped, every other via bit as it was."""
     for name, rom in clean.roms.items():
         diff = rom.words ^ flipped.roms[name].words
         assert diff.sum() == (1 << 5 if name == "tile01_weights" else 0), name
     assert (clean.roms["tile01_weights"].words ^ flipped.roms["tile01_weights"].words)[2, 1] == 1 << 5
+
+
+def test_a_flipped_metal_differs_in_that_bit_alone(synth_model, request):
+    clean = metal.generate(synth_model, get_die("hw-tiny"))
+    request.addfinalizer(flip_every_metal(Flip("tile01_weights", 2, 13)))
+    assert_flipped_in_that_bit_alone(clean, metal.generate(synth_model, get_die("hw-tiny")))
     assert Flip.parse("tile01_weights:2:13").spec == "tile01_weights:2:13"
+
+
+def test_a_caller_that_imported_generate_by_name_gets_the_flip_too(synth_model):
+    from hardwire.rtl.metal import generate  # bound before the flip: a wrapper of the module attribute would miss it
+
+    clean = generate(synth_model, get_die("hw-tiny"))
+    withdraw = flip_every_metal(Flip("tile01_weights", 2, 13))
+    try:
+        assert_flipped_in_that_bit_alone(clean, generate(synth_model, get_die("hw-tiny")))
+    finally:
+        withdraw()
+    assert generate(synth_model, get_die("hw-tiny")).sha256() == clean.sha256()  # withdrawn: the clean metal again
