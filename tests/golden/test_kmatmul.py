@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from gguf import GGML_QUANT_SIZES
@@ -155,3 +157,29 @@ def test_integer_reference_follows_float_on_every_format(tmp_path, quants):
     rel = np.linalg.norm(li - lf, axis=1) / np.linalg.norm(lf, axis=1)
     assert rel.max() < 1e-3
     assert np.mean(li.argmax(axis=1) == lf.argmax(axis=1)) >= 11 / 12
+
+
+def test_references_refuse_unsupported_types_naming_the_supported(tmp_path, monkeypatch):
+    from hardwire.golden import synth
+    from hardwire.golden.errors import HardwireError
+    from hardwire.golden.gguf_model import load_model
+
+    supported = "(supported: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K)"
+    path = k_model(tmp_path, attn_quant="f32")
+    with pytest.raises(HardwireError, match=r"'blk.0.attn_q.weight' has unsupported quant type F32 " +
+                       re.escape(supported)):
+        load_model(path, formats=kquants.DECODABLE)
+
+    def add_iq4_nl(w, name, data, qtype):  # gguf cannot quantize IQ4_NL: random blocks of its size (18 bytes)
+        if qtype != QT.IQ4_NL:
+            return original(w, name, data, qtype)
+        raw = np.random.default_rng(0).integers(0, 256, (data.shape[0], data.shape[1] // 32 * 18), dtype=np.uint8)
+        w.add_tensor(name, raw, raw_dtype=QT.IQ4_NL)
+
+    original = synth._add
+    monkeypatch.setattr(synth, "_add", add_iq4_nl)
+    monkeypatch.setitem(synth.QUANTS, "iq4_nl", QT.IQ4_NL)
+    path = k_model(tmp_path, ffn_quant="iq4_nl")
+    with pytest.raises(HardwireError, match=r"'blk.0.ffn_gate.weight' has unsupported quant type IQ4_NL " +
+                       re.escape(supported)):
+        load_model(path, formats=kquants.DECODABLE)
