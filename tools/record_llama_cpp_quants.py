@@ -8,11 +8,13 @@ It writes two files into tests/data:
   `ggml_quantize_chunk` (no importance matrix) makes of them;
 - `llama_cpp_recipes.json`: for each recipe, the type and a digest of the bytes
   that `llama_model_quantize` gives every tensor of SmolLM2-135M (requantized
-  from the shipped Q4_1 file, as `llama-quantize --allow-requantize` does);
-  and for q3_k_m, q4_k_m and q6_k llama.cpp's perplexity over the first 1024
-  tokens of the shipped evaluation text (its token ids as recorded in
-  `llama_cpp_reference.json`), on the requantized file as it is and on the same
-  file dequantized to F32 (which leaves llama.cpp's 8-bit activations out).
+  from the shipped Q4_1 file, as `llama-quantize --allow-requantize` does).
+  With `--perplexity` it adds, for q3_k_m, q4_k_m and q6_k, llama.cpp's
+  perplexity over the first 1024 tokens of the shipped evaluation text (its
+  token ids as recorded in `llama_cpp_reference.json`), on the requantized
+  file as it is and on the same file dequantized to F32 (which leaves
+  llama.cpp's 8-bit activations out). It reproduces the recorded 18.752 of the
+  Q4_1 file itself.
 
 Run it from the repository root, with llama.cpp's Python bindings in a
 virtual environment of their own outside the repository (they build llama.cpp
@@ -100,7 +102,7 @@ def record_rows(llama_cpp, out: Path) -> None:
     np.savez_compressed(out, **arrays)
 
 
-def record_recipes(llama_cpp, model: Path, out: Path) -> None:
+def record_recipes(llama_cpp, model: Path, out: Path, perplexity: bool = False) -> None:
     from gguf import GGUFReader
 
     ids = json.loads((out.parent / "llama_cpp_reference.json").read_text("utf-8"))["eval_text_ids"][:PPL_TOKENS]
@@ -125,7 +127,7 @@ def record_recipes(llama_cpp, model: Path, out: Path) -> None:
                 "tensors": {t.name: [t.tensor_type.name, _digest(t.data)] for t in reader.tensors},
             }
             del reader
-            if recipe in PPL_RECIPES:
+            if perplexity and recipe in PPL_RECIPES:
                 result["recipes"][recipe]["perplexity"] = _perplexities(llama_cpp, target, Path(tmp) / "f32.gguf", ids)
             target.unlink()
     out.write_text(compact_json(result), encoding="utf-8")
@@ -152,8 +154,21 @@ def _perplexities(llama_cpp, model: Path, f32: Path, ids: list[int]) -> dict:
 
 def _perplexity(llama_cpp, model: Path, ids: list[int]) -> float:
     """exp of the mean negative log-likelihood of ids[1:] given the ids before (one pass, logits of every position)."""
-    llm = llama_cpp.Llama(model_path=str(model), n_ctx=len(ids), n_batch=len(ids), logits_all=True, verbose=False,
-                          n_threads=2)
+    from llama_cpp import llama_cpp as low_level
+
+    default_params = low_level.llama_model_default_params
+
+    def plain_buffers():  # no weight repacking (AMX tiles fault where the kernel does not grant them)
+        params = default_params()
+        params.use_extra_bufts = False
+        return params
+
+    low_level.llama_model_default_params = plain_buffers
+    try:
+        llm = llama_cpp.Llama(model_path=str(model), n_ctx=len(ids), n_batch=len(ids), logits_all=True,
+                              verbose=False, n_threads=2)
+    finally:
+        low_level.llama_model_default_params = default_params
     llm.eval(ids)
     logits = np.asarray(llm.scores[:len(ids) - 1], dtype=np.float64)
     top = logits.max(axis=1, keepdims=True)
@@ -186,9 +201,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True, help="SmolLM2-135M-Instruct.Q4_1.gguf")
     parser.add_argument("--out-dir", type=Path, default=Path("tests/data"))
+    parser.add_argument("--perplexity", action="store_true", help="also record llama.cpp's perplexities (slow)")
     args = parser.parse_args()
     record_rows(llama_cpp, args.out_dir / "llama_cpp_quant_rows.npz")
-    record_recipes(llama_cpp, args.model, args.out_dir / "llama_cpp_recipes.json")
+    record_recipes(llama_cpp, args.model, args.out_dir / "llama_cpp_recipes.json", args.perplexity)
 
 
 if __name__ == "__main__":
