@@ -25,9 +25,10 @@ import numpy as np
 from gguf import GGMLQuantizationType as QT
 
 from hardwire.golden import spec
+from hardwire.golden.block_matmul import IntTensor
 from hardwire.golden.errors import HardwireError
 from hardwire.golden.gguf_model import Model
-from hardwire.golden.intref import IntTensor, Trace
+from hardwire.golden.intref import Trace
 from hardwire.golden.spec import ACC_BITS, ACC_FRAC, ACT_MAX, BLOCK, blocks, floor_shift, rq, sat
 from hardwire.rtl import chip
 from hardwire.rtl.die import Die

@@ -25,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hardwire.golden.gguf_model import BLOCK, Model, QuantTensor
+from hardwire.golden.gguf_model import Model, QuantTensor
 from hardwire.golden.intref import IntModel, Trace
+from hardwire.golden.spec import BLOCK
 from hardwire.rtl import metal as M
 from hardwire.rtl.die import SLOT_BITS
 from hardwire.rtl.isa import LAYOUT, Instr, field_offsets
@@ -276,14 +277,14 @@ def _decode_norm_header(image: M.Metal, flip: Flip, layer: int | None, norm: str
 
 
 def _norm_of(golden: IntModel, layer: int | None, norm: str):
-    return golden.out_norm if layer is None else golden.layers[layer][norm]
+    return golden.out_norm if layer is None else getattr(golden.layers[layer], norm)
 
 
 def _set_norm(golden: IntModel, layer: int | None, norm: str, gains) -> None:
     if layer is None:
         golden.out_norm = gains
     else:
-        golden.layers[layer][norm] = gains
+        setattr(golden.layers[layer], norm, gains)
 
 
 class _PerNormEps(IntModel):

@@ -7,9 +7,32 @@ permuted Q/K weights expect.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from .gguf_model import Model
+from .gguf_model import LayerWeights, Model
+
+
+@dataclass
+class FloatLayer:
+    """One transformer layer on dequantized float32 weights, (rows, cols) each."""
+
+    attn_norm: np.ndarray
+    wq: np.ndarray
+    wk: np.ndarray
+    wv: np.ndarray
+    wo: np.ndarray
+    ffn_norm: np.ndarray
+    w_gate: np.ndarray
+    w_up: np.ndarray
+    w_down: np.ndarray
+
+    @classmethod
+    def dequantized(cls, lw: LayerWeights) -> FloatLayer:
+        return cls(attn_norm=lw.attn_norm, wq=lw.wq.dequantize(), wk=lw.wk.dequantize(), wv=lw.wv.dequantize(),
+                   wo=lw.wo.dequantize(), ffn_norm=lw.ffn_norm, w_gate=lw.w_gate.dequantize(),
+                   w_up=lw.w_up.dequantize(), w_down=lw.w_down.dequantize())
 
 
 class FloatModel:
@@ -18,12 +41,7 @@ class FloatModel:
         cfg = self.cfg = model.config
         self.embed = model.embed.dequantize()
         self.lm_head = self.embed if model.lm_head is model.embed else model.lm_head.dequantize()
-        self.layers = [
-            {name: getattr(lw, name).dequantize() for name in
-             ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")}
-            | {"attn_norm": lw.attn_norm, "ffn_norm": lw.ffn_norm}
-            for lw in model.layers
-        ]
+        self.layers = [FloatLayer.dequantized(lw) for lw in model.layers]
         half = cfg.head_dim // 2
         self.inv_freq = cfg.rope_theta ** (-np.arange(half, dtype=np.float64) * 2.0 / cfg.head_dim)
 
@@ -56,10 +74,10 @@ class FloatModel:
         x = self.embed[tokens].astype(np.float32)
         mask = np.triu(np.full((T, start + T), -np.inf, np.float32), k=start + 1)
         for li, L in enumerate(self.layers):
-            h = self._rms(x, L["attn_norm"])
-            q = self._rope((h @ L["wq"].T).reshape(T, nh, hd), pos)
-            k = self._rope((h @ L["wk"].T).reshape(T, nkv, hd), pos)
-            v = h @ L["wv"].T
+            h = self._rms(x, L.attn_norm)
+            q = self._rope((h @ L.wq.T).reshape(T, nh, hd), pos)
+            k = self._rope((h @ L.wk.T).reshape(T, nkv, hd), pos)
+            v = h @ L.wv.T
             cache["k"][li, start:start + T] = k.reshape(T, -1)
             cache["v"][li, start:start + T] = v
             K = cache["k"][li, :start + T].reshape(-1, nkv, hd)
@@ -70,9 +88,9 @@ class FloatModel:
                 s = (q[:, hq] @ K[:, kh].T) / np.sqrt(hd) + mask
                 p = np.exp(s - s.max(axis=-1, keepdims=True))
                 att[:, hq] = (p / p.sum(axis=-1, keepdims=True)) @ V[:, kh]
-            x = x + att.reshape(T, -1) @ L["wo"].T
-            h = self._rms(x, L["ffn_norm"])
-            g = h @ L["w_gate"].T
-            x = x + ((g / (1.0 + np.exp(-g))) * (h @ L["w_up"].T)) @ L["w_down"].T
+            x = x + att.reshape(T, -1) @ L.wo.T
+            h = self._rms(x, L.ffn_norm)
+            g = h @ L.w_gate.T
+            x = x + ((g / (1.0 + np.exp(-g))) * (h @ L.w_up.T)) @ L.w_down.T
         cache["len"] = start + T
         return self._rms(x, self.model.out_norm) @ self.lm_head.T

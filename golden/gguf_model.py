@@ -24,8 +24,8 @@ from gguf import GGUFReader
 from .errors import HardwireError
 from .kquants import BlockFields, format_names
 from .kquants import decode as decode_fields
+from .spec import BLOCK
 
-BLOCK = 32
 SUPPORTED_QUANTS = (QT.Q8_0, QT.Q4_0, QT.Q4_1)
 FLOAT_TYPES = (QT.F32, QT.F16)
 

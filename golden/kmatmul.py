@@ -11,7 +11,7 @@ and the block term `floor_shift(M_d P_b, E_d + e_b + 24) + floor_shift(M_o O_b, 
 each product saturated to TERM_BITS. `d` is the fp16 of the 32-block or of
 the 256-weight super-block the activation block lies in. The offset is
 Q4_1/Q5_1's `+m` (o = 1) or the K quants' `-dmin` (o = the sub-block min).
-Q8_0, Q4_0 and Q4_1 give the same words as `intref.IntTensor`.
+Q8_0, Q4_0 and Q4_1 give the same words as `block_matmul.IntTensor`.
 """
 
 from __future__ import annotations

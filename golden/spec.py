@@ -12,7 +12,7 @@ import numpy as np
 
 from .errors import HardwireError
 
-BLOCK = 32
+BLOCK = 32  # a GGUF block of weights, and the chip's block of activations sharing one exponent
 ACT_BITS = 16  # section 1: B16 mantissas, for activations and the KV cache alike
 ACT_MAX = (1 << (ACT_BITS - 1)) - 1
 ACC_BITS, ACC_FRAC = 48, 24  # section 1

@@ -22,8 +22,8 @@ from tokenizers import pre_tokenizers
 
 from . import quantize as ggml_quantize
 from .errors import HardwireError
-from .gguf_model import BLOCK
 from .kquants import FORMATS
+from .spec import BLOCK
 
 QUANTS = {"q8_0": QT.Q8_0, "q4_0": QT.Q4_0, "q4_1": QT.Q4_1, "q5_0": QT.Q5_0, "q5_1": QT.Q5_1,
           "q2_k": QT.Q2_K, "q3_k": QT.Q3_K, "q4_k": QT.Q4_K, "q5_k": QT.Q5_K, "q6_k": QT.Q6_K, "f32": QT.F32}

@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from hardwire.golden.errors import HardwireError
+from hardwire.golden.spec import BLOCK
 
-SLOT_BITS = 32 * 8 + 16 + 16  # one GGUF block: 32 code fields of 8 bits, fp16 d, fp16 m
+SLOT_BITS = BLOCK * 8 + 16 + 16  # one GGUF block: 32 code fields of 8 bits, fp16 d, fp16 m
 
 
 @dataclass(frozen=True)

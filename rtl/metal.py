@@ -16,7 +16,8 @@ import numpy as np
 
 from hardwire.golden import spec
 from hardwire.golden.errors import HardwireError
-from hardwire.golden.gguf_model import BLOCK, Model, ModelConfig, QuantTensor
+from hardwire.golden.gguf_model import Model, ModelConfig, QuantTensor
+from hardwire.golden.spec import BLOCK
 
 from .die import DIES, SLOT_BITS, Die
 from .isa import FORMAT_CODE, TAP_ID, Instr, Op

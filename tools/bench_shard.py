@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+from hardwire.cli_common import EXIT_OK
+
 DEFAULT_TESTS = ["tests/cosim/test_tile_smollm2.py"]
 TARGET = 1.7  # the speed-up two workers should reach on two cores
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,7 +89,7 @@ def main(argv=None) -> int:
         "cpus": os.cpu_count(), "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2),
     }, sys.stdout, indent=2)
     sys.stdout.write("\n")
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

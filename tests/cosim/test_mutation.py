@@ -51,7 +51,7 @@ def reencoded(image, model, flip: Flip, decoded) -> list[int] | None:
     golden = decoded.patch(model)
     if kind == "consts":
         norms = [golden.out_norm] if flip.rom == "head_consts" else [
-            golden.layers[int(flip.rom[4:6])][n] for n in ("attn_norm", "ffn_norm")]
+            getattr(golden.layers[int(flip.rom[4:6])], n) for n in ("attn_norm", "ffn_norm")]
         eps = getattr(golden, "eps_by_norm", {})
         return [w for g in norms for w in vector.norm_const_words(*g, eps.get(id(g), golden.eps_q))]
     if kind == "lut_rope":

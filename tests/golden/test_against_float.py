@@ -17,8 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hardwire.golden import spec
+from hardwire.golden.block_matmul import IntTensor
 from hardwire.golden.gguf_model import QuantTensor
-from hardwire.golden.intref import IntModel, IntTensor
+from hardwire.golden.intref import IntModel
 
 GOLDEN = settings.get_profile("hardwire-golden")
 SEEDS = range(12)

@@ -11,8 +11,8 @@ from gguf import GGMLQuantizationType as QT
 from kquant_blocks import random_blocks
 
 from hardwire.golden import kquants
+from hardwire.golden.block_matmul import IntTensor
 from hardwire.golden.gguf_model import QuantTensor
-from hardwire.golden.intref import IntTensor
 from hardwire.golden.kmatmul import FormatMatmul
 from hardwire.golden.spec import ACC_BITS, TERM_BITS
 

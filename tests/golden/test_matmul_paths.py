@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as QT
 
+from hardwire.golden.block_matmul import IntTensor
 from hardwire.golden.gguf_model import QuantTensor
-from hardwire.golden.intref import IntTensor
 
 CODES = {QT.Q8_0: (-128, 127), QT.Q4_0: (-8, 7), QT.Q4_1: (0, 15)}
 SCALES = [0x3C00, 0x2E66, 0x0001, 0x1234, 0xB800]  # 1.0, 0.1, the smallest subnormal, 2**-14-ish, -0.5

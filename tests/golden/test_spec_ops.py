@@ -15,9 +15,10 @@ import pytest
 from gguf import GGMLQuantizationType as QT
 
 from hardwire.golden import spec
+from hardwire.golden.block_matmul import IntTensor
 from hardwire.golden.errors import HardwireError
 from hardwire.golden.gguf_model import QuantTensor
-from hardwire.golden.intref import IntModel, IntTensor, Trace, argmax
+from hardwire.golden.intref import IntModel, Trace, argmax
 
 I64_MAX, I64_MIN = 2**63 - 1, -(2**63)
 

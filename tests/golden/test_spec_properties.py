@@ -22,8 +22,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from hardwire.golden import spec
+from hardwire.golden.block_matmul import IntTensor
 from hardwire.golden.gguf_model import QuantTensor
-from hardwire.golden.intref import IntModel, IntTensor
+from hardwire.golden.intref import IntModel
 
 GOLDEN = settings.get_profile("hardwire-golden")
 I64_MIN, I64_MAX = -(2**63), 2**63 - 1

@@ -10,8 +10,8 @@ import numpy as np
 from gguf import GGMLQuantizationType as QT
 
 from hardwire.golden import spec
+from hardwire.golden.block_matmul import IntTensor
 from hardwire.golden.gguf_model import QuantTensor
-from hardwire.golden.intref import IntTensor
 
 QTYPES = {"Q8_0": QT.Q8_0, "Q4_0": QT.Q4_0, "Q4_1": QT.Q4_1}
 

@@ -58,7 +58,7 @@ def gain_vectors(golden):
         gains, e_g = spec.norm_gains(np.asarray(g))
         return GainVector(gains, e_g, spec.eps_q(len(g), eps_value))
 
-    G, e_g = golden.layers[0]["attn_norm"]
+    G, e_g = golden.layers[0].attn_norm
     return {
         "model": GainVector(G, e_g, golden.eps_q),
         "one_block_signed": vector(rng.standard_normal(BLOCK), eps),
