@@ -5,6 +5,11 @@ scale `d` and (Q4_1 only) the fp16 offset `m`, so that
     w = fp16(d) * q + fp16(m)
 with q signed (Q4_0's offset of 8 is folded in). Nothing is converted to float
 here; the float reference dequantizes on its own.
+
+The chip prints Q8_0, Q4_0 and Q4_1 (`SUPPORTED_QUANTS`, the default). With
+`formats=kquants.DECODABLE` the loader also reads every other format of
+llama.cpp's recipes (Q5_0, Q5_1, Q2_K..Q6_K) into `kquants.BlockFields`, which
+the float and integer references (not the chip) take.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from gguf import GGMLQuantizationType as QT
 from gguf import GGUFReader
 
 from .errors import HardwireError
+from .kquants import BlockFields, format_names
+from .kquants import decode as decode_fields
 from .spec import BLOCK
 
 SUPPORTED_QUANTS = (QT.Q8_0, QT.Q4_0, QT.Q4_1)
@@ -70,26 +77,29 @@ class QuantTensor:
         return w.reshape(self.shape)
 
 
+Weight = QuantTensor | BlockFields  # BlockFields only when loaded with formats beyond the chip's
+
+
 @dataclass
 class LayerWeights:
     attn_norm: np.ndarray  # float32 gains
-    wq: QuantTensor
-    wk: QuantTensor
-    wv: QuantTensor
-    wo: QuantTensor
+    wq: Weight
+    wk: Weight
+    wv: Weight
+    wo: Weight
     ffn_norm: np.ndarray
-    w_gate: QuantTensor
-    w_up: QuantTensor
-    w_down: QuantTensor
+    w_gate: Weight
+    w_up: Weight
+    w_down: Weight
 
 
 @dataclass
 class Model:
     config: ModelConfig
-    embed: QuantTensor  # (vocab, d_model); also the LM head when output.weight is absent
+    embed: Weight  # (vocab, d_model); also the LM head when output.weight is absent
     layers: list[LayerWeights]
     out_norm: np.ndarray
-    lm_head: QuantTensor
+    lm_head: Weight
     tokenizer_meta: dict = field(default_factory=dict)
     path: Path | None = None
 
@@ -201,14 +211,16 @@ def _tensor_map(reader: GGUFReader) -> dict:
     return {t.name: t for t in reader.tensors}
 
 
-def _quant(tensors: dict, name: str, rows: int, cols: int) -> QuantTensor:
+def _quant(tensors: dict, name: str, rows: int, cols: int, formats=SUPPORTED_QUANTS) -> Weight:
     t = _get(tensors, name)
-    if t.tensor_type not in SUPPORTED_QUANTS:
+    if t.tensor_type not in formats:
         raise HardwireError(f"tensor '{name}' has unsupported quant type {t.tensor_type.name} "
-                            "(supported: Q8_0, Q4_0, Q4_1)")
+                            f"(supported: {format_names(formats)})")
     got = tuple(int(x) for x in t.shape)  # GGUF lists (cols, rows)
     if got != (cols, rows):
         raise HardwireError(f"tensor '{name}' has shape {got[::-1]}, expected {(rows, cols)}")
+    if t.tensor_type not in SUPPORTED_QUANTS:
+        return decode_fields(t.data, t.tensor_type, rows, cols, name=f"tensor '{name}'")
     tensor = decode_blocks(t.data, t.tensor_type, rows, cols)
     for label, bits in (("scale", tensor.d_bits), ("offset", tensor.m_bits)):
         if bits is not None and np.any(bits & FP16_EXPONENT == FP16_EXPONENT):
@@ -235,27 +247,32 @@ def _get(tensors: dict, name: str):
     return tensors[name]
 
 
-def load_model(path: Path) -> Model:
+def load_model(path: Path, formats=SUPPORTED_QUANTS) -> Model:
+    """The model; `formats` are the weight types accepted (default: the ones the chip prints)."""
     reader = open_reader(path)
     cfg = read_config(reader)
     t = _tensor_map(reader)
     d, f, kv = cfg.d_model, cfg.d_ffn, cfg.n_kv_heads * cfg.head_dim
+
+    def quant(name: str, rows: int, cols: int) -> Weight:
+        return _quant(t, name, rows, cols, formats)
+
     layers = []
     for i in range(cfg.n_layers):
         b = f"blk.{i}."
         layers.append(LayerWeights(
             attn_norm=_vector(t, b + "attn_norm.weight", d),
-            wq=_quant(t, b + "attn_q.weight", d, d),
-            wk=_quant(t, b + "attn_k.weight", kv, d),
-            wv=_quant(t, b + "attn_v.weight", kv, d),
-            wo=_quant(t, b + "attn_output.weight", d, d),
+            wq=quant(b + "attn_q.weight", d, d),
+            wk=quant(b + "attn_k.weight", kv, d),
+            wv=quant(b + "attn_v.weight", kv, d),
+            wo=quant(b + "attn_output.weight", d, d),
             ffn_norm=_vector(t, b + "ffn_norm.weight", d),
-            w_gate=_quant(t, b + "ffn_gate.weight", f, d),
-            w_up=_quant(t, b + "ffn_up.weight", f, d),
-            w_down=_quant(t, b + "ffn_down.weight", d, f),
+            w_gate=quant(b + "ffn_gate.weight", f, d),
+            w_up=quant(b + "ffn_up.weight", f, d),
+            w_down=quant(b + "ffn_down.weight", d, f),
         ))
-    embed = _quant(t, "token_embd.weight", cfg.vocab, d)
-    lm_head = _quant(t, "output.weight", cfg.vocab, d) if "output.weight" in t else embed
+    embed = quant("token_embd.weight", cfg.vocab, d)
+    lm_head = quant("output.weight", cfg.vocab, d) if "output.weight" in t else embed
     return Model(cfg, embed, layers, _vector(t, "output_norm.weight", d), lm_head,
                  tokenizer_meta=_tokenizer_meta(reader, cfg.vocab), path=Path(path))
 

@@ -15,7 +15,8 @@ import numpy as np
 from . import spec
 from .block_matmul import IntTensor
 from .errors import HardwireError
-from .gguf_model import LayerWeights, Model
+from .gguf_model import LayerWeights, Model, QuantTensor
+from .kmatmul import FormatMatmul
 from .lora_int import IntLora
 from .spec import ACC_BITS, ACC_FRAC, ACT_BITS, BLOCK, blocks, floor_shift, rq, sat
 
@@ -30,17 +31,24 @@ class IntLayer:
     the tensors that read the same input stacked by rows (one pass over the activations serves them)."""
 
     attn_norm: Gains
-    qkv: IntTensor  # Q, K, V rows
-    wo: IntTensor
+    qkv: IntTensor | FormatMatmul  # Q, K, V rows
+    wo: IntTensor | FormatMatmul
     ffn_norm: Gains
-    gate_up: IntTensor  # gate rows, then up rows
-    w_down: IntTensor
+    gate_up: IntTensor | FormatMatmul  # gate rows, then up rows
+    w_down: IntTensor | FormatMatmul
 
     @classmethod
     def of(cls, lw: LayerWeights) -> IntLayer:
-        return cls(attn_norm=spec.norm_gains(lw.attn_norm), qkv=IntTensor(lw.wq, lw.wk, lw.wv), wo=IntTensor(lw.wo),
-                   ffn_norm=spec.norm_gains(lw.ffn_norm), gate_up=IntTensor(lw.w_gate, lw.w_up),
-                   w_down=IntTensor(lw.w_down))
+        return cls(attn_norm=spec.norm_gains(lw.attn_norm), qkv=linear(lw.wq, lw.wk, lw.wv), wo=linear(lw.wo),
+                   ffn_norm=spec.norm_gains(lw.ffn_norm), gate_up=linear(lw.w_gate, lw.w_up),
+                   w_down=linear(lw.w_down))
+
+
+def linear(*parts) -> IntTensor | FormatMatmul:
+    """The matmul of stacked weights: IntTensor's fast paths for the chip's formats, section 3.1 otherwise."""
+    if all(isinstance(p, QuantTensor) for p in parts):
+        return IntTensor(*parts)
+    return FormatMatmul(*parts)
 
 
 @dataclass
@@ -78,11 +86,13 @@ class IntModel:
             self.lora = IntLora(adapter, cfg)
         self.capacity = capacity or cfg.context
         self.embed = model.embed
-        self.embed_md, self.embed_ed = spec.fp16_parts(model.embed.d_bits)
-        self.embed_mm = self.embed_em = None
-        if model.embed.m_bits is not None:
-            self.embed_mm, self.embed_em = spec.fp16_parts(model.embed.m_bits)
-        self.lm_head = IntTensor(model.lm_head)
+        self.embed_general = None if isinstance(model.embed, QuantTensor) else FormatMatmul(model.embed)
+        if self.embed_general is None:
+            self.embed_md, self.embed_ed = spec.fp16_parts(model.embed.d_bits)
+            self.embed_mm = self.embed_em = None
+            if model.embed.m_bits is not None:
+                self.embed_mm, self.embed_em = spec.fp16_parts(model.embed.m_bits)
+        self.lm_head = linear(model.lm_head)
         self.layers = [IntLayer.of(lw) for lw in model.layers]
         self.out_norm = spec.norm_gains(model.out_norm)
         self.eps_q = spec.eps_q(cfg.d_model, cfg.rms_eps)
@@ -106,6 +116,8 @@ class IntModel:
     # --- ops -------------------------------------------------------------------------------------
 
     def embed_rows(self, tokens: np.ndarray) -> np.ndarray:
+        if self.embed_general is not None:
+            return self.embed_general.embed_rows(tokens)
         q = self.embed.q[tokens].astype(np.int64)  # (T, nb, 32)
         x = floor_shift(self.embed_md[tokens][..., None] * q, self.embed_ed[tokens][..., None] + ACC_FRAC)
         if self.embed_mm is not None:

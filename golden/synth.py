@@ -2,7 +2,9 @@
 
 One loader then serves real and synthetic models. Weights are drawn from a
 seeded normal distribution scaled by 1/sqrt(fan_in) and quantized with
-gguf's own quantizer, so every quant type goes through the real block layout.
+gguf's own quantizer, or for the K quants (which gguf cannot quantize) with the
+port of ggml's (`quantize.py`), so every quant type goes through the real
+block layout.
 The tokenizer is a byte-level BPE: the 256 byte symbols, then merges of
 letter pairs until the vocabulary is full, then two control tokens.
 """
@@ -20,11 +22,15 @@ from gguf import GGMLQuantizationType as QT
 from gguf import GGUFWriter, quantize
 from tokenizers import pre_tokenizers
 
+from . import quantize as ggml_quantize
 from .errors import HardwireError
 from .gguf_model import check_metadata, open_reader
+from .kquants import FORMATS
 from .spec import BLOCK
 
-QUANTS = {"q8_0": QT.Q8_0, "q4_0": QT.Q4_0, "q4_1": QT.Q4_1, "f32": QT.F32}
+QUANTS = {"q8_0": QT.Q8_0, "q4_0": QT.Q4_0, "q4_1": QT.Q4_1, "q5_0": QT.Q5_0, "q5_1": QT.Q5_1,
+          "q2_k": QT.Q2_K, "q3_k": QT.Q3_K, "q4_k": QT.Q4_K, "q5_k": QT.Q5_K, "q6_k": QT.Q6_K, "f32": QT.F32}
+GGUF_QUANTIZES = (QT.Q8_0, QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1)
 CONTROL_TOKENS = ("<|im_start|>", "<|im_end|>")
 MIN_VOCAB = 256 + len(CONTROL_TOKENS)
 MAX_WEIGHT_SCALE = 1e4  # keeps every fp16 block scale finite, whatever the shape and quant type
@@ -78,6 +84,18 @@ class SynthSpec:
             value = getattr(self, name)
             if value is not None and value not in QUANTS:
                 raise HardwireError(f"--{name.replace('_', '-')} {value} is not one of {', '.join(QUANTS)}")
+        self._check_rows()
+
+    def _check_rows(self) -> None:
+        """Each tensor's rows (d_model wide, or d_ffn for ffn_down) must hold whole blocks of its type."""
+        uses = [("embed_quant", "d_model"), ("attn_quant", "d_model"), ("ffn_quant", "d_model"),
+                ("ffn_quant", "d_ffn"), ("output_quant", "d_model")]
+        for quant, dim in uses:
+            qtype = QUANTS.get(getattr(self, quant))
+            block = FORMATS[qtype].block if qtype in FORMATS else 1
+            if getattr(self, dim) % block:
+                raise HardwireError(f"--{quant.replace('_', '-')} {getattr(self, quant)} needs "
+                                    f"--{dim.replace('_', '-')} to be a multiple of {block}, not {getattr(self, dim)}")
 
 
 def byte_level_vocab(vocab: int) -> tuple[list[str], list[str]]:
@@ -162,8 +180,10 @@ def _write(spec: SynthSpec, tmp: Path) -> None:
 def _add(w: GGUFWriter, name: str, data: np.ndarray, qtype: QT) -> None:
     if qtype == QT.F32:
         w.add_tensor(name, data)
-    else:
+    elif qtype in GGUF_QUANTIZES:
         w.add_tensor(name, quantize(data, qtype), raw_dtype=qtype)
+    else:
+        w.add_tensor(name, ggml_quantize.quantize(data, qtype), raw_dtype=qtype)
 
 
 def _add_tokenizer(w: GGUFWriter, vocab: int) -> None:

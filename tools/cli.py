@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from hardwire import chip_cli, report_cli, verify_cli
+from hardwire import chip_cli, quantize_cli, report_cli, verify_cli
 from hardwire.cli_common import (
     EPILOG,
     EXIT_INTERRUPTED,
@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_synth(sub)
     _add_synth_lora(sub)
     _add_eval(sub)
+    quantize_cli.add_quantize(sub)
     chip_cli.add_build(sub)
     chip_cli.add_run(sub)
     chip_cli.add_demo(sub)
@@ -191,9 +192,10 @@ def _lora_args(p: argparse.ArgumentParser) -> None:
 def _run_eval(args, console: Console) -> int:
     from hardwire.golden.evaluate import evaluate, tokens_for_eval
     from hardwire.golden.gguf_model import load_model
+    from hardwire.golden.kquants import DECODABLE
 
     text = _read_text(args.text)
-    model = load_model(console.fetch_model(args.model))
+    model = load_model(console.fetch_model(args.model), formats=DECODABLE)  # the references read every format
     adapter = _load_lora(args, model.config)
     ids = tokens_for_eval(model, text, args.tokens)
     with console.progress("evaluating float and integer paths", total=len(ids)) as advance:
