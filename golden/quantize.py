@@ -299,18 +299,24 @@ def _q2_k(x):
     return np.concatenate([packed.astype(np.uint8), _pack_2bit(L), _fp16_bytes(d), _fp16_bytes(dmin)], axis=1)
 
 
+def _sixteen_sub_blocks(x, make):
+    """Q3_K/Q6_K's first step: a super-block's 16 sub-blocks quantized alone by `make`; (sub-blocks (nb, 16, 16),
+    scales (nb, 16), codes (nb, 16, 16), the scale of largest magnitude, first one on ties)."""
+    nb = len(x)
+    scales, L = make(x.reshape(-1, 16))
+    scales = scales.reshape(nb, 16)
+    return x.reshape(nb, 16, 16), scales, L.reshape(nb, 16, 16), _first_absmax_signed(scales)
+
+
 def _q3_k(x):
     nb = len(x)
-    g = x.reshape(-1, 16)
-    scales, L = make_q3_quants(g, 4)
-    scales, L = scales.reshape(nb, 16), L.reshape(nb, 16, 16)
-    max_scale = _first_absmax_signed(scales)
+    g, scales, L, max_scale = _sixteen_sub_blocks(x, lambda sub: make_q3_quants(sub, 4))
     has = max_scale != 0
     iscale = F(-32) / max_scale
     s6 = np.where(has[:, None], np.clip(nearest_int(iscale[:, None] * scales).astype(np.int8), -32, 31) + 32, 0)
     d = _fp16(np.where(has, F(1) / iscale, F(0)))
     dl = _fp16_value(d)[:, None] * np.where(has[:, None], s6 - 32, -32).astype(F)
-    requant = np.clip(nearest_int(g.reshape(nb, 16, 16) / dl[..., None]), -4, 3) + 4
+    requant = np.clip(nearest_int(g / dl[..., None]), -4, 3) + 4
     L = np.where((dl != 0)[..., None], requant, L).reshape(nb, 256)
     high = L > 3
     L = np.where(high, L - 4, L)
@@ -374,16 +380,13 @@ def _q5_k(x):
 
 def _q6_k(x):
     nb = len(x)
-    g = x.reshape(-1, 16)
-    scales, L = make_qx_quants(g, 32)
-    scales, L = scales.reshape(nb, 16), L.reshape(nb, 16, 16)
-    max_scale = _first_absmax_signed(scales)
+    g, scales, L, max_scale = _sixteen_sub_blocks(x, lambda sub: make_qx_quants(sub, 32))
     zero = np.abs(max_scale) < GROUP_MAX_EPS
     iscale = F(-128) / max_scale
     d = _fp16(F(1) / iscale)
     sc = (np.minimum(127, nearest_int(iscale[:, None] * scales)) & 0xFF).astype(np.uint8).view(np.int8)
     dl = _fp16_value(d)[:, None] * sc.astype(F)
-    requant = np.clip(nearest_int(g.reshape(nb, 16, 16) / dl[..., None]), -32, 31) + 32
+    requant = np.clip(nearest_int(g / dl[..., None]), -32, 31) + 32
     L = np.where((dl != 0)[..., None], requant, L).reshape(nb, 2, 4, 32)
     ql = np.concatenate([_pack_nibbles(L[:, :, 0], L[:, :, 2]), _pack_nibbles(L[:, :, 1], L[:, :, 3])], axis=2)
     hi = L >> 4

@@ -3,29 +3,15 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
+from cli_run import assert_one_line_error, hardwire
 from gguf import GGMLQuantizationType as QT
 from gguf import GGUFReader
 
 from hardwire.golden.synth import SynthSpec, write_synthetic
 
 SUPER = dict(layers=2, d_model=256, d_ffn=512, heads=4, kv_heads=2, vocab=300)
-
-
-def hardwire(*args):
-    return subprocess.run([sys.executable, "-m", "hardwire.cli", *map(str, args)],
-                          capture_output=True, text=True, timeout=300)
-
-
-def assert_one_line_error(result, pattern: str):
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("hardwire: error: "), result.stderr
-    assert pattern in lines[0], lines[0]
-    assert "Traceback" not in result.stderr
 
 
 def tensor_types(path) -> dict[str, QT]:

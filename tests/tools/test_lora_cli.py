@@ -3,24 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
+from cli_run import assert_one_line_error, hardwire
 
 from hardwire.golden.synth import SynthSpec, write_synthetic
-
-
-def hardwire(*args):
-    return subprocess.run([sys.executable, "-m", "hardwire.cli", *map(str, args)],
-                          capture_output=True, text=True, timeout=300)
-
-
-def assert_one_line_error(result, pattern: str):
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("hardwire: error: "), result.stderr
-    assert pattern in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")
