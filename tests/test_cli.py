@@ -9,7 +9,6 @@ import sys
 import numpy as np
 import pytest
 
-from hardwire.golden import synth
 from hardwire.golden.errors import HardwireError
 from hardwire.golden.intref import IntModel
 from hardwire.golden.synth import SynthSpec, write_synthetic
@@ -60,10 +59,15 @@ def test_truncated(tmp_path, synth_model_path, text_file):
     assert_one_line_error(hardwire("eval", "--model", cut, "--text", text_file), "truncated or corrupt")
 
 
-def test_unsupported_quant_named(tmp_path, text_file, monkeypatch):
-    monkeypatch.setitem(synth.QUANTS, "q5_1", synth.QT.Q5_1)
+def test_unsupported_quant_named(tmp_path, text_file):
+    """eval reads every format of llama.cpp's recipes, not float linear weights; the chip prints three."""
+    path = write_synthetic(SynthSpec(attn_quant="f32"), tmp_path / "f32.gguf")
+    assert_one_line_error(hardwire("eval", "--model", path, "--text", text_file),
+                          "unsupported quant type F32 (supported: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K")
     path = write_synthetic(SynthSpec(attn_quant="q5_1"), tmp_path / "q5.gguf")
-    assert_one_line_error(hardwire("eval", "--model", path, "--text", text_file), "unsupported quant type Q5_1")
+    assert hardwire("eval", "--model", path, "--text", text_file, "--tokens", 8).returncode == 0
+    assert_one_line_error(hardwire("run", "--model", path, "--die", "hw-tiny", "--prompt-ids", "3"),
+                          "unsupported quant type Q5_1 (supported: Q8_0, Q4_0, Q4_1)")
 
 
 def test_dims_not_divisible():
