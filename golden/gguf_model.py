@@ -292,6 +292,8 @@ def _tokenizer_meta(reader: GGUFReader, vocab: int) -> dict:
         if key in reader.fields:
             meta[key.removeprefix("tokenizer.ggml.")] = reader.fields[key].contents()
     for name in TOKENIZER_ARRAYS:
+        if name == "merges" and "tokenizer.ggml.merges" not in reader.fields:
+            meta[name] = []  # GGUFWriter leaves an empty array out: a vocabulary of the bytes alone has no merges
         if not isinstance(meta.get(name), list) or not all(isinstance(x, str) for x in meta[name]):
             raise HardwireError(f"GGUF metadata lacks the tokenizer array 'tokenizer.ggml.{name}'")
     if len(meta["tokens"]) < vocab:
