@@ -126,9 +126,13 @@ def _ignore_interrupts() -> None:
 
 
 def _kill_workers(pool: ProcessPoolExecutor) -> None:
-    for process in list((pool._processes or {}).values()):  # the executor has no public way to kill
+    processes = list((pool._processes or {}).values())  # the executor has no public way to kill
+    for process in processes:
         process.kill()
-    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.join(timeout=1)
+    # wait: the executor's manager thread ends now, not in an exit handler that writes to its closed pipe
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _shard(layer: int):
