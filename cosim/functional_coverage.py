@@ -25,10 +25,9 @@ import numpy as np
 from gguf import GGMLQuantizationType as QT
 
 from hardwire.golden import spec
-from hardwire.golden.block_matmul import IntTensor
 from hardwire.golden.errors import HardwireError
 from hardwire.golden.gguf_model import Model
-from hardwire.golden.intref import Trace
+from hardwire.golden.intref import Trace, linear
 from hardwire.golden.spec import ACC_BITS, ACC_FRAC, ACT_MAX, BLOCK, blocks, floor_shift, rq, sat
 from hardwire.rtl import chip
 from hardwire.rtl.die import Die
@@ -153,7 +152,7 @@ class ChainedRunCoverage:
         self.coverage, self.model, self.die = coverage, model, die
         self.cfg = model.config
         self.keys: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}  # layer -> k taps by position
-        self.gates: dict[int, IntTensor] = {}  # layer -> gate weights, built on first use
+        self.gates: dict = {}  # layer -> gate weights, built on first use
         self.eps_q = spec.eps_q(self.cfg.d_model, self.cfg.rms_eps)
         self.formats_seen = False
         self._declare()
@@ -306,7 +305,7 @@ class ChainedRunCoverage:
 
     def sigmoid_index(self, layer: int, ffn_norm_tap) -> np.ndarray:
         if layer not in self.gates:
-            self.gates[layer] = IntTensor(self.model.layers[layer].w_gate)
+            self.gates[layer] = linear(self.model.layers[layer].w_gate)
         h, he = ffn_norm_tap
         gate = self.gates[layer].matmul(h[None], he[None])[0]
         g16, eg = rq(blocks(gate), -ACC_FRAC, 16)
