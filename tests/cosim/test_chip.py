@@ -45,16 +45,20 @@ MODELS = {
 }
 
 
-# the other formats of llama.cpp's recipes (numerics 2.1): a 3/6-bit model in the spirit of HC1 (Q3_K FFN, Q6_K
-# attention and tied head), the other K quants with an untied head, and the 32-weight Q5 formats with a tied one
+# the other formats of llama.cpp's recipes (numerics 2.1), each as the embedding, in attention, in the FFN and as
+# an untied LM head (a Latin square of one-layer models); a 3/6-bit model in the spirit of HC1 (Q3_K FFN, Q6_K
+# attention and tied head); all-zero K weights (scales and mins of 0, d = 0)
+NEW_FORMATS = ("q5_0", "q5_1", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k")
 K_MODELS = {
+    **{f"{NEW_FORMATS[i]}-embed-untied": SynthSpec(
+        layers=1, d_model=256, d_ffn=512, heads=4, kv_heads=1 + i % 2, vocab=260 + i, seed=30 + i,
+        embed_quant=NEW_FORMATS[i], attn_quant=NEW_FORMATS[(i + 1) % 7], ffn_quant=NEW_FORMATS[(i + 2) % 7],
+        output_quant=NEW_FORMATS[(i + 3) % 7]) for i in range(7)},
     "q3_k-ffn-q6_k-attn-head-tied": SynthSpec(layers=2, d_model=256, d_ffn=512, heads=4, kv_heads=2, vocab=300,
                                               seed=21, embed_quant="q6_k", attn_quant="q6_k", ffn_quant="q3_k"),
-    "q4_k-attn-q5_k-ffn-q2_k-embed-untied": SynthSpec(layers=1, d_model=256, d_ffn=512, heads=4, kv_heads=1,
-                                                      vocab=333, seed=22, embed_quant="q2_k", attn_quant="q4_k",
-                                                      ffn_quant="q5_k", output_quant="q5_1"),
-    "q5_1-attn-q5_0-ffn-head-tied": SynthSpec(layers=1, d_model=64, d_ffn=128, heads=2, kv_heads=1, vocab=270,
-                                              seed=23, embed_quant="q5_0", attn_quant="q5_1", ffn_quant="q5_0"),
+    "zero-k-untied": SynthSpec(layers=1, d_model=256, d_ffn=512, heads=4, kv_heads=2, vocab=270, seed=22,
+                               embed_quant="q5_k", attn_quant="q2_k", ffn_quant="q4_k", output_quant="q6_k",
+                               weight_scale=0.0),
 }
 
 
