@@ -176,8 +176,8 @@ def check_format(cell, name, raw, acts, e_act, unused_bits=None):
 CODE_WIDTH = {"Q5_0": 5, "Q5_1": 5, "Q2_K": 2, "Q3_K": 3, "Q4_K": 4, "Q5_K": 5, "Q6_K": 6}
 
 
-def random_acts(rng, nb, e_range=(-48, 8)):
-    top = (1 << (spec.ACT_BITS - 1)) - 1
+def random_acts(rng, nb, e_range=(-48, 8), act_bits=spec.ACT_BITS):
+    top = (1 << (act_bits - 1)) - 1
     return rng.integers(-top, top + 1, (nb, 32)), rng.integers(*e_range, nb)
 
 
@@ -191,6 +191,13 @@ def test_every_format_random_rows(block_mac, name):
     fields, _, _ = check_format(block_mac, name, raw, acts, e_act, rng.integers(0, 256, (4, 16, 32)))
     if fields.format.sc_range[0] < 0:
         assert (fields.sc < 0).any()
+
+
+@pytest.mark.parametrize("name", ["Q6_K", "Q5_K", "Q5_1"])
+def test_every_format_8bit_activation_lanes(block_mac8, name):
+    rng = np.random.default_rng(54)
+    acts, e_act = random_acts(rng, 8, act_bits=8)
+    check_format(block_mac8, name, block_golden.random_raw(rng, QT[name], 3, 256), acts, e_act)
 
 
 @pytest.mark.parametrize("name", K_FORMATS)
