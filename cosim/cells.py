@@ -16,6 +16,7 @@ from hardwire.rtl.cells.counter import cycle_counter
 from hardwire.rtl.cells.requant import DEFAULT_IN_WIDTH, check_requant_params, requant
 from hardwire.rtl.cells.via_rom import via_map_define, via_rom
 from hardwire.rtl.cells.wiring import bit_signal, signed_signal, unsigned_signal
+from hardwire.rtl.isa import FORMAT_CODE
 
 from .lanes import pack_lanes, to_signed, to_unsigned, unpack_lanes
 from .verilator_build import Simulator, build_myhdl
@@ -37,7 +38,8 @@ def block_mac_top(act_bits: int = mac.ACT_BITS):
     return lambda: mac.block_mac(
         bit_signal(), sync_reset(), bit_signal(), bit_signal(), bit_signal(),
         unsigned_signal(mac.FORMAT_BITS), unsigned_signal(BLOCK * mac.CODE_BITS),
-        unsigned_signal(mac.FP16_BITS), unsigned_signal(mac.FP16_BITS), unsigned_signal(BLOCK * act_bits),
+        unsigned_signal(2 * mac.FIELD_BITS), unsigned_signal(2 * mac.FIELD_BITS), unsigned_signal(mac.FP16_BITS),
+        unsigned_signal(mac.FP16_BITS), unsigned_signal(BLOCK * act_bits),
         signed_signal(EXP_BITS), signed_signal(TERM_BITS + 1), bit_signal(), signed_signal(ACC_BITS), bit_signal())
 
 
@@ -67,7 +69,7 @@ class RequantCell:
 class BlockMacCell:
     """The block dot-product lane, fed one block per cycle, rows back to back."""
 
-    FORMATS = {"Q8_0": mac.FORMAT_Q8_0, "Q4_0": mac.FORMAT_Q4_0, "Q4_1": mac.FORMAT_Q4_1}
+    FORMATS = {qtype.name: code for qtype, code in FORMAT_CODE.items()}
 
     def __init__(self, act_bits: int = mac.ACT_BITS):
         self.act_bits = act_bits
@@ -79,7 +81,7 @@ class BlockMacCell:
 
     @staticmethod
     def code_bytes(fmt: str, q: np.ndarray, high_nibbles: np.ndarray | None = None) -> np.ndarray:
-        """GGUF codes as the golden holds them (signed, Q4_0's 8 folded in) -> the cell's code bytes."""
+        """Q8_0/Q4_0/Q4_1 codes as the golden holds them (signed, Q4_0's 8 folded in) -> the cell's code bytes."""
         q = np.asarray(q, dtype=np.int64)
         if fmt == "Q8_0":
             return q & 0xFF
@@ -89,11 +91,15 @@ class BlockMacCell:
         return nibbles | ((high_nibbles & 0xF) << 4 if high_nibbles is not None else 0)
 
     def run_rows(self, fmt: str, codes: np.ndarray, d_bits: np.ndarray, m_bits: np.ndarray | None,
-                 acts: np.ndarray, e_act: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                 acts: np.ndarray, e_act: np.ndarray, scales: np.ndarray | None = None,
+                 mins: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """codes (rows, nb, 32) cell code bytes; d_bits/m_bits (rows, nb); acts (nb, 32) mantissas;
-        e_act (nb,). Returns the block terms (rows, nb) and the row results (rows,)."""
+        e_act (nb,); scales/mins (rows, nb, 2) raw fields (zero if None). Returns the block terms
+        (rows, nb) and the row results (rows,)."""
         rows, nb = codes.shape[:2]
         m_bits = np.zeros((rows, nb), np.int64) if m_bits is None else m_bits
+        scales = np.zeros((rows, nb, 2), np.int64) if scales is None else scales
+        mins = np.zeros((rows, nb, 2), np.int64) if mins is None else mins
         stream = [(r, b) for r in range(rows) for b in range(nb)]
         terms, ys, io = [], [], self.sim.io
         io.fmt = self.FORMATS[fmt]
@@ -101,6 +107,8 @@ class BlockMacCell:
             if cycle < len(stream):
                 r, b = stream[cycle]
                 io.codes = pack_lanes(codes[r, b], mac.CODE_BITS)
+                io.scales = pack_lanes(scales[r, b], mac.FIELD_BITS)
+                io.mins = pack_lanes(mins[r, b], mac.FIELD_BITS)
                 io.acts = pack_lanes(acts[b], self.act_bits)
                 io.d_bits, io.m_bits = int(d_bits[r, b]), int(m_bits[r, b])
                 io.e_act = to_unsigned(e_act[b], EXP_BITS)

@@ -25,10 +25,10 @@ import numpy as np
 from gguf import GGMLQuantizationType as QT
 
 from hardwire.golden import spec
-from hardwire.golden.block_matmul import IntTensor
 from hardwire.golden.errors import HardwireError
 from hardwire.golden.gguf_model import Model
-from hardwire.golden.intref import Trace
+from hardwire.golden.intref import Trace, linear
+from hardwire.golden.kquants import DECODABLE, BlockFields
 from hardwire.golden.spec import ACC_BITS, ACC_FRAC, ACT_MAX, BLOCK, blocks, floor_shift, rq, sat
 from hardwire.rtl import chip
 from hardwire.rtl.die import Die
@@ -42,7 +42,25 @@ HEAD_OPS = ("final_norm", "logits", "argmax")
 LAYER_OPS = tuple(op for op in TAP_NAME.values() if op not in HEAD_OPS and op != "embed")
 ACC_OPS = frozenset({"embed", "o", "resid_attn", "down", "resid_ffn", "logits"})
 B16_OPS = frozenset({"attn_norm", "q", "k", "v", "attn", "ffn_norm", "ffn_act", "final_norm"})
-QUANT_NAMES = {QT.Q8_0: "q8_0", QT.Q4_0: "q4_0", QT.Q4_1: "q4_1"}
+QUANT_NAMES = {qtype: qtype.name.lower() for qtype in DECODABLE}
+# the raw fields of the formats with sub-block scales or a fifth code bit, as the lanes read them
+# (numerics 2.1): each scale and min at the end of its range that ggml's quantizers give the largest
+# sub-block, 0 where the quantizer writes it (an all-zero block), both signs of the signed scales, and
+# the Q5 high-bit plane set and clear; bin -> the fields of a BlockFields tensor that hit it
+FIELD_BINS = {
+    QT.Q5_0: {"high bit set": lambda f: f.q >= 0, "high bit clear": lambda f: f.q < 0},
+    QT.Q5_1: {"high bit set": lambda f: f.q >= 16, "high bit clear": lambda f: f.q < 16},
+    QT.Q2_K: {"scale 15 (top)": lambda f: f.sc == 15, "scale 0": lambda f: f.sc == 0,
+              "min 15 (top)": lambda f: f.mn == 15, "min 0": lambda f: f.mn == 0},
+    QT.Q3_K: {"scale -32 (bottom)": lambda f: f.sc == -32, "scale negative": lambda f: f.sc < 0,
+              "scale positive": lambda f: f.sc > 0},
+    QT.Q4_K: {"scale 63 (top)": lambda f: f.sc == 63, "scale 0": lambda f: f.sc == 0,
+              "min 63 (top)": lambda f: f.mn == 63, "min 0": lambda f: f.mn == 0},
+    QT.Q5_K: {"scale 63 (top)": lambda f: f.sc == 63, "min 63 (top)": lambda f: f.mn == 63,
+              "high bit set": lambda f: f.q >= 16, "high bit clear": lambda f: f.q < 16},
+    QT.Q6_K: {"scale -128 (bottom)": lambda f: f.sc == -128, "scale negative": lambda f: f.sc < 0,
+              "scale positive": lambda f: f.sc > 0, "scale 0": lambda f: f.sc == 0},
+}
 TENSOR_CLASSES = ("embed", "attn", "ffn", "lm_head")
 ACC_LIMITS = (-(1 << (ACC_BITS - 1)), (1 << (ACC_BITS - 1)) - 1)
 SCORE_LIMITS = (-(1 << (spec.SCORE_BITS - 1)), (1 << (spec.SCORE_BITS - 1)) - 1)
@@ -153,7 +171,7 @@ class ChainedRunCoverage:
         self.coverage, self.model, self.die = coverage, model, die
         self.cfg = model.config
         self.keys: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}  # layer -> k taps by position
-        self.gates: dict[int, IntTensor] = {}  # layer -> gate weights, built on first use
+        self.gates: dict = {}  # layer -> gate weights, built on first use
         self.eps_q = spec.eps_q(self.cfg.d_model, self.cfg.rms_eps)
         self.formats_seen = False
         self._declare()
@@ -180,6 +198,7 @@ class ChainedRunCoverage:
         cov.declare(["op_layer/L-1/embed"] + [f"op_layer/L{layer}/{op}" for layer in range(n) for op in LAYER_OPS]
                     + [f"op_layer/L{n}/{op}" for op in HEAD_OPS])
         cov.declare(f"weight_format/{cls}/{fmt}" for cls in TENSOR_CLASSES for fmt in QUANT_NAMES.values())
+        cov.declare(f"format_fields/{QUANT_NAMES[qtype]}/{name}" for qtype, bins in FIELD_BINS.items() for name in bins)
         cov.declare(("lm_head/tied", "lm_head/untied"))
         cov.declare(f"position/{b}" for b in FILL_BUCKETS)
         cov.declare(f"kv_fill/{b}" for b in FILL_BUCKETS)
@@ -210,6 +229,11 @@ class ChainedRunCoverage:
             for fmt in sorted({QUANT_NAMES[t.qtype] for t in tensors}):
                 self.coverage.hit(f"weight_format/{cls}/{fmt}")
         self.coverage.hit("lm_head/tied" if m.lm_head is m.embed else "lm_head/untied")
+        # every row of these is read for every token (the embedding's only for the tokens looked up)
+        for t in classes["attn"] + classes["ffn"] + classes["lm_head"]:
+            if isinstance(t, BlockFields):
+                for name, test in FIELD_BINS.get(t.qtype, {}).items():
+                    self._hit_if(f"format_fields/{QUANT_NAMES[t.qtype]}/{name}", np.count_nonzero(test(t)))
         self.formats_seen = True
 
     # --- what the taps show --------------------------------------------------------------------
@@ -306,7 +330,7 @@ class ChainedRunCoverage:
 
     def sigmoid_index(self, layer: int, ffn_norm_tap) -> np.ndarray:
         if layer not in self.gates:
-            self.gates[layer] = IntTensor(self.model.layers[layer].w_gate)
+            self.gates[layer] = linear(self.model.layers[layer].w_gate)
         h, he = ffn_norm_tap
         gate = self.gates[layer].matmul(h[None], he[None])[0]
         g16, eg = rq(blocks(gate), -ACC_FRAC, 16)

@@ -8,8 +8,9 @@ differs from the metal's own maps in that bit alone, so one chip build serves ev
     model        a model field or a golden table entry changes; `patch` builds the golden of the
                  mutated metal, and comparing its trace with the original's decides whether the
                  flip changes any golden-visible output on a stimulus (`golden_effect`)
-    unused       the bit encodes nothing the chip may read: a Q4 code's upper nibble, the offset
-                 of a format without one, a padded row or lane, microcode bits past the fields,
+    unused       the bit encodes nothing the chip may read: a code's bits above its format's width,
+                 the offset or sub-block scale of a format without one, a scale or min bit above
+                 its width, a padded row or lane, microcode bits past the fields,
                  a table word's padding, a consts header's spare bits
     unmodelled   the change is real but outside the golden reference's terms (microcode, straps,
                  a scale the loader would refuse as inf/NaN): only the chip can tell
@@ -24,11 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from gguf import GGMLQuantizationType as QT
 
-from hardwire.golden.gguf_model import Model, QuantTensor
+from hardwire.golden import spec
+from hardwire.golden.gguf_model import Model, QuantTensor, Weight
 from hardwire.golden.intref import IntModel, Trace
+from hardwire.golden.kquants import BlockFields
 from hardwire.golden.spec import BLOCK
 from hardwire.rtl import metal as M
+from hardwire.rtl.cells.block_mac import FORMAT_TRAITS, field_value
 from hardwire.rtl.die import SLOT_BITS
 from hardwire.rtl.isa import LAYOUT, Instr, field_offsets
 from hardwire.rtl.units import vector
@@ -144,7 +149,7 @@ def _signed(value: int, bits: int) -> int:
 
 # weights: the block slots of the tile and head ROMs
 
-def _tensors(image: M.Metal, model: Model, rom: str) -> list[tuple[str, QuantTensor, int, int]]:
+def _tensors(image: M.Metal, model: Model, rom: str) -> list[tuple[str, Weight, int, int]]:
     """(name, tensor, first word, lanes) of every tensor in a weight ROM, in ROM order."""
     die = image.die
     if rom == "head_weights":
@@ -158,27 +163,135 @@ def _tensors(image: M.Metal, model: Model, rom: str) -> list[tuple[str, QuantTen
     out, at = [], 0
     for name, t in parts:
         out.append((name, t, at, lanes))
-        at += M._ceil(t.q.shape[0], lanes) // lanes * t.q.shape[1]
+        rows, cols = t.shape
+        at += M._ceil(rows, lanes) // lanes * (cols // BLOCK)
     return out
 
 
 def _decode_weights(image: M.Metal, model: Model, flip: Flip) -> Decoded:
     name, t, base, lanes = [p for p in _tensors(image, model, flip.rom) if p[2] <= flip.word][-1]
-    rows, nb = t.q.shape[:2]
+    rows, nb = t.shape[0], t.shape[1] // BLOCK
     group, block = divmod(flip.word - base, nb)
     lane, byte = divmod(flip.bit // 8, SLOT_BYTES)
     row, bit = group * lanes + lane, flip.bit % 8
     where = f"{flip.rom.split('_')[0]} {name} row {row} block {block}"
     if row >= rows:
         return Decoded(UNUSED, f"{where}: a padded row past the tensor's {rows}")
-    layer = None if flip.rom == "head_weights" else int(flip.rom[4:6])
+    at = _Where((None if flip.rom == "head_weights" else int(flip.rom[4:6]), name), where, row, block)
+    if isinstance(t, BlockFields):
+        return _decode_field(t, at, byte, bit)
     if byte < BLOCK:
-        return _decode_code(t, (layer, name), where, row, block, byte, bit)
+        return _decode_code(t, (at.layer, name), where, row, block, byte, bit)
     if byte < BLOCK + 2:
-        return _decode_scale(t, (layer, name), where, row, block, "d_bits", (byte - BLOCK) * 8 + bit)
+        return _decode_scale(t, (at.layer, name), where, row, block, "d_bits", (byte - BLOCK) * 8 + bit)
+    if byte >= BLOCK + 4:
+        return Decoded(UNUSED, f"{where}: sub-block {_FIELD_NAMES[byte]} field of a {t.qtype.name} block (none)")
     if t.m_bits is None:
         return Decoded(UNUSED, f"{where}: offset field of a {t.qtype.name} block (no offset)")
-    return _decode_scale(t, (layer, name), where, row, block, "m_bits", (byte - BLOCK - 2) * 8 + bit)
+    return _decode_scale(t, (at.layer, name), where, row, block, "m_bits", (byte - BLOCK - 2) * 8 + bit)
+
+
+_FIELD_NAMES = {BLOCK + 4: "scale", BLOCK + 5: "scale", BLOCK + 6: "min", BLOCK + 7: "min"}
+
+
+@dataclass(frozen=True)
+class _Where:
+    where: tuple[int | None, str]  # (layer or None for the head, tensor name)
+    label: str
+    row: int
+    block: int
+
+    @property
+    def layer(self) -> int | None:
+        return self.where[0]
+
+
+def _decode_field(t: BlockFields, at: _Where, byte: int, bit: int) -> Decoded:
+    """A slot field of the formats held as golden/kquants fields (Q5_0, Q5_1, Q2_K..Q6_K), as block_mac reads it:
+    a code's, scale's or min's bits beyond the format's width are never read."""
+    traits, fmt, name = FORMAT_TRAITS[t.qtype], t.format, t.qtype.name
+    if byte < BLOCK:
+        width = (traits.code_keep | traits.code_flip).bit_length()
+        if bit >= width:
+            return Decoded(UNUSED, f"{at.label} code {byte}: bit {bit} above a {width}-bit {name} code")
+        i = at.block * BLOCK + byte
+        old = int(t.q[at.row, i])
+        raw = (old + M.CODE_OFFSET.get(t.qtype, 0)) & 0xFF
+        new = field_value(raw ^ 1 << bit, traits.code_keep, traits.code_flip)
+        q = t.q.copy()
+        q[at.row, i] = new
+        plane = _HIGH_PLANES.get((t.qtype, bit), "")
+        return _tensor_flip(f"{at.label} code {byte}{plane}: {old} -> {new}", at.where, dataclasses.replace(t, q=q))
+    if byte < BLOCK + 4:
+        which = "d_bits" if byte < BLOCK + 2 else "dmin_bits"
+        if getattr(t, which) is None:
+            return Decoded(UNUSED, f"{at.label}: offset field of a {name} block (no offset)")
+        return _decode_fp16(t, at, which, (byte - BLOCK) % 2 * 8 + bit)
+    k = (byte - BLOCK - 4) % 2  # the field's half of the slot
+    is_min = byte >= BLOCK + 6
+    keep, flip = (traits.mn_keep, 0) if is_min else (traits.sc_keep, traits.sc_flip)
+    what = "min" if is_min else "scale"
+    if fmt.sub == fmt.block or (fmt.sub == BLOCK and k == 1) or not keep:
+        return Decoded(UNUSED, f"{at.label}: sub-block {what} field {k}, which a {name} block does not read")
+    if bit >= (keep | flip).bit_length():
+        return Decoded(UNUSED, f"{at.label}: {what} field {k} bit {bit} above a {name} {what}")
+    sub = at.block * (BLOCK // fmt.sub) + k
+    values = (t.mn if is_min else t.sc).copy()
+    old = int(values[at.row, sub])
+    raw = (old + (0 if is_min else M.SCALE_OFFSET.get(t.qtype, 0))) & 0xFF
+    values[at.row, sub] = new = field_value(raw ^ 1 << bit, keep, flip)
+    label = f"{at.label} sub-block {sub} {what}: {old} -> {new}"
+    return _tensor_flip(label, at.where, dataclasses.replace(t, **{"mn" if is_min else "sc": values}))
+
+
+_HIGH_PLANES = {(QT.Q5_0, 4): " (high-bit plane)", (QT.Q5_1, 4): " (high-bit plane)", (QT.Q5_K, 4): " (high-bit plane)",
+                (QT.Q3_K, 2): " (hmask plane)", (QT.Q6_K, 4): " (qh plane)", (QT.Q6_K, 5): " (qh plane)"}
+
+
+def _decode_fp16(t: BlockFields, at: _Where, which: str, bit: int) -> Decoded:
+    """d, or m/dmin. A 32-weight format's is the block's own; a K quant's super-block d is printed in each of
+    its eight slots, so a flip changes it for one activation block only: the golden's matmul is patched there."""
+    per_slot = t.format.block // BLOCK
+    old = int(getattr(t, which)[at.row, at.block // per_slot])
+    new = old ^ 1 << bit
+    what = "scale d" if which == "d_bits" else ("offset m" if t.format.has_offset else "dmin")
+    label = f"{at.label} {what} bit {bit}: {old:#06x} -> {new:#06x}"
+    if (new >> 10) & 0x1F == 0x1F:
+        return Decoded(UNMODELLED, f"{label} (inf/NaN: the loader refuses it)")
+    if per_slot == 1:
+        bits = getattr(t, which).copy()
+        bits[at.row, at.block] = new
+        return _tensor_flip(label, at.where, dataclasses.replace(t, **{which: bits}))
+    mant, exp = (int(x[0]) for x in spec.fp16_parts(np.array([new], np.uint16)))
+    if which == "dmin_bits":
+        mant = -mant  # the offset term's mantissa is -M_dmin (numerics 2.1)
+
+    def patch(model: Model) -> IntModel:
+        golden = IntModel(model)
+        for matmul, first_row in _golden_matmuls(golden, model, at.where):
+            m_arr, e_arr = (matmul.md, matmul.ed) if which == "d_bits" else (matmul.mo, matmul.eo)
+            m_arr[at.block, first_row + at.row] = mant
+            e_arr[at.block, first_row + at.row] = exp
+        return golden
+    return Decoded(MODEL, f"{label} (this slot's copy)", patch)
+
+
+_STACKS = {"wq": ("qkv", ()), "wk": ("qkv", ("wq",)), "wv": ("qkv", ("wq", "wk")), "wo": ("wo", ()),
+           "w_gate": ("gate_up", ()), "w_up": ("gate_up", ("w_gate",)), "w_down": ("w_down", ())}
+
+
+def _golden_matmuls(golden: IntModel, model: Model, where: tuple[int | None, str]):
+    """(FormatMatmul, first row) of every golden matmul that reads the tensor's rows."""
+    layer, name = where
+    if layer is None:
+        tied = model.lm_head is model.embed
+        out = [(golden.lm_head, 0)] if name == "lm_head" else []
+        if name == "embed" or tied:
+            out.append((golden.embed_general, 0))
+        return out
+    stack, before = _STACKS[name]
+    lw = model.layers[layer]
+    return [(getattr(golden.layers[layer], stack), sum(getattr(lw, b).shape[0] for b in before))]
 
 
 def _decode_code(t: QuantTensor, name: tuple, where: str, row: int, block: int, k: int, bit: int) -> Decoded:
@@ -208,7 +321,7 @@ def _decode_scale(t: QuantTensor, name: tuple, where: str, row: int, block: int,
     return _tensor_flip(label, name, dataclasses.replace(t, **{field: bits}))
 
 
-def _tensor_flip(label: str, where: tuple[int | None, str], new: QuantTensor) -> Decoded:
+def _tensor_flip(label: str, where: tuple[int | None, str], new: Weight) -> Decoded:
     """The model with one tensor, (layer or None for the head, name), replaced; a tied head
     changes with its embedding: they are one tensor in one ROM."""
     layer, name = where

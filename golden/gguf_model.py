@@ -6,10 +6,9 @@ scale `d` and (Q4_1 only) the fp16 offset `m`, so that
 with q signed (Q4_0's offset of 8 is folded in). Nothing is converted to float
 here; the float reference dequantizes on its own.
 
-The chip prints Q8_0, Q4_0 and Q4_1 (`SUPPORTED_QUANTS`, the default). With
-`formats=kquants.DECODABLE` the loader also reads every other format of
-llama.cpp's recipes (Q5_0, Q5_1, Q2_K..Q6_K) into `kquants.BlockFields`, which
-the float and integer references (not the chip) take.
+The loader reads every format of llama.cpp's standard recipes that the chip
+prints (`SUPPORTED_QUANTS`, the default): Q8_0, Q4_0 and Q4_1 as `QuantTensor`,
+the others (Q5_0, Q5_1, Q2_K..Q6_K) as `kquants.BlockFields`.
 """
 
 from __future__ import annotations
@@ -23,11 +22,12 @@ from gguf import GGMLQuantizationType as QT
 from gguf import GGUFReader
 
 from .errors import HardwireError
-from .kquants import BlockFields, format_names
+from .kquants import DECODABLE, BlockFields, format_names
 from .kquants import decode as decode_fields
 from .spec import BLOCK
 
-SUPPORTED_QUANTS = (QT.Q8_0, QT.Q4_0, QT.Q4_1)
+BLOCK32_QUANTS = (QT.Q8_0, QT.Q4_0, QT.Q4_1)  # held as QuantTensor
+SUPPORTED_QUANTS = DECODABLE
 FLOAT_TYPES = (QT.F32, QT.F16)
 FP16_EXPONENT = np.uint16(0x7C00)  # all ones: an infinite or NaN fp16
 TOKENIZER_ARRAYS = ("tokens", "merges")  # what the byte-level BPE tokenizer cannot do without
@@ -152,6 +152,10 @@ def open_reader(path: Path) -> GGUFReader:
         return GGUFReader(path)
     except HardwireError:
         raise
+    except ValueError as exc:
+        if "is not a multiple of" in str(exc):  # a quantized tensor's rows do not fill whole blocks
+            raise HardwireError(f"{path}: {exc}") from None
+        raise HardwireError(f"{path}: truncated or corrupt GGUF (ValueError: {exc})") from None
     except Exception as exc:  # gguf raises assorted errors on truncated files
         raise HardwireError(f"{path}: truncated or corrupt GGUF ({type(exc).__name__}: {exc})") from None
 
@@ -219,10 +223,13 @@ def _quant(tensors: dict, name: str, rows: int, cols: int, formats=SUPPORTED_QUA
     got = tuple(int(x) for x in t.shape)  # GGUF lists (cols, rows)
     if got != (cols, rows):
         raise HardwireError(f"tensor '{name}' has shape {got[::-1]}, expected {(rows, cols)}")
-    if t.tensor_type not in SUPPORTED_QUANTS:
-        return decode_fields(t.data, t.tensor_type, rows, cols, name=f"tensor '{name}'")
-    tensor = decode_blocks(t.data, t.tensor_type, rows, cols)
-    for label, bits in (("scale", tensor.d_bits), ("offset", tensor.m_bits)):
+    if t.tensor_type not in BLOCK32_QUANTS:
+        tensor = decode_fields(t.data, t.tensor_type, rows, cols, name=f"tensor '{name}'")
+        scales = (("scale", tensor.d_bits), ("offset", tensor.dmin_bits))
+    else:
+        tensor = decode_blocks(t.data, t.tensor_type, rows, cols)
+        scales = (("scale", tensor.d_bits), ("offset", tensor.m_bits))
+    for label, bits in scales:
         if bits is not None and np.any(bits & FP16_EXPONENT == FP16_EXPONENT):
             row = int(np.argwhere(bits & FP16_EXPONENT == FP16_EXPONENT)[0][0])
             raise HardwireError(f"tensor '{name}' has a NaN or infinite block {label} (row {row})")

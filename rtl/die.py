@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from hardwire.golden.errors import HardwireError
 from hardwire.golden.spec import BLOCK
 
-SLOT_BITS = BLOCK * 8 + 16 + 16  # one GGUF block: 32 code fields of 8 bits, fp16 d, fp16 m
+SLOT_BITS = BLOCK * 8 + 16 + 16 + 2 * 8 + 2 * 8  # 32 code fields of 8 bits, fp16 d, fp16 m/dmin, 2 scales, 2 mins
 
 
 @dataclass(frozen=True)

@@ -40,11 +40,13 @@ TAP_OPS = ("embed", "attn_norm", "q", "k", "v", "attn", "o", "resid_attn", "ffn_
 TAP_ID = {name: i + 1 for i, name in enumerate(TAP_OPS)}
 TAP_NAME = {i + 1: name for i, name in enumerate(TAP_OPS)}
 
-FORMAT_CODE = {QT.Q8_0: 0, QT.Q4_0: 1, QT.Q4_1: 2}
+# the weight format of a MATMUL or EMBED: the block-MAC lanes read a slot's raw fields by it
+FORMAT_CODE = {QT.Q8_0: 0, QT.Q4_0: 1, QT.Q4_1: 2, QT.Q5_0: 3, QT.Q5_1: 4, QT.Q2_K: 5, QT.Q3_K: 6, QT.Q4_K: 7,
+               QT.Q5_K: 8, QT.Q6_K: 9}
 
 # (field, bits) from the least significant end of the word
 LAYOUT = (("op", 4), ("tap", 5), ("src", 12), ("src2", 12), ("dst", 12), ("n", 12),
-          ("groups", 16), ("rom", 24), ("fmt", 2), ("aux", 8))
+          ("groups", 16), ("rom", 24), ("fmt", 4), ("aux", 8))
 
 
 @dataclass(frozen=True)

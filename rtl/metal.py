@@ -2,8 +2,11 @@
 
 Everything model-specific on the chip comes from here, as ROM images that the
 base grid's via-programmable macros load. Weights are the GGUF blocks
-themselves, never re-quantized: a block slot is 32 eight-bit code fields
-(Q4 codes as their raw nibble), the fp16 scale and the fp16 offset.
+themselves, never re-quantized: a block slot holds one 32-weight block's GGUF
+fields unpacked to fixed positions: 32 eight-bit code fields (each weight's raw
+code bits), the fp16 d, the fp16 m or dmin, two sub-block scale fields and two
+min fields (raw 4-, 6- or 8-bit codes). A K quant's super-block d and dmin are
+printed in each of its eight slots.
 """
 
 from __future__ import annotations
@@ -13,10 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+from gguf import GGMLQuantizationType as QT
 
 from hardwire.golden import spec
 from hardwire.golden.errors import HardwireError
-from hardwire.golden.gguf_model import Model, ModelConfig, QuantTensor
+from hardwire.golden.gguf_model import Model, ModelConfig, QuantTensor, Weight
 from hardwire.golden.spec import BLOCK
 
 from .die import DIES, SLOT_BITS, Die
@@ -25,6 +29,9 @@ from .isa import WORD_BITS as UCODE_BITS
 from .units import vector
 
 SLOT_BYTES = SLOT_BITS // 8
+# byte positions of a slot's fields (rtl/tile.py slot_fields reads them at these bits)
+SLOT_CODES, SLOT_D, SLOT_M = slice(0, BLOCK), slice(BLOCK, BLOCK + 2), slice(BLOCK + 2, BLOCK + 4)
+SLOT_SCALES, SLOT_MINS = slice(BLOCK + 4, BLOCK + 6), slice(BLOCK + 6, BLOCK + 8)
 GAIN_BITS = spec.NORM_GAIN_BITS
 CONST_BITS = BLOCK * GAIN_BITS  # one consts word: 32 gains, or a header
 STRAP_BITS = 128
@@ -128,19 +135,63 @@ def smallest_die(model: Model) -> Die:
 
 # --- weights -------------------------------------------------------------------------------------
 
-def block_slots(t: QuantTensor) -> np.ndarray:
-    """(rows, nb, 36) bytes: 32 code fields, d and m little-endian (m = 0 without an offset)."""
-    rows, nb = t.q.shape[:2]
-    codes = t.q + 8 if t.qtype.name == "Q4_0" else t.q  # Q4_0 keeps its raw nibble; the lane subtracts 8
+@dataclass
+class SlotFields:
+    """A weight tensor as the lanes read it, per 32-weight block: the GGUF fields unpacked, never re-quantized."""
+
+    codes: np.ndarray  # (rows, nb, 32) uint8: each weight's raw code bits
+    scales: np.ndarray  # (rows, nb, 2) uint8: the raw sub-block scale codes of weights 0..15 and 16..31
+    mins: np.ndarray  # (rows, nb, 2) uint8: the raw sub-block min codes
+    d_bits: np.ndarray  # (rows, nb) uint16: the block's (or its super-block's) fp16 d
+    m_bits: np.ndarray  # (rows, nb) uint16: fp16 m (Q4_1, Q5_1) or dmin (K quants with mins), else 0
+
+
+# the offset each format's decoding subtracts from its raw code (and Q3_K from its raw scale)
+CODE_OFFSET = {QT.Q4_0: 8, QT.Q5_0: 16, QT.Q3_K: 4, QT.Q6_K: 32}
+SCALE_OFFSET = {QT.Q3_K: 32}
+
+
+def slot_fields(t: Weight) -> SlotFields:
+    """The raw fields of `t` in slot order (the inverse of what block_mac's FORMAT_TRAITS decode)."""
+    if isinstance(t, QuantTensor):
+        rows, nb = t.q.shape[:2]
+        codes = (t.q.astype(np.int16) + CODE_OFFSET.get(t.qtype, 0)).astype(np.uint8)
+        zeros = np.zeros((rows, nb, 2), np.uint8)
+        m = np.zeros((rows, nb), np.uint16) if t.m_bits is None else t.m_bits
+        return SlotFields(codes, zeros, zeros.copy(), t.d_bits.astype(np.uint16), m.astype(np.uint16))
+    if t.qtype not in FORMAT_CODE:
+        raise HardwireError(f"the chip has no lane format for {t.qtype.name}")
+    fmt = t.format
+    rows, cols = t.shape
+    nb = cols // BLOCK
+    codes = (t.q.astype(np.int16) + CODE_OFFSET.get(t.qtype, 0)).astype(np.uint8).reshape(rows, nb, BLOCK)
+    scales, mins = np.zeros((rows, nb, 2), np.uint8), np.zeros((rows, nb, 2), np.uint8)
+    if fmt.sub < fmt.block:  # the K quants: sub-blocks of 16 fill both fields, of 32 the first
+        per_block = BLOCK // fmt.sub
+        sc = (t.sc.astype(np.int16) + SCALE_OFFSET.get(t.qtype, 0)).astype(np.uint8)
+        scales[..., :per_block] = sc.reshape(rows, nb, per_block)
+        if t.mn is not None:
+            mins[..., :per_block] = t.mn.astype(np.uint8).reshape(rows, nb, per_block)
+    repeat = fmt.block // BLOCK
+    d = np.repeat(t.d_bits, repeat, axis=1).astype(np.uint16)
+    m = np.zeros((rows, nb), np.uint16) if t.dmin_bits is None else np.repeat(t.dmin_bits, repeat, axis=1)
+    return SlotFields(codes, scales, mins, d, m.astype(np.uint16))
+
+
+def block_slots(t: Weight) -> np.ndarray:
+    """(rows, nb, SLOT_BYTES) bytes: 32 code fields, d, m/dmin little-endian, two scale fields, two min fields."""
+    f = slot_fields(t)
+    rows, nb = f.codes.shape[:2]
     slots = np.zeros((rows, nb, SLOT_BYTES), np.uint8)
-    slots[..., :BLOCK] = codes.astype(np.int8).view(np.uint8)
-    slots[..., BLOCK:BLOCK + 2] = t.d_bits[..., None].view(np.uint8).reshape(rows, nb, 2)
-    if t.m_bits is not None:
-        slots[..., BLOCK + 2:] = t.m_bits[..., None].view(np.uint8).reshape(rows, nb, 2)
+    slots[..., SLOT_CODES] = f.codes
+    slots[..., SLOT_D] = f.d_bits[..., None].view(np.uint8).reshape(rows, nb, 2)
+    slots[..., SLOT_M] = f.m_bits[..., None].view(np.uint8).reshape(rows, nb, 2)
+    slots[..., SLOT_SCALES] = f.scales
+    slots[..., SLOT_MINS] = f.mins
     return slots
 
 
-def weight_words(t: QuantTensor, lanes: int) -> np.ndarray:
+def weight_words(t: Weight, lanes: int) -> np.ndarray:
     """ROM words for one tensor: row group g, input block b at word g * nb + b, lane l = row g * lanes + l."""
     slots = block_slots(t)
     rows, nb = slots.shape[:2]

@@ -82,11 +82,12 @@ def matmul_engine(clk, rst, clear, groups, in_valid, first, last, fmt, w_data, a
     codes = [unsigned_signal(BLOCK * 8) for _ in range(lanes)]
     d_bits = [unsigned_signal(16) for _ in range(lanes)]
     m_bits = [unsigned_signal(16) for _ in range(lanes)]
+    scales, mins = [unsigned_signal(16) for _ in range(lanes)], [unsigned_signal(16) for _ in range(lanes)]
     ys = [signed_signal(ACC_BITS) for _ in range(lanes)]
     y_valids = [bit_signal() for _ in range(lanes)]
-    splits = [slot_fields(slots[i], codes[i], d_bits[i], m_bits[i]) for i in range(lanes)]
-    macs = [block_mac(clk, rst, in_valid, first, last, fmt, codes[i], d_bits[i], m_bits[i], acts, e_act,
-                      None, None, ys[i], y_valids[i]) for i in range(lanes)]
+    splits = [slot_fields(slots[i], codes[i], d_bits[i], m_bits[i], scales[i], mins[i]) for i in range(lanes)]
+    macs = [block_mac(clk, rst, in_valid, first, last, fmt, codes[i], scales[i], mins[i], d_bits[i], m_bits[i],
+                      acts, e_act, None, None, ys[i], y_valids[i]) for i in range(lanes)]
 
     y_bus = unsigned_signal(lanes * WORD)  # the lanes' row results side by side
     pack = packed_words(ys, y_bus)
@@ -120,14 +121,16 @@ def matmul_engine(clk, rst, clear, groups, in_valid, first, last, fmt, w_data, a
 
 
 @block
-def slot_fields(slot, codes, d_bits, m_bits):
-    """A block slot: 32 code bytes, then d, then m (rtl/metal.py packs it)."""
+def slot_fields(slot, codes, d_bits, m_bits, scales, mins):
+    """A block slot: 32 code bytes, d, m/dmin, two scale fields, two min fields (rtl/metal.py packs it)."""
 
     @always_comb
     def split():
         codes.next = slot[BLOCK * 8:]
         d_bits.next = slot[BLOCK * 8 + 16:BLOCK * 8]
-        m_bits.next = slot[SLOT_BITS:BLOCK * 8 + 16]
+        m_bits.next = slot[BLOCK * 8 + 32:BLOCK * 8 + 16]
+        scales.next = slot[BLOCK * 8 + 48:BLOCK * 8 + 32]
+        mins.next = slot[SLOT_BITS:BLOCK * 8 + 48]
 
     return split
 

@@ -60,14 +60,16 @@ def test_truncated(tmp_path, synth_model_path, text_file):
 
 
 def test_unsupported_quant_named(tmp_path, text_file):
-    """eval reads every format of llama.cpp's recipes, not float linear weights; the chip prints three."""
+    """eval and the chip read every format of llama.cpp's recipes, not float linear weights."""
     path = write_synthetic(SynthSpec(attn_quant="f32"), tmp_path / "f32.gguf")
     assert_one_line_error(hardwire("eval", "--model", path, "--text", text_file),
                           "unsupported quant type F32 (supported: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K")
     path = write_synthetic(SynthSpec(attn_quant="q5_1"), tmp_path / "q5.gguf")
     assert hardwire("eval", "--model", path, "--text", text_file, "--tokens", 8).returncode == 0
+    path = write_synthetic(SynthSpec(ffn_quant="f32"), tmp_path / "f32-ffn.gguf")
     assert_one_line_error(hardwire("run", "--model", path, "--die", "hw-tiny", "--prompt-ids", "3"),
-                          "unsupported quant type Q5_1 (supported: Q8_0, Q4_0, Q4_1)")
+                          "unsupported quant type F32 (supported: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, "
+                          "Q5_K, Q6_K)")
 
 
 def test_dims_not_divisible():

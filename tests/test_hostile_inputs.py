@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gguf import GGUFReader
+from gguf import GGML_QUANT_SIZES, GGUFReader
+from gguf import GGMLQuantizationType as QT
 
 from hardwire.cosim.chip_sim import metal_maps, write_via_maps_manifest
 from hardwire.golden import synth
@@ -22,6 +23,7 @@ from hardwire.rtl import metal
 from hardwire.rtl.die import get_die
 
 TINY = "hw-tiny"
+SUPPORTED = "Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K"
 
 
 def hardwire(args, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -77,6 +79,39 @@ def model_with(kind: str, path: Path) -> Path:
         "nan_gain": lambda: _set_gain(path, "blk.0.attn_norm.weight", float("nan")),
     }
     edits[kind]()
+    return path
+
+
+def model_of_type(qtype: QT, path: Path) -> Path:
+    """A model whose blk.0.attn_q.weight is of a type the chip does not print (GGUF blocks of zeros)."""
+    size = 256 if GGML_QUANT_SIZES[qtype][0] == 256 else 64
+    original = synth._add
+
+    def add(w, name, data, quant):
+        if name != "blk.0.attn_q.weight":
+            return original(w, name, data, quant)
+        if qtype == QT.F16:
+            return w.add_tensor(name, data.astype(np.float16))
+        block, nbytes = GGML_QUANT_SIZES[qtype]
+        return w.add_tensor(name, np.zeros((data.shape[0], data.shape[1] // block * nbytes), np.uint8),
+                            raw_dtype=qtype)
+
+    synth._add = add
+    try:
+        synth._write(SynthSpec(layers=1, vocab=300, d_model=size, d_ffn=2 * size, heads=2, kv_heads=1), path)
+    finally:
+        synth._add = original
+    return path
+
+
+def k_rows_of_128(path: Path) -> Path:
+    """A Q3_K ffn_down whose header says rows of 128 weights (half a super-block), as no writer would."""
+    synth._write(SynthSpec(layers=1, vocab=300, d_model=256, d_ffn=512, heads=2, kv_heads=1, ffn_quant="q3_k"),
+                 path)
+    reader = GGUFReader(path, "r+")
+    t = next(t for t in reader.tensors if t.name == "blk.0.ffn_down.weight")
+    dims = t.field.parts[3]  # ne: (512, 256) -> (128, 1024), the same bytes
+    dims[0], dims[1] = 128, 1024
     return path
 
 
@@ -151,6 +186,12 @@ def rows():
     for kind in METADATA:
         yield f"gguf_{kind}", lambda c, k=kind: [*run, "--model", model_with(k, c.tmp / "bad.gguf")], None, \
             "GGUF" if "scale" not in kind and "gain" not in kind else "NaN or infinite"
+    for qtype in (QT.IQ4_NL, QT.TQ2_0, QT.MXFP4, QT.F16, QT.BF16):
+        yield f"gguf_linear_{qtype.name}", lambda c, q=qtype: [*run, "--model", model_of_type(q, c.tmp / "t.gguf")], \
+            None, f"'blk.0.attn_q.weight' has unsupported quant type {qtype.name} (supported: {SUPPORTED})"
+    yield "gguf_k_rows_not_whole_super_blocks", lambda c: ["build", "--model", k_rows_of_128(c.tmp / "k.gguf"),
+                                                           "--die", TINY, "--out", c.out / "b"], None, \
+        "row size (128) is not a multiple of Q3_K block size (256)"
     yield "gguf_without_tokenizer", lambda c: [*run, "--model", c.no_tokenizer], None, "lacks the tokenizer array"
     for kind, message in VIA_MAPS.items():
         yield f"via_maps_{kind}", lambda c, k=kind: [*run, "--model", c.model, "--via-maps",

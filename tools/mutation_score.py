@@ -2,10 +2,11 @@
 
     python tools/mutation_score.py --die hw-tiny --flips 24 --seed 1 --json
 
-Each flip is one random via bit of one ROM class, in turn: weight codes, block scales and
-offsets, norm gains and headers (consts), microcode, tables (LUTs) and the head's weights. The
-chip runs the stimulus on the flipped metal (one Verilator build; only the via maps change) and
-is caught when the scoreboard stops it: a mismatch, a tap never seen, a refused token or a hang.
+Each flip is one random via bit of one ROM class, in turn: weight codes (with their high-bit
+planes), block scales and offsets (d, m/dmin, sub-block scales and mins), norm gains and headers
+(consts), microcode, tables (LUTs) and the head's weights. The chip runs the stimulus on the
+flipped metal (one Verilator build; only the via maps change) and is caught when the scoreboard
+stops it: a mismatch, a tap never seen, a refused token or a hang.
 
 Whether a flip *should* be caught is decided without the chip: the flipped bit is decoded back
 into what it encodes (cosim/mutation.py) and, where the golden reference can express it (a weight

@@ -1,20 +1,30 @@
-"""The block dot-product lane of docs/numerics.md section 3: one GGUF block per cycle.
+"""The block dot-product lane of docs/numerics.md sections 3 and 3.1: one 32-weight block per cycle.
 
-For block b of a weight row and the matching B16 activation block:
-    S   = sum_j q_j * a_j                      (|S| < 2**27)
-    A   = sum_j a_j                            (Q4_1 only)
-    T_b = sat_shift(M_d * S, E_d + e_b + 24, TERM_BITS) + sat_shift(M_m * A, E_m + e_b + 24, TERM_BITS)
+Every weight format of section 2.1 goes through the same lane. For activation block b (its 32
+B16 mantissas a_j and exponent e_b) and the matching 32 weights of a row, with sub-blocks k = 0
+(weights 0..15) and k = 1 (weights 16..31):
+    S_k = sum_{j in k} q_j * a_j       A_k = sum_{j in k} a_j
+    P_b = sc_0 * S_0 + sc_1 * S_1      O_b = o_0 * A_0 + o_1 * A_1
+    T_b = sat_shift(M_d * P_b, E_d + e_b + 24, TERM_BITS) + sat_shift(M_o * O_b, E_o + e_b + 24, TERM_BITS)
 and the row result y = sat(sum_b T_b, ACC_BITS), summed exactly in a 64-bit accumulator.
+A format with 32-weight sub-blocks (Q4_K, Q5_K) gives both halves the first scale and min
+field; the 32-weight formats have sc = 1; Q4_1/Q5_1 have o = 1 and M_o = M_m; the K quants
+with mins have o = mn and M_o = -M_dmin; the others have no offset term.
 
 Ports (sampled on the rising edge of clk):
     rst       in   synchronous reset of the valid bits (data registers are not reset)
     in_valid  in   a block is presented this cycle
     first     in   ... and it is the first block of a row (the accumulator restarts)
     last      in   ... and it is the last block of a row (y is produced)
-    fmt       in   2-bit strap: FORMAT_Q8_0, FORMAT_Q4_0 or FORMAT_Q4_1
-    codes     in   32 lanes of 8 bits: Q8_0 int8 codes; Q4_0/Q4_1 nibbles in the low 4 bits
-    d_bits    in   fp16 bit pattern of the block scale d
-    m_bits    in   fp16 bit pattern of the Q4_1 offset m (ignored for other formats)
+    fmt       in   FORMAT_BITS: the format code (rtl/isa.py FORMAT_CODE), from the microcode
+    codes     in   32 fields of 8 bits: each weight's raw GGUF code bits, unpacked (Q8_0 the int8;
+                   Q4_0/Q4_1/Q4_K the nibble; Q5_0/Q5_1/Q5_K the nibble and its high bit 4;
+                   Q2_K the 2 bits; Q3_K the 2 bits and the hmask bit 2; Q6_K ql | qh << 4)
+    scales    in   2 fields of 8 bits: the raw sub-block scale codes of weights 0..15 and 16..31
+                   (Q2_K the low nibble; Q3_K and Q4_K/Q5_K the 6 bits; Q6_K the int8)
+    mins      in   2 fields of 8 bits: the raw sub-block min codes (Q2_K 4 bits; Q4_K/Q5_K 6 bits)
+    d_bits    in   fp16 bit pattern of the block's (or super-block's) scale d
+    m_bits    in   fp16 bit pattern of Q4_1/Q5_1's offset m or the K quants' dmin
     acts      in   32 lanes of activation mantissas, ACT_BITS (B16) or 8 bits each
     e_act     in   signed 8-bit block exponent e_b of the activations
     term      out  T_b, TERM_BITS + 1 bits: each of its two terms saturates on its own (section 3)
@@ -23,32 +33,45 @@ Ports (sampled on the rising edge of clk):
                    MAX_BLOCKS_PER_ROW blocks section 3 allows, and wraps beyond)
     y_valid   out  one cycle per row
 
+The lane never re-quantizes: it applies each format's fixed offsets to the raw fields (codes
+-8, -16, -4 or -32 and Q3_K's scale -32, as "flip the top bit, sign-extend"; Q8_0's and Q6_K's
+int8 as they are) from a table indexed by the format code (FORMAT_TRAITS). A field bit the
+format does not define is never read. A format code with no format reads every weight as 0.
+
 Pipeline: one block per cycle, rows back to back. A block presented with in_valid high before
 rising edge k has its T_b on `term` (term_valid high) after edge k + LATENCY - 1, and a row's
 y leaves with its last block's term (y_valid high). Stages:
-    1      decode codes and fp16 scales; 32 multipliers
-    2..6   the S and A adder trees, one register per level
-    7      the scale products M_d * S and M_m * A
+    1      decode codes, sub-block scales and mins, fp16 scales; 32 multipliers q_j * a_j
+    2..5   the S_k and A_k adder trees of each 16-weight half, one register per level
+    6      P_b = sc_0 S_0 + sc_1 S_1 and O_b = o_0 A_0 + o_1 A_1 (the trees' last level)
+    7      the scale products M_d * P_b and M_o * O_b
     8      the two saturating floor shifts
     9      T_b, the accumulator, the final saturation
 Every datapath register loads only under its stage's valid bit, so an idle lane costs the
 simulator untaken branches (docs/architecture.md 4b) and toggles nothing in silicon.
 
+Widths (section 3.1's table, for |a_j| <= 2**15 including the never-produced -32768): S_k 28
+bits, P_b 34 (Q6_K's 128 * 32 * 2**15 * 32 = 2**32), O_b 27 (63 * 2**15 * 32 < 2**26); the
+scale products 12 x 34 and 12 x 27 bits.
+
 fp16 values are decoded exactly (section 2): M = +-(1024 + f), E = x - 25 for normal x in
 1..30, M = +-f, E = -24 for subnormals. The bias is folded into the shift: E + e_b + 24 =
 max(x, 1) + e_b - 1. x = 31 (inf/NaN) never reaches the chip; the loader refuses it.
-Q4_0's nibble - 8 is the nibble with its top bit flipped, read as a 4-bit signed number.
 """
 
 from __future__ import annotations
 
-from myhdl import always, always_seq, block, intbv
+from dataclasses import dataclass
+
+from gguf import GGMLQuantizationType as QT
+from myhdl import always, always_comb, always_seq, block, intbv
 
 from hardwire.golden import spec
 from hardwire.golden.errors import HardwireError
 from hardwire.golden.spec import ACC_BITS, BLOCK, TERM_BITS
 
 from ..bus import EXP_BITS
+from ..isa import FORMAT_CODE
 from .wiring import (
     bit_signal,
     bus_lanes,
@@ -57,28 +80,95 @@ from .wiring import (
     pipelined_adder_tree,
     sign_extended,
     signed_signal,
+    unsigned_signal,
     valid_pipe,
 )
 
-FORMAT_Q8_0, FORMAT_Q4_0, FORMAT_Q4_1 = 0, 1, 2
-FORMAT_BITS = 2
+FORMAT_BITS = 4
 CODE_BITS = 8
+FIELD_BITS = 8  # a sub-block scale or min field
 ACT_BITS = spec.ACT_BITS  # the activation lanes of the chip (B16); 8-bit lanes are also accepted
 FP16_BITS = 16
 LATENCY = 9  # edges from a block at the inputs to its T_b (and its row's y) at the outputs
-TREE_LEVELS = 5  # log2(BLOCK)
+HALF = BLOCK // 2  # weights per 16-weight sub-block
+HALF_LEVELS = 4  # log2(HALF)
+SC_BITS = 8  # a decoded sub-block scale: Q6_K's int8, Q3_K's -32..31, 0..63, or 1
+MIN_BITS = 8  # a decoded sub-block min (0..63) or Q4_1/Q5_1's 1, signed for the multiplier
 ACCUMULATOR_BITS = 64  # exact for MAX_BLOCKS_PER_ROW blocks: 2 x 512 x 2**51 = 2**61
 FP16_MANT_BITS = 12  # |M| < 2**11
 FP16_EXP_BITS = 5
 SHIFT_BITS = 10  # max(x, 1) + e_b - 1 for an 8-bit e_b: [-128, 157]
+MAX_SC_Q = 128 * 32  # the largest |sc * q| of any format (Q6_K); Q8_0's is 128
+MAX_MIN = 63
+
+
+@dataclass(frozen=True)
+class Traits:
+    """How the lane reads one format's raw fields. A field decodes as `field & keep`, except that
+    with a `flip` bit (the top bit of an offset code) clear it decodes as `field | ~keep`: the
+    code minus 2**(width-1), sign-extended."""
+
+    code_keep: int
+    code_flip: int = 0
+    sc_keep: int = 0
+    sc_flip: int = 0
+    sc_one: bool = True  # the 32-weight formats: sc = 1
+    sc_shared: bool = False  # 32-weight sub-blocks: weights 16..31 take the first scale and min
+    mn_keep: int = 0
+    mn_one: bool = False  # Q4_1/Q5_1: o = 1
+    offset: bool = False  # the fp16 m/dmin is read
+    negate: bool = False  # M_o = -M_dmin
+
+    def words(self) -> tuple[int, ...]:
+        """Packed as TRAIT_FIELDS lists them, one word per group, the first field in the least significant bits."""
+        out = []
+        for group in TRAIT_FIELDS:
+            word, at = 0, 0
+            for name, bits in group:
+                word |= int(getattr(self, name)) << at
+                at += bits
+            out.append(word)
+        return tuple(out)
+
+
+# two groups of under 31 bits: MyHDL writes such ROM entries as plain decimals, of no width of their own
+TRAIT_FIELDS = ((("code_keep", 8), ("code_flip", 8), ("sc_keep", 8), ("sc_one", 1), ("sc_shared", 1)),
+                (("sc_flip", 8), ("mn_keep", 8), ("mn_one", 1), ("offset", 1), ("negate", 1)))
+TRAIT_BITS = tuple(sum(bits for _, bits in group) for group in TRAIT_FIELDS)
+
+# format -> traits, by rtl/isa.py's FORMAT_CODE
+FORMAT_TRAITS = {
+    QT.Q8_0: Traits(0xFF),  # Q8_0: int8
+    QT.Q4_0: Traits(0x07, 0x08),  # Q4_0: nibble - 8
+    QT.Q4_1: Traits(0x0F, mn_one=True, offset=True),  # Q4_1: nibble, + m
+    QT.Q5_0: Traits(0x0F, 0x10),  # Q5_0: 5 bits - 16
+    QT.Q5_1: Traits(0x1F, mn_one=True, offset=True),  # Q5_1: 5 bits, + m
+    QT.Q2_K: Traits(0x03, sc_keep=0x0F, sc_one=False, mn_keep=0x0F, offset=True, negate=True),  # Q2_K
+    QT.Q3_K: Traits(0x03, 0x04, sc_keep=0x1F, sc_flip=0x20, sc_one=False),  # Q3_K: 3 bits - 4, 6-bit scale - 32
+    QT.Q4_K: Traits(0x0F, sc_keep=0x3F, sc_one=False, sc_shared=True, mn_keep=0x3F, offset=True, negate=True),  # Q4_K
+    QT.Q5_K: Traits(0x1F, sc_keep=0x3F, sc_one=False, sc_shared=True, mn_keep=0x3F, offset=True, negate=True),  # Q5_K
+    QT.Q6_K: Traits(0x1F, 0x20, sc_keep=0xFF, sc_one=False),  # Q6_K: 6 bits - 32, int8 scale
+}
+NO_FORMAT = Traits(0, sc_one=False)  # every other code: all weights read as 0
+_BY_CODE = {FORMAT_CODE[qtype]: traits for qtype, traits in FORMAT_TRAITS.items()}
+TRAIT_ROMS = tuple(tuple(_BY_CODE.get(code, NO_FORMAT).words()[g] for code in range(1 << FORMAT_BITS))
+                   for g in range(len(TRAIT_FIELDS)))
+
+
+def field_value(field: int, keep: int, flip: int) -> int:
+    """The lane's decoding of one raw 8-bit field, as a signed integer (for the metal and tests)."""
+    raw = (field | ~keep) & 0xFF if flip and not field & flip else field & keep
+    return raw - 256 if raw & 0x80 else raw
 
 
 @block
-def block_mac(clk, rst, in_valid, first, last, fmt, codes, d_bits, m_bits, acts, e_act,
+def block_mac(clk, rst, in_valid, first, last, fmt, codes, scales, mins, d_bits, m_bits, acts, e_act,
               term, term_valid, y, y_valid):
-    act_bits = _check_ports(fmt, codes, d_bits, m_bits, acts, e_act, term, y)
-    product_bits, sum_bits, act_sum_bits = CODE_BITS + act_bits, CODE_BITS + act_bits + TREE_LEVELS, \
-        act_bits + TREE_LEVELS
+    act_bits = _check_ports(fmt, codes, scales, mins, d_bits, m_bits, acts, e_act, term, y)
+    product_bits = CODE_BITS + act_bits
+    half_bits, act_half_bits = product_bits + HALF_LEVELS, act_bits + HALF_LEVELS
+    p_bits = (MAX_SC_Q * BLOCK << (act_bits - 1)).bit_length() + 1
+    o_bits = (MAX_MIN * BLOCK << (act_bits - 1)).bit_length() + 1
 
     # after_stage[k] = (valid, first, last) of stage k's output; stage 0 is the input ports.
     # (Ports stay out of Python lists: MyHDL refuses a top-level port inside a list.)
@@ -87,34 +177,53 @@ def block_mac(clk, rst, in_valid, first, last, fmt, codes, d_bits, m_bits, acts,
     controls = [stage_marks(clk, rst, *after_stage[k], *after_stage[k + 1]) for k in range(LATENCY - 1)]
     valid_in = after_stage.valid
 
+    # the format's traits; the sub-block scales and mins, decoded
+    t = FormatSignals()
+    sub = SubScales()
+    decode = [format_traits(fmt, t), sub_scales(t, scales, mins, sub)]
+
     # stage 1: products and activations per lane, the scales' mantissas and shifts
     products = [signed_signal(product_bits) for _ in range(BLOCK)]
     act_regs = [signed_signal(act_bits) for _ in range(BLOCK)]
     act_lanes = bus_lanes(acts, act_bits, BLOCK)
-    lanes = [lane_product(clk, in_valid, fmt, code, act, p)
+    lanes = [lane_product(clk, in_valid, t.code_keep, t.code_flip, code, act, p)
              for code, act, p in zip(bus_lanes(codes, CODE_BITS, BLOCK), act_lanes, products, strict=True)]
     lanes += [act_register(clk, in_valid, act, a) for act, a in zip(act_lanes, act_regs, strict=True)]
     scale_stages = [[signed_signal(FP16_MANT_BITS), signed_signal(SHIFT_BITS),
-                     signed_signal(FP16_MANT_BITS), signed_signal(SHIFT_BITS)] for _ in range(1 + TREE_LEVELS)]
+                     signed_signal(FP16_MANT_BITS), signed_signal(SHIFT_BITS)] for _ in range(1 + HALF_LEVELS + 1)]
     d_mant1, d_shift1, m_mant1, m_shift1 = scale_stages[0]
-    scales = [fp16_scale(clk, in_valid, fmt, d_bits, e_act, d_mant1, d_shift1, is_offset=False),
-              fp16_scale(clk, in_valid, fmt, m_bits, e_act, m_mant1, m_shift1, is_offset=True)]
-    for k in range(TREE_LEVELS):  # the scales wait beside the trees
-        scales += [guarded_register(clk, valid_in(k + 1), now, later)
-                   for now, later in zip(scale_stages[k], scale_stages[k + 1], strict=True)]
+    scales_ = [fp16_scale(clk, in_valid, d_bits, e_act, True, False, d_mant1, d_shift1),
+               fp16_scale(clk, in_valid, m_bits, e_act, t.offset, t.negate, m_mant1, m_shift1)]
+    for k in range(HALF_LEVELS + 1):  # the scales wait beside the trees and the sub-scale products
+        scales_ += [guarded_register(clk, valid_in(k + 1), now, later)
+                    for now, later in zip(scale_stages[k], scale_stages[k + 1], strict=True)]
     d_mant, d_shift, m_mant, m_shift = scale_stages[-1]
+    sub_stages = [[signed_signal(SC_BITS), signed_signal(SC_BITS), signed_signal(MIN_BITS), signed_signal(MIN_BITS)]
+                  for _ in range(HALF_LEVELS + 1)]
+    scales_ += [guarded_register(clk, in_valid, now, later)
+                for now, later in zip((sub.sc0, sub.sc1, sub.o0, sub.o1), sub_stages[0], strict=True)]
+    for k in range(HALF_LEVELS):  # the sub-block scales wait beside the trees
+        scales_ += [guarded_register(clk, valid_in(k + 1), now, later)
+                    for now, later in zip(sub_stages[k], sub_stages[k + 1], strict=True)]
+    sc0, sc1, o0, o1 = sub_stages[-1]
 
-    # stages 2..6: the block sums
-    block_sum, act_sum = signed_signal(sum_bits), signed_signal(act_sum_bits)
-    tree_enables = [valid_in(k) for k in range(1, 1 + TREE_LEVELS)]
-    trees = [pipelined_adder_tree(clk, tree_enables, products, block_sum),
-             pipelined_adder_tree(clk, tree_enables, act_regs, act_sum)]
+    # stages 2..5: the half sums
+    sums = [signed_signal(half_bits), signed_signal(half_bits), signed_signal(act_half_bits),
+            signed_signal(act_half_bits)]
+    tree_enables = [valid_in(k) for k in range(1, 1 + HALF_LEVELS)]
+    trees = [pipelined_adder_tree(clk, tree_enables, products[:HALF], sums[0]),
+             pipelined_adder_tree(clk, tree_enables, products[HALF:], sums[1]),
+             pipelined_adder_tree(clk, tree_enables, act_regs[:HALF], sums[2]),
+             pipelined_adder_tree(clk, tree_enables, act_regs[HALF:], sums[3])]
 
-    # stage 7: scale products; stage 8: saturating floor shifts
-    d_product, m_product = signed_signal(FP16_MANT_BITS + sum_bits), signed_signal(FP16_MANT_BITS + act_sum_bits)
+    # stage 6: the sub-block scales and mins; stage 7: scale products; stage 8: saturating floor shifts
+    block_sum, act_sum = signed_signal(p_bits), signed_signal(o_bits)
+    d_product, m_product = signed_signal(FP16_MANT_BITS + p_bits), signed_signal(FP16_MANT_BITS + o_bits)
     d_shift7, m_shift7 = signed_signal(SHIFT_BITS), signed_signal(SHIFT_BITS)
     d_term, m_term = signed_signal(TERM_BITS), signed_signal(TERM_BITS)
-    scaling = [scale_product(clk, valid_in(6), d_mant, block_sum, d_product),
+    scaling = [scaled_pair(clk, valid_in(5), sc0, sums[0], sc1, sums[1], block_sum),
+               scaled_pair(clk, valid_in(5), o0, sums[2], o1, sums[3], act_sum),
+               scale_product(clk, valid_in(6), d_mant, block_sum, d_product),
                scale_product(clk, valid_in(6), m_mant, act_sum, m_product),
                guarded_register(clk, valid_in(6), d_shift, d_shift7),
                guarded_register(clk, valid_in(6), m_shift, m_shift7),
@@ -127,7 +236,7 @@ def block_mac(clk, rst, in_valid, first, last, fmt, codes, d_bits, m_bits, acts,
     done = row_done(clk, rst, valid8, last8, y_valid)
     if term is not None:  # T_b itself: the cell's tests read it, the matmul engine does not
         done = done, guarded_add(clk, valid8, d_term, m_term, term), valid_pipe(clk, rst, valid8, term_valid)
-    return controls, lanes, scales, trees, scaling, accumulate, done
+    return controls, decode, lanes, scales_, trees, scaling, accumulate, done
 
 
 class _StageMarks:
@@ -141,6 +250,138 @@ class _StageMarks:
 
     def valid(self, k):
         return self[k][0]
+
+
+class FormatSignals:
+    """The traits of the current format as signals (format_traits drives them)."""
+
+    def __init__(self):
+        self.code_keep, self.code_flip = unsigned_signal(8), unsigned_signal(8)
+        self.sc_keep, self.sc_flip = unsigned_signal(8), unsigned_signal(8)
+        self.sc_one, self.sc_shared = bit_signal(), bit_signal()
+        self.mn_keep = unsigned_signal(8)
+        self.mn_one, self.offset, self.negate = bit_signal(), bit_signal(), bit_signal()
+
+
+class SubScales:
+    """The decoded sub-block scales and mins of the two 16-weight halves."""
+
+    def __init__(self):
+        self.sc0, self.sc1 = signed_signal(SC_BITS), signed_signal(SC_BITS)
+        self.o0, self.o1 = signed_signal(MIN_BITS), signed_signal(MIN_BITS)
+
+
+@block
+def format_traits(fmt, t):
+    """The format code's traits from TRAIT_ROMS (case statements: a few gates per lane)."""
+    words = [unsigned_signal(bits) for bits in TRAIT_BITS]
+    slices = {}
+    for word, group in zip(words, TRAIT_FIELDS, strict=True):
+        at = 0
+        for name, bits in group:
+            slices[name] = word(at + bits, at) if bits > 1 else word(at)
+            at += bits
+    outs = [_wire(slices[name], getattr(t, name)) for group in TRAIT_FIELDS for name, _ in group]
+    return trait_rom(fmt, words[0], TRAIT_ROMS[0]), trait_rom(fmt, words[1], TRAIT_ROMS[1]), outs
+
+
+@block
+def trait_rom(fmt, word, rom: tuple):
+    @always_comb
+    def lookup():
+        word.next = rom[fmt]
+
+    return lookup
+
+
+@block
+def _wire(a, b):
+    @always_comb
+    def connect():
+        b.next = a
+
+    return connect
+
+
+@block
+def sub_scales(t, scales, mins, sub):
+    """sc_k and o_k of the two halves from the raw fields (combinational: the embedding unit
+    uses them in the cycle the slot arrives)."""
+    sc_fields = bus_lanes(scales, FIELD_BITS, 2)
+    mn_fields = bus_lanes(mins, FIELD_BITS, 2)
+    return (scale_field(t, sc_fields[0], sub.sc0), scale_field_shared(t, sc_fields[0], sc_fields[1], sub.sc1),
+            min_field(t, mn_fields[0], sub.o0), min_field_shared(t, mn_fields[0], mn_fields[1], sub.o1))
+
+
+@block
+def scale_field(t, field, sc):
+    @always_comb
+    def decode():
+        raw = intbv(0)[FIELD_BITS:]
+        if t.sc_flip != 0 and (field & t.sc_flip) == 0:
+            raw[:] = field | ~t.sc_keep
+        else:
+            raw[:] = field & t.sc_keep
+        if t.sc_one:
+            sc.next = 1
+        else:
+            sc.next = raw.signed()
+
+    return decode
+
+
+@block
+def scale_field_shared(t, first_field, field, sc):
+    """The second half's scale: its own field, or the first one's for 32-weight sub-blocks."""
+    @always_comb
+    def decode():
+        raw = intbv(0)[FIELD_BITS:]
+        own = intbv(0)[FIELD_BITS:]
+        if t.sc_shared:
+            own[:] = first_field
+        else:
+            own[:] = field
+        if t.sc_flip != 0 and (own & t.sc_flip) == 0:
+            raw[:] = own | ~t.sc_keep
+        else:
+            raw[:] = own & t.sc_keep
+        if t.sc_one:
+            sc.next = 1
+        else:
+            sc.next = raw.signed()
+
+    return decode
+
+
+@block
+def min_field(t, field, o):
+    @always_comb
+    def decode():
+        raw = intbv(0)[FIELD_BITS:]
+        raw[:] = field & t.mn_keep
+        if t.mn_one:
+            o.next = 1
+        else:
+            o.next = raw.signed()
+
+    return decode
+
+
+@block
+def min_field_shared(t, first_field, field, o):
+    @always_comb
+    def decode():
+        raw = intbv(0)[FIELD_BITS:]
+        if t.sc_shared:
+            raw[:] = first_field & t.mn_keep
+        else:
+            raw[:] = field & t.mn_keep
+        if t.mn_one:
+            o.next = 1
+        else:
+            o.next = raw.signed()
+
+    return decode
 
 
 @block
@@ -170,26 +411,18 @@ def row_done(clk, rst, valid, last, y_valid):
 
 
 @block
-def lane_product(clk, enable, fmt, code, act, product):
-    """q * a for one lane. q: Q8_0 the byte as int8; Q4_0 the nibble
-    with its top bit flipped, as int4; Q4_1 the nibble, unsigned."""
+def lane_product(clk, enable, keep, flip, code, act, product):
+    """q * a for one weight: q is the code's kept bits, or with the format's flip bit clear the
+    code with every bit outside `keep` set (the code minus its offset, sign-extended)."""
 
     @always(clk.posedge)
     def multiply():
         if enable:
             weight = intbv(0)[CODE_BITS:]
-            fill = False
-            if fmt == FORMAT_Q8_0:
-                weight[:] = code
+            if flip != 0 and (code & flip) == 0:
+                weight[:] = code | ~keep
             else:
-                weight[3:] = code[3:]
-                if fmt == FORMAT_Q4_1:
-                    weight[3] = code[3]
-                else:
-                    weight[3] = not code[3]
-                    fill = not code[3]
-                for i in range(4, CODE_BITS):
-                    weight[i] = fill
+                weight[:] = code & keep
             product.next = weight.signed() * act.signed()
 
     return multiply
@@ -197,7 +430,7 @@ def lane_product(clk, enable, fmt, code, act, product):
 
 @block
 def act_register(clk, enable, act, act_reg):
-    """a kept beside its product, for the A sum."""
+    """a kept beside its product, for the A sums."""
 
     @always(clk.posedge)
     def keep():
@@ -208,9 +441,9 @@ def act_register(clk, enable, act, act_reg):
 
 
 @block
-def fp16_scale(clk, enable, fmt, bits, e_act, mant, shift, is_offset):
-    """An fp16 value held exactly: mant = M, shift = E + e_b + 24 = max(x, 1) + e_b - 1.
-    The Q4_1 offset (is_offset) is zero for the other formats."""
+def fp16_scale(clk, enable, bits, e_act, keep, negate, mant, shift):
+    """An fp16 value held exactly: mant = M (negated with `negate`, 0 without `keep`), shift = E + e_b + 24 =
+    max(x, 1) + e_b - 1."""
     act_exp = sign_extended(e_act, SHIFT_BITS)
 
     @always(clk.posedge)
@@ -222,15 +455,27 @@ def fp16_scale(clk, enable, fmt, bits, e_act, mant, shift, is_offset):
             if bits[15:10] != 0:
                 magnitude[10] = 1  # the hidden one of normal numbers
                 biased[FP16_EXP_BITS:] = bits[15:10]
-            if is_offset and fmt != FORMAT_Q4_1:
+            if not keep:
                 mant.next = 0
-            elif bits[15]:
+            elif bits[15] != negate:
                 mant.next = -magnitude.signed()
             else:
                 mant.next = magnitude.signed()
             shift.next = biased.signed() + act_exp.signed() - 1
 
     return decode
+
+
+@block
+def scaled_pair(clk, enable, s0, x0, s1, x1, total):
+    """total = s0 * x0 + s1 * x1: the last level of the two half trees, under the sub-block scales."""
+
+    @always(clk.posedge)
+    def multiply_add():
+        if enable:
+            total.next = s0 * x0 + s1 * x1
+
+    return multiply_add
 
 
 @block
@@ -308,12 +553,13 @@ def accumulator(clk, enable, first, last, d_term, m_term, y):
     return accumulate
 
 
-def _check_ports(fmt, codes, d_bits, m_bits, acts, e_act, term, y) -> int:
+def _check_ports(fmt, codes, scales, mins, d_bits, m_bits, acts, e_act, term, y) -> int:
     """Port widths; returns the activation lane width."""
     act_bits = len(acts) // BLOCK
-    expected = {"fmt": (fmt, FORMAT_BITS), "codes": (codes, BLOCK * CODE_BITS), "d_bits": (d_bits, FP16_BITS),
-                "m_bits": (m_bits, FP16_BITS), "acts": (acts, BLOCK * act_bits), "e_act": (e_act, EXP_BITS),
-                "term": (term, TERM_BITS + 1), "y": (y, ACC_BITS)}
+    expected = {"fmt": (fmt, FORMAT_BITS), "codes": (codes, BLOCK * CODE_BITS), "scales": (scales, 2 * FIELD_BITS),
+                "mins": (mins, 2 * FIELD_BITS), "d_bits": (d_bits, FP16_BITS), "m_bits": (m_bits, FP16_BITS),
+                "acts": (acts, BLOCK * act_bits), "e_act": (e_act, EXP_BITS), "term": (term, TERM_BITS + 1),
+                "y": (y, ACC_BITS)}
     for name, (port, width) in expected.items():
         if port is not None and len(port) != width:
             raise HardwireError(f"block_mac port {name} is {len(port)} bits; it must be {width}")

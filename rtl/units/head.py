@@ -1,10 +1,12 @@
-"""The head's units: the embedding lookup and the argmax tracker (docs/numerics.md sections 4, 9).
+"""The head's units: the embedding lookup and the argmax tracker (docs/numerics.md sections 3.1, 4, 9).
 
 embed_unit: one GGUF block slot of the embedding row in, its 32 ACC words out, two cycles later:
-    x_i = sat(floor_shift(M_d * q_i, E_d + 24) + floor_shift(M_m, E_m + 24), 48)
-It reuses the block-MAC lane's code decoder and fp16 decoder: with the activation held at 1,
-the lane's product is q_i itself. E + 24 = max(x, 1) - 1 is never negative, so both floor
-shifts are exact left shifts.
+    x_i = sat(floor_shift(M_d * sc_k * q_i, E_d + 24) + floor_shift(M_o * o_k, E_o + 24), 48)
+for weight i in sub-block k (section 3.1's last paragraph; sc = 1, o = 1 or 0 for the 32-weight
+formats: section 4). It reuses the block-MAC lane's decoders: the format's traits, the
+sub-block scales and mins, the code decoder (with the weight's sub-block scale as its
+activation, the lane's product is sc_k * q_i) and the fp16 decoder. E + 24 = max(x, 1) - 1 is
+never negative, so both floor shifts are exact left shifts.
 
 argmax_tracker: the LM head's output blocks stream past it (32 logits, the block's index);
 it keeps the largest logit of rows below `limit` and its row. A tie keeps the lower row,
@@ -19,41 +21,68 @@ from myhdl import ConcatSignal, always, always_comb, always_seq, block, intbv
 from hardwire.golden.spec import ACC_BITS, BLOCK
 
 from ..bus import EXP_BITS
-from ..cells.block_mac import CODE_BITS, FP16_BITS, SHIFT_BITS, fp16_scale, lane_product
-from ..cells.wiring import bit_signal, bus_lanes, sign_extended, signed_signal, unsigned_signal, zero_extended
+from ..cells.block_mac import (
+    CODE_BITS,
+    FIELD_BITS,
+    FP16_BITS,
+    HALF,
+    MIN_BITS,
+    SC_BITS,
+    SHIFT_BITS,
+    FormatSignals,
+    SubScales,
+    format_traits,
+    fp16_scale,
+    lane_product,
+    sub_scales,
+)
+from ..cells.wiring import (
+    bit_signal,
+    bus_lanes,
+    guarded_register,
+    sign_extended,
+    signed_signal,
+    unsigned_signal,
+    zero_extended,
+)
 
 EMBED_LATENCY = 2
 ROW_BITS = 20  # token ids and vocabulary rows
-SUM_BITS = ACC_BITS + 4  # M_d * q << 29 plus M_m << 29 stays below 2**50
+SUM_BITS = ACC_BITS + 6  # M_d * sc * q << 29 (|sc q| <= 2**12) plus M_o * o << 29 stays below 2**53
 SLOT_CODE_BITS = BLOCK * CODE_BITS
 
 
 @block
 def embed_unit(clk, rst, enable, fmt, slot, out):
-    """`slot`: 32 code bytes, fp16 d, fp16 m (rtl/metal.py block_slots); `out_data`: 32 x 48 bits."""
+    """`slot`: 32 code bytes, fp16 d, fp16 m/dmin, two scale fields, two min fields (rtl/metal.py
+    block_slots); `out_data`: 32 x 48 bits."""
     out_valid, out_data = out.valid, out.data  # an ACC bus: no exponent
     codes = [slot((i + 1) * CODE_BITS, i * CODE_BITS) for i in range(BLOCK)]
     d_bits, m_bits = slot(SLOT_CODE_BITS + FP16_BITS, SLOT_CODE_BITS), slot(SLOT_CODE_BITS + 2 * FP16_BITS,
                                                                           SLOT_CODE_BITS + FP16_BITS)
-    one = unsigned_signal(16)  # the lane's activation: the product is then the code itself
+    fields_at = SLOT_CODE_BITS + 2 * FP16_BITS
+    scales = slot(fields_at + 2 * FIELD_BITS, fields_at)
+    mins = slot(fields_at + 4 * FIELD_BITS, fields_at + 2 * FIELD_BITS)
+    traits, sub = FormatSignals(), SubScales()
+    decode = [format_traits(fmt, traits), sub_scales(traits, scales, mins, sub)]
     zero_exp = signed_signal(EXP_BITS)
     stage1 = bit_signal()
     d_mant, m_mant = signed_signal(12), signed_signal(12)
     d_shift, m_shift = signed_signal(SHIFT_BITS), signed_signal(SHIFT_BITS)
-    is_offset, not_offset = bit_signal(), bit_signal()
-    codes_q = [signed_signal(CODE_BITS + 16) for _ in range(BLOCK)]
-    decoders = [lane_product(clk, enable, fmt, codes[i], one, codes_q[i]) for i in range(BLOCK)]
-    scales = [fp16_scale(clk, enable, fmt, d_bits, zero_exp, d_mant, d_shift, not_offset),
-              fp16_scale(clk, enable, fmt, m_bits, zero_exp, m_mant, m_shift, is_offset)]
+    o0, o1 = signed_signal(MIN_BITS), signed_signal(MIN_BITS)
+    codes_q = [signed_signal(CODE_BITS + SC_BITS) for _ in range(BLOCK)]  # sc_k * q_i
+    decoders = [lane_product(clk, enable, traits.code_keep, traits.code_flip, codes[i],
+                             sub.sc0 if i < HALF else sub.sc1, codes_q[i]) for i in range(BLOCK)]
+    scales_ = [fp16_scale(clk, enable, d_bits, zero_exp, True, False, d_mant, d_shift),
+               fp16_scale(clk, enable, m_bits, zero_exp, traits.offset, traits.negate, m_mant, m_shift),
+               guarded_register(clk, enable, sub.o0, o0), guarded_register(clk, enable, sub.o1, o1)]
     words = [signed_signal(ACC_BITS) for _ in range(BLOCK)]
-    lanes = [embed_word(clk, stage1, codes_q[i], d_mant, d_shift, m_mant, m_shift, words[i]) for i in range(BLOCK)]
+    lanes = [embed_word(clk, stage1, codes_q[i], d_mant, d_shift, m_mant, o0 if i < HALF else o1, m_shift, words[i])
+             for i in range(BLOCK)]
     packed = ConcatSignal(*[w(ACC_BITS, 0) for w in reversed(words)])
 
     @always(clk.posedge)
     def constants():
-        one.next = 1
-        is_offset.next = 1
-        not_offset.next = 0
         zero_exp.next = 0
 
     @always_seq(clk.posedge, reset=rst)
@@ -65,12 +94,12 @@ def embed_unit(clk, rst, enable, fmt, slot, out):
     def output():
         out_data.next = packed
 
-    return decoders, scales, lanes, constants, valid_bits, output
+    return decode, decoders, scales_, lanes, constants, valid_bits, output
 
 
 @block
-def embed_word(clk, enable, q, d_mant, d_shift, m_mant, m_shift, word):
-    """One element: (M_d * q << s_d) + (M_m << s_m), saturated to 48 bits."""
+def embed_word(clk, enable, scq, d_mant, d_shift, m_mant, o, m_shift, word):
+    """One element: (M_d * sc * q << s_d) + (M_o * o << s_m), saturated to 48 bits."""
     m_wide = sign_extended(m_mant, SUM_BITS)
 
     @always(clk.posedge)
@@ -78,7 +107,7 @@ def embed_word(clk, enable, q, d_mant, d_shift, m_mant, m_shift, word):
         if enable:
             total = intbv(0, min=-(1 << (SUM_BITS - 1)), max=1 << (SUM_BITS - 1))
             limit = intbv(0, min=-(1 << (ACC_BITS - 1)), max=1 << (ACC_BITS - 1))
-            total[:] = ((d_mant * q) << d_shift) + (m_wide.signed() << m_shift)
+            total[:] = ((d_mant * scq) << d_shift) + ((m_wide.signed() * o) << m_shift)
             limit[ACC_BITS - 1] = 1
             if total >= 0:
                 limit[:] = ~limit

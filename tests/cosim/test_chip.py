@@ -10,6 +10,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from gguf import GGMLQuantizationType as QT
 
 from hardwire.cosim.behaviour import observers
 from hardwire.cosim.chip_sim import ChipSim, grid_sources, metal_maps
@@ -18,6 +19,7 @@ from hardwire.golden.gguf_model import load_model
 from hardwire.golden.synth import SynthSpec, write_synthetic
 from hardwire.rtl import chip, metal
 from hardwire.rtl.die import get_die
+from hardwire.rtl.isa import FORMAT_CODE, Op
 
 DIE = get_die("hw-tiny")
 
@@ -43,10 +45,28 @@ MODELS = {
 }
 
 
+# the other formats of llama.cpp's recipes (numerics 2.1), each as the embedding, in attention, in the FFN and as
+# an untied LM head (a Latin square of one-layer models); a 3/6-bit model in the spirit of HC1 (Q3_K FFN, Q6_K
+# attention and tied head); all-zero K weights (scales and mins of 0, d = 0)
+NEW_FORMATS = ("q5_0", "q5_1", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k")
+K_MODELS = {
+    **{f"{NEW_FORMATS[i]}-embed-untied": SynthSpec(
+        layers=1, d_model=256, d_ffn=512, heads=4, kv_heads=1 + i % 2, vocab=260 + i, seed=30 + i,
+        embed_quant=NEW_FORMATS[i], attn_quant=NEW_FORMATS[(i + 1) % 7], ffn_quant=NEW_FORMATS[(i + 2) % 7],
+        output_quant=NEW_FORMATS[(i + 3) % 7]) for i in range(7)},
+    "q3_k-ffn-q6_k-attn-head-tied": SynthSpec(layers=2, d_model=256, d_ffn=512, heads=4, kv_heads=2, vocab=300,
+                                              seed=21, embed_quant="q6_k", attn_quant="q6_k", ffn_quant="q3_k"),
+    "zero-k-untied": SynthSpec(layers=1, d_model=256, d_ffn=512, heads=4, kv_heads=2, vocab=270, seed=22,
+                               embed_quant="q5_k", attn_quant="q2_k", ffn_quant="q4_k", output_quant="q6_k",
+                               weight_scale=0.0),
+}
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("chip_models")
-    return {name: load_model(write_synthetic(spec, root / f"{name}.gguf")) for name, spec in MODELS.items()}
+    return {name: load_model(write_synthetic(spec, root / f"{name}.gguf"))
+            for name, spec in {**MODELS, **K_MODELS}.items()}
 
 
 @pytest.fixture(scope="module")
@@ -77,14 +97,30 @@ def test_generation_is_bit_exact(models, name, run_record, record_property, expl
     behaviour.check(fingerprint)
 
 
+@pytest.mark.parametrize("name", sorted(K_MODELS))
+def test_every_format_generates_bit_exact(models, name, run_record, record_property, explain_failure, chip_for):
+    """The formats beyond Q8_0/Q4_0/Q4_1 on the same base grid, chained, every tap word for word."""
+    record_property("seed", K_MODELS[name].seed)
+    model, prompt = models[name], [3, 257, 42]
+    sim = chip_for(model)
+    gen = generate(model, sim, prompt, n_new=3, observe=run_record.observer(model, sim))
+    assert gen.mismatch is None and not gen.missing, explain_failure(sim, gen, model, prompt, 3)
+    assert len(gen.tokens) == 3 and gen.tokens == gen.golden_tokens
+
+
 def test_base_grid_is_the_same_for_two_models(models, chip_for):
-    """The chip's Verilog depends on the die alone; the metal differs."""
-    a, b = (metal.generate(models[n], DIE) for n in ("q4_1-gqa2-v301", "q8_0-mha-v259"))
-    assert a.sha256() != b.sha256()
+    """The chip's Verilog (what `hardwire build` reports as base_grid_sha256) depends on the die alone,
+    whatever the formats (Q4_1 and Q8_0; Q3_K and Q6_K): only the metal differs."""
+    names = ("q4_1-gqa2-v301", "q8_0-mha-v259", "q3_k-ffn-q6_k-attn-head-tied")
+    images = [metal.generate(models[n], DIE) for n in names]
+    assert len({image.sha256() for image in images}) == 3
+    fmts = [{i.fmt for program in image.programs.values() for i in program if i.op == Op.MATMUL} for image in images]
+    assert fmts[0] == {FORMAT_CODE[QT.Q4_1], FORMAT_CODE[QT.Q8_0]}
+    assert fmts[2] == {FORMAT_CODE[QT.Q3_K], FORMAT_CODE[QT.Q6_K]}
     sources, _ = grid_sources(DIE)
     assert sources == chip.base_grid(DIE)  # what the cache holds is what the RTL converts to
-    first, second = chip_for(models["q4_1-gqa2-v301"], a), chip_for(models["q8_0-mha-v259"], b)
-    assert first.sim.key == second.sim.key and second.cache_hit
+    sims = [chip_for(models[n], image) for n, image in zip(names, images, strict=True)]
+    assert len({sim.sim.key for sim in sims}) == 1 and all(sim.cache_hit for sim in sims[1:])  # one build
 
 
 def test_context_fills_to_the_kv_limit_then_overflows(models, run_record, chip_for):

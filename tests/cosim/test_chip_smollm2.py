@@ -1,8 +1,11 @@
-"""Whole hw-s135 chips, chained: SmolLM2-135M, and synthetic models in the weight formats it lacks.
+"""Whole hw-s135 chips, chained: SmolLM2-135M, requantized under llama.cpp's recipes, and synthetic
+models in the weight formats it lacks.
 
 Token in, token out, every tap of every layer exact. SmolLM2-135M is Q4_1 in its layers and a tied
-Q8_0 embedding; the synthetic models bring Q4_0 and Q8_0 layers, Q4_0 and Q4_1 heads and the
-saturation corners (weights 3000x), so that the big die's matmul lanes run every format.
+Q8_0 embedding; requantized with `hardwire quantize` under q3_k_m, q4_k_m and q6_k it mixes the K quants
+(ffn_down, attn_v, the tied Q6_K embedding) with the fallbacks of its 576-wide rows (Q4_0, Q5_0, Q5_1,
+Q8_0); the synthetic models bring Q4_0 and Q8_0 layers, Q4_0 and Q4_1 heads and the saturation corners
+(weights 3000x), so that the big die's matmul lanes run every format.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from hardwire.cosim.behaviour import observers
 from hardwire.cosim.chip_sim import ChipSim, metal_maps
 from hardwire.cosim.generation import generate
 from hardwire.golden.gguf_model import load_model
+from hardwire.golden.recipes import requantize
 from hardwire.golden.synth import SynthSpec, write_synthetic
 from hardwire.golden.tokenizer import GGUFTokenizer
 from hardwire.rtl import metal
@@ -62,3 +66,19 @@ def test_every_weight_format_on_the_big_chip(name, tmp_path, run_record, hw_cove
     assert gen.mismatch is None and not gen.missing, explain_failure(sim, gen, model, prompt, 6)
     assert gen.tokens == gen.golden_tokens
     behaviour.check(fingerprint)
+
+
+@pytest.mark.nightly
+@pytest.mark.parametrize("recipe", ["q3_k_m", "q4_k_m", "q6_k"])
+def test_requantized_smollm2_sixteen_tokens_bit_exact(recipe, smollm2_path, tmp_path, run_record, hw_coverage,
+                                                      explain_failure):
+    """SmolLM2-135M under a llama.cpp recipe (the bytes llama-quantize writes, tests/golden/test_recipes.py),
+    printed on the default die and chained for 16 tokens."""
+    types = requantize(smollm2_path, recipe, tmp_path / f"{recipe}.gguf")
+    assert len({t for name, t in types.items() if name.endswith(".weight") and "norm" not in name}) >= 2
+    model = load_model(tmp_path / f"{recipe}.gguf")
+    ids = GGUFTokenizer(model.tokenizer_meta).encode(PROMPTS[0])
+    sim = ChipSim(DIE, metal_maps(metal.generate(model, DIE))[0], coverage=hw_coverage)
+    gen = generate(model, sim, ids, n_new=16, observe=run_record.observer(model, sim))
+    assert gen.mismatch is None and not gen.missing, explain_failure(sim, gen, model, ids, 16)
+    assert len(gen.tokens) == 16 and gen.tokens == gen.golden_tokens

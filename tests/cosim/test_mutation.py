@@ -20,11 +20,14 @@ from hardwire.rtl.die import get_die
 from hardwire.rtl.units import vector
 
 DIE = get_die("hw-tiny")
-MODELS = {  # a tied Q4_1/Q8_0 head and an untied one over Q4_0, Q4_1 and Q8_0
+MODELS = {  # a tied Q4_1/Q8_0 head and an untied one over Q4_0, Q4_1 and Q8_0; K quants with an untied head
     "tied": SynthSpec(layers=2, d_model=128, d_ffn=256, heads=2, kv_heads=1, vocab=301, seed=4),
     "untied": SynthSpec(layers=3, d_model=256, d_ffn=512, heads=8, kv_heads=2, vocab=517, seed=6,
                         embed_quant="q4_0", attn_quant="q4_0", ffn_quant="q4_1", output_quant="q8_0"),
+    "k": SynthSpec(layers=1, d_model=256, d_ffn=512, heads=4, kv_heads=2, vocab=300, seed=9,
+                   embed_quant="q6_k", attn_quant="q5_k", ffn_quant="q3_k", output_quant="q2_k"),
 }
+SLOT = metal.SLOT_BYTES * 8  # bits per lane's slot: codes at byte 0, d 32, m/dmin 34, scales 36, mins 38
 PROMPT, N_NEW = [3, 257, 42], 2
 
 
@@ -48,6 +51,8 @@ def reencoded(image, model, flip: Flip, decoded) -> list[int] | None:
     kind = mutation._rom_kind(flip.rom)
     if decoded.mutant is not None:  # a weight: the metal generator on the mutated model
         return as_ints(metal.generate(decoded.mutant(model), DIE).roms[flip.rom].words)
+    if kind == "weights":  # one slot's copy of a super-block's d or dmin: no model prints it (see test below)
+        return None
     golden = decoded.patch(model)
     if kind == "consts":
         norms = [golden.out_norm] if flip.rom == "head_consts" else [
@@ -89,13 +94,14 @@ def test_decoded_flips_reencode_to_the_flipped_rom(printed, name):
 
 @pytest.mark.parametrize("flip, kind, field", [
     (Flip("tile00_weights", 0, 4), UNUSED, "bit 4 above a Q4_0 nibble"),
-    (Flip("tile00_weights", 0, 36 * 8 + 2), MODEL, "wq row 1 block 0 code 0: "),
+    (Flip("tile00_weights", 0, SLOT + 2), MODEL, "wq row 1 block 0 code 0: "),
     (Flip("tile02_weights", 0, 32 * 8 + 14), MODEL, "wq row 0 block 0 scale d bit 14"),
     (Flip("tile02_weights", 0, 34 * 8), UNUSED, "offset field of a Q4_0 block"),
-    (Flip("head_weights", 64 * 8, 5 * 36 * 8), UNUSED, "lm_head row 517 block 0: a padded row"),
+    (Flip("head_weights", 64 * 8, 5 * SLOT), UNUSED, "lm_head row 517 block 0: a padded row"),
+    (Flip("tile00_weights", 0, 36 * 8), UNUSED, "sub-block scale field of a Q4_0 block (none)"),
     (Flip("tile01_consts", 0, 64), MODEL, "layer 1 attn_norm gain exponent e_G"),
     (Flip("tile01_consts", 0, 100), UNUSED, "header bit 100: spare"),
-    (Flip("tile01_ucode", 0, 120), UNUSED, "past the 107 field bits"),
+    (Flip("tile01_ucode", 0, 120), UNUSED, "past the 109 field bits"),
     (Flip("tile01_ucode", 1, 5), UNMODELLED, "(NORM): tap"),
 ])
 def test_decode_names_the_field(printed, flip, kind, field):
@@ -111,7 +117,7 @@ def test_the_chip_fails_where_the_golden_of_the_mutant_first_changes(printed, tm
     base, _ = metal_maps(image)
     stimulus = PROMPT + generate(model, ChipSim(DIE, base), PROMPT, N_NEW).golden_tokens[:-1]
     reference = mutation.golden_trace(IntModel(model, capacity=len(stimulus)), stimulus)
-    flips = [Flip("tile00_weights", 0, 4), Flip("head_weights", 64 * 8, 5 * 36 * 8),  # unused
+    flips = [Flip("tile00_weights", 0, 4), Flip("head_weights", 64 * 8, 5 * SLOT),  # unused
              Flip("tile01_weights", 0, 0), Flip("tile02_consts", 3, 30), Flip("lut_rsqrt", 1000, 9)]
     for i, flip in enumerate(flips):
         decoded = mutation.decode(image, model, flip)
@@ -122,6 +128,64 @@ def test_the_chip_fails_where_the_golden_of_the_mutant_first_changes(printed, tm
         assert where == effect, (str(flip), decoded.field, gen.mismatch)
         if decoded.kind == UNUSED:
             assert gen.bit_exact, str(flip)
+
+
+GATE = 512 + 256 + 256 + 512  # the K model's first w_gate word: after wq, wk, wv and wo (hw-tiny: 4 lanes)
+K_FLIPS = [  # (flip, kind, what the decoder names)
+    (Flip("tile00_weights", 0, 3 * 8 + 1), MODEL, "wq row 0 block 0 code 3: "),
+    (Flip("tile00_weights", 0, 3 * 8 + 4), MODEL, "code 3 (high-bit plane)"),  # Q5_K's fifth bit
+    (Flip("tile00_weights", 0, 3 * 8 + 6), UNUSED, "bit 6 above a 5-bit Q5_K code"),
+    (Flip("tile00_weights", 0, 36 * 8 + 5), MODEL, "sub-block 0 scale: "),
+    (Flip("tile00_weights", 0, 37 * 8), UNUSED, "scale field 1, which a Q5_K block does not read"),
+    (Flip("tile00_weights", 0, 38 * 8 + 1), MODEL, "sub-block 0 min: "),
+    (Flip("tile00_weights", 0, 32 * 8 + 11), MODEL, "scale d bit 11"),
+    (Flip("tile00_weights", 0, 34 * 8 + 3), MODEL, "dmin bit 3"),
+    (Flip("tile00_weights", GATE, SLOT + 5 * 8 + 2), MODEL, "w_gate row 1 block 0 code 5 (hmask plane)"),
+    (Flip("tile00_weights", GATE, SLOT + 37 * 8 + 5), MODEL, "w_gate row 1 block 0 sub-block 1 scale: "),
+    (Flip("tile00_weights", GATE, 38 * 8), UNUSED, "min field 0, which a Q3_K block does not read"),
+    (Flip("head_weights", 0, 38 * 8 + 3), MODEL, "lm_head row 0 block 0 sub-block 0 min"),  # Q2_K
+    (Flip("head_weights", 0, 36 * 8 + 4), UNUSED, "scale field 0 bit 4 above a Q2_K scale"),
+    (Flip("head_weights", 304, 3 * SLOT + 7 * 8 + 5), MODEL, "embed row 3 block 0 code 7 (qh plane)"),  # Q6_K
+    (Flip("head_weights", 304, 3 * SLOT + 36 * 8 + 7), MODEL, "embed row 3 block 0 sub-block 0 scale"),
+]
+
+
+@pytest.mark.parametrize("flip, kind, field", K_FLIPS, ids=[f[2] for f in K_FLIPS])
+def test_k_quant_flips_are_named(printed, flip, kind, field):
+    model, image = printed["k"]
+    decoded = mutation.decode(image, model, flip)
+    assert decoded.kind == kind and field in decoded.field, decoded.field
+
+
+def test_k_quant_flips_fail_where_the_golden_of_the_mutant_first_changes(printed, tmp_path):
+    """On a model of Q5_K, Q3_K, Q2_K and Q6_K: flips in codes, their high-bit planes, sub-block scales
+    and mins, and one slot's copy of d and dmin are caught at the golden's first changed tap; the bits a
+    format does not define leave the run bit-exact."""
+    model, image = printed["k"]
+    base, _ = metal_maps(image)
+    stimulus = PROMPT + generate(model, ChipSim(DIE, base), PROMPT, N_NEW).golden_tokens[:-1]
+    reference = mutation.golden_trace(IntModel(model, capacity=len(stimulus)), stimulus)
+    effective = 0
+    for i, (flip, _, _) in enumerate(K_FLIPS):
+        decoded = mutation.decode(image, model, flip)
+        effect = mutation.golden_effect(decoded, model, stimulus, reference) if decoded.kind == MODEL else None
+        effective += effect is not None
+        gen = generate(model, ChipSim(DIE, mutation.flipped_maps(base, image, flip, tmp_path / f"f{i}")), PROMPT,
+                       N_NEW)
+        where = None if gen.mismatch is None else (gen.mismatch.layer, gen.mismatch.op, gen.mismatch.position)
+        assert where == effect, (str(flip), decoded.field, gen.mismatch)
+    assert effective >= 8
+
+
+def test_a_slot_copy_of_a_super_block_scale_changes_one_activation_block(printed):
+    """The K quants' d and dmin are printed in each of a super-block's eight slots; the decoder's golden
+    changes the flipped slot's copy alone."""
+    model, image = printed["k"]
+    decoded = mutation.decode(image, model, Flip("tile00_weights", 2 * 8 + 3, SLOT + 32 * 8 + 11))
+    golden, clean = decoded.patch(model), IntModel(model)
+    changed = np.argwhere(golden.layers[0].qkv.md != clean.layers[0].qkv.md)
+    assert changed.tolist() == [[3, 1 + 4 * 2]]  # block 3 of row 9 (group 2, lane 1) of W_q
+    assert decoded.mutant is None
 
 
 def test_flipped_maps_never_write_into_the_base(printed, tmp_path):

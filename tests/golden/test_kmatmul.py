@@ -128,15 +128,16 @@ def k_model(tmp_path, **quants):
     return write_synthetic(spec, tmp_path / "k.gguf")
 
 
-def test_chip_loader_refuses_what_the_references_read(tmp_path):
+def test_the_loader_reads_every_format_by_default(tmp_path):
+    """The chip prints every decodable format: the default loader reads them into their fields."""
     from hardwire.golden.errors import HardwireError
     from hardwire.golden.gguf_model import load_model
 
     path = k_model(tmp_path, attn_quant="q5_0")
-    with pytest.raises(HardwireError, match=r"unsupported quant type Q5_0 \(supported: Q8_0, Q4_0, Q4_1\)"):
-        load_model(path)
-    model = load_model(path, formats=kquants.DECODABLE)
+    model = load_model(path)
     assert isinstance(model.layers[0].wq, kquants.BlockFields) and model.layers[0].wq.qtype == QT.Q5_0
+    with pytest.raises(HardwireError, match=r"unsupported quant type Q5_0 \(supported: Q8_0, Q4_0, Q4_1\)"):
+        load_model(path, formats=(QT.Q8_0, QT.Q4_0, QT.Q4_1))
 
 
 @pytest.mark.parametrize("quants", [

@@ -102,10 +102,20 @@ def test_dims_not_divisible_by_block(tmp_path):
         load_model(_metadata_only(tmp_path / "d.gguf", d_model=48))
 
 
-def test_unsupported_quant_is_named(tmp_path, monkeypatch):
-    monkeypatch.setitem(synth.QUANTS, "q5_0", QT.Q5_0)
-    path = write_synthetic(SynthSpec(ffn_quant="q5_0"), tmp_path / "q5.gguf")
-    with pytest.raises(HardwireError, match="unsupported quant type Q5_0"):
+def test_unsupported_quant_is_named(tmp_path):
+    path = write_synthetic(SynthSpec(ffn_quant="f32"), tmp_path / "f32.gguf")
+    supported = r"\(supported: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K\)"
+    with pytest.raises(HardwireError, match="'blk.0.ffn_gate.weight' has unsupported quant type F32 " + supported):
+        load_model(path)
+
+
+def test_a_k_quant_nan_super_block_scale_is_refused(tmp_path):
+    spec = SynthSpec(d_model=256, d_ffn=512, heads=4, kv_heads=2, ffn_quant="q6_k")
+    path = write_synthetic(spec, tmp_path / "k.gguf")
+    reader = gguf.GGUFReader(path, "r+")
+    t = next(t for t in reader.tensors if t.name == "blk.0.ffn_up.weight")
+    t.data.reshape(-1)[208:210] = np.array([0x7E00], np.uint16).view(np.uint8)  # the first super-block's d
+    with pytest.raises(HardwireError, match="'blk.0.ffn_up.weight' has a NaN or infinite block scale"):
         load_model(path)
 
 

@@ -7,11 +7,15 @@ Activations are B16 mantissas (the chip's lanes); one test runs the 8-bit-lane b
 
 from __future__ import annotations
 
+import block_golden
 import numpy as np
 import pytest
 from block_golden import block_terms, row_results
+from gguf import GGML_QUANT_SIZES
+from gguf import GGMLQuantizationType as QT
 
 from hardwire.golden import spec
+from hardwire.rtl import metal
 
 FORMATS = ["Q8_0", "Q4_0", "Q4_1"]
 CODE_RANGE = {"Q8_0": (-128, 128), "Q4_0": (-8, 8), "Q4_1": (0, 16)}  # golden codes, Q4_0's 8 folded in
@@ -131,13 +135,99 @@ def test_longest_row(block_mac):
     assert ys[0] == (1 << (spec.ACC_BITS - 1)) - 1
 
 
-def test_reserved_format_strap_acts_as_q4_0(block_mac, monkeypatch):
-    """Strap value 3 is no format; pinned so that a change is noticed (the metal never straps it)."""
+def test_unassigned_format_codes_read_every_weight_as_zero(block_mac, monkeypatch):
+    """Codes 10..15 are no format: the lane reads zero codes, scales and offsets (the metal never
+    straps them); pinned so that a change is noticed."""
     rng = np.random.default_rng(44)
-    case = random_case(rng, "Q4_0", rows=2, nb=3)
-    codes = block_mac.code_bytes("Q4_0", case["q"])
-    args = (codes, case["d_bits"], case["m_bits"], case["acts"], case["e_act"])
-    monkeypatch.setitem(block_mac.FORMATS, "reserved", 3)
-    reserved = block_mac.run_rows("reserved", *args)
-    q4_0 = block_mac.run_rows("Q4_0", *args)
-    assert all(np.array_equal(a, b) for a, b in zip(reserved, q4_0, strict=True))
+    case = random_case(rng, "Q4_1", rows=2, nb=3)
+    codes = block_mac.code_bytes("Q4_1", case["q"])
+    monkeypatch.setitem(block_mac.FORMATS, "unassigned", 15)
+    terms, ys = block_mac.run_rows("unassigned", codes, case["d_bits"], case["m_bits"], case["acts"], case["e_act"],
+                                   np.full((2, 3, 2), 0xFF), np.full((2, 3, 2), 0xFF))
+    assert not terms.any() and not ys.any()
+
+
+# --- the other formats of section 2.1, through the metal's slot fields --------------------------------------
+
+K_FORMATS = ["Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
+FILLS = (0x00, 0xFF, 0x80, 0x7F, 0x55, 0xAA)  # every field at 0 or its top, the int8 scales at -128 and 127
+
+
+def check_format(cell, name, raw, acts, e_act, unused_bits=None):
+    """Raw GGUF bytes (rows, bytes per row) through the loader's decoding and the metal's slot
+    fields into the cell; T_b and y_r against golden/kmatmul, exactly. `unused_bits` (rows, nb, 32)
+    sets the code bits above the format's code, which the lane must never read."""
+    rows, cols = raw.shape[0], acts.size
+    fields = block_golden.k_fields(QT[name], raw, rows, cols)
+    slot = metal.slot_fields(fields)
+    codes = slot.codes.astype(np.int64)
+    if unused_bits is not None:
+        codes |= unused_bits << CODE_WIDTH[name] & 0xFF
+    terms, ys = cell.run_rows(name, codes, slot.d_bits, slot.m_bits, acts, e_act, slot.scales, slot.mins)
+    want_terms = block_golden.format_terms(fields, acts, e_act)
+    bad = np.argwhere(terms != want_terms)
+    assert not bad.size, f"{name}: T_b differs at (row, block) {bad[0].tolist()}: rtl {terms[tuple(bad[0])]} " \
+                         f"golden {want_terms[tuple(bad[0])]}; {len(bad)} of {terms.size} differ"
+    want_ys = block_golden.format_rows(fields, acts, e_act)
+    assert np.array_equal(ys, want_ys), f"{name}: row results differ: rtl {ys.tolist()} golden {want_ys.tolist()}"
+    return fields, terms, ys
+
+
+CODE_WIDTH = {"Q5_0": 5, "Q5_1": 5, "Q2_K": 2, "Q3_K": 3, "Q4_K": 4, "Q5_K": 5, "Q6_K": 6}
+
+
+def random_acts(rng, nb, e_range=(-48, 8), act_bits=spec.ACT_BITS):
+    top = (1 << (act_bits - 1)) - 1
+    return rng.integers(-top, top + 1, (nb, 32)), rng.integers(*e_range, nb)
+
+
+@pytest.mark.parametrize("name", K_FORMATS)
+def test_every_format_random_rows(block_mac, name):
+    """Random GGUF blocks (every code, scale, min and high bit at random: negative sub-scales
+    included), two super-blocks a row; garbage in the code bits the format does not define."""
+    rng = np.random.default_rng(51)
+    acts, e_act = random_acts(rng, 16)
+    raw = block_golden.random_raw(rng, QT[name], 4, 512)
+    fields, _, _ = check_format(block_mac, name, raw, acts, e_act, rng.integers(0, 256, (4, 16, 32)))
+    if fields.format.sc_range[0] < 0:
+        assert (fields.sc < 0).any()
+
+
+@pytest.mark.parametrize("name", ["Q6_K", "Q5_K", "Q5_1"])
+def test_every_format_8bit_activation_lanes(block_mac8, name):
+    rng = np.random.default_rng(54)
+    acts, e_act = random_acts(rng, 8, act_bits=8)
+    check_format(block_mac8, name, block_golden.random_raw(rng, QT[name], 3, 256), acts, e_act)
+
+
+@pytest.mark.parametrize("name", K_FORMATS)
+def test_every_format_edge_blocks(block_mac, name):
+    """Blocks of one byte value throughout (all zero, all ones: the Q5 high-bit plane set, codes
+    and 6-bit scales at their tops, Q6_K's int8 scales at -128 and 127), under the largest and
+    the smallest fp16 d and dmin, with activations at +-32767."""
+    rng = np.random.default_rng(52)
+    block, size = GGML_QUANT_SIZES[QT[name]]
+    rows = []
+    for fill in FILLS:
+        for fp16 in (FP16_MAX, FP16_MAX | 0x8000, FP16_MIN_SUBNORMAL, FP16_ONE):
+            row = np.full((256 // block, size), fill, np.uint8)
+            for at in block_golden.FP16_FIELDS[QT[name]]:
+                row[:, at:at + 2] = np.array([fp16], "<u2").view(np.uint8)
+            rows.append(row.reshape(-1))
+    raw = np.stack(rows)
+    raw[0] = 0  # an all-zero block, d = 0 included
+    top = (1 << (spec.ACT_BITS - 1)) - 1
+    acts = np.where(np.arange(8)[:, None] % 2, -top, top) * np.ones((8, 32), np.int64)
+    acts[3] = rng.integers(-top, top + 1, 32)
+    _, terms, ys = check_format(block_mac, name, raw, acts, np.array([-7, -30, 0, -24, 5, -13, 20, -48]))
+    assert not terms[0].any() and ys[0] == 0
+
+
+@pytest.mark.parametrize("name", ["Q6_K", "Q5_K"])
+def test_every_format_saturation(block_mac, name):
+    """Exponents at both ends: the terms saturate at TERM_BITS or floor to 0 / -1, the rows at 48 bits."""
+    rng = np.random.default_rng(53)
+    acts, _ = random_acts(rng, 8)
+    raw = block_golden.random_raw(rng, QT[name], 3, 256)
+    _, terms, _ = check_format(block_mac, name, raw, acts, np.array([127, 100, 40, 30, -128, -100, -60, -30]))
+    assert (np.abs(terms[:, :2]) >= (1 << (spec.TERM_BITS - 1)) - 1).any(), "no term reached saturation"
