@@ -74,3 +74,22 @@ def test_requantized_smollm2_fidelity(recipe, smollm2_path, tmp_path):
     assert row["top1_agreement"] >= BOUNDS["top1"]
     assert row["float_vs_llama_cpp_f32_rel"] <= BOUNDS["llama_cpp_f32_rel"]
     assert row["passed"]
+
+
+def test_lora_comparison_uses_the_recorded_figures_of_the_same_bytes():
+    """lora_fidelity's llama.cpp check: the adapter's F32 distance against the base model's native margin,
+    and no comparison at all when the tokens, the model file, the adapter or the user scale differ."""
+    from hardwire.lora_fidelity import against_llama_cpp
+
+    ids = REFERENCE["eval_text_ids"][:RECORDED["tokens"]]
+    digests = {"adapter": RECORDED["lora"]["adapter_sha256"], "model": RECORDED["base"]["sha256"]}
+    base, lora = RECORDED["base"], RECORDED["lora"]
+    near = against_llama_cpp(RECORDED, ids, digests, 1.0, base["native"] * 1.001, lora["f32"] * 1.0005)
+    assert near["within_base_margin"] and near["base_margin_native"] == pytest.approx(0.001)
+    assert near["adapted_margin_f32"] == pytest.approx(0.0005)
+    far = against_llama_cpp(RECORDED, ids, digests, 1.0, base["native"] * 1.001, lora["f32"] * 0.998)
+    assert not far["within_base_margin"]
+    assert against_llama_cpp(RECORDED, ids[:-1], digests, 1.0, 1.0, 1.0) is None
+    assert against_llama_cpp(RECORDED, ids, {**digests, "adapter": "0" * 64}, 1.0, 1.0, 1.0) is None
+    assert against_llama_cpp(RECORDED, ids, {**digests, "model": "0" * 64}, 1.0, 1.0, 1.0) is None
+    assert against_llama_cpp(RECORDED, ids, digests, 0.5, 1.0, 1.0) is None
