@@ -12,18 +12,29 @@ each product saturated to TERM_BITS. `d` is the fp16 of the 32-block or of
 the 256-weight super-block the activation block lies in. The offset is
 Q4_1/Q5_1's `+m` (o = 1) or the K quants' `-dmin` (o = the sub-block min).
 Q8_0, Q4_0 and Q4_1 give the same words as `block_matmul.IntTensor`.
+
+`FormatMatmul.matmul` is fast and exact: within an activation block, `P_b` is the dot product of
+the activations with the integer codes `sc_k q_j` (at most 4096 in magnitude), which it sums in
+float32 BLAS as IntTensor does, splitting the activations into parts narrow enough that every
+sum stays below 2**24. `matmul_exact` is the int64 transcription of the sums above, its check.
 """
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import numpy as np
 
 from . import spec
+from .block_matmul import EXACT_F64, FLOAT_EXP_MIN, _largest_exponent
 from .errors import HardwireError
 from .kquants import BlockFields
-from .spec import ACC_BITS, ACC_FRAC, BLOCK, floor_shift, sat
+from .spec import ACC_BITS, ACC_FRAC, ACT_MAX, BLOCK, floor_shift, sat
 
 SUB = 16
+F32_EXACT = 2**24
+# ways to cut a B16 mantissa into parts (shifts, the top part signed): the largest part magnitude
+ACT_SPLITS = (((0,), ACT_MAX), ((8, 0), 255), ((10, 5, 0), 32))
 
 
 class FormatTensor:
@@ -61,7 +72,7 @@ class FormatMatmul:
     """Several tensors that read the same input, stacked by rows (Q|K|V, gate|up), whatever their formats."""
 
     def __init__(self, *parts):
-        ts = [FormatTensor(p) for p in parts]
+        ts = self._tensors = [FormatTensor(p) for p in parts]
         cols = {t.q.shape[1] for t in ts}
         if len(cols) != 1:
             raise HardwireError("stacked tensors differ in row length")
@@ -71,57 +82,122 @@ class FormatMatmul:
             raise HardwireError(f"rows of {self.cols} elements exceed the {spec.MAX_BLOCKS_PER_ROW * BLOCK} limit")
         self.rows = sum(t.rows for t in ts)
         self.splits = np.cumsum([t.rows for t in ts])[:-1]
-        nsub = self.cols // SUB
-        # (nsub, rows, 16) float64: sub-block sums of |q| <= 128 by |a| < 2**15 stay far below 2**53
-        self.codes = np.ascontiguousarray(
-            np.concatenate([t.q for t in ts]).reshape(self.rows, nsub, SUB).transpose(1, 0, 2), dtype=np.float64)
-        self.sc = np.concatenate([t.sc for t in ts]).T.astype(np.float64)  # (nsub, rows)
-        self.md = np.concatenate([t.md for t in ts]).T  # (nb, rows)
-        self.ed = np.concatenate([t.ed for t in ts]).T
         self.has_offset = any(t.o is not None for t in ts)
-        if self.has_offset:  # formats without an offset stack with zero coefficients
-            zeros = [(np.zeros_like(t.sc), np.zeros_like(t.md), np.zeros_like(t.ed)) for t in ts]
-            self.o = np.concatenate([z[0] if t.o is None else t.o for t, z in zip(ts, zeros, strict=True)]).T
-            self.mo = np.concatenate([z[1] if t.o is None else t.mo for t, z in zip(ts, zeros, strict=True)]).T
-            self.eo = np.concatenate([z[2] if t.o is None else t.eo for t, z in zip(ts, zeros, strict=True)]).T
+        self._build_fast(ts)
 
     def split(self, y: np.ndarray) -> list[np.ndarray]:
         return np.split(y, self.splits, axis=-1)
 
+    # --- the fast path: float32 BLAS on the codes sc_k q_j, exact by construction -------------------
+
+    def _build_fast(self, ts: list[FormatTensor]) -> None:
+        codes = np.concatenate([t.q.astype(np.int32) * np.repeat(t.sc, SUB, axis=1) for t in ts])
+        self.max_code = int(np.abs(codes).max(initial=0))
+        # the fewest activation parts whose block sums all stay below 2**24 (ACT_SPLITS' last always does)
+        self.act_shifts = next(shifts for shifts, part_max in ACT_SPLITS
+                               if self.max_code * part_max * BLOCK < F32_EXACT)
+        self.codes_t = np.ascontiguousarray(  # (nb, 32, rows): BLAS streams it as one pass per block
+            codes.reshape(self.rows, self.nb, BLOCK).transpose(1, 2, 0), dtype=np.float32)
+        md, ed = (np.concatenate([getattr(t, n) for t in ts]).T for n in ("md", "ed"))  # (nb, rows)
+        self.cd = (md * np.exp2(ed + ACC_FRAC))[:, None, :]  # (nb, 1, rows), exact float64
+        peak_offset = 0.0
+        if self.has_offset:  # coefficient M_o o_k 2**(E_o + 24) per half block, (2, nb, 1, rows)
+            halves = [self._offset_halves(t) for t in ts]
+            self.cm = np.concatenate(halves, axis=-1)
+            peak_offset = float(np.abs(self.cm).max(initial=0.0))
+        # a block term is at most peak * 2**e for block exponents e (two floors add < 2 to it)
+        peak = (float(np.abs(self.cd).max(initial=0.0)) * self.max_code + peak_offset) * ACT_MAX * BLOCK
+        self.e_fast = _largest_exponent(lambda b: b * self.nb < EXACT_F64 and b < 2.0 ** (spec.TERM_BITS - 1), peak)
+        self.e_in_range = min(self.e_fast,
+                              _largest_exponent(lambda b: self.nb * (b + 2) < 2.0 ** (ACC_BITS - 2), peak))
+
+    def _offset_halves(self, t: FormatTensor) -> np.ndarray:
+        if t.o is None:
+            return np.zeros((2, self.nb, 1, t.rows))
+        per_sub = np.repeat(t.mo * np.exp2(t.eo + ACC_FRAC), BLOCK // SUB, axis=1) * t.o  # (rows, nsub)
+        return per_sub.reshape(t.rows, self.nb, 2).transpose(2, 1, 0)[:, :, None, :]
+
+    def matmul(self, am: np.ndarray, ae: np.ndarray) -> np.ndarray:
+        """B16 activations (T, cols) mantissas, (T, nb) exponents -> ACC (T, rows)."""
+        e_top = int(ae.max())
+        if e_top > self.e_fast or int(ae.min()) < FLOAT_EXP_MIN:
+            return self.matmul_exact(am, ae)
+        T = am.shape[0]
+        a = am.reshape(T, self.nb, BLOCK).transpose(1, 0, 2)  # (nb, T, 32)
+        scale = np.exp2(ae.T.astype(np.float64))[:, :, None]  # (nb, T, 1)
+        # every block term floored on its own: floor(M_d P 2**(E_d+e+24)) [+ floor(M_o O 2**(E_o+e+24))]
+        terms = np.multiply(self._scaled_block_sums(a, scale), self.cd)
+        np.floor(terms, out=terms)
+        if self.has_offset:  # O 2**e per half block times its coefficient: integers below 2**38, exact
+            asum = a.reshape(self.nb, T, 2, SUB).sum(axis=-1) * scale  # (nb, T, 2)
+            offsets = asum[:, :, :1] * self.cm[0] + asum[:, :, 1:] * self.cm[1]
+            terms += np.floor(offsets, out=offsets)
+        y = terms.sum(axis=0).astype(np.int64)
+        return y if e_top <= self.e_in_range else sat(y, ACC_BITS)
+
+    def _scaled_block_sums(self, a: np.ndarray, scale: np.ndarray) -> np.ndarray:
+        """P 2**e per (block, position, row), exact: each part's float32 sums are integers below 2**24 times
+        a power of two, and their weighted total (below 2**33 of them) is exact in float64."""
+        T = a.shape[1]
+        if len(self.act_shifts) == 1:
+            return np.matmul((a * scale).astype(np.float32), self.codes_t).astype(np.float64)
+        parts = [(a >> s if i == 0 else (a >> s) & ((1 << (self.act_shifts[i - 1] - s)) - 1)) * (scale * 2.0**s)
+                 for i, s in enumerate(self.act_shifts)]
+        sums = np.matmul(np.concatenate(parts, axis=1).astype(np.float32), self.codes_t)  # (nb, parts T, rows)
+        total = sums[:, :T].astype(np.float64)
+        for i in range(1, len(parts)):
+            total += sums[:, i * T:(i + 1) * T]
+        return total
+
+    # --- the int64 path: section 3.1 transcribed (sub-block sums times sub-block scales) ------------
+
+    @cached_property
+    def _exact(self) -> dict:
+        ts, nsub = self._tensors, self.cols // SUB
+        # (nsub, rows, 16) float64: sub-block sums of |q| <= 128 by |a| < 2**15 stay far below 2**53
+        arrays = {"codes": np.ascontiguousarray(np.concatenate([t.q for t in ts]).reshape(
+                      self.rows, nsub, SUB).transpose(1, 0, 2), dtype=np.float64),
+                  "sc": np.concatenate([t.sc for t in ts]).T.astype(np.float64),  # (nsub, rows)
+                  "md": np.concatenate([t.md for t in ts]).T, "ed": np.concatenate([t.ed for t in ts]).T}
+        if self.has_offset:  # formats without an offset stack with zero coefficients
+            for key, like in (("o", "sc"), ("mo", "md"), ("eo", "ed")):
+                arrays[key] = np.concatenate([np.zeros_like(getattr(t, like)) if t.o is None else getattr(t, key)
+                                              for t in ts]).T
+        return arrays
+
     def block_products(self, am: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(P, O) per (block, row, position) as int64 for B16 mantissas am (T, cols)."""
-        T = am.shape[0]
+        x, T = self._exact, am.shape[0]
         a = am.reshape(T, -1, SUB).transpose(1, 2, 0).astype(np.float64)  # (nsub, 16, T)
-        s = np.matmul(self.codes, a) * self.sc[:, :, None]  # sc_k S_k, exact: |.| < 2**32
+        s = np.matmul(x["codes"], a) * x["sc"][:, :, None]  # sc_k S_k, exact: |.| < 2**32
         p = s.reshape(self.nb, 2, self.rows, T).sum(axis=1).astype(np.int64)
         if not self.has_offset:
             return p, None
         asum = a.sum(axis=1)  # (nsub, T)
-        o = (self.o[:, :, None] * asum[:, None, :]).reshape(self.nb, 2, self.rows, T).sum(axis=1)
+        o = (x["o"][:, :, None] * asum[:, None, :]).reshape(self.nb, 2, self.rows, T).sum(axis=1)
         return p, o.astype(np.int64)
 
-    def matmul(self, am: np.ndarray, ae: np.ndarray) -> np.ndarray:
-        """B16 activations (T, cols) mantissas, (T, nb) exponents -> ACC (T, rows)."""
+    def matmul_exact(self, am: np.ndarray, ae: np.ndarray) -> np.ndarray:
+        """The same words through int64 only: the check of `matmul` and its path beyond the float range."""
+        x = self._exact
         p, o = self.block_products(am)
         e = ae.T[:, None, :]  # (nb, 1, T)
-        terms = spec.sat_shift(self.md[:, :, None] * p, self.ed[:, :, None] + e + ACC_FRAC, spec.TERM_BITS)
+        terms = spec.sat_shift(x["md"][:, :, None] * p, x["ed"][:, :, None] + e + ACC_FRAC, spec.TERM_BITS)
         if o is not None:
-            terms = terms + spec.sat_shift(self.mo[:, :, None] * o, self.eo[:, :, None] + e + ACC_FRAC,
+            terms = terms + spec.sat_shift(x["mo"][:, :, None] * o, x["eo"][:, :, None] + e + ACC_FRAC,
                                            spec.TERM_BITS)
         return sat(terms.sum(axis=0).T, ACC_BITS)
 
-    matmul_exact = matmul  # there is only the exact path
-
     def embed_rows(self, tokens: np.ndarray) -> np.ndarray:
         """Section 4's lookup: rows of the tensor as ACC words, x = d sc q (+ offset o), floored at 2**-24."""
-        n = len(tokens)
-        q = self.codes.transpose(1, 0, 2)[tokens].astype(np.int64)  # (n, nsub, 16)
-        dsc = self.sc.T[tokens][..., None].astype(np.int64) * q  # sc q per element
-        md = np.repeat(self.md.T[tokens], BLOCK // SUB, axis=1)[..., None]
-        ed = np.repeat(self.ed.T[tokens], BLOCK // SUB, axis=1)[..., None]
-        x = floor_shift(md * dsc, ed + ACC_FRAC)
+        x, n = self._exact, len(tokens)
+        q = x["codes"].transpose(1, 0, 2)[tokens].astype(np.int64)  # (n, nsub, 16)
+        dsc = x["sc"].T[tokens][..., None].astype(np.int64) * q  # sc q per element
+        md = np.repeat(x["md"].T[tokens], BLOCK // SUB, axis=1)[..., None]
+        ed = np.repeat(x["ed"].T[tokens], BLOCK // SUB, axis=1)[..., None]
+        out = floor_shift(md * dsc, ed + ACC_FRAC)
         if self.has_offset:
-            mo = np.repeat(self.mo.T[tokens], BLOCK // SUB, axis=1) * self.o.T[tokens]
-            eo = np.repeat(self.eo.T[tokens], BLOCK // SUB, axis=1)
-            x = x + floor_shift(mo, eo + ACC_FRAC)[..., None]
-        return sat(x.reshape(n, -1), ACC_BITS)
+            mo = np.repeat(x["mo"].T[tokens], BLOCK // SUB, axis=1) * x["o"].T[tokens]
+            eo = np.repeat(x["eo"].T[tokens], BLOCK // SUB, axis=1)
+            out = out + floor_shift(mo, eo + ACC_FRAC)[..., None]
+        return sat(out.reshape(n, -1), ACC_BITS)

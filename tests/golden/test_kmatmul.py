@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from gguf import GGML_QUANT_SIZES
 from gguf import GGMLQuantizationType as QT
-from kquant_blocks import random_blocks
+from kquant_blocks import FP16_FIELDS, random_blocks
 
 from hardwire.golden import kquants
 from hardwire.golden.block_matmul import IntTensor
@@ -78,6 +78,51 @@ def test_stacked_formats_equal_each_alone():
     ys = stacked.split(stacked.matmul(am, ae))
     for part, y in zip(parts, ys, strict=True):
         assert np.array_equal(y, FormatMatmul(part).matmul(am, ae))
+
+
+def ordinary_fields(rng, qtype, rows, cols) -> kquants.BlockFields:
+    """Random blocks whose fp16 fields are of weight-like size (|d| in 2**-14..2**-4), so the float path serves."""
+    raw = random_blocks(rng, qtype, rows, cols).reshape(rows, cols // GGML_QUANT_SIZES[qtype][0], -1)
+    for at in FP16_FIELDS[qtype]:
+        bits = rng.integers(0x0400, 0x2C00, raw.shape[:2]).astype("<u2") | (rng.integers(0, 2, raw.shape[:2]) << 15)
+        raw[..., at:at + 2] = bits.astype("<u2")[..., None].view(np.uint8)
+    return kquants.decode(raw.reshape(rows, -1), qtype, rows, cols)
+
+
+@pytest.mark.parametrize("qtype", TYPES, ids=lambda t: t.name)
+@pytest.mark.parametrize("T", [1, 16])
+def test_fast_path_equals_int64_path(qtype, T):
+    """The float32 BLAS path gives the int64 transcription's words, full-scale activations included."""
+    rng = np.random.default_rng([int(qtype), T])
+    rows, cols = 7, 768
+    fm = FormatMatmul(ordinary_fields(rng, qtype, rows, cols))
+    am = rng.integers(-32767, 32768, (T, cols))
+    am[0, :32], am[-1, 32:64] = 32767, -32767
+    ae = rng.integers(-28, -8, (T, cols // 32))
+    assert int(ae.max()) <= fm.e_fast  # the fast path serves this call
+    assert np.array_equal(fm.matmul(am, ae), fm.matmul_exact(am, ae))
+
+
+def test_fast_path_splits_activations_by_code_size():
+    """One float32 pass while sums fit 2**24 (Q5_0: |q| <= 16), two for |sc q| < 2056 (Q8_0, the K types with
+    6-bit scales), three for Q6_K's int8 scales (|sc q| up to 4096)."""
+    rng = np.random.default_rng(9)
+    types = (QT.Q5_0, QT.Q8_0, QT.Q5_K, QT.Q6_K)
+    shifts = {t: FormatMatmul(ordinary_fields(rng, t, 16, 256)).act_shifts for t in types}
+    assert shifts == {QT.Q5_0: (0,), QT.Q8_0: (8, 0), QT.Q5_K: (8, 0), QT.Q6_K: (10, 5, 0)}
+
+
+def test_stacked_fast_path_equals_int64_path():
+    """Formats with and without offsets and of every code size stacked in one pass."""
+    rng = np.random.default_rng(21)
+    parts = [ordinary_fields(rng, t, 5, 512) for t in (QT.Q4_K, QT.Q6_K, QT.Q5_0, QT.Q5_1, QT.Q2_K)]
+    stacked = FormatMatmul(*parts)
+    am, ae = rng.integers(-32767, 32768, (3, 512)), rng.integers(-26, -10, (3, 16))
+    assert int(ae.max()) <= stacked.e_fast
+    got = stacked.matmul(am, ae)
+    assert np.array_equal(got, stacked.matmul_exact(am, ae))
+    for part, y in zip(parts, stacked.split(got), strict=True):
+        assert np.array_equal(y, FormatMatmul(part).matmul_exact(am, ae))
 
 
 @pytest.mark.parametrize("qtype", [QT.Q8_0, QT.Q4_0, QT.Q4_1], ids=lambda t: t.name)
