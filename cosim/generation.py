@@ -88,7 +88,7 @@ def generate(model: Model, sim: ChipSim, prompt: list[int], n_new: int,
         raise HardwireError("the prompt is empty")
     if n_new < 1:
         raise HardwireError(f"the number of tokens to generate must be at least 1, not {n_new}")
-    golden = IntModel(model, capacity=len(prompt) + n_new)
+    golden = IntModel(model, capacity=len(prompt) + n_new, adapter=sim.adapter)  # the adapter the chip holds
     cache = golden.new_cache()
     sim.reset()
     gen = Generation(list(prompt))

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from myhdl import block
+from myhdl import always, block
 
 from hardwire.golden.models import cache_root
 from hardwire.golden.spec import BLOCK
@@ -32,7 +32,8 @@ from .verilator_build import Simulator, build, publish_once
 
 UCODE_DEPTH = 64
 ROMS = tuple(port.rom for port in UNIT_PORTS if port.rom)
-HARNESS_PORTS = tuple(port.name for port in UNIT_PORTS if not port.rom)  # tile_top's ports: the ROMs are inside
+# tile_top's ports: the ROMs are inside, and the LoRA SRAM port and flags are tied off (no adapter)
+HARNESS_PORTS = tuple(port.name for port in UNIT_PORTS if not port.rom and not port.adapter)
 MAP_PREFIX = "tile"  # the tile's own ROMs load tile_ucode.hex, ...; the tables keep their names
 HARNESS_FORMAT = "2"  # bump when what a cached harness directory holds changes (2: a manifest)
 
@@ -47,7 +48,20 @@ def tile_top(clk, rst, start, entry, busy, clock_on, pos, token, token_out, toke
         setattr(p, name, own[name])
     core = T.tile(**p.args(), lanes=die.lanes, scratch_depth=scratch_depth, max_blocks=max_blocks,
                   attn_limits=attention.AttentionLimits.from_die(die))
-    return unit_roms(p, MAP_PREFIX, depths), core
+    return unit_roms(p, MAP_PREFIX, depths), core, no_adapter(clk, p.lora, p.lora_on)
+
+
+@block
+def no_adapter(clk, lora, lora_on):
+    """The layer harness runs the base layer: every adapter flag clear, the SRAM reading zeros
+    (constant registers: a process needs a trigger)."""
+
+    @always(clk.posedge)
+    def tie():
+        lora.data.next = 0
+        lora_on.next = 0
+
+    return tie
 
 
 @dataclass

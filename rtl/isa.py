@@ -42,9 +42,16 @@ TAP_NAME = {i + 1: name for i, name in enumerate(TAP_OPS)}
 
 FORMAT_CODE = {QT.Q8_0: 0, QT.Q4_0: 1, QT.Q4_1: 2}
 
+# LoRA (docs/numerics.md 12.2): a projection's MATMUL names its projection in `lora` (1 + its index in
+# LORA_PROJECTIONS); its adapter pass, LORA_PASS_LEN instructions, follows it and runs only while the
+# tile's adapter flag for that projection is set, else the sequencer steps over it (no cycle spent).
+# `sram` makes a MATMUL read its weight blocks from the tile's LoRA SRAM instead of the weight ROM.
+LORA_PROJECTIONS = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")
+LORA_PASS_LEN = 4  # MATMUL A (sram), RQ, MATMUL B' (sram), ADD
+
 # (field, bits) from the least significant end of the word
 LAYOUT = (("op", 4), ("tap", 5), ("src", 12), ("src2", 12), ("dst", 12), ("n", 12),
-          ("groups", 16), ("rom", 24), ("fmt", 2), ("aux", 8))
+          ("groups", 16), ("rom", 24), ("fmt", 2), ("aux", 8), ("lora", 3), ("sram", 1))
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,8 @@ class Instr:
     rom: int = 0
     fmt: int = 0
     aux: int = 0
+    lora: int = 0
+    sram: int = 0
 
     def encode(self) -> int:
         word, shift = 0, 0
