@@ -157,3 +157,19 @@ def _digest(directory) -> str:
     for path in sorted(directory.glob("*.hex")):
         h.update(path.read_bytes())
     return h.hexdigest()
+
+
+def test_layer_sharded_verification_with_an_adapter(model, adapters, tmp_path):
+    """`hardwire verify --lora`: each layer on the tile harness, its LoRA SRAM loaded through the harness's
+    adapter-load port, every tap bit-exact against the golden trace with the adapter (and not the base one)."""
+    from hardwire.cosim.layer_check import check_layer, golden_trace
+
+    image = metal.generate(model, DIE)
+    adapter = adapters["mixed-k-v-gate-up"]
+    commands = adapter_image(adapter, model.config, DIE).commands
+    trace = golden_trace(model, PROMPT, adapter)
+    for layer in range(model.config.n_layers):
+        result = check_layer(model, image, trace, layer, len(PROMPT), tmp_path / f"layer{layer}", commands)
+        assert result.bit_exact, str(result.mismatch)
+    base = check_layer(model, image, golden_trace(model, PROMPT), 0, 1, tmp_path / "base", commands)
+    assert base.mismatch is not None and base.mismatch.op == "k"  # the first adapted projection's tap
