@@ -269,6 +269,7 @@ class ChipSim:
         self._load = load
         self._beats = np.zeros((1 << 16, BEAT_WORDS), np.uint32)
         self.adapter = None  # the adapter the chip holds (the golden reference runs with it); None: the base model
+        self.adapter_commands = None  # the load commands that put it there (a failure's replay loads them again)
         self.reset()
 
     def write_coverage(self, path: Path) -> Path:
@@ -294,13 +295,13 @@ class ChipSim:
         """Stream an adapter's SRAM image through the adapter-load port (rtl/adapter_image.py); the
         chip uses it from the next token until another is loaded or it is cleared. Returns the cycles."""
         cycles = self._stream(image.commands)
-        self.adapter = adapter
+        self.adapter, self.adapter_commands = adapter, image.commands
         return cycles
 
     def clear_adapter(self) -> int:
         """The LORA_CLEAR command: the chip runs the base model again."""
         cycles = self._stream(clear_command())
-        self.adapter = None
+        self.adapter, self.adapter_commands = None, None
         return cycles
 
     def _stream(self, commands: np.ndarray) -> int:

@@ -310,7 +310,8 @@ def tile(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_va
                unused(ConcatSignal(norm_done, attn_done, attn_busy, attn_refused), "handshakes",
                       "unit handshakes: the sequencer paces each unit by its own beat and block counts")]
     if not lora_sram:
-        waivers.append(unused(lora_data, "lora_data", "the head has no LoRA SRAM"))
+        waivers += [unused(lora_data, "lora_data", "the head has no LoRA SRAM"),
+                    unused(ins.sram, "ins_sram", "the head has no LoRA SRAM: its programs never set the sram bit")]
     return (control, memory, units, waivers, rom_words(sigmoid, rope, consts, rsqrt, exp2, words),
             matmul_side(clk, rst, token, w_data, lora_data if lora_sram else None, ins, strobes, reads, stream, a_data,
                         a_exp, mm_out_valid, mm_out, embed_slot, lanes),

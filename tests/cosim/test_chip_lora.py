@@ -117,8 +117,10 @@ def test_swapping_adapters_in_one_session_equals_a_fresh_chip(model, adapters, m
     ("w_down", "b", 0, "down"),  # layer 0's down projection: its B'
     ("wq", "a", 0, "q"),
 ])
-def test_a_flipped_adapter_sram_bit_fails_at_its_layer_and_op(model, adapters, maps, proj, block, layer, op):
-    """One bit of one stored mantissa flipped on its way into the SRAM: the first mismatch is the projection's."""
+def test_a_flipped_adapter_sram_bit_fails_at_its_layer_and_op(model, adapters, maps, proj, block, layer, op,
+                                                              tmp_path):
+    """One bit of one stored mantissa flipped on its way into the SRAM: the first mismatch is the projection's,
+    and the failure's waveform replay (which loads the same adapter first) sees it again."""
     adapter = adapters["r8-all"]
     image = adapter_image(adapter, model.config, DIE)
     slot = metal.lora_layout(model.config, DIE)[proj]
@@ -131,6 +133,11 @@ def test_a_flipped_adapter_sram_bit_fails_at_its_layer_and_op(model, adapters, m
     gen = generate(model, sim, PROMPT, 1)
     assert gen.mismatch is not None, f"a flipped bit of layer {layer} {proj} went unnoticed"
     assert (gen.mismatch.layer, gen.mismatch.op) == (layer, op)
+    if proj == "wo":
+        from hardwire.cosim.failure import write_chip_failure
+
+        art = write_chip_failure(tmp_path / "failure", DIE, maps, gen, model.config.n_layers, "hardwire run ...")
+        assert art.waveform is not None and art.replay_matches, art.waveform_error
 
 
 def test_the_load_port_refuses_nothing_between_tokens_and_counts_cycles(model, adapters):
@@ -173,3 +180,23 @@ def test_layer_sharded_verification_with_an_adapter(model, adapters, tmp_path):
         assert result.bit_exact, str(result.mismatch)
     base = check_layer(model, image, golden_trace(model, PROMPT), 0, 1, tmp_path / "base", commands)
     assert base.mismatch is not None and base.mismatch.op == "k"  # the first adapted projection's tap
+
+
+def test_run_with_lora_reports_the_adapter_and_its_load(model, tmp_path):
+    """`hardwire run --lora --lora-scale --json`: bit-exact, with adapter, adapter_load_cycles and
+    lora_sram_bits_used in the report."""
+    import json
+    import subprocess
+    import sys
+
+    gguf = write_synthetic(MODEL, tmp_path / "m.gguf")
+    adapter_dir = write_peft(LoraSpec(rank=4, targets=("v", "up"), seed=9, b_std=0.3), model.config, tmp_path / "a")
+    result = subprocess.run([sys.executable, "-m", "hardwire.cli", "run", "--model", str(gguf), "--die", DIE.name,
+                             "--prompt-ids", "3,257", "--tokens", "2", "--lora", str(adapter_dir), "--lora-scale",
+                             "0.5", "--json"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    image = adapter_image(load_adapter(adapter_dir, model.config, 0.5), model.config, DIE)
+    assert report["bit_exact"] and report["adapter"]["user_scale"] == 0.5 and report["adapter"]["targets"] == 4
+    assert report["adapter_load_cycles"] == len(image.commands)
+    assert report["lora_sram_bits_used"] == image.sram_bits_used > 0
