@@ -33,6 +33,7 @@ from hardwire.golden.errors import HardwireError
 from hardwire.golden.models import cache_root
 from hardwire.golden.spec import ACC_BITS, BLOCK
 from hardwire.rtl import chip
+from hardwire.rtl.adapter_image import COMMAND_WORDS, DATA_WORDS, AdapterImage, clear_command
 from hardwire.rtl.bus import DATA_BITS
 from hardwire.rtl.die import Die
 from hardwire.rtl.metal import Metal
@@ -46,6 +47,7 @@ GRID_FORMAT = "2"  # bump when what a grid directory holds changes (2: a manifes
 METAL_FORMAT = "2"  # the same for a metal directory
 BEAT_WORDS = 4 + DATA_BITS // 32  # cycle (2 words), unit|op, block|exp, then the data words
 RUN_SYMBOL = "hw_run_token"
+LOAD_SYMBOL = "hw_load_adapter"
 
 # One token on the chip without returning to Python: present it, clock until `reply`, and copy
 # every tap beat (sampled after each rising edge, as the registered port shows it) into `beats`.
@@ -79,6 +81,29 @@ extern "C" uint64_t {symbol}(V{top}* top, uint32_t token, uint64_t max_cycles, u
     }}
     *n_beats = n;
     return max_cycles;
+}}
+
+// Stream adapter-load commands (rtl/adapter_image.py: cmd, addr, data words) through the lora port,
+// one per cycle while `ready`; returns the cycles spent, *taken the commands the chip took.
+extern "C" uint64_t {load_symbol}(V{top}* top, const uint32_t* commands, uint64_t n, uint64_t max_cycles,
+                                  uint64_t* taken) {{
+    uint64_t i = 0, c = 0;
+    for (; c < max_cycles && i < n; ++c) {{
+        const uint32_t* cmd = commands + i * {command_words};
+        top->{lora_cmd} = cmd[0];
+        top->{lora_addr} = cmd[1];
+        for (int w = 0; w < {lora_data_words}; ++w) top->{lora_data}[w] = cmd[2 + w];
+        top->{lora_valid} = 1;
+        top->eval();
+        bool taken_now = top->{lora_ready};
+        top->{clk} = 1; top->eval(); main_time++;
+        top->{clk} = 0; top->eval(); main_time++;
+        if (taken_now) ++i;
+    }}
+    top->{lora_valid} = 0;
+    top->eval();
+    *taken = i;
+    return c;
 }}
 """
 
@@ -237,7 +262,14 @@ class ChipSim:
                        ctypes.POINTER(ctypes.c_uint64)]
         fn.restype = ctypes.c_uint64
         self._run = fn
+        load = getattr(self.sim.model.lib, LOAD_SYMBOL)
+        load.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64,
+                         ctypes.POINTER(ctypes.c_uint64)]
+        load.restype = ctypes.c_uint64
+        self._load = load
         self._beats = np.zeros((1 << 16, BEAT_WORDS), np.uint32)
+        self.adapter = None  # the adapter the chip holds (the golden reference runs with it); None: the base model
+        self.adapter_commands = None  # the load commands that put it there (a failure's replay loads them again)
         self.reset()
 
     def write_coverage(self, path: Path) -> Path:
@@ -258,6 +290,30 @@ class ChipSim:
         host.seq_reset = 1
         self.sim.step()
         host.seq_reset = 0
+
+    def load_adapter(self, image: AdapterImage, adapter) -> int:
+        """Stream an adapter's SRAM image through the adapter-load port (rtl/adapter_image.py); the
+        chip uses it from the next token until another is loaded or it is cleared. Returns the cycles."""
+        cycles = self._stream(image.commands)
+        self.adapter, self.adapter_commands = adapter, image.commands
+        return cycles
+
+    def clear_adapter(self) -> int:
+        """The LORA_CLEAR command: the chip runs the base model again."""
+        cycles = self._stream(clear_command())
+        self.adapter, self.adapter_commands = None, None
+        return cycles
+
+    def _stream(self, commands: np.ndarray) -> int:
+        if self.host.busy:
+            raise HardwireError("the chip takes an adapter only between tokens")
+        commands = np.ascontiguousarray(commands, np.uint32)
+        taken = ctypes.c_uint64(0)
+        limit = 2 * len(commands) + 16
+        cycles = int(self._load(self.sim.model.model, commands.ctypes.data, len(commands), limit, ctypes.byref(taken)))
+        if taken.value != len(commands):
+            raise HardwireError(f"the chip took {taken.value} of {len(commands)} adapter-load commands")
+        return cycles
 
     @property
     def position(self) -> int:
@@ -283,10 +339,11 @@ class ChipSim:
 def capture_cpp(die: Die) -> str:
     """CAPTURE_CPP for the chip top, its pin names taken from the port table (rtl/chip.py CHIP_PORTS)."""
     ports = chip.chip_ports(die)
-    pins = {f"{name}_{attr}": ports.pin(name, attr) for name in ("host", "tap")
+    pins = {f"{name}_{attr}": ports.pin(name, attr) for name in ("host", "tap", "lora")
             for attr in getattr(ports, name).signals()}
     return CAPTURE_CPP.format(top=chip.CHIP_MODULE, symbol=RUN_SYMBOL, beat_words=BEAT_WORDS,
-                              data_words=DATA_BITS // 32, clk=ports.pin("clk"), **pins)
+                              data_words=DATA_BITS // 32, clk=ports.pin("clk"), load_symbol=LOAD_SYMBOL,
+                              command_words=COMMAND_WORDS, lora_data_words=DATA_WORDS, **pins)
 
 
 class InterfacePins:

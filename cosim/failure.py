@@ -38,6 +38,7 @@ from hardwire.golden.errors import HardwireError
 from hardwire.golden.intref import Trace
 from hardwire.golden.spec import BLOCK
 from hardwire.rtl import chip
+from hardwire.rtl.adapter_image import AdapterImage
 from hardwire.rtl.die import Die, get_die
 from hardwire.rtl.isa import TAP_ID, TAP_NAME
 
@@ -46,6 +47,7 @@ from .generation import Generation, unit_layer
 from .scoreboard import Mismatch
 
 TRACES, WAVEFORM, SUMMARY = "traces.npz", "window.vcd", "failure.json"
+ADAPTER_COMMANDS = "adapter_commands.npy"  # the LoRA adapter the failing chip held, as its load commands
 WINDOW_BEFORE, WINDOW_AFTER = 400, 100  # cycles of waveform before and after the mismatch cycle
 
 
@@ -97,8 +99,13 @@ def write_chip_failure(directory: Path, die: Die, via_maps: Path, gen: Generatio
     art = FailureArtifacts(directory, mismatch, save_traces(directory / TRACES, failed.trace, beats,
                                                             failed.position, mismatch), reproduce)
     sent = (gen.prompt + gen.tokens)[:failed.position] + [failed.token]
+    adapter = None
+    if gen.adapter_commands is not None:  # the replay loads the same adapter first
+        adapter = directory / ADAPTER_COMMANDS
+        np.save(adapter, gen.adapter_commands)
     try:
-        art.window, art.replay_matches = replay_window(die, via_maps, sent, mismatch, directory / WAVEFORM, *window)
+        art.window, art.replay_matches = replay_window(die, via_maps, sent, mismatch, directory / WAVEFORM, *window,
+                                                       adapter_commands=adapter)
         art.waveform = directory / WAVEFORM
     except HardwireError as exc:  # the traces and the command line still help
         art.waveform_error = str(exc)
@@ -183,10 +190,13 @@ class _Vcd:
 
 
 def replay_window(die: Die, via_maps: Path, tokens: list[int], mismatch: Mismatch, path: Path,
-                  before: int = WINDOW_BEFORE, after: int = WINDOW_AFTER) -> tuple[tuple[int, int], bool]:
-    """record_window on a chip of its own, in a fresh process (see the module notes)."""
+                  before: int = WINDOW_BEFORE, after: int = WINDOW_AFTER,
+                  adapter_commands: Path | None = None) -> tuple[tuple[int, int], bool]:
+    """record_window on a chip of its own, in a fresh process (see the module notes); with the LoRA
+    adapter load commands saved at `adapter_commands` loaded first."""
     request = {"die": die.name, "via_maps": str(Path(via_maps).resolve()), "tokens": tokens,
-               "mismatch": asdict(mismatch), "path": str(Path(path).resolve()), "before": before, "after": after}
+               "mismatch": asdict(mismatch), "path": str(Path(path).resolve()), "before": before, "after": after,
+               "adapter_commands": str(Path(adapter_commands).resolve()) if adapter_commands else None}
     result = subprocess.run([sys.executable, "-m", __name__, json.dumps(request)], capture_output=True, text=True)
     lines = result.stdout.strip().splitlines()
     if result.returncode != 0 or not lines:
@@ -198,6 +208,8 @@ def replay_window(die: Die, via_maps: Path, tokens: list[int], mismatch: Mismatc
 
 def _replay_main(request: dict) -> dict:
     sim = ChipSim(get_die(request["die"]), Path(request["via_maps"]))
+    if request.get("adapter_commands"):
+        sim.load_adapter(AdapterImage(np.load(request["adapter_commands"]), 0), None)
     window, matches = record_window(sim, request["tokens"], Mismatch(**request["mismatch"]), Path(request["path"]),
                                     request["before"], request["after"])
     return {"window": window, "matches": matches}

@@ -63,6 +63,7 @@ class Generation:
     mismatch: Mismatch | None = None
     missing: list[tuple[int, str, int]] = field(default_factory=list)
     failed: FailedToken | None = None  # the token that failed, kept for failure artifacts
+    adapter_commands: np.ndarray | None = None  # the LoRA adapter's load commands, if the chip held one
 
     @property
     def bit_exact(self) -> bool:
@@ -88,10 +89,10 @@ def generate(model: Model, sim: ChipSim, prompt: list[int], n_new: int,
         raise HardwireError("the prompt is empty")
     if n_new < 1:
         raise HardwireError(f"the number of tokens to generate must be at least 1, not {n_new}")
-    golden = IntModel(model, capacity=len(prompt) + n_new)
+    golden = IntModel(model, capacity=len(prompt) + n_new, adapter=sim.adapter)  # the adapter the chip holds
     cache = golden.new_cache()
     sim.reset()
-    gen = Generation(list(prompt))
+    gen = Generation(list(prompt), adapter_commands=sim.adapter_commands)
     pending = list(prompt)
     while pending:
         token = pending.pop(0)

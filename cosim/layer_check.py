@@ -16,7 +16,7 @@ import numpy as np
 from hardwire.golden.gguf_model import Model
 from hardwire.golden.intref import IntModel, Trace
 from hardwire.golden.spec import BLOCK
-from hardwire.rtl.chip import max_blocks, unit_name
+from hardwire.rtl.chip import LORA_CLEAR, lora_address_bits, max_blocks, unit_name
 from hardwire.rtl.metal import Metal, RomImage, tile_layout
 
 from .scoreboard import Mismatch, Scoreboard
@@ -42,10 +42,10 @@ class LayerResult:
         return self.mismatch is None and not self.missing
 
 
-def golden_trace(model: Model, prompt: list[int]) -> Trace:
-    """The integer reference's taps of every layer at every prompt position."""
+def golden_trace(model: Model, prompt: list[int], adapter=None) -> Trace:
+    """The integer reference's taps of every layer at every prompt position (with a LoRA adapter, if given)."""
     trace = Trace()
-    reference = IntModel(model, capacity=len(prompt))
+    reference = IntModel(model, capacity=len(prompt), adapter=adapter)
     reference.forward(np.array(prompt), reference.new_cache(), trace)
     return trace
 
@@ -63,11 +63,16 @@ def layer_input(trace: Trace, layer: int, position: int) -> list[tuple[np.ndarra
     return [(x[b * BLOCK:(b + 1) * BLOCK], 0) for b in range(len(x) // BLOCK)]
 
 
-def check_layer(model: Model, image: Metal, trace: Trace, layer: int, positions: int, work: Path) -> LayerResult:
-    """Run `layer` on the tile for positions 0..positions-1; stops at the first mismatch."""
+def check_layer(model: Model, image: Metal, trace: Trace, layer: int, positions: int, work: Path,
+                adapter_commands: np.ndarray | None = None) -> LayerResult:
+    """Run `layer` on the tile for positions 0..positions-1; stops at the first mismatch. With a LoRA
+    adapter's load commands (rtl/adapter_image.py; the trace made with the adapter), the tile's LoRA
+    SRAM and flags are loaded with this layer's first, through the harness's adapter-load port."""
     t0 = time.perf_counter()
     die = image.die  # the tile as the chip instantiates it: the die's largest norm
     sim = TileSim(tile_images(image, layer), die, tile_layout(model.config).end, work, max_blocks=max_blocks(die))
+    if adapter_commands is not None:
+        sim.load_adapter(layer_commands(adapter_commands, die, layer))
     result = LayerResult(layer, positions)
     for position in range(positions):
         run = sim.run(layer_input(trace, layer, position), position)
@@ -78,6 +83,13 @@ def check_layer(model: Model, image: Metal, trace: Trace, layer: int, positions:
             break
     result.wall_s = time.perf_counter() - t0
     return result
+
+
+def layer_commands(commands: np.ndarray, die, layer: int) -> np.ndarray:
+    """The commands of one tile: LORA_CLEAR and those addressed to the layer's tile."""
+    _, word_bits, lane_bits = lora_address_bits(die)
+    mine = (commands[:, 0] == LORA_CLEAR) | ((commands[:, 1] >> (word_bits + lane_bits)) == layer)
+    return commands[mine]
 
 
 def _score(result: LayerResult, trace: Trace, run: TileRun, layer: int, position: int) -> bool:

@@ -13,13 +13,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from myhdl import block
+from myhdl import always_comb, block
 
 from hardwire.golden.models import cache_root
 from hardwire.golden.spec import BLOCK
 from hardwire.rtl import tile as T
 from hardwire.rtl.bus import EXP_BITS, WORD
-from hardwire.rtl.chip import UNIT_PORTS, rom_depths, rom_map_names, unit_ports, unit_roms
+from hardwire.rtl.chip import (
+    UNIT_PORTS,
+    AdapterAddress,
+    LoraPort,
+    adapter_address,
+    lora_address_bits,
+    rom_depths,
+    rom_map_names,
+    tile_adapter,
+    unit_ports,
+    unit_roms,
+)
 from hardwire.rtl.die import Die
 from hardwire.rtl.metal import RomImage
 from hardwire.rtl.units import attention
@@ -32,22 +43,39 @@ from .verilator_build import Simulator, build, publish_once
 
 UCODE_DEPTH = 64
 ROMS = tuple(port.rom for port in UNIT_PORTS if port.rom)
-HARNESS_PORTS = tuple(port.name for port in UNIT_PORTS if not port.rom)  # tile_top's ports: the ROMs are inside
+# tile_top's ports: the ROMs are inside, and so are the LoRA SRAM and the adapter flags, written through
+# the harness's `load` port as the chip's adapter-load port writes them (its tile field is ignored)
+HARNESS_PORTS = tuple(port.name for port in UNIT_PORTS if not port.rom and not port.adapter)
 MAP_PREFIX = "tile"  # the tile's own ROMs load tile_ucode.hex, ...; the tables keep their names
-HARNESS_FORMAT = "2"  # bump when what a cached harness directory holds changes (2: a manifest)
+HARNESS_FORMAT = "3"  # bump when what a cached harness directory holds changes (2: a manifest)
 
 
 @block
-def tile_top(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_valid, up, down, tap, die: Die,
-             depths: dict, scratch_depth: int, max_blocks: int):
-    """The tile with its ROM macros: the tile's ports (rtl/chip.py UNIT_PORTS) but its ROM ports."""
+def tile_top(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_valid, up, down, tap, load,
+             die: Die, depths: dict, scratch_depth: int, max_blocks: int):
+    """The tile with its ROM macros, its LoRA SRAM and adapter flags: the tile's ports (rtl/chip.py
+    UNIT_PORTS) but its ROM and LoRA ports, and `load`, the chip's adapter-load port (LoraPort)."""
     own = dict(locals())
     p = unit_ports(die, head=False)
     for name in HARNESS_PORTS:
         setattr(p, name, own[name])
     core = T.tile(**p.args(), lanes=die.lanes, scratch_depth=scratch_depth, max_blocks=max_blocks,
                   attn_limits=attention.AttentionLimits.from_die(die))
-    return unit_roms(p, MAP_PREFIX, depths), core
+    split = AdapterAddress(die)
+    return (unit_roms(p, MAP_PREFIX, depths), core, harness_ready(busy, load), adapter_address(load, split),
+            tile_adapter(clk, load, split, HARNESS_TILE, p, die))
+
+
+HARNESS_TILE = 0  # the tile field of the harness's adapter-load addresses
+
+
+@block
+def harness_ready(busy, load):
+    @always_comb
+    def ready():
+        load.ready.next = not busy
+
+    return ready
 
 
 @dataclass
@@ -83,6 +111,21 @@ class TileSim:
         io.rst = 1
         self.sim.step(2)
         io.rst = 0
+        self.die = die
+
+    def load_adapter(self, commands: np.ndarray) -> int:
+        """Stream adapter-load commands (rtl/adapter_image.py) for this tile's layer: the tile field of
+        each address is replaced by the harness's own. Returns the cycles."""
+        io = self.sim.io
+        _, word_bits, lane_bits = lora_address_bits(self.die)
+        low = (1 << (word_bits + lane_bits)) - 1
+        for row in np.asarray(commands, np.uint32):
+            io.load_cmd, io.load_addr = int(row[0]), int(row[1]) & low
+            io.load_data = int.from_bytes(row[2:].tobytes(), "little")
+            io.load_valid = 1
+            self.sim.step()
+        io.load_valid = 0
+        return len(commands)
 
     def run(self, upstream: list[tuple[np.ndarray, int]], position: int = 0, entry: int = 0,
             max_cycles: int = 200_000) -> TileRun:
@@ -144,8 +187,8 @@ def _elaborator(die: Die, scratch_depth: int, max_blocks: int):
 
     def elaborate():
         ports = unit_ports(die, head=False)
-        return tile_top(**{name: getattr(ports, name) for name in HARNESS_PORTS}, die=die, depths=depths,
-                        scratch_depth=scratch_depth, max_blocks=max_blocks)
+        return tile_top(**{name: getattr(ports, name) for name in HARNESS_PORTS}, load=LoraPort(die), die=die,
+                        depths=depths, scratch_depth=scratch_depth, max_blocks=max_blocks)
     return elaborate
 
 

@@ -24,6 +24,13 @@ Host ports:
     reply               one-cycle pulse: out_token and status are valid
     out_token, status   the argmax token; STATUS_OK, STATUS_BAD_TOKEN, STATUS_KV_OVERFLOW
     position            tokens of this sequence so far (the next token's position)
+Adapter-load port (`lora_*`, a write channel; docs/numerics.md section 11):
+    valid, cmd, addr, data  a command, taken on a rising edge with `ready` high: LORA_WRITE stores
+                            `data` (one adapter block) in a tile's LoRA SRAM at `addr` (tile, word,
+                            lane); LORA_FLAGS sets a tile's adapter flags (data bits 0..6, one per
+                            projection); LORA_CLEAR clears every tile's flags (the chip runs the base
+                            model). Flags and SRAM survive `rst`: an adapter stays until replaced.
+    ready                   high while no token is in flight
 Debug tap: tap_valid, tap_unit, tap_op, tap_block, tap_exp, tap_data (rtl/bus.py TapPort).
 """
 
@@ -56,9 +63,11 @@ from .bus import (
 )
 from .cells.clock_gate import clock_gate
 from .cells.lut_rom import lut_address_bits, lut_rom
+from .cells.sram import address_bits, lane_sram
 from .cells.via_rom import via_rom
 from .cells.wiring import bit_signal, or_reduce, unsigned_signal, unused
-from .die import Die
+from .die import LORA_BLOCK_BITS, Die
+from .isa import LORA_PROJECTIONS
 from .isa import WORD_BITS as UCODE_BITS
 from .metal import const_depth, layout_of_blocks, ucode_depth
 from .units import attention, vector
@@ -67,6 +76,8 @@ from .verilog import to_verilog
 
 STATUS_OK, STATUS_BAD_TOKEN, STATUS_KV_OVERFLOW = 0, 1, 2
 STATUS_BITS = 2
+LORA_WRITE, LORA_FLAGS, LORA_CLEAR = 0, 1, 2  # adapter-load commands
+LORA_CMD_BITS = 2
 HEAD_TAG = 63  # tap_unit of the head's taps; tiles tag with their index
 UNIT_BITS = 6
 VOCAB_LO, VOCAB_HI = 64, 84  # bits of the vocabulary size in the straps word (rtl/metal.py _straps)
@@ -126,6 +137,7 @@ class Port:
     make: Callable[[Shape], object]
     rom: str | None = None
     rom_ports: int = 1
+    adapter: bool = False  # the LoRA SRAM's read port and the adapter flags (not a via ROM)
 
 
 def _bit(_: Shape):
@@ -161,8 +173,40 @@ UNIT_PORTS = (
     _rom("ucode", "ucode", enable=False), _rom("w", "weights", enable=False), _rom("consts", "consts"),
     _rom("rsqrt", "lut_rsqrt"), _rom("sigmoid", "lut_sigmoid", ports=BLOCK), _rom("rope", "lut_rope"),
     _rom("exp2", "lut_exp2", enable=False),
+    Port("lora", OUT, lambda s: _lora_read_port(s), adapter=True),
+    Port("lora_on", IN, lambda _: unsigned_signal(len(LORA_PROJECTIONS)), adapter=True),
     Port("tap", OUT, lambda _: TapPort()),
 )
+
+
+def _lora_read_port(shape: Shape) -> RomPort:
+    """A tile reads a word of `lanes` adapter blocks; the head has no LoRA SRAM (one-bit stubs)."""
+    if shape.head:
+        return RomPort(1, 1)
+    return RomPort(address_bits(shape.die.lora_sram_words), shape.die.lora_sram_width)
+
+
+class LoraPort(Interface):
+    """The adapter-load write channel: the host drives a command; the chip answers `ready`.
+    addr = tile << (word bits + lane bits) | word << lane bits | lane (lora_address)."""
+
+    REVERSE = frozenset({"ready"})
+
+    def __init__(self, die: Die):
+        self.valid, self.ready = bit_signal(), bit_signal()
+        self.cmd = unsigned_signal(LORA_CMD_BITS)
+        self.addr = unsigned_signal(sum(lora_address_bits(die)))
+        self.data = unsigned_signal(LORA_BLOCK_BITS)
+
+
+def lora_address_bits(die: Die) -> tuple[int, int, int]:
+    """(tile, word, lane) bits of an adapter-load address."""
+    return address_bits(die.tiles), address_bits(die.lora_sram_words), address_bits(die.lanes)
+
+
+def lora_address(die: Die, tile: int, word: int, lane: int) -> int:
+    _, word_bits, lane_bits = lora_address_bits(die)
+    return tile << (word_bits + lane_bits) | word << lane_bits | lane
 
 
 class HostPort(Interface):
@@ -185,7 +229,7 @@ class ChipTap(TapPort):
 
 # hw_chip: the arguments of chip(), in its order
 CHIP_PORTS = (Port("clk", IN, _bit), Port("rst", IN, _reset), Port("host", IN, lambda s: HostPort(s.pos_bits)),
-              Port("tap", OUT, lambda _: ChipTap()))
+              Port("lora", IN, lambda s: LoraPort(s.die)), Port("tap", OUT, lambda _: ChipTap()))
 
 
 class Ports:
@@ -243,7 +287,8 @@ def unit_design(die: Die, head: bool):
 
     def elaborate():
         return T.tile(**unit_ports(die, head).args(), lanes=lanes, scratch_depth=scratch_depth(die),
-                      max_blocks=max_blocks(die), attn_limits=attention.AttentionLimits.from_die(die))
+                      max_blocks=max_blocks(die), attn_limits=attention.AttentionLimits.from_die(die),
+                      lora_sram=not head)
 
     return elaborate
 
@@ -297,8 +342,8 @@ def _socket(open_pins: tuple[str, ...]):
 
         return opaque
 
-    waiver = ("// verilator lint_off PINCONNECTEMPTY\n// (a layer tile hands out no token and the chip reads no "
-              "unit's busy: those pins stay open)\n")
+    waiver = ("// verilator lint_off PINCONNECTEMPTY\n// (a layer tile hands out no token, the chip reads no "
+              "unit's busy and the head has no LoRA SRAM: those pins stay open)\n")
     socket.verilog_code = waiver + "$module $instance (\n$port_map\n);\n// verilator lint_on PINCONNECTEMPTY\n"
     socket.open_pins = open_pins
     return socket
@@ -322,7 +367,7 @@ def _with_pin_nets(instance, p: Ports, open_pins: tuple[str, ...]):
 
 
 tile_socket = _socket(("busy", "token_out", "token_valid"))
-head_socket = _socket(("busy",))
+head_socket = _socket(("busy", "lora_en", "lora_addr"))
 
 
 # --- the chip ----------------------------------------------------------------------------------
@@ -413,11 +458,81 @@ def host_interface(clk, rst, host: HostPort, vocab, kv_tokens: int, head_done, h
 
 
 @block
-def chip(clk, rst, host: HostPort, tap: ChipTap, die: Die):
+def adapter_ready(host: HostPort, lora: LoraPort):
+    """The chip takes adapter commands only between tokens."""
+
+    @always_comb
+    def ready():
+        lora.ready.next = not host.busy
+
+    return ready
+
+
+class AdapterAddress:
+    """The adapter-load address split into its fields (lora_address)."""
+
+    def __init__(self, die: Die):
+        tile_bits, word_bits, lane_bits = lora_address_bits(die)
+        self.tile, self.word, self.lane = (unsigned_signal(b) for b in (tile_bits, word_bits, lane_bits))
+
+
+@block
+def adapter_address(lora: LoraPort, split: AdapterAddress):
+    word_bits, lane_bits = len(split.word), len(split.lane)
+    top = len(lora.addr)
+
+    @always_comb
+    def fields():
+        split.tile.next = lora.addr[top:word_bits + lane_bits]
+        split.word.next = lora.addr[word_bits + lane_bits:lane_bits]
+        split.lane.next = lora.addr[lane_bits:]
+
+    return fields
+
+
+@block
+def tile_adapter(clk, lora: LoraPort, split: AdapterAddress, index: int, p: Ports, die: Die):
+    """A tile's LoRA SRAM and adapter flags, written through the adapter-load port on the chip's
+    clock; the tile reads the SRAM on its own gated clock, as it reads its ROMs."""
+    we, flags = bit_signal(), p.lora_on
+    n_flags = len(flags)
+
+    @always_comb
+    def select():
+        we.next = lora.valid and lora.ready and lora.cmd == LORA_WRITE and split.tile == index
+
+    @always(clk.posedge)
+    def hold():  # no reset: a loaded adapter survives a chip reset until the host replaces or clears it
+        if lora.valid and lora.ready:
+            if lora.cmd == LORA_CLEAR:
+                flags.next = 0
+            elif lora.cmd == LORA_FLAGS and split.tile == index:
+                flags.next = lora.data[n_flags:]
+
+    memory = lane_sram(clk, we, split.lane, split.word, lora.data, p.clk, p.lora.en, p.lora.addr, p.lora.data,
+                       depth=die.lora_sram_words, lanes=die.lanes, label=f"{unit_name(index)}_lora")
+    return select, hold, memory
+
+
+@block
+def head_adapter_stubs(clk, p: Ports):
+    """The head has no LoRA SRAM and no adapter (constant registers: a process needs a trigger)."""
+
+    @always(clk.posedge)
+    def tie():
+        p.lora.data.next = 0
+        p.lora_on.next = 0
+
+    return tie
+
+
+@block
+def chip(clk, rst, host: HostPort, lora: LoraPort, tap: ChipTap, die: Die):
     pos_bits = Shape(die).pos_bits
     tiles = [unit_ports(die, False) for _ in range(die.tiles)]
     head = unit_ports(die, True)
     start, token, pos = bit_signal(), unsigned_signal(ROW_BITS), unsigned_signal(pos_bits)
+    split = AdapterAddress(die)
     straps_addr, straps = unsigned_signal(1), unsigned_signal(128)
     vocab = unsigned_signal(ROW_BITS)
     units = [*tiles, head]
@@ -425,7 +540,8 @@ def chip(clk, rst, host: HostPort, tap: ChipTap, die: Die):
         p.rst = rst  # every unit resets with the chip
     parts = [host_interface(clk, rst, host, vocab, die.kv_tokens, head.token_valid, head.token_out, start, token,
                             pos),
-             via_rom(clk, straps_addr, straps, map_name="straps", depth=2)]
+             via_rom(clk, straps_addr, straps, map_name="straps", depth=2), adapter_ready(host, lora),
+             adapter_address(lora, split)]
     for i, p in enumerate(units):
         is_head = p is head
         prefix = "head" if is_head else unit_name(i)
@@ -433,7 +549,8 @@ def chip(clk, rst, host: HostPort, tap: ChipTap, die: Die):
         parts += [clock_gate(clk, p.clock_on, p.clk), unit_roms(p, prefix, rom_depths(die, is_head)),
                   _with_pin_nets(socket(p, HEAD_MODULE if is_head else TILE_MODULE, f"u_{prefix}"), p,
                                  socket.open_pins),
-                  unit_inputs(start, token, pos, p)]
+                  unit_inputs(start, token, pos, p),
+                  head_adapter_stubs(clk, p) if is_head else tile_adapter(clk, lora, split, i, p, die)]
     chain = [head, *tiles, head]
     parts += [link(clk, rst, a.down, b.up) for a, b in zip(chain, chain[1:], strict=False)]
     tags = [unsigned_signal(UNIT_BITS) for _ in units]

@@ -44,9 +44,16 @@ TAP_NAME = {i + 1: name for i, name in enumerate(TAP_OPS)}
 FORMAT_CODE = {QT.Q8_0: 0, QT.Q4_0: 1, QT.Q4_1: 2, QT.Q5_0: 3, QT.Q5_1: 4, QT.Q2_K: 5, QT.Q3_K: 6, QT.Q4_K: 7,
                QT.Q5_K: 8, QT.Q6_K: 9}
 
+# LoRA (docs/numerics.md 12.2): a projection's MATMUL names its projection in `lora` (1 + its index in
+# LORA_PROJECTIONS); its adapter pass, LORA_PASS_LEN instructions, follows it and runs only while the
+# tile's adapter flag for that projection is set, else the sequencer steps over it (no cycle spent).
+# `sram` makes a MATMUL read its weight blocks from the tile's LoRA SRAM instead of the weight ROM.
+LORA_PROJECTIONS = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")
+LORA_PASS_LEN = 4  # MATMUL A (sram), RQ, MATMUL B' (sram), ADD
+
 # (field, bits) from the least significant end of the word
 LAYOUT = (("op", 4), ("tap", 5), ("src", 12), ("src2", 12), ("dst", 12), ("n", 12),
-          ("groups", 16), ("rom", 24), ("fmt", 4), ("aux", 8))
+          ("groups", 16), ("rom", 24), ("fmt", 4), ("aux", 8), ("lora", 3), ("sram", 1))
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,8 @@ class Instr:
     rom: int = 0
     fmt: int = 0
     aux: int = 0
+    lora: int = 0
+    sram: int = 0
 
     def encode(self) -> int:
         word, shift = 0, 0

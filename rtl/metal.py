@@ -24,7 +24,7 @@ from hardwire.golden.gguf_model import Model, ModelConfig, QuantTensor, Weight
 from hardwire.golden.spec import BLOCK
 
 from .die import DIES, SLOT_BITS, Die
-from .isa import FORMAT_CODE, TAP_ID, Instr, Op
+from .isa import FORMAT_CODE, LORA_PROJECTIONS, TAP_ID, Instr, Op
 from .isa import WORD_BITS as UCODE_BITS
 from .units import vector
 
@@ -242,8 +242,69 @@ def layout_of_blocks(nd: int, nf: int, nkv: int) -> TileLayout:
     return TileLayout(**bases, end=at)
 
 
+# --- the LoRA SRAM (docs/numerics.md 12) ---------------------------------------------------------
+
+def lora_dims(cfg: ModelConfig, proj: str) -> tuple[int, int]:
+    """(output rows, input blocks) of a projection."""
+    kv = cfg.n_kv_heads * cfg.head_dim
+    out = {"wq": cfg.d_model, "wk": kv, "wv": kv, "wo": cfg.d_model, "w_gate": cfg.d_ffn, "w_up": cfg.d_ffn,
+           "w_down": cfg.d_model}[proj]
+    return out, (cfg.d_ffn if proj == "w_down" else cfg.d_model) // BLOCK
+
+
+@dataclass(frozen=True)
+class LoraSlot:
+    """Where one projection's adapter lives in the tile's LoRA SRAM, at the die's rank: A (rank rows
+    x input blocks, row group g and input block b at word a_base + g * blocks + b) and B' (output
+    rows x rank blocks, the same order), `lanes` rows a word."""
+
+    a_base: int
+    a_words: int
+    b_base: int
+    b_words: int
+
+
+def lora_layout(cfg: ModelConfig, die: Die) -> dict[str, LoraSlot]:
+    """Every projection's slot, in LORA_PROJECTIONS order, packed from word 0."""
+    slots, at, rank = {}, 0, die.lora_rank
+    for proj in LORA_PROJECTIONS:
+        out, nb = lora_dims(cfg, proj)
+        a_words, b_words = rank // die.lanes * nb, out // die.lanes * (rank // BLOCK)
+        slots[proj] = LoraSlot(at, a_words, at + a_words, b_words)
+        at += a_words + b_words
+    if at > die.lora_sram_words:
+        raise HardwireError(f"the LoRA SRAM of die {die.name} holds {die.lora_sram_words} words; the model's "
+                            f"slots need {at}")
+    return slots
+
+
+def lora_pass(cfg: ModelConfig, die: Die, proj: str, src: int, out_base: int, u: int, z: int,
+              tap_id: int = 0) -> list[Instr]:
+    """The adapter pass of one projection: u = A x, rq(u), z = B' u, y = sat(y + z, 48) in place,
+    at the die's rank (a smaller rank is padded with zeros, which add exact zeros)."""
+    slot, rank = lora_layout(cfg, die)[proj], die.lora_rank
+    out, nb = lora_dims(cfg, proj)
+    q8 = FORMAT_CODE[QT.Q8_0]
+    return [Instr(Op.MATMUL, src=src, dst=u, n=nb, groups=rank // die.lanes, rom=slot.a_base, fmt=q8, sram=1),
+            Instr(Op.RQ, src=u, dst=u, n=rank // BLOCK),
+            Instr(Op.MATMUL, src=u, dst=z, n=rank // BLOCK, groups=out // die.lanes, rom=slot.b_base, fmt=q8, sram=1),
+            Instr(Op.ADD, tap=tap_id, src=out_base, src2=z, dst=out_base, n=out // BLOCK)]
+
+
+def with_lora(program: list[Instr], passes: dict[str, list[Instr]]) -> list[Instr]:
+    """The program with each projection's adapter pass right after the projection's MATMUL."""
+    out = []
+    for ins in program:
+        out.append(ins)
+        if ins.lora:
+            out.extend(passes[LORA_PROJECTIONS[ins.lora - 1]])
+    return out
+
+
 def layer_program(cfg: ModelConfig, lanes: int, bases: dict[str, int], consts: dict[str, int],
-                  formats: dict[str, int]) -> list[Instr]:
+                  formats: dict[str, int], die: Die | None = None) -> list[Instr]:
+    """The layer's program; with a die that has a LoRA SRAM, every projection's MATMUL is followed by
+    its adapter pass (which the tile steps over while the projection's adapter flag is clear)."""
     L = tile_layout(cfg)
     nd, nf = cfg.d_model // BLOCK, cfg.d_ffn // BLOCK
     nkv = cfg.n_kv_heads * cfg.head_dim // BLOCK
@@ -251,11 +312,13 @@ def layer_program(cfg: ModelConfig, lanes: int, bases: dict[str, int], consts: d
     kv = cfg.n_kv_heads * cfg.head_dim
     tap = TAP_ID
 
+    lora = die is not None and die.lora_rank > 0
+
     def matmul(src, dst, n, rows, tensor, tap_id=0):
         return Instr(Op.MATMUL, tap=tap_id, src=src, dst=dst, n=n, groups=_ceil(rows, lanes) // lanes,
-                     rom=bases[tensor], fmt=formats[tensor])
+                     rom=bases[tensor], fmt=formats[tensor], lora=1 + LORA_PROJECTIONS.index(tensor) if lora else 0)
 
-    return [
+    program = [
         Instr(Op.RECV, dst=L.x, n=nd),
         Instr(Op.NORM, tap=tap["attn_norm"], src=L.x, dst=L.h, n=nd, rom=consts["attn_norm"]),
         matmul(L.h, L.qkv, nd, cfg.d_model, "wq"),
@@ -278,6 +341,27 @@ def layer_program(cfg: ModelConfig, lanes: int, bases: dict[str, int], consts: d
         Instr(Op.SEND, src=L.x, n=nd),
         Instr(Op.END),
     ]
+    if not lora:
+        return program
+    _check_lora_scratch(cfg, die)
+    # u in the q region (free outside RoPE..ATTN); z where the projection's result is not
+    passes = {"wq": lora_pass(cfg, die, "wq", L.h, L.qkv, L.q, L.gate_up),
+              "wk": lora_pass(cfg, die, "wk", L.h, L.qkv + nd, L.q, L.gate_up),
+              "wv": lora_pass(cfg, die, "wv", L.h, L.qkv + nd + nkv, L.q, L.gate_up),
+              "wo": lora_pass(cfg, die, "wo", L.attn, L.o, L.q, L.gate_up, tap["o"]),
+              "w_gate": lora_pass(cfg, die, "w_gate", L.h, L.gate_up, L.q, L.f),
+              "w_up": lora_pass(cfg, die, "w_up", L.h, L.gate_up + nf, L.q, L.f),
+              "w_down": lora_pass(cfg, die, "w_down", L.f, L.o, L.q, L.gate_up, tap["down"])}
+    return with_lora(program, passes)
+
+
+def _check_lora_scratch(cfg: ModelConfig, die: Die) -> None:
+    """The adapter pass borrows scratchpad regions: u (rank blocks) the q region, z the gate|up region."""
+    nd, nf = cfg.d_model // BLOCK, cfg.d_ffn // BLOCK
+    nkv = cfg.n_kv_heads * cfg.head_dim // BLOCK
+    if die.lora_rank // BLOCK > nd or max(nd, nkv) > 2 * nf:
+        raise HardwireError(f"the adapter pass of die {die.name} (rank {die.lora_rank}) does not fit the "
+                            f"scratchpad regions of d_model {cfg.d_model}, d_ffn {cfg.d_ffn}")
 
 
 def passthrough_program(cfg: ModelConfig) -> list[Instr]:
@@ -365,7 +449,7 @@ def _add_layer_tile(metal: Metal, model: Model, tile: int) -> None:
     consts = {"attn_norm": 0, "ffn_norm": len(attn_norm)}
     const_words = np.concatenate([attn_norm, ffn_norm])
     metal.roms[f"{name}_consts"] = RomImage(f"{name}_consts", CONST_BITS, const_depth(die), const_words)
-    metal.programs[name] = layer_program(cfg, die.lanes, bases, consts, formats)
+    metal.programs[name] = layer_program(cfg, die.lanes, bases, consts, formats, die)
     metal.roms[f"{name}_ucode"] = _ucode_image(f"{name}_ucode", metal.programs[name], die)
 
 

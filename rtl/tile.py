@@ -22,6 +22,10 @@ Ports:
     w                weight ROM: a word of `lanes` block slots
     consts, rsqrt, sigmoid, rope, exp2
                      the consts ROM and the table ROMs of the units
+    lora             the read port of the tile's LoRA SRAM: a word of `lanes` adapter blocks
+                     (docs/numerics.md 12.1), read like a weight word by a MATMUL with `sram` set
+    lora_on          the adapter flag of each projection (rtl/isa.py LORA_PROJECTIONS): a set flag
+                     runs the adapter pass that follows the projection's MATMUL; a clear one skips it
     tap_*            the written block, its op id and block index
 
 The tile reads top-down: `tile` wires the units to the scratchpad's read ports; `sequencer`
@@ -35,14 +39,14 @@ from __future__ import annotations
 from myhdl import ConcatSignal, Signal, always, always_comb, always_seq, block, enum, intbv
 
 from hardwire.golden.errors import HardwireError
-from hardwire.golden.spec import ACC_BITS, ACC_FRAC, BLOCK
+from hardwire.golden.spec import ACC_BITS, ACC_FRAC, BLOCK, LORA_EXP_MAX, LORA_EXP_MIN
 
 from .bus import ADDR_BITS, DATA_BITS, ENTRY_BITS, EXP_BITS, TAP_OP_BITS, WORD, BlockBus, RomPort
 from .cells.block_mac import ACT_BITS, block_mac
 from .cells.sram import address_bits
 from .cells.wiring import bit_signal, bus_lanes, mux_tree, signed_signal, unsigned_signal, unused, zero_extended
-from .die import SLOT_BITS
-from .isa import Op, field_offsets
+from .die import LORA_BLOCK_BITS, LORA_EXP_FIELD, SLOT_BITS
+from .isa import LORA_PASS_LEN, Op, field_offsets
 from .units import attention, head, vector
 
 BLOCK_SHIFT = 5  # log2(BLOCK)
@@ -179,6 +183,8 @@ GROUPS_LO, GROUPS_HI = _F["groups"][0], _F["groups"][0] + _F["groups"][1]
 ROM_LO, ROM_HI = _F["rom"][0], _F["rom"][0] + _F["rom"][1]
 FMT_LO, FMT_HI = _F["fmt"][0], _F["fmt"][0] + _F["fmt"][1]
 AUX_LO, AUX_HI = _F["aux"][0], _F["aux"][0] + _F["aux"][1]
+LORA_LO, LORA_HI = _F["lora"][0], _F["lora"][0] + _F["lora"][1]
+SRAM_LO, SRAM_HI = _F["sram"][0], _F["sram"][0] + _F["sram"][1]
 
 
 @block
@@ -204,6 +210,8 @@ class Instruction:
         self.n, self.groups = unsigned_signal(N_HI - N_LO), unsigned_signal(GROUPS_HI - GROUPS_LO)
         self.rom, self.fmt, self.aux = unsigned_signal(rom_bits), unsigned_signal(FMT_HI - FMT_LO), \
             unsigned_signal(AUX_HI - AUX_LO)
+        self.sram = bit_signal()  # a MATMUL on the LoRA SRAM
+        self.skip = bit_signal()  # the adapter pass after this instruction is off: step over it
 
 
 class Counts:
@@ -244,11 +252,12 @@ class Strobes:
 
 @block
 def tile(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_valid, up, down, ucode, w, consts, rsqrt,
-         sigmoid, rope, exp2, tap, lanes: int, scratch_depth: int, max_blocks: int, attn_limits):
+         sigmoid, rope, exp2, lora, lora_on, tap, lanes: int, scratch_depth: int, max_blocks: int, attn_limits,
+         lora_sram: bool = True):
     """One layer tile; see the module docstring. `up`, `down` are BlockBus, `tap` a TapPort, and
-    ucode, w, consts, rsqrt, sigmoid, rope, exp2 are RomPort of the microcode, weight, consts and
-    table ROMs (rtl/chip.py UNIT_PORTS). `attn_limits` (AttentionLimits of the die) sizes the
-    attention unit and its KV SRAM."""
+    ucode, w, consts, rsqrt, sigmoid, rope, exp2, lora are RomPort of the microcode, weight, consts
+    and table ROMs and the LoRA SRAM (rtl/chip.py UNIT_PORTS). `attn_limits` (AttentionLimits of
+    the die) sizes the attention unit and its KV SRAM. lora_sram=False (the head): no LoRA SRAM."""
     w_bits, s_bits = len(w.addr), address_bits(scratch_depth)
     rom_bits = max(w_bits, len(consts.addr), attention.ATTN_SCALE_BITS)
     head_block_bits = len(rope.addr) - (attn_limits.kv_tokens - 1).bit_length()
@@ -256,13 +265,17 @@ def tile(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_va
     reads = ReadPipe(s_bits, w_bits, head_block_bits)
     # ROM words that sub-blocks slice: locals here, so that MyHDL names them, and their slices, as
     # the tile's ports before a sub-block names them otherwise
-    ucode_data, w_data = ucode.data, w.data
+    ucode_data, w_data, lora_data = ucode.data, w.data, lora.data
     row_base = unsigned_signal(w_bits)  # EMBED: the first ROM word of the token's row group
     # produce: a unit hands out a block this cycle; end_tap: the head taps its token
     produce, end_tap, mm_out_valid = bit_signal(), bit_signal(), bit_signal()
-    control = [sequencer(clk, rst, start, entry, busy, ucode, state, counts, reads, end_tap, produce, mm_out_valid),
-               decoder(clk, rst, state, ucode_data, token, ins, counts, strobes, row_base, lanes, w_bits, s_bits),
-               issuer(clk, rst, state, ins, counts, reads, row_base, w, s_bits, head_block_bits)]
+    pass_flags = ConcatSignal(lora_on, intbv(0)[1:])  # bit 1 + p: projection p's adapter is loaded
+    control = [sequencer(clk, rst, start, entry, busy, ucode, state, counts, reads, end_tap, produce, mm_out_valid,
+                         ins),
+               decoder(clk, rst, state, ucode_data, token, pass_flags, ins, counts, strobes, row_base, lanes, w_bits,
+                       s_bits),
+               issuer(clk, rst, state, ins, counts, reads, row_base, w, s_bits, head_block_bits),
+               lora_reads(clk, ins, reads, lora, lora_sram)]
 
     # the scratchpad's two read ports feed every unit; each unit takes the beats of its op
     a_data, b_data, a_exp_bits = unsigned_signal(DATA_BITS), unsigned_signal(DATA_BITS), unsigned_signal(EXP_BITS)
@@ -299,9 +312,12 @@ def tile(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_va
     waivers = [ignored_inputs(ucode_data, token, s_bits, rom_bits, w_bits + (lanes - 1).bit_length()),
                unused(ConcatSignal(norm_done, attn_done, attn_busy, attn_refused), "handshakes",
                       "unit handshakes: the sequencer paces each unit by its own beat and block counts")]
+    if not lora_sram:
+        waivers += [unused(lora_data, "lora_data", "the head has no LoRA SRAM"),
+                    unused(ins.sram, "ins_sram", "the head has no LoRA SRAM: its programs never set the sram bit")]
     return (control, memory, units, waivers, rom_words(sigmoid, rope, consts, rsqrt, exp2, words),
-            matmul_side(clk, rst, token, w_data, ins, strobes, reads, stream, a_data, a_exp, mm_out_valid, mm_out,
-                        embed_slot, lanes),
+            matmul_side(clk, rst, token, w_data, lora_data if lora_sram else None, ins, strobes, reads, stream, a_data,
+                        a_exp, mm_out_valid, mm_out, embed_slot, lanes),
             unit_enables(clk, reads.beat, ins, enables, stream, a_exp_bits, a_exp, acc_exp),
             write_back(ins, counts.written, up, mm_out_valid, mm_out, outs, stream, produce, we, wdata, waddr),
             tap_out(clk, rst, produce, end_tap, ins.tap, counts.written, wdata, zero_extended(best_row, DATA_BITS),
@@ -338,12 +354,17 @@ def rom_words(sigmoid, rope, consts, rsqrt, exp2, words):
 
 
 @block
-def matmul_side(clk, rst, token, w_data, ins, strobes, reads, stream, a_data, a_exp, mm_out_valid, mm_out, embed_slot,
-                lanes: int):
-    """The matmul engine on the activation read port and the weight ROM; EMBED's lane of the weight
-    word; a streamed MATMUL's blocks (the LM head's logits) go to the argmax tracker."""
+def matmul_side(clk, rst, token, w_data, sram_data, ins, strobes, reads, stream, a_data, a_exp, mm_out_valid, mm_out,
+                embed_slot, lanes: int):
+    """The matmul engine on the activation read port and the weight ROM, or the LoRA SRAM for a
+    MATMUL with `sram` set (sram_data None: none); EMBED's lane of the weight word; a streamed
+    MATMUL's blocks (the LM head's logits) go to the argmax tracker."""
     acts = unsigned_signal(BLOCK * ACT_BITS)
     mm_valid = bit_signal()
+    weights, sources = w_data, []
+    if sram_data is not None:
+        weights = unsigned_signal(len(w_data))
+        sources = lora_weights(w_data, sram_data, ins.sram, weights, lanes)
 
     @always_comb
     def matmul_beats():
@@ -351,15 +372,78 @@ def matmul_side(clk, rst, token, w_data, ins, strobes, reads, stream, a_data, a_
         reads.logits.next = stream and mm_out_valid
 
     return (matmul_engine(clk, rst, strobes.mm_clear, ins.groups, mm_valid, reads.beat_first, reads.beat_last, ins.fmt,
-                          w_data, acts, a_exp, mm_out_valid, mm_out, lanes),
+                          weights, acts, a_exp, mm_out_valid, mm_out, lanes),
             activation_lanes(a_data, acts), mux_tree(token, bus_lanes(w_data, SLOT_BITS, lanes), embed_slot),
-            matmul_beats)
+            matmul_beats, sources)
+
+
+# fp16 bits of 2**e for each 6-bit two's complement exponent field; 0 outside [LORA_EXP_MIN, LORA_EXP_MAX]
+def _fp16_of_exponent(field: int) -> int:
+    e = field - (1 << LORA_EXP_FIELD) if field >= 1 << (LORA_EXP_FIELD - 1) else field
+    if not LORA_EXP_MIN <= e <= LORA_EXP_MAX:
+        return 0
+    return (e + 15) << 10 if e >= -14 else 1 << (e + 24)
+
+
+FP16_OF_EXPONENT = tuple(_fp16_of_exponent(f) for f in range(1 << LORA_EXP_FIELD))
 
 
 @block
-def sequencer(clk, rst, start, entry, busy, ucode, state, counts, reads, end_tap, produce, mm_out_valid):
+def lora_weights(w_data, sram_data, sram, weights, lanes: int):
+    """A LoRA SRAM word as a weight word: each block is a Q8_0 slot whose scale is the exact fp16
+    2**e (docs/numerics.md 12.2), so the block-MAC lanes compute A x and B' u unchanged."""
+    blocks = bus_lanes(sram_data, LORA_BLOCK_BITS, lanes)
+    scales = [unsigned_signal(16) for _ in range(lanes)]
+    spare = SLOT_BITS - BLOCK * 8 - 16
+    # one flat concatenation (the converter does not nest them): per lane, from the top, spare bits, d, codes
+    word = ConcatSignal(*[part for i in reversed(range(lanes))
+                          for part in (intbv(0)[spare:], scales[i], blocks[i](BLOCK * 8, 0))])
+    decoders = [exponent_scale(blocks[i](LORA_BLOCK_BITS, BLOCK * 8), scales[i]) for i in range(lanes)]
+
+    @always_comb
+    def select():
+        if sram:
+            weights.next = word
+        else:
+            weights.next = w_data
+
+    return decoders, select
+
+
+@block
+def exponent_scale(field, scale):
+    """fp16 bits of 2**e, e the signed exponent field (a table: a case statement)."""
+
+    @always_comb
+    def lookup():
+        scale.next = FP16_OF_EXPONENT[int(field)]
+
+    return lookup
+
+
+@block
+def lora_reads(clk, ins, reads, lora, lora_sram: bool):
+    """The LoRA SRAM's read port: the weight address, read only by a MATMUL with `sram` set."""
+    sram_bits = len(lora.addr)
+
+    @always_comb
+    def port():
+        lora.en.next = reads.issue and ins.sram
+        lora.addr.next = reads.w_addr[sram_bits:]
+
+    @always(clk.posedge)
+    def no_port():  # constant registers: the converter needs a process with a trigger
+        lora.en.next = 0
+        lora.addr.next = 0
+
+    return port if lora_sram else no_port
+
+
+@block
+def sequencer(clk, rst, start, entry, busy, ucode, state, counts, reads, end_tap, produce, mm_out_valid, ins):
     """The FSM: fetch and decode an instruction, run it until every read is issued and every result
-    written, then the next; END stops (the head first taps its token, in FINISH)."""
+    written, then the next (stepping over an adapter pass that is off); END stops (the head first
+    taps its token, in FINISH)."""
     pc = unsigned_signal(len(ucode.addr))
 
     @always_comb
@@ -392,7 +476,10 @@ def sequencer(clk, rst, start, entry, busy, ucode, state, counts, reads, end_tap
         elif state == SeqState.RUN:
             if counts.issued >= counts.in_total and counts.written == counts.out_total and not reads.issue \
                     and not reads.beat and not mm_out_valid:
-                pc.next = pc + 1
+                if ins.skip:
+                    pc.next = pc + 1 + LORA_PASS_LEN
+                else:
+                    pc.next = pc + 1
                 state.next = SeqState.FETCH
         else:  # FINISH
             state.next = SeqState.IDLE
@@ -402,8 +489,10 @@ def sequencer(clk, rst, start, entry, busy, ucode, state, counts, reads, end_tap
 
 
 @block
-def decoder(clk, rst, state, ucode_data, token, ins, counts, strobes, row_base, lanes: int, w_bits: int, s_bits: int):
-    """DECODE: latch the instruction's fields, size its reads and results, and pulse the strobes."""
+def decoder(clk, rst, state, ucode_data, token, pass_flags, ins, counts, strobes, row_base, lanes: int, w_bits: int,
+            s_bits: int):
+    """DECODE: latch the instruction's fields, size its reads and results, and pulse the strobes. A
+    projection whose adapter pass runs leaves its tap to the pass (its ADD taps the joined result)."""
     src_top, src2_top, dst_top = SRC_LO + s_bits, SRC2_LO + s_bits, DST_LO + s_bits
     rom_top = ROM_LO + len(ins.rom)
     lane_shift = (lanes - 1).bit_length()
@@ -417,6 +506,7 @@ def decoder(clk, rst, state, ucode_data, token, ins, counts, strobes, row_base, 
         rows = intbv(0)[COUNT_BITS:]
         beats = intbv(0)[COUNT_BITS:]
         kv_blocks = intbv(0)[COUNT_BITS:]
+        proj = intbv(0)[LORA_HI - LORA_LO:]
         strobes.mm_clear.next = 0
         strobes.norm.next = 0
         strobes.kv.next = 0
@@ -426,8 +516,14 @@ def decoder(clk, rst, state, ucode_data, token, ins, counts, strobes, row_base, 
             code[:] = ucode_data[OP_HI:OP_LO]
             count[N_HI - N_LO:] = ucode_data[N_HI:N_LO]
             rows[GROUPS_HI - GROUPS_LO:] = ucode_data[GROUPS_HI:GROUPS_LO]
+            proj[:] = ucode_data[LORA_HI:LORA_LO]
             ins.op.next = code
-            ins.tap.next = ucode_data[TAP_HI:TAP_LO]
+            if pass_flags[proj]:
+                ins.tap.next = 0
+            else:
+                ins.tap.next = ucode_data[TAP_HI:TAP_LO]
+            ins.skip.next = proj != 0 and not pass_flags[proj]
+            ins.sram.next = ucode_data[SRAM_LO]
             ins.src.next = ucode_data[src_top:SRC_LO]
             ins.src2.next = ucode_data[src2_top:SRC2_LO]
             ins.dst.next = ucode_data[dst_top:DST_LO]
@@ -654,7 +750,7 @@ def ignored_inputs(ucode_data, token, s_bits: int, rom_bits: int, token_bits: in
     """Waivers for input bits this die never needs: microcode bits beyond its depths, and
     token bits beyond its weight ROM."""
     fields = [(SRC_LO + s_bits, SRC_HI), (SRC2_LO + s_bits, SRC2_HI), (DST_LO + s_bits, DST_HI),
-              (ROM_LO + rom_bits, ROM_HI), (AUX_HI, len(ucode_data))]
+              (ROM_LO + rom_bits, ROM_HI), (SRAM_HI, len(ucode_data))]
     spare = [ucode_data(hi, lo) for lo, hi in fields if hi > lo]
     waivers = [unused(ConcatSignal(*spare) if len(spare) > 1 else spare[0], "ucode_bits",
                       "microcode bits this die ignores: reserved, or above its scratchpad and ROM depths")]

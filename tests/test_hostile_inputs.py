@@ -160,6 +160,48 @@ def damaged_maps(good: Path, kind: str, where: Path) -> Path:
     return maps
 
 
+# --- LoRA adapters with one bad piece ---------------------------------------------------------------
+
+def bad_adapter(kind: str, model: Path, where: Path) -> Path:
+    """A PEFT adapter for `model` (or, "other_model", for another shape) with one fault."""
+    import json
+
+    from safetensors.numpy import load_file, save_file
+
+    from hardwire.golden.lora_synth import LoraSpec, write_peft
+
+    config = load_model(model).config
+    if kind == "other_model":
+        config = load_model(synth.write_synthetic(SynthSpec(layers=2, d_model=96, d_ffn=128, heads=3, kv_heads=1,
+                                                            vocab=301), where / "other.gguf")).config
+    out = write_peft(LoraSpec(rank=40 if kind == "rank_beyond_die" else 4, targets=("q", "v", "down")), config,
+                     where / "adapter")
+    cfg_path, weights = out / "adapter_config.json", out / "adapter_model.safetensors"
+    lcfg = json.loads(cfg_path.read_text())
+    if kind == "unknown_target":
+        lcfg["target_modules"].append("lm_head")
+    elif kind == "missing_alpha":
+        del lcfg["lora_alpha"]
+    elif kind == "missing_config":
+        cfg_path.unlink()
+    elif kind == "pickle":
+        weights.rename(out / "adapter_model.bin")
+    elif kind in ("nan_weights", "inf_weights"):
+        tensors = load_file(str(weights))
+        first = sorted(tensors)[0]
+        tensors[first][0, 0] = np.nan if kind == "nan_weights" else np.inf
+        save_file(tensors, str(weights))
+    if cfg_path.exists():
+        cfg_path.write_text(json.dumps(lcfg))
+    return out
+
+
+LORA = {"other_model": "the model's projection is", "rank_beyond_die": "holds rank 32 per projection",
+        "unknown_target": "unknown target module(s) lm_head", "missing_alpha": "'lora_alpha' is missing",
+        "missing_config": "no adapter_config.json", "pickle": "a pickle, which hardwire does not load",
+        "nan_weights": "holds NaN or inf", "inf_weights": "holds NaN or inf"}
+
+
 # --- the table ----------------------------------------------------------------------------------------
 
 METADATA = ["zero_heads", "zero_kv_heads", "zero_eps", "negative_eps", "zero_theta", "nan_theta", "nan_scale",
@@ -196,6 +238,11 @@ def rows():
     for kind, message in VIA_MAPS.items():
         yield f"via_maps_{kind}", lambda c, k=kind: [*run, "--model", c.model, "--via-maps",
                                                      damaged_maps(c.good_maps, k, c.tmp)], None, message
+    for kind, message in LORA.items():  # refused before the chip loads: its state is never touched
+        yield f"lora_{kind}", lambda c, k=kind: [*run, "--model", c.model, "--lora",
+                                                 bad_adapter(k, c.model, c.tmp)], None, message
+    yield "lora_scale_without_lora", lambda c: [*run, "--model", c.model, "--lora-scale", 2], None, \
+        "--lora-scale needs --lora"
     yield "build_out_under_proc", lambda c: ["build", "--model", c.model, "--die", TINY, "--out", "/proc/hw-out"], \
         None, "--out /proc/hw-out"
     yield "build_out_under_a_file", lambda c: ["build", "--model", c.model, "--die", TINY, "--out",

@@ -11,7 +11,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from hardwire.cli_common import EPILOG, EXIT_MISMATCH, EXIT_OK, add_die_option, add_json_option, add_model_option
+from hardwire.cli_common import (
+    EPILOG,
+    EXIT_MISMATCH,
+    EXIT_OK,
+    add_die_option,
+    add_json_option,
+    add_lora_options,
+    add_model_option,
+    load_lora_option,
+)
 from hardwire.console import Console
 from hardwire.golden.errors import HardwireError
 from hardwire.outputs import check_output_dir
@@ -148,6 +157,7 @@ def add_generation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--artifacts", type=Path, default=None,
                    help=f"where a mismatch writes its traces, waveform and reproduce command "
                         f"(default: {FAILURES_DIR}/<time>-<hash>)")
+    add_lora_options(p)
 
 
 def run_run(args, console: Console) -> int:
@@ -162,9 +172,10 @@ def run_run(args, console: Console) -> int:
     if args.artifacts is not None:
         check_output_dir(args.artifacts, "--artifacts")
     via_maps = getattr(args, "via_maps", None)
-    encoded = []
+    encoded, lora = [], {}
 
     def check_positions(model, die) -> None:
+        check_adapter(args, model, die, lora)
         encoded.append(ids if ids is not None else GGUFTokenizer(model.tokenizer_meta).encode(args.prompt))
         beyond = [i for i in encoded[0] if i >= model.config.vocab]
         if beyond:
@@ -175,14 +186,17 @@ def run_run(args, console: Console) -> int:
     printed = print_model(console, args.model, args.die, via_maps, check=check_positions)
     tokenizer = GGUFTokenizer(printed.model.tokenizer_meta)
     prompt = encoded[0]
+    load_cycles = printed.sim.load_adapter(lora["image"], lora["adapter"]) if lora else 0
     with console.progress("generating on the chip", total=args.tokens) as advance:
         gen = generate(printed.model, printed.sim, prompt, args.tokens,
                        on_token=lambda g: advance(len(g.tokens)))
     report = run_report(printed, gen, tokenizer)
+    report |= {"adapter": lora["adapter"].describe() if lora else None, "adapter_load_cycles": load_cycles,
+               "lora_sram_bits_used": lora["image"].sram_bits_used if lora else 0}
     artifacts = None
     if gen.mismatch is not None:
         command = reproduce_command(args.model, printed.die.name, args.tokens, prompt=args.prompt,
-                                    prompt_ids=ids, via_maps=via_maps)
+                                    prompt_ids=ids, via_maps=via_maps, lora=args.lora, lora_scale=args.lora_scale)
         artifacts = write_artifacts(args.artifacts, printed, gen, command)
         report["failure"] = {"directory": str(artifacts.directory), "traces": str(artifacts.traces),
                              "waveform": artifacts.waveform and str(artifacts.waveform), "reproduce": command}
@@ -195,6 +209,16 @@ def run_run(args, console: Console) -> int:
         console.error(f"the chip's output is incomplete: taps never seen {gen.missing[:3]}")
         return EXIT_MISMATCH
     return EXIT_OK
+
+
+def check_adapter(args, model, die, lora: dict) -> None:
+    """--lora: read the adapter and frame its SRAM image before the chip loads; a bad adapter is refused
+    before anything reaches the chip. Fills lora["adapter"] and lora["image"]."""
+    from hardwire.rtl.adapter_image import adapter_image
+
+    adapter = load_lora_option(args, model.config)
+    if adapter is not None:
+        lora.update(adapter=adapter, image=adapter_image(adapter, model.config, die))
 
 
 def run_report(printed: Printed, gen, tokenizer) -> dict:
@@ -259,7 +283,8 @@ def check_via_maps(directory: Path, die) -> Path:
 
 
 def reproduce_command(model: str, die: str, tokens: int, prompt: str | None = None,
-                      prompt_ids: list[int] | None = None, via_maps: Path | None = None) -> str:
+                      prompt_ids: list[int] | None = None, via_maps: Path | None = None, lora: Path | None = None,
+                      lora_scale: float = 1.0) -> str:
     """The `hardwire run` command line that runs the same model, die, prompt and metal again."""
     model_path = Path(model)
     argv = ["hardwire", "run", "--model", str(model_path.resolve()) if model_path.exists() else model,
@@ -271,6 +296,8 @@ def reproduce_command(model: str, die: str, tokens: int, prompt: str | None = No
     argv += ["--tokens", str(tokens)]
     if via_maps is not None:
         argv += ["--via-maps", str(Path(via_maps).resolve())]
+    if lora is not None:
+        argv += ["--lora", str(Path(lora).resolve()), "--lora-scale", repr(lora_scale)]
     return shlex.join(argv)
 
 

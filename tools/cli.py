@@ -13,7 +13,9 @@ from hardwire.cli_common import (
     EXIT_OK,
     EXIT_USAGE,
     add_json_option,
+    add_lora_options,
     add_model_option,
+    load_lora_option,
 )
 from hardwire.console import Console
 from hardwire.golden.errors import HardwireError
@@ -176,17 +178,9 @@ def _add_eval(sub) -> None:
     p.add_argument("--text", type=Path, default=None,
                    help="an English text file (default: the shipped evaluation text)")
     p.add_argument("--tokens", type=int, default=1024, help="tokens of the text to evaluate (default: %(default)s)")
-    _lora_args(p)
+    add_lora_options(p)
     add_json_option(p)
     p.set_defaults(handler=_run_eval)
-
-
-def _lora_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--lora", type=Path, default=None, metavar="PATH",
-                   help="a LoRA adapter: a PEFT directory (adapter_config.json + adapter_model.safetensors) "
-                        "or a llama.cpp GGUF adapter")
-    p.add_argument("--lora-scale", type=float, default=1.0, metavar="S",
-                   help="multiply the adapter's alpha/r scale by S (default: %(default)s)")
 
 
 def _run_eval(args, console: Console) -> int:
@@ -196,7 +190,7 @@ def _run_eval(args, console: Console) -> int:
 
     text = _read_text(args.text)
     model = load_model(console.fetch_model(args.model), formats=DECODABLE)  # the references read every format
-    adapter = _load_lora(args, model.config)
+    adapter = load_lora_option(args, model.config)
     ids = tokens_for_eval(model, text, args.tokens)
     with console.progress("evaluating float and integer paths", total=len(ids)) as advance:
         result = evaluate(model, ids, progress=advance, adapter=adapter)
@@ -204,16 +198,6 @@ def _run_eval(args, console: Console) -> int:
     with_lora = f" with LoRA {args.lora}" if adapter else ""
     console.result(fields, title=f"eval of {args.model}{with_lora} over {len(ids)} tokens")
     return EXIT_OK
-
-
-def _load_lora(args, config):
-    if args.lora is None:
-        if args.lora_scale != 1.0:
-            raise HardwireError("--lora-scale needs --lora")
-        return None
-    from hardwire.golden.lora import load_adapter
-
-    return load_adapter(args.lora, config, args.lora_scale)
 
 
 def _read_text(path: Path | None) -> str:

@@ -8,6 +8,7 @@ reference disagree; a failed test for `report --check`, an RTL lint warning for 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 EXIT_OK = 0
 EXIT_MISMATCH = 1
@@ -30,3 +31,24 @@ def add_die_option(p: argparse.ArgumentParser, default: str | None = None) -> No
 
 def add_json_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print machine-readable JSON only")
+
+
+def add_lora_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lora", type=Path, default=None, metavar="PATH",
+                   help="a LoRA adapter: a PEFT directory (adapter_config.json + adapter_model.safetensors) "
+                        "or a llama.cpp GGUF adapter")
+    p.add_argument("--lora-scale", type=float, default=1.0, metavar="S",
+                   help="multiply the adapter's alpha/r scale by S (default: %(default)s)")
+
+
+def load_lora_option(args, config):
+    """The adapter of --lora (checked against the model's shapes), or None; --lora-scale alone is refused."""
+    from hardwire.golden.errors import HardwireError
+
+    if args.lora is None:
+        if args.lora_scale != 1.0:
+            raise HardwireError("--lora-scale needs --lora")
+        return None
+    from hardwire.golden.lora import load_adapter
+
+    return load_adapter(args.lora, config, args.lora_scale)

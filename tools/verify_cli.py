@@ -19,7 +19,16 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from hardwire.chip_cli import check_prompt_text, check_sequence
-from hardwire.cli_common import EPILOG, EXIT_MISMATCH, EXIT_OK, add_die_option, add_json_option, add_model_option
+from hardwire.cli_common import (
+    EPILOG,
+    EXIT_MISMATCH,
+    EXIT_OK,
+    add_die_option,
+    add_json_option,
+    add_lora_options,
+    add_model_option,
+    load_lora_option,
+)
 from hardwire.console import Console
 from hardwire.golden.cache import check_cache_root
 from hardwire.golden.errors import HardwireError
@@ -43,6 +52,7 @@ def add_verify(sub) -> None:
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (default: the cores)")
     p.add_argument("--run-dir", type=Path, default=Path("hardwire-verify"),
                    help="where junit.xml and the shards' work directories go (default: %(default)s)")
+    add_lora_options(p)
     add_json_option(p)
     p.set_defaults(handler=run_verify)
 
@@ -69,6 +79,7 @@ def run_verify(args, console: Console) -> int:
     from hardwire.golden.gguf_model import load_model
     from hardwire.golden.tokenizer import GGUFTokenizer
     from hardwire.rtl import metal
+    from hardwire.rtl.adapter_image import adapter_image
     from hardwire.rtl.die import get_die
 
     if args.jobs < 1:
@@ -82,8 +93,10 @@ def run_verify(args, console: Console) -> int:
     die = get_die(args.die) if args.die else metal.smallest_die(model)
     metal.check_fits(model, die)
     check_sequence(len(prompt), 0, model, die)
-    _JOB.update(model=model, image=metal.generate(model, die), trace=golden_trace(model, prompt),
-                positions=len(prompt), work=args.run_dir.resolve() / "workers")
+    adapter = load_lora_option(args, model.config)
+    commands = adapter_image(adapter, model.config, die).commands if adapter is not None else None
+    _JOB.update(model=model, image=metal.generate(model, die), trace=golden_trace(model, prompt, adapter),
+                positions=len(prompt), work=args.run_dir.resolve() / "workers", adapter_commands=commands)
     t0 = time.perf_counter()
     with console.progress(f"verifying {len(layers)} layers on {die.name}", total=len(layers)) as advance:
         results = _run_shards(layers, args.jobs, advance)
@@ -139,7 +152,8 @@ def _shard(layer: int):
     from hardwire.cosim.layer_check import check_layer
 
     work = _JOB["work"] / f"pid{os.getpid()}" / f"layer{layer:02d}"
-    result = check_layer(_JOB["model"], _JOB["image"], _JOB["trace"], layer, _JOB["positions"], work)
+    result = check_layer(_JOB["model"], _JOB["image"], _JOB["trace"], layer, _JOB["positions"], work,
+                         _JOB["adapter_commands"])
     result.run = None  # the raw beats stay in the worker
     return result
 
@@ -147,8 +161,9 @@ def _shard(layer: int):
 def _reproduce(args, die: str, layer: int) -> str:
     model_path = Path(args.model)
     model = str(model_path.resolve()) if model_path.exists() else args.model
+    lora = ["--lora", str(Path(args.lora).resolve()), "--lora-scale", repr(args.lora_scale)] if args.lora else []
     return shlex.join(["hardwire", "verify", "--model", model, "--die", die, "--prompt", args.prompt,
-                       "--layers", str(layer), "--jobs", "1"])
+                       "--layers", str(layer), "--jobs", "1", *lora])
 
 
 def write_junit(path: Path, results: list, wall_s: float, reproduce) -> None:
@@ -181,5 +196,6 @@ def _summary(args, die: str, results: list, wall_s: float) -> dict:
         "jobs": args.jobs,
         "wall_s": round(wall_s, 2),
         "die": die,
+        "adapter": str(args.lora) if args.lora else None,
         "junit": str(args.run_dir / "junit.xml"),
     }

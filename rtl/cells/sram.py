@@ -73,3 +73,47 @@ def _check(label: str, depth: int, width: int, waddr_bits: int, raddr_bits: int,
         raise HardwireError(f"an SRAM of depth {depth} needs {bits}-bit addresses, not {waddr_bits}/{raddr_bits}")
     if rdata_bits != width:
         raise HardwireError(f"SRAM read word is {rdata_bits} bits; the write word is {width}")
+
+
+@block
+def lane_sram(wclk, we, wlane, waddr, wdata, rclk, re, raddr, rdata, depth: int, lanes: int, label: str):
+    """`depth` words of `lanes` lanes of len(wdata) bits: a write stores one lane of one word (on
+    wclk), a read returns a whole word (on rclk, registered). The LoRA SRAM: the host writes it one
+    block at a time through the adapter-load port while the tile idles; the tile reads `lanes`
+    blocks a cycle on its own (gated) clock. Lane j of a word is bits [width*(j+1)-1 : width*j]."""
+    width = len(wdata)
+    _check(label, depth, width * lanes, len(waddr), len(raddr), len(rdata))
+    if len(wlane) != address_bits(lanes):
+        raise HardwireError(f"an SRAM of {lanes} lanes needs a {address_bits(lanes)}-bit lane select")
+    memory = f"sram_{label}"  # noqa: F841 (read by verilog_code: $memory)
+    words = [0] * depth  # MyHDL's own simulator only
+    lane_mask = (1 << width) - 1
+
+    @always(wclk.posedge)
+    def write():
+        if we:
+            shift = int(wlane) * width
+            old = words[int(waddr)] & ~(lane_mask << shift)
+            words[int(waddr)] = old | int(wdata) << shift
+
+    @always(rclk.posedge)
+    def read():
+        if re:
+            rdata.next = words[int(raddr)]
+
+    rdata.driven = "reg"
+    for port in (wclk, we, wlane, waddr, wdata, rclk, re, raddr):
+        port.read = True
+    return write, read
+
+
+lane_sram.verilog_code = """
+// SRAM macro $memory: $depth x $lanes lanes of $width bits, lane-wide writes on $wclk, word reads on $rclk
+reg [$width*$lanes-1:0] $memory [0:$depth-1];
+always @(posedge $wclk) begin
+    if ($we) $memory[$waddr][$wlane*$width +: $width] <= $wdata;
+end
+always @(posedge $rclk) begin
+    if ($re) $rdata <= $memory[$raddr];
+end
+"""

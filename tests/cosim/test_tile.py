@@ -6,6 +6,8 @@ ending in END, and a test starts the tile at a segment's address.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -15,7 +17,7 @@ from hardwire.golden import spec
 from hardwire.golden.intref import IntModel, Trace
 from hardwire.rtl import metal
 from hardwire.rtl.die import get_die
-from hardwire.rtl.isa import TAP_ID, Instr, Op
+from hardwire.rtl.isa import LORA_PASS_LEN, TAP_ID, Instr, Op
 from hardwire.rtl.metal import UCODE_BITS, RomImage, _int_bytes
 from hardwire.rtl.verilog import to_verilog
 
@@ -24,8 +26,19 @@ TABLES = ("lut_rsqrt", "lut_sigmoid", "lut_rope", "lut_exp2")
 POSITIONS = 3
 
 
+def without_adapter_passes(program: list[Instr]) -> list[Instr]:
+    """The layer program as a tile with no adapter runs it: each projection's adapter pass dropped (the
+    segments below must fit one microcode ROM together)."""
+    out, pc = [], 0
+    while pc < len(program):
+        out.append(dataclasses.replace(program[pc], lora=0))
+        pc += 1 + (LORA_PASS_LEN if program[pc].lora else 0)
+    return out
+
+
 def segments(program: list[Instr], cfg) -> dict[str, list[Instr]]:
     """Pieces of the layer program that need no attention unit, each fed from RECV."""
+    program = without_adapter_passes(program)
     L = metal.tile_layout(cfg)
     nd = cfg.d_model // 32
     recv_x = Instr(Op.RECV, dst=L.x, n=nd)

@@ -12,7 +12,7 @@ from hardwire.golden.intref import IntModel, Trace
 from hardwire.golden.synth import SynthSpec, write_synthetic
 from hardwire.rtl import metal
 from hardwire.rtl.die import DIES, SLOT_BITS, get_die
-from hardwire.rtl.isa import TAP_NAME, Instr, Op
+from hardwire.rtl.isa import LORA_PASS_LEN, LORA_PROJECTIONS, TAP_NAME, Instr, Op
 
 TINY = get_die("hw-tiny")
 
@@ -46,11 +46,53 @@ def test_tap_order_matches_the_golden_trace(synth_model):
     IntModel(synth_model, capacity=4).forward(np.array([3]), IntModel(synth_model, capacity=4).new_cache(), trace)
     golden_layer0 = [op for (layer, op, _pos) in trace.taps if layer == 0]
     image = metal.generate(synth_model, TINY)
-    chip_layer0 = [TAP_NAME[i.tap] for i in image.programs["tile00"] if i.tap]
-    assert chip_layer0 == golden_layer0
+    for loaded in (set(), set(LORA_PROJECTIONS), {"wo"}):  # the taps as the sequencer runs them, by adapter flags
+        chip_layer0 = [TAP_NAME[i.tap] for i in executed(image.programs["tile00"], loaded) if i.tap]
+        assert chip_layer0 == golden_layer0
     head = [TAP_NAME[i.tap] for i in image.programs["head"] if i.tap]
     golden_head = [op for (layer, op, _p) in trace.taps if layer in (-1, synth_model.config.n_layers)]
     assert head == golden_head
+
+
+def executed(program: list[Instr], loaded: set[str]) -> list[Instr]:
+    """The instructions a tile runs with adapter flags set for `loaded` (rtl/tile.py sequencer and decoder):
+    a projection's pass is stepped over while its flag is clear; while set, the projection leaves its tap
+    to the pass."""
+    out, pc = [], 0
+    while pc < len(program):
+        ins = program[pc]
+        on = ins.lora and LORA_PROJECTIONS[ins.lora - 1] in loaded
+        out.append(Instr(ins.op, tap=0 if on else ins.tap))
+        pc += 1 + (LORA_PASS_LEN if ins.lora and not on else 0)
+    return out
+
+
+def test_every_projection_is_followed_by_its_adapter_pass(synth_model):
+    program = metal.generate(synth_model, TINY).programs["tile00"]
+    slots = metal.lora_layout(synth_model.config, TINY)
+    heads = [i for i, ins in enumerate(program) if ins.lora]
+    assert [LORA_PROJECTIONS[program[i].lora - 1] for i in heads] == list(LORA_PROJECTIONS)
+    for i in heads:
+        a, rq, b, add = program[i + 1:i + 1 + LORA_PASS_LEN]
+        proj = LORA_PROJECTIONS[program[i].lora - 1]
+        assert (a.op, rq.op, b.op, add.op) == (Op.MATMUL, Op.RQ, Op.MATMUL, Op.ADD) and a.sram and b.sram
+        assert (a.rom, b.rom) == (slots[proj].a_base, slots[proj].b_base) and a.src == program[i].src
+        assert add.src == add.dst == program[i].dst and add.src2 == b.dst and rq.src == rq.dst == a.dst == b.src
+    assert len(executed(program, set())) == len(program) - len(heads) * LORA_PASS_LEN
+
+
+def test_lora_sram_bits():
+    """numerics 12.1: the die's SRAM, and SmolLM2-135M's slots at rank 64 on all seven projections of 30 layers."""
+    from hardwire.golden.gguf_model import ModelConfig
+    from hardwire.rtl.die import LORA_BLOCK_BITS
+
+    s135 = get_die("hw-s135")
+    assert s135.lora_sram_bits == 182_435_840 and s135.lora_sram_words == 2720
+    cfg = ModelConfig(n_layers=30, d_model=576, d_ffn=1536, n_heads=9, n_kv_heads=3, vocab=49152, context=2048,
+                      rope_theta=100000.0, rms_eps=1e-5)
+    slots = metal.lora_layout(cfg, s135)
+    words = sum(slot.a_words + slot.b_words for slot in slots.values())
+    assert words * s135.lanes * LORA_BLOCK_BITS * cfg.n_layers == 159_966_720
 
 
 def test_unused_tiles_pass_the_residual_on(synth_model):
