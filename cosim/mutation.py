@@ -269,9 +269,7 @@ def _decode_fp16(t: BlockFields, at: _Where, which: str, bit: int) -> Decoded:
     def patch(model: Model) -> IntModel:
         golden = IntModel(model)
         for matmul, first_row in _golden_matmuls(golden, model, at.where):
-            m_arr, e_arr = (matmul.md, matmul.ed) if which == "d_bits" else (matmul.mo, matmul.eo)
-            m_arr[at.block, first_row + at.row] = mant
-            e_arr[at.block, first_row + at.row] = exp
+            matmul.set_block_scale(first_row + at.row, at.block, which != "d_bits", mant, exp)
         return golden
     return Decoded(MODEL, f"{label} (this slot's copy)", patch)
 

@@ -88,6 +88,16 @@ class FormatMatmul:
     def split(self, y: np.ndarray) -> list[np.ndarray]:
         return np.split(y, self.splits, axis=-1)
 
+    def set_block_scale(self, row: int, block: int, offset: bool, mant: int, exp: int) -> None:
+        """Replace one (row, activation block)'s d, or its offset scale, by M * 2**E: the golden
+        reference of a mutant whose flip hits one slot's copy of a super-block scale (cosim/mutation.py)."""
+        for t, first in zip(self._tensors, [0, *self.splits], strict=True):
+            if first <= row < first + t.rows:
+                m, e = (t.mo, t.eo) if offset else (t.md, t.ed)
+                m[row - first, block], e[row - first, block] = mant, exp
+        self._build_fast(self._tensors)
+        self.__dict__.pop("_exact", None)  # the int64 path's cached arrays
+
     # --- the fast path: float32 BLAS on the codes sc_k q_j, exact by construction -------------------
 
     def _build_fast(self, ts: list[FormatTensor]) -> None:
