@@ -88,6 +88,10 @@ class FormatMatmul:
     def split(self, y: np.ndarray) -> list[np.ndarray]:
         return np.split(y, self.splits, axis=-1)
 
+    def block_scales(self) -> tuple[np.ndarray, np.ndarray]:
+        """(M_d, E_d) of every (row, activation block), the stacked tensors' rows in order."""
+        return tuple(np.concatenate([getattr(t, n) for t in self._tensors]) for n in ("md", "ed"))
+
     def set_block_scale(self, row: int, block: int, offset: bool, mant: int, exp: int) -> None:
         """Replace one (row, activation block)'s d, or its offset scale, by M * 2**E: the golden
         reference of a mutant whose flip hits one slot's copy of a super-block scale (cosim/mutation.py)."""

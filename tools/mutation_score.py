@@ -139,6 +139,14 @@ class BoundedChip:
     def position(self) -> int:
         return self.sim.position
 
+    @property
+    def adapter(self):
+        return self.sim.adapter
+
+    @property
+    def adapter_commands(self):
+        return self.sim.adapter_commands
+
     def token(self, token: int):
         return self.sim.token(token, max_cycles=self.max_cycles)
 

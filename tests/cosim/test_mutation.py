@@ -184,8 +184,8 @@ def test_a_slot_copy_of_a_super_block_scale_changes_one_activation_block(printed
     model, image = printed["k"]
     decoded = mutation.decode(image, model, Flip("tile00_weights", 2 * 8 + 3, SLOT + 32 * 8 + 11))
     golden, clean = decoded.patch(model), IntModel(model)
-    changed = np.argwhere(golden.layers[0].qkv.md != clean.layers[0].qkv.md)
-    assert changed.tolist() == [[3, 1 + 4 * 2]]  # block 3 of row 9 (group 2, lane 1) of W_q
+    changed = np.argwhere(golden.layers[0].qkv.block_scales()[0] != clean.layers[0].qkv.block_scales()[0])
+    assert changed.tolist() == [[1 + 4 * 2, 3]]  # row 9 (group 2, lane 1) of W_q, block 3
     assert decoded.mutant is None
 
 
