@@ -88,9 +88,12 @@ class FormatMatmul:
     def split(self, y: np.ndarray) -> list[np.ndarray]:
         return np.split(y, self.splits, axis=-1)
 
-    def block_scales(self) -> tuple[np.ndarray, np.ndarray]:
-        """(M_d, E_d) of every (row, activation block), the stacked tensors' rows in order."""
-        return tuple(np.concatenate([getattr(t, n) for t in self._tensors]) for n in ("md", "ed"))
+    def block_scales(self, offset: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(M_d, E_d), or the offset's (M_o, E_o), of every (row, activation block), the stacked tensors'
+        rows in order; a tensor without an offset has M_o = 0."""
+        names = ("mo", "eo") if offset else ("md", "ed")
+        return tuple(np.concatenate([np.zeros_like(t.md) if getattr(t, n) is None else getattr(t, n)
+                                     for t in self._tensors]) for n in names)
 
     def set_block_scale(self, row: int, block: int, offset: bool, mant: int, exp: int) -> None:
         """Replace one (row, activation block)'s d, or its offset scale, by M * 2**E: the golden

@@ -67,9 +67,10 @@ def format_terms(fields, acts, e_act):
     am = np.asarray(acts, np.int64).reshape(1, -1)
     p, o = fm.block_products(am)  # (nb, rows, 1)
     e = np.asarray(e_act, np.int64)[:, None]
-    t = spec.sat_shift(fm.md * p[..., 0], fm.ed + e + spec.ACC_FRAC, spec.TERM_BITS)
+    (md, ed), (mo, eo) = ((m.T, x.T) for m, x in (fm.block_scales(), fm.block_scales(offset=True)))
+    t = spec.sat_shift(md * p[..., 0], ed + e + spec.ACC_FRAC, spec.TERM_BITS)
     if o is not None:
-        t = t + spec.sat_shift(fm.mo * o[..., 0], fm.eo + e + spec.ACC_FRAC, spec.TERM_BITS)
+        t = t + spec.sat_shift(mo * o[..., 0], eo + e + spec.ACC_FRAC, spec.TERM_BITS)
     return t.T
 
 
