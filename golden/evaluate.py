@@ -7,6 +7,7 @@ positions whose greedy next token is the same on both paths.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,6 +32,11 @@ class EvalResult:
     def as_dict(self) -> dict:
         return {"ppl_float": self.ppl_float, "ppl_int": self.ppl_int,
                 "top1_agreement": self.top1_agreement, "tokens": self.tokens}
+
+
+def ids_digest(ids) -> str:
+    """sha256 of token ids as int64: how the recorded llama.cpp perplexities name their token sequence."""
+    return hashlib.sha256(np.asarray(ids, np.int64).tobytes()).hexdigest()
 
 
 def tokens_for_eval(model: Model, text: str, n_tokens: int) -> np.ndarray:

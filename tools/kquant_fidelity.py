@@ -14,7 +14,6 @@ For each recipe, over the first N tokens of the shipped evaluation text (golden/
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import tempfile
@@ -22,10 +21,9 @@ import time
 from importlib.resources import files
 from pathlib import Path
 
-import numpy as np
-
+from hardwire.golden.cache import sha256_of
 from hardwire.golden.errors import HardwireError
-from hardwire.golden.evaluate import evaluate, tokens_for_eval
+from hardwire.golden.evaluate import evaluate, ids_digest, tokens_for_eval
 from hardwire.golden.gguf_model import load_model
 from hardwire.golden.kquants import DECODABLE
 from hardwire.golden.models import resolve_model
@@ -42,7 +40,7 @@ def measure_recipe(base: Path, recipe: str, text: str, tokens: int, recorded: di
     model = load_model(path, formats=DECODABLE)
     ids = tokens_for_eval(model, text, tokens)
     result = evaluate(model, ids)
-    out = {"recipe": recipe, "tokens": len(ids), "sha256": _sha256(path), **result.as_dict(),
+    out = {"recipe": recipe, "tokens": len(ids), "sha256": sha256_of(path), **result.as_dict(),
            "int_over_float": result.ppl_int / result.ppl_float}
     ref = recorded.get("recipes", {}).get(recipe)
     if ref is None or recorded.get("tokens") != len(ids) or recorded.get("ids_sha256") != ids_digest(ids):
@@ -58,18 +56,6 @@ def measure_recipe(base: Path, recipe: str, text: str, tokens: int, recorded: di
     out["wall_s"] = round(time.time() - t0, 1)
     return out
 
-
-def ids_digest(ids) -> str:
-    """The digest tools/record_llama_cpp_perplexity.py records of the token ids."""
-    return hashlib.sha256(np.asarray(ids, np.int64).tobytes()).hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,6 @@ Measures, over the first N tokens of the shipped evaluation text:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import tempfile
@@ -30,9 +29,8 @@ import time
 from importlib.resources import files
 from pathlib import Path
 
-import numpy as np
-
-from hardwire.golden.evaluate import evaluate, float_perplexity, tokens_for_eval
+from hardwire.golden.cache import sha256_of
+from hardwire.golden.evaluate import evaluate, float_perplexity, ids_digest, tokens_for_eval
 from hardwire.golden.float_ref import FloatModel
 from hardwire.golden.gguf_model import load_model
 from hardwire.golden.lora import load_adapter, merged_float_model
@@ -51,7 +49,7 @@ def measure(model_name: str, tokens: int, spec: LoraSpec, user_scale: float, rec
     with tempfile.TemporaryDirectory() as tmp:
         adapter = load_adapter(write_peft(spec, model.config, Path(tmp) / "adapter"), model.config, user_scale)
         gguf_adapter = write_gguf(spec, model.config, Path(tmp) / "adapter.gguf")
-        digests = {"adapter": _sha256(gguf_adapter), "model": _sha256(resolve_model(model_name))}
+        digests = {"adapter": sha256_of(gguf_adapter), "model": sha256_of(resolve_model(model_name))}
     result = evaluate(model, ids, adapter=adapter)
     ppl_merged, _ = float_perplexity(merged_float_model(model, adapter), ids)
     ppl_base, top_base = float_perplexity(FloatModel(model), ids)
@@ -79,7 +77,7 @@ def against_llama_cpp(recorded: dict, ids, digests: dict, user_scale: float, ppl
     """The float path's distance to llama.cpp with and without the adapter; None if not recorded for these
     tokens, this model file and this adapter."""
     lora = recorded.get("lora")
-    ids_sha256 = hashlib.sha256(np.asarray(ids, np.int64).tobytes()).hexdigest()
+    ids_sha256 = ids_digest(ids)
     if (lora is None or user_scale != 1.0 or recorded["ids_sha256"] != ids_sha256
             or lora["adapter_sha256"] != digests["adapter"] or lora["sha256"] != digests["model"]
             or recorded["base"]["sha256"] != digests["model"]):
@@ -92,13 +90,6 @@ def against_llama_cpp(recorded: dict, ids, digests: dict, user_scale: float, ppl
     out["within_base_margin"] = bool(out["adapted_margin_f32"] <= out["base_margin_native"])
     return out
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def main(argv: list[str] | None = None) -> int:

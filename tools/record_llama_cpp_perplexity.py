@@ -36,12 +36,14 @@ that they measure the same bytes.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from hardwire.golden.cache import sha256_of
+from hardwire.golden.evaluate import ids_digest
 
 TOKENS = 1000
 SKIPPED_KEYS = ("GGUF.", "general.architecture", "general.file_type")
@@ -100,18 +102,11 @@ def perplexity(llama_cpp, model: Path, ids: list[int], lora: Path | None = None)
 def both_figures(llama_cpp, path: Path, ids: list[int], tmp: Path, lora: Path | None = None) -> dict:
     f32 = tmp / "f32.gguf"
     dequantized_copy(path, f32)
-    figures = {"file": path.name, "sha256": sha256(path), "native": perplexity(llama_cpp, path, ids, lora),
+    figures = {"file": path.name, "sha256": sha256_of(path), "native": perplexity(llama_cpp, path, ids, lora),
                "f32": perplexity(llama_cpp, f32, ids, lora)}
     f32.unlink()
     return figures
 
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def main() -> None:
@@ -130,7 +125,7 @@ def main() -> None:
     ids = reference["eval_text_ids"][:args.tokens]
     result = {"source": f"llama-cpp-python {llama_cpp.__version__} (llama.cpp), one causal pass of n_ctx = tokens, "
                         "default context parameters (F16 KV cache), 2 threads",
-              "tokens": len(ids), "ids_sha256": hashlib.sha256(np.asarray(ids, np.int64).tobytes()).hexdigest(),
+              "tokens": len(ids), "ids_sha256": ids_digest(ids),
               "base": {}, "recipes": {}}
     with tempfile.TemporaryDirectory() as tmp:
         result["base"] = both_figures(llama_cpp, args.model, ids, Path(tmp))
@@ -138,7 +133,7 @@ def main() -> None:
             recipe, _, path = item.partition("=")
             result["recipes"][recipe] = both_figures(llama_cpp, Path(path), ids, Path(tmp))
         if args.lora:
-            result["lora"] = {"adapter": args.lora.name, "adapter_sha256": sha256(args.lora), "spec": args.lora_spec,
+            result["lora"] = {"adapter": args.lora.name, "adapter_sha256": sha256_of(args.lora), "spec": args.lora_spec,
                               **both_figures(llama_cpp, args.model, ids, Path(tmp), args.lora)}
     args.out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
 

@@ -39,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hardwire.golden.cache import sha256_of
+
 ROW_TYPES = ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0")
 # recipe -> llama_ftype (llama.h)
 RECIPES = {"q4_0": 2, "q4_1": 3, "q8_0": 7, "q5_0": 8, "q5_1": 9, "q6_k": 18,
@@ -109,7 +111,7 @@ def record_recipes(llama_cpp, model: Path, out: Path, perplexity: bool = False) 
 
     result = {"source": f"llama-cpp-python {llama_cpp.__version__} (llama.cpp) llama_model_quantize, "
                         "allow_requantize, no importance matrix",
-              "model": model.name, "model_sha256": _sha256(model), "digest": f"sha256 of the tensor bytes, "
+              "model": model.name, "model_sha256": sha256_of(model), "digest": f"sha256 of the tensor bytes, "
               f"first {DIGEST_CHARS} hex digits", "input_tensors": _tensor_table(GGUFReader(model)), "recipes": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for recipe, ftype in RECIPES.items():
@@ -186,13 +188,6 @@ def _tensor_table(reader) -> dict:
 def _digest(data: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest()[:DIGEST_CHARS]
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def main() -> None:
