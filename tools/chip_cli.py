@@ -126,10 +126,16 @@ def copy_metal(printed: Printed, metal_dir: Path) -> None:
 
 # --- run and demo ----------------------------------------------------------------------------------
 
+CYCLES_BY_OP_HELP = ("The report's cycles_by_op is where a generated token's cycles go, measured on the chip's "
+                     "performance probe: each op's cycles, the mean over the generated tokens; "
+                     "cycles_by_op_per_token lists each generated token's own split, which adds up to its cycles.")
+
+
 def add_run(sub) -> None:
     p = sub.add_parser("run", help="generate on the simulated chip, every tap checked against the golden reference",
                        description="Generate tokens on the simulated chip from a prompt. Every debug-tap vector of "
-                                   "every layer is compared word for word with the golden integer reference.",
+                                   "every layer is compared word for word with the golden integer reference. "
+                                   + CYCLES_BY_OP_HELP,
                        epilog=EPILOG)
     add_model_option(p)
     add_die_option(p)
@@ -143,7 +149,8 @@ def add_run(sub) -> None:
 def add_demo(sub) -> None:
     p = sub.add_parser("demo", help="the main job: smollm2-135m generating on the simulated chip, bit-exact",
                        description="Fetch smollm2-135m, build its chip (or reuse the cache) and generate from a "
-                                   "prompt on the RTL, every tap checked against the golden reference.",
+                                   "prompt on the RTL, every tap checked against the golden reference. "
+                                   + CYCLES_BY_OP_HELP,
                        epilog=EPILOG)
     add_generation_args(p)
     add_json_option(p)
@@ -200,8 +207,8 @@ def run_run(args, console: Console) -> int:
         artifacts = write_artifacts(args.artifacts, printed, gen, command)
         report["failure"] = {"directory": str(artifacts.directory), "traces": str(artifacts.traces),
                              "waveform": artifacts.waveform and str(artifacts.waveform), "reproduce": command}
-    console.result(report, title=f"{args.model} on {printed.die.name}", hide=("cycles_by_op_per_token",))
-    console.shares(report["cycles_by_op"], "cycles by op, per generated token (measured on the chip)")
+    console.result(report, title=f"{args.model} on {printed.die.name}", hide=("cycles_by_op", "cycles_by_op_per_token"))
+    console.shares(report["cycles_by_op"], "cycles by op, mean per generated token (measured on the chip)")
     if artifacts is not None:
         console.error(f"the chip departs from the golden reference at {gen.mismatch}")
         console.err.print(artifacts.summary(), markup=False, soft_wrap=True)
