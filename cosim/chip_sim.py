@@ -49,8 +49,10 @@ BEAT_WORDS = 4 + DATA_BITS // 32  # cycle (2 words), unit|op, block|exp, then th
 RUN_SYMBOL = "hw_run_token"
 LOAD_SYMBOL = "hw_load_adapter"
 
-# One token on the chip without returning to Python: present it, clock until `reply`, and copy
-# every tap beat (sampled after each rising edge, as the registered port shows it) into `beats`.
+# One token on the chip without returning to Python: present it, clock until `reply`, copy every
+# tap beat (sampled after each rising edge, as the registered port shows it) into `beats`, and count
+# every cycle in `cycles_at` by what the perf port shows: slot 0 while no unit works, else
+# 1 + (unit << pc bits | pc) * 2 + run.
 CAPTURE_CPP = """
 #include <cstdint>
 #include "V{top}.h"
@@ -58,13 +60,18 @@ CAPTURE_CPP = """
 extern double main_time;
 
 extern "C" uint64_t {symbol}(V{top}* top, uint32_t token, uint64_t max_cycles, uint32_t* beats,
-                             uint64_t capacity, uint64_t* n_beats) {{
+                             uint64_t capacity, uint64_t* n_beats, uint64_t* cycles_at) {{
     uint64_t n = 0;
     top->{host_tok_id} = token;
     top->{host_tok_valid} = 1;
     for (uint64_t c = 0; c < max_cycles; ++c) {{
         top->{clk} = 1; top->eval(); main_time++;
         top->{host_tok_valid} = 0;
+        if (top->{perf_valid}) {{
+            ++cycles_at[1 + ((((uint64_t)top->{perf_unit} << {pc_bits}) | top->{perf_pc}) << 1 | top->{perf_run})];
+        }} else {{
+            ++cycles_at[0];
+        }}
         if (top->{tap_valid}) {{
             if (n < capacity) {{
                 uint32_t* b = beats + n * {beat_words};
@@ -118,6 +125,29 @@ class Beat:
     cycle: int
 
 
+@dataclass(frozen=True)
+class CycleCounts:
+    """A token's cycles as the perf port counted them: `idle` while no unit worked, and per
+    (unit, microcode address, in RUN) while one did (rtl/chip.py, the performance probe)."""
+
+    idle: int
+    at: dict[tuple[int, int, bool], int]
+
+    @property
+    def total(self) -> int:
+        return self.idle + sum(self.at.values())
+
+    @classmethod
+    def of(cls, slots: np.ndarray, pc_bits: int) -> CycleCounts:
+        """From the capture loop's slots (CAPTURE_CPP)."""
+        at = {}
+        for slot in np.flatnonzero(slots[1:]):
+            address, run = divmod(int(slot), 2)
+            unit, pc = divmod(address, 1 << pc_bits)
+            at[(unit, pc, bool(run))] = int(slots[1 + slot])
+        return cls(int(slots[0]), at)
+
+
 @dataclass
 class TokenRun:
     status: int
@@ -125,6 +155,7 @@ class TokenRun:
     cycles: int
     wall_s: float
     beats: list[Beat] = field(default_factory=list)
+    cycle_counts: CycleCounts | None = None
 
 
 def rtl_digest() -> str:
@@ -259,7 +290,7 @@ class ChipSim:
         self.rst = ports.pin("rst")
         fn = getattr(self.sim.model.lib, RUN_SYMBOL)
         fn.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint64, ctypes.c_void_p, ctypes.c_uint64,
-                       ctypes.POINTER(ctypes.c_uint64)]
+                       ctypes.POINTER(ctypes.c_uint64), ctypes.c_void_p]
         fn.restype = ctypes.c_uint64
         self._run = fn
         load = getattr(self.sim.model.lib, LOAD_SYMBOL)
@@ -268,6 +299,7 @@ class ChipSim:
         load.restype = ctypes.c_uint64
         self._load = load
         self._beats = np.zeros((1 << 16, BEAT_WORDS), np.uint32)
+        self._cycles_at = np.zeros(1 + (2 << (chip.UNIT_BITS + chip.pc_bits(die))), np.uint64)
         self.adapter = None  # the adapter the chip holds (the golden reference runs with it); None: the base model
         self.adapter_commands = None  # the load commands that put it there (a failure's replay loads them again)
         self.reset()
@@ -324,24 +356,27 @@ class ChipSim:
         if not 0 <= token < 1 << chip.ROW_BITS:
             raise HardwireError(f"token id {token} does not fit the host interface's {chip.ROW_BITS} bits")
         count = ctypes.c_uint64(0)
+        self._cycles_at.fill(0)
         t0 = time.perf_counter()
         cycles = int(self._run(self.sim.model.model, token, max_cycles, self._beats.ctypes.data, len(self._beats),
-                               ctypes.byref(count)))
+                               ctypes.byref(count), self._cycles_at.ctypes.data))
         wall = time.perf_counter() - t0
         if count.value > len(self._beats):
             raise HardwireError(f"{count.value} tap beats overflow the capture buffer of {len(self._beats)}")
         if cycles >= max_cycles and not self.host.reply:
             raise HardwireError(f"the chip did not answer token {token} within {max_cycles} cycles")
+        counted = CycleCounts.of(self._cycles_at, chip.pc_bits(self.die))
         return TokenRun(int(self.host.status), int(self.host.out_token), cycles, wall,
-                        decode_beats(self._beats[:count.value]))
+                        decode_beats(self._beats[:count.value]), counted)
 
 
 def capture_cpp(die: Die) -> str:
     """CAPTURE_CPP for the chip top, its pin names taken from the port table (rtl/chip.py CHIP_PORTS)."""
     ports = chip.chip_ports(die)
-    pins = {f"{name}_{attr}": ports.pin(name, attr) for name in ("host", "tap", "lora")
+    pins = {f"{name}_{attr}": ports.pin(name, attr) for name in ("host", "tap", "lora", "perf")
             for attr in getattr(ports, name).signals()}
     return CAPTURE_CPP.format(top=chip.CHIP_MODULE, symbol=RUN_SYMBOL, beat_words=BEAT_WORDS,
+                              pc_bits=chip.pc_bits(die),
                               data_words=DATA_BITS // 32, clk=ports.pin("clk"), load_symbol=LOAD_SYMBOL,
                               command_words=COMMAND_WORDS, lora_data_words=DATA_WORDS, **pins)
 

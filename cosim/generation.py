@@ -20,7 +20,7 @@ from hardwire.golden.intref import IntModel, Trace
 from hardwire.rtl import chip
 from hardwire.rtl.isa import TAP_ID
 
-from .chip_sim import ChipSim, TokenRun
+from .chip_sim import ChipSim, CycleCounts, TokenRun
 from .scoreboard import Mismatch, Scoreboard
 
 STATUS_NAMES = {chip.STATUS_OK: "OK", chip.STATUS_BAD_TOKEN: "BAD_TOKEN", chip.STATUS_KV_OVERFLOW: "KV_OVERFLOW"}
@@ -57,6 +57,7 @@ class Generation:
     tokens: list[int] = field(default_factory=list)  # generated on the chip
     golden_tokens: list[int] = field(default_factory=list)
     cycles: list[int] = field(default_factory=list)  # per token sent (prompt and generated)
+    cycle_counts: list[CycleCounts] = field(default_factory=list)  # the perf port's counts, per token sent
     sim_wall_s: list[float] = field(default_factory=list)
     golden_wall_s: list[float] = field(default_factory=list)
     beats: int = 0
@@ -126,6 +127,7 @@ def _golden_step(golden: IntModel, cache, token: int, gen: Generation) -> Trace:
 
 def _record(gen: Generation, run: TokenRun) -> None:
     gen.cycles.append(run.cycles)
+    gen.cycle_counts.append(run.cycle_counts)
     gen.sim_wall_s.append(run.wall_s)
     gen.beats += len(run.beats)
 

@@ -51,7 +51,7 @@ HARNESS_FORMAT = "3"  # bump when what a cached harness directory holds changes 
 
 
 @block
-def tile_top(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_valid, up, down, tap, load,
+def tile_top(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_valid, up, down, perf, tap, load,
              die: Die, depths: dict, scratch_depth: int, max_blocks: int):
     """The tile with its ROM macros, its LoRA SRAM and adapter flags: the tile's ports (rtl/chip.py
     UNIT_PORTS) but its ROM and LoRA ports, and `load`, the chip's adapter-load port (LoraPort)."""

@@ -3,7 +3,8 @@
 A block bus carries one block per beat: `valid`, `data` (32 words of WORD bits, word j in bits
 WORD*j + WORD-1 .. WORD*j, two's complement) and `exp` (the signed B16 block exponent; ACC blocks
 leave it 0). A ROM read port is the client's `en` and `addr` and the ROM's `data` one cycle later.
-The tap port is the block a tile writes, with its op id and block index (rtl/tile.py).
+The tap port is the block a tile writes, with its op id and block index (rtl/tile.py); the perf
+port is what the unit's sequencer is doing this cycle (a hardware performance probe).
 
 MyHDL gives each signal of an interface argument of a converted module a port of its own, named
 `<argument>_<attribute>` (`up.valid` -> `up_valid`, nested objects joined the same way);
@@ -85,6 +86,16 @@ class TapPort(Interface):
         self.block = unsigned_signal(ADDR_BITS)
         self.exp = signed_signal(EXP_BITS)
         self.data = unsigned_signal(DATA_BITS)
+
+
+class PerfPort(Interface):
+    """The debug performance port of one unit: `valid` while the unit works (busy and not waiting in
+    RECV for its upstream neighbour), `run` while its instruction is in RUN (else it fetches, decodes
+    or finishes), `pc` the microcode address of that instruction."""
+
+    def __init__(self, pc_bits: int):
+        self.valid, self.run = bit_signal(), bit_signal()
+        self.pc = unsigned_signal(pc_bits)
 
 
 def port_names(name: str, obj) -> dict:

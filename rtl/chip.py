@@ -32,6 +32,11 @@ Adapter-load port (`lora_*`, a write channel; docs/numerics.md section 11):
                             model). Flags and SRAM survive `rst`: an adapter stays until replaced.
     ready                   high while no token is in flight
 Debug tap: tap_valid, tap_unit, tap_op, tap_block, tap_exp, tap_data (rtl/bus.py TapPort).
+Performance probe: perf_valid, perf_unit, perf_run, perf_pc: in every cycle, the working unit (the
+    lowest-numbered working tile, else the head; perf_valid low when none works: the host interface
+    or a link register holds the token) and its sequencer's phase and microcode address. A host
+    counts cycles per (unit, address, phase) on it: a performance counter that costs no logic in the
+    units' datapaths.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from myhdl import ConcatSignal, ResetSignal, SignalType, always, always_comb, always_seq, block
+from myhdl import ConcatSignal, ResetSignal, SignalType, always, always_comb, always_seq, block, intbv
 
 from hardwire.golden.errors import HardwireError
 from hardwire.golden.spec import BLOCK
@@ -55,6 +60,7 @@ from .bus import (
     TAP_OP_BITS,
     BlockBus,
     Interface,
+    PerfPort,
     RomPort,
     TapPort,
     member_pin,
@@ -65,7 +71,7 @@ from .cells.clock_gate import clock_gate
 from .cells.lut_rom import lut_address_bits, lut_rom
 from .cells.sram import address_bits, lane_sram
 from .cells.via_rom import via_rom
-from .cells.wiring import bit_signal, or_reduce, unsigned_signal, unused
+from .cells.wiring import bit_signal, copy, or_reduce, unsigned_signal, unused
 from .die import LORA_BLOCK_BITS, Die
 from .isa import LORA_PROJECTIONS
 from .isa import WORD_BITS as UCODE_BITS
@@ -175,8 +181,13 @@ UNIT_PORTS = (
     _rom("exp2", "lut_exp2", enable=False),
     Port("lora", OUT, lambda s: _lora_read_port(s), adapter=True),
     Port("lora_on", IN, lambda _: unsigned_signal(len(LORA_PROJECTIONS)), adapter=True),
-    Port("tap", OUT, lambda _: TapPort()),
+    Port("perf", OUT, lambda s: PerfPort(pc_bits(s.die))), Port("tap", OUT, lambda _: TapPort()),
 )
+
+
+def pc_bits(die: Die) -> int:
+    """Bits of a microcode address."""
+    return lut_address_bits(ucode_depth(die))
 
 
 def _lora_read_port(shape: Shape) -> RomPort:
@@ -227,9 +238,18 @@ class ChipTap(TapPort):
         self.unit = unsigned_signal(UNIT_BITS)
 
 
+class ChipPerf(PerfPort):
+    """The working unit's perf port, tagged as the tap port is (tile index, or HEAD_TAG)."""
+
+    def __init__(self, pc_bits: int):
+        super().__init__(pc_bits)
+        self.unit = unsigned_signal(UNIT_BITS)
+
+
 # hw_chip: the arguments of chip(), in its order
 CHIP_PORTS = (Port("clk", IN, _bit), Port("rst", IN, _reset), Port("host", IN, lambda s: HostPort(s.pos_bits)),
-              Port("lora", IN, lambda s: LoraPort(s.die)), Port("tap", OUT, lambda _: ChipTap()))
+              Port("lora", IN, lambda s: LoraPort(s.die)), Port("tap", OUT, lambda _: ChipTap()),
+              Port("perf", OUT, lambda s: ChipPerf(pc_bits(s.die))))
 
 
 class Ports:
@@ -422,6 +442,52 @@ def tap_port(bus, tap: ChipTap):
 
 
 @block
+def first_working(leaves, out):
+    """The first leaf whose top bit (a perf port's `valid`) is set, else the last leaf: a balanced tree
+    in which the left half wins."""
+    if len(leaves) == 1:
+        return copy(leaves[0], out)
+    half = len(leaves) // 2
+    low, high = unsigned_signal(len(out)), unsigned_signal(len(out))
+    return first_working(leaves[:half], low), first_working(leaves[half:], high), prefer(low, high, out)
+
+
+@block
+def prefer(first, second, out):
+    top = len(first) - 1
+
+    @always_comb
+    def pick():
+        if first[top]:
+            out.next = first
+        else:
+            out.next = second
+
+    return pick
+
+
+@block
+def perf_port(bus, perf: ChipPerf):
+    """The chosen unit's fields, all zero while no unit works."""
+    n_pc = len(perf.pc)
+
+    @always_comb
+    def split():
+        if bus[n_pc + 1 + UNIT_BITS]:
+            perf.valid.next = 1
+            perf.unit.next = bus[n_pc + 1 + UNIT_BITS:n_pc + 1]
+            perf.run.next = bus[n_pc]
+            perf.pc.next = bus[n_pc:]
+        else:
+            perf.valid.next = 0
+            perf.unit.next = 0
+            perf.run.next = 0
+            perf.pc.next = 0
+
+    return split
+
+
+@block
 def host_interface(clk, rst, host: HostPort, vocab, kv_tokens: int, head_done, head_token, start, token, pos):
     """Accepts a token, checks it, starts the units, and answers with the head's token."""
     pos_bits = len(pos)
@@ -527,7 +593,7 @@ def head_adapter_stubs(clk, p: Ports):
 
 
 @block
-def chip(clk, rst, host: HostPort, lora: LoraPort, tap: ChipTap, die: Die):
+def chip(clk, rst, host: HostPort, lora: LoraPort, tap: ChipTap, perf: ChipPerf, die: Die):
     pos_bits = Shape(die).pos_bits
     tiles = [unit_ports(die, False) for _ in range(die.tiles)]
     head = unit_ports(die, True)
@@ -558,6 +624,11 @@ def chip(clk, rst, host: HostPort, lora: LoraPort, tap: ChipTap, die: Die):
     buses = [ConcatSignal(p.tap.valid, tags[i], p.tap.op, p.tap.block, p.tap.exp, p.tap.data)
              for i, p in enumerate(units)]
     merged = unsigned_signal(TAP_BUS_BITS)
+    # the perf ports in priority order (tiles by index, then the head), each tagged with its unit
+    probes = [ConcatSignal(p.perf.valid, intbv(HEAD_TAG if p is head else i)[UNIT_BITS:], p.perf.run, p.perf.pc)
+              for i, p in enumerate(units)]
+    working = unsigned_signal(1 + UNIT_BITS + 1 + pc_bits(die))
+    parts += [first_working(probes, working), perf_port(working, perf)]
     spare = ConcatSignal(straps(128, VOCAB_HI), straps(VOCAB_LO, 0))
     parts += [or_reduce(buses, merged), tap_port(merged, tap),
               unused(spare, "straps_fields", "straps fields no logic reads: the metal is built for the model; "

@@ -26,6 +26,8 @@ Ports:
                      (docs/numerics.md 12.1), read like a weight word by a MATMUL with `sram` set
     lora_on          the adapter flag of each projection (rtl/isa.py LORA_PROJECTIONS): a set flag
                      runs the adapter pass that follows the projection's MATMUL; a clear one skips it
+    perf_*           the performance probe: working (busy, not waiting in RECV), in RUN, and the
+                     microcode address of the instruction
     tap_*            the written block, its op id and block index
 
 The tile reads top-down: `tile` wires the units to the scratchpad's read ports; `sequencer`
@@ -252,7 +254,7 @@ class Strobes:
 
 @block
 def tile(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_valid, up, down, ucode, w, consts, rsqrt,
-         sigmoid, rope, exp2, lora, lora_on, tap, lanes: int, scratch_depth: int, max_blocks: int, attn_limits,
+         sigmoid, rope, exp2, lora, lora_on, perf, tap, lanes: int, scratch_depth: int, max_blocks: int, attn_limits,
          lora_sram: bool = True):
     """One layer tile; see the module docstring. `up`, `down` are BlockBus, `tap` a TapPort, and
     ucode, w, consts, rsqrt, sigmoid, rope, exp2, lora are RomPort of the microcode, weight, consts
@@ -287,7 +289,7 @@ def tile(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_va
     mm_out, best_row = unsigned_signal(DATA_BITS), unsigned_signal(head.ROW_BITS)
     embed_slot = unsigned_signal(SLOT_BITS)  # the token's lane of the weight word
     words = RomWords(sigmoid, rope, consts, rsqrt, exp2)
-    norm_done, attn_done, attn_busy, attn_refused = (bit_signal() for _ in range(4))
+    norm_done, attn_done, attn_busy, attn_refused, waiting = (bit_signal() for _ in range(5))
     units = [
         vector.add_unit(clk, rst, enables.add, a_data, b_data, outs["add"]),
         vector.rq_unit(clk, rst, enables.rq, a_data, acc_exp, outs["rq"]),
@@ -323,7 +325,8 @@ def tile(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_va
             tap_out(clk, rst, produce, end_tap, ins.tap, counts.written, wdata, zero_extended(best_row, DATA_BITS),
                     best_row, tap, token_out, token_valid),
             outward(rst, start, busy, state, ins, counts, reads.beat, a_data, a_exp, up, tap, token_valid, down,
-                    clock_on))
+                    clock_on, waiting),
+            perf_probe(busy, state, waiting, ucode.addr, perf))
 
 
 UNIT_OPS = ("add", "rq", "silu", "rope", "norm", "attn", "embed")  # the units behind the read ports, but the matmul
@@ -722,9 +725,8 @@ def tap_out(clk, rst, produce, end_tap, tap_id, written, wdata, token_word, best
 
 
 @block
-def outward(rst, start, busy, state, ins, counts, beat, a_data, a_exp, up, tap, token_valid, down, clock_on):
-    """The residual downstream (SEND), and the tile's clock enable."""
-    waiting = bit_signal()
+def outward(rst, start, busy, state, ins, counts, beat, a_data, a_exp, up, tap, token_valid, down, clock_on, waiting):
+    """The residual downstream (SEND), and the tile's clock enable (`waiting`: in RECV, a block short)."""
 
     @always_comb
     def recv_wait():
@@ -743,6 +745,20 @@ def outward(rst, start, busy, state, ins, counts, beat, a_data, a_exp, up, tap, 
         down.exp.next = a_exp
 
     return recv_wait, clock_enable, downstream
+
+
+@block
+def perf_probe(busy, state, waiting, pc, perf):
+    """The performance probe: a unit waiting in RECV is not working (its upstream neighbour is, or
+    the link between them), so the chip can charge each cycle to one unit's instruction."""
+
+    @always_comb
+    def probe():
+        perf.valid.next = busy and not waiting
+        perf.run.next = state == SeqState.RUN
+        perf.pc.next = pc
+
+    return probe
 
 
 @block

@@ -126,10 +126,16 @@ def copy_metal(printed: Printed, metal_dir: Path) -> None:
 
 # --- run and demo ----------------------------------------------------------------------------------
 
+CYCLES_BY_OP_HELP = ("The report's cycles_by_op is where a generated token's cycles go, measured on the chip's "
+                     "performance probe: each op's cycles, the mean over the generated tokens; "
+                     "cycles_by_op_per_token lists each generated token's own split, which adds up to its cycles.")
+
+
 def add_run(sub) -> None:
     p = sub.add_parser("run", help="generate on the simulated chip, every tap checked against the golden reference",
                        description="Generate tokens on the simulated chip from a prompt. Every debug-tap vector of "
-                                   "every layer is compared word for word with the golden integer reference.",
+                                   "every layer is compared word for word with the golden integer reference. "
+                                   + CYCLES_BY_OP_HELP,
                        epilog=EPILOG)
     add_model_option(p)
     add_die_option(p)
@@ -143,7 +149,8 @@ def add_run(sub) -> None:
 def add_demo(sub) -> None:
     p = sub.add_parser("demo", help="the main job: smollm2-135m generating on the simulated chip, bit-exact",
                        description="Fetch smollm2-135m, build its chip (or reuse the cache) and generate from a "
-                                   "prompt on the RTL, every tap checked against the golden reference.",
+                                   "prompt on the RTL, every tap checked against the golden reference. "
+                                   + CYCLES_BY_OP_HELP,
                        epilog=EPILOG)
     add_generation_args(p)
     add_json_option(p)
@@ -190,7 +197,7 @@ def run_run(args, console: Console) -> int:
     with console.progress("generating on the chip", total=args.tokens) as advance:
         gen = generate(printed.model, printed.sim, prompt, args.tokens,
                        on_token=lambda g: advance(len(g.tokens)))
-    report = run_report(printed, gen, tokenizer)
+    report = run_report(printed, gen, tokenizer, own_metal=via_maps is None)
     report |= {"adapter": lora["adapter"].describe() if lora else None, "adapter_load_cycles": load_cycles,
                "lora_sram_bits_used": lora["image"].sram_bits_used if lora else 0}
     artifacts = None
@@ -200,7 +207,8 @@ def run_run(args, console: Console) -> int:
         artifacts = write_artifacts(args.artifacts, printed, gen, command)
         report["failure"] = {"directory": str(artifacts.directory), "traces": str(artifacts.traces),
                              "waveform": artifacts.waveform and str(artifacts.waveform), "reproduce": command}
-    console.result(report, title=f"{args.model} on {printed.die.name}")
+    console.result(report, title=f"{args.model} on {printed.die.name}", hide=("cycles_by_op", "cycles_by_op_per_token"))
+    console.shares(report["cycles_by_op"], "cycles by op, mean per generated token (measured on the chip)")
     if artifacts is not None:
         console.error(f"the chip departs from the golden reference at {gen.mismatch}")
         console.err.print(artifacts.summary(), markup=False, soft_wrap=True)
@@ -221,10 +229,13 @@ def check_adapter(args, model, die, lora: dict) -> None:
         lora.update(adapter=adapter, image=adapter_image(adapter, model.config, die))
 
 
-def run_report(printed: Printed, gen, tokenizer) -> dict:
+def run_report(printed: Printed, gen, tokenizer, own_metal: bool = True) -> dict:
     import statistics
 
+    from hardwire.cosim.cycles_by_op import mean_split
+
     cycles = statistics.median(gen.cycles)
+    per_token = op_splits(printed, gen, own_metal)
     wall = statistics.median(gen.sim_wall_s)
     clock = printed.die.clock_mhz
     return {
@@ -237,12 +248,28 @@ def run_report(printed: Printed, gen, tokenizer) -> dict:
         "golden_wall_s_per_token": round(statistics.median(gen.golden_wall_s), 4),
         "clock_mhz": clock,
         "projected_tokens_per_s": round(clock * 1e6 / cycles, 1),
+        "cycles_by_op": mean_split(per_token) if per_token is not None else None,
+        "cycles_by_op_per_token": per_token,
         "prompt_tokens": len(gen.prompt),
         "tap_beats_checked": gen.beats,
         "die": printed.die.name,
         "build_s": round(printed.build_s, 2),
         "cache_hit": printed.cache_hit,
     }
+
+
+def op_splits(printed: Printed, gen, own_metal: bool) -> list[dict[str, int]] | None:
+    """Each generated token's cycles by op, as the chip's perf port counted them, labelled from the
+    metal's programs. None when the chip ran other via maps (--via-maps), whose microcode the
+    labels may not describe."""
+    from hardwire.cosim.cycles_by_op import address_labels, split
+
+    if not own_metal:
+        return None
+    labels = address_labels(printed.metal)
+    first = len(gen.prompt) - 1  # the run of the prompt's last token answers the first generated token
+    runs = list(zip(gen.cycle_counts, gen.cycles, strict=True))[first:first + len(gen.tokens)]
+    return [split(counts, labels, cycles) for counts, cycles in runs]
 
 
 def check_prompt_text(text: str, option: str) -> None:

@@ -29,7 +29,8 @@ class Console:
         if not self.json_mode:
             self.err.print(message, markup=False, soft_wrap=True)
 
-    def result(self, data: dict, title: str = "") -> None:
+    def result(self, data: dict, title: str = "", hide: tuple[str, ...] = ()) -> None:
+        """The whole document as JSON; for people, a key/value table without the keys in `hide`."""
         if self.json_mode:
             sys.stdout.write(json.dumps(data, indent=2) + "\n")
             return
@@ -37,7 +38,22 @@ class Console:
         table.add_column("key", style="bold")
         table.add_column("value")
         for key, value in data.items():
-            table.add_row(key, _fmt(value))
+            if key not in hide:
+                table.add_row(key, _fmt(value))
+        self.out.print(table)
+
+    def shares(self, amounts: dict | None, title: str) -> None:
+        """For people: a small table of the non-zero amounts and their shares of the total."""
+        total = sum((amounts or {}).values())
+        if self.json_mode or not total:
+            return
+        table = Table(title=title)
+        table.add_column("op", style="bold")
+        table.add_column("cycles", justify="right")
+        table.add_column("share", justify="right")
+        for key, value in amounts.items():
+            if value:
+                table.add_row(key, f"{value:,.1f}", f"{100 * value / total:.1f}%")
         self.out.print(table)
 
     @contextmanager

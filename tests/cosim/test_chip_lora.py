@@ -200,3 +200,5 @@ def test_run_with_lora_reports_the_adapter_and_its_load(model, tmp_path):
     assert report["bit_exact"] and report["adapter"]["user_scale"] == 0.5 and report["adapter"]["targets"] == 4
     assert report["adapter_load_cycles"] == len(image.commands)
     assert report["lora_sram_bits_used"] == image.sram_bits_used > 0
+    for by_op in report["cycles_by_op_per_token"]:  # the adapter passes of v and up run, counted as lora
+        assert by_op["lora"] > 0 and by_op["qkv"] > 0 and by_op["gate_up"] > 0

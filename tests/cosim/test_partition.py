@@ -63,6 +63,7 @@ def test_the_partitioned_chip_matches_the_flat_one_beat_for_beat(tmp_path):
             runs.append([sim.token(t) for t in (3, 257, 42, 11, 7, 7, 100)])
         for part, flat in zip(*runs, strict=True):
             assert (part.status, part.token, part.cycles) == (flat.status, flat.token, flat.cycles)
+            assert part.cycle_counts == flat.cycle_counts and part.cycle_counts.total == part.cycles
             assert len(part.beats) == len(flat.beats) > 0
             for a, b in zip(part.beats, flat.beats, strict=True):
                 assert (a.unit, a.op, a.block, a.exp, a.cycle) == (b.unit, b.op, b.block, b.exp, b.cycle)
