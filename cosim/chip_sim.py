@@ -277,8 +277,10 @@ class ChipSim:
         for module, is_head in ((chip.TILE_MODULE, False), (chip.HEAD_MODULE, True)) if partitioned else ():
             pins = unit_pins(die, is_head)
             bridges[f"{module}.v"] = _bridge_verilog(module, pins, coverage)
-            parts.append(Part(module, part_prefix(module), ((f"{module}.v", sources[f"{module}.v"]),)))
+            parts.append(Part(module, part_prefix(module), tuple(chip.unit_sources(die, module, sources).items())))
             cpp.append(bridge_cpp(module, pins))
+        if partitioned:  # the parts hold the lane group module; the chip's own build needs none
+            sources = {name: text for name, text in sources.items() if name != f"{chip.LANE_MODULE}.v"}
         self.sim: Simulator = build({**sources, **bridges}, chip.CHIP_MODULE, extra_cpp="".join(cpp),
                                     via_maps=via_maps, parts=parts, coverage=coverage)
         self.sim.coverage_label = die.name

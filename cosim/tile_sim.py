@@ -32,6 +32,7 @@ from hardwire.rtl.chip import (
     unit_roms,
 )
 from hardwire.rtl.die import Die
+from hardwire.rtl.lanes import LANE_MODULE, lane_group_verilog
 from hardwire.rtl.metal import RomImage
 from hardwire.rtl.units import attention
 from hardwire.rtl.verilog import to_verilog
@@ -104,7 +105,8 @@ class TileSim:
         for name in ROMS:
             _write(images[name], work / f"{maps[name]}.hex", depths[name])
         top, verilog = harness_verilog(die, scratch_depth, max_blocks)
-        self.sim: Simulator = build({f"{top}.v": verilog}, top, via_maps=work)
+        self.sim: Simulator = build({f"{top}.v": verilog, **lane_sources(die, scratch_depth, max_blocks)}, top,
+                                    via_maps=work)
         ports = unit_ports(die, head=False)
         self.up, self.down, self.tap = (InterfacePins(self.sim.io, ports, name) for name in ("up", "down", "tap"))
         io = self.sim.io
@@ -164,13 +166,29 @@ def harness_verilog(die: Die, scratch_depth: int, max_blocks: int) -> tuple[str,
     """(module name, Verilog) of the tile harness, converted once per die, sizes and RTL and then
     read from cache_root()/tiles: a MyHDL conversion of a large tile takes tens of seconds, and
     two to three times that inside a pytest(-xdist) process, paid by every layer-sharded test."""
+    top, _ = harness_key(die, scratch_depth, max_blocks)
+    directory = _harness_directory(die, scratch_depth, max_blocks)
+    return top, (directory / f"{top}.v").read_text()
+
+
+def lane_sources(die: Die, scratch_depth: int, max_blocks: int) -> dict[str, str]:
+    """The lane group module a wide die's tile instantiates (cached with the harness); none on a narrow die."""
+    if not die.wide:
+        return {}
+    name = f"{LANE_MODULE}.v"
+    return {name: (_harness_directory(die, scratch_depth, max_blocks) / name).read_text()}
+
+
+def _harness_directory(die: Die, scratch_depth: int, max_blocks: int) -> Path:
     top, key = harness_key(die, scratch_depth, max_blocks)
 
     def convert(staging: Path) -> None:
         (staging / f"{top}.v").write_text(to_verilog(_elaborator(die, scratch_depth, max_blocks), top))
+        if die.wide:
+            (staging / f"{LANE_MODULE}.v").write_text(lane_group_verilog())
 
     directory, _ = publish_once(cache_root() / "tiles", key, convert)
-    return top, (directory / f"{top}.v").read_text()
+    return directory
 
 
 def harness_key(die: Die, scratch_depth: int, max_blocks: int) -> tuple[str, str]:

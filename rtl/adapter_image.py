@@ -63,8 +63,8 @@ def adapter_image(adapter: Adapter, cfg: ModelConfig, die: Die) -> AdapterImage:
         a, b = store_pair(adapter, layer, proj)
         out, nb = lora_dims(cfg, proj)
         slot = slots[proj]
-        a_words = _slot_words(_pad(a, die.lora_rank, nb), die.lanes)
-        b_words = _slot_words(_pad(b, out, die.lora_rank // BLOCK), die.lanes)
+        a_words = _slot_words(_pad(a, _ceil(die.lora_rank, die.lanes), nb), die.lanes)
+        b_words = _slot_words(_pad(b, _ceil(out, die.lanes), die.lora_rank // BLOCK), die.lanes)
         for base, words in ((slot.a_base, a_words), (slot.b_base, b_words)):
             commands.append(_writes(die, layer, base, words))
             blocks += words.shape[0] * words.shape[1]
@@ -108,6 +108,10 @@ def _writes(die: Die, layer: int, base: int, words: np.ndarray) -> np.ndarray:
     out[:, 1] = lora_address(die, layer, base + word_index, lane_index)
     out[:, 2:] = words.reshape(-1, DATA_WORDS)
     return out
+
+
+def _ceil(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
 
 
 def _command(cmd: int, addr: int, data: np.ndarray) -> np.ndarray:

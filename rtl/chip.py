@@ -72,9 +72,10 @@ from .cells.lut_rom import lut_address_bits, lut_rom
 from .cells.sram import address_bits, lane_sram
 from .cells.via_rom import via_rom
 from .cells.wiring import bit_signal, copy, or_reduce, unsigned_signal, unused
-from .die import LORA_BLOCK_BITS, Die
+from .die import DIES, LORA_BLOCK_BITS, Die
 from .isa import LORA_PROJECTIONS
 from .isa import WORD_BITS as UCODE_BITS
+from .lanes import LANE_MODULE, lane_group_verilog
 from .metal import const_depth, layout_of_blocks, ucode_depth
 from .units import attention, vector
 from .units.head import ROW_BITS
@@ -116,6 +117,27 @@ def scratch_depth(die: Die) -> int:
 
 def max_blocks(die: Die) -> int:
     return die.max_d_model // BLOCK
+
+
+def sram_bits(die: Die) -> dict[str, int]:
+    """SRAM bits of the die: every unit's KV SRAM (the head's too: it is the same design), the tiles'
+    LoRA SRAMs, and every unit's scratchpad (entries of 32 words and an exponent)."""
+    units = die.tiles + 1
+    limits = attention.AttentionLimits.from_die(die)
+    return {"kv": units * limits.kv_depth * attention.WORD_BITS, "lora": die.lora_sram_bits,
+            "scratchpad": units * scratch_depth(die) * (DATA_BITS + EXP_BITS)}
+
+
+def die_catalog() -> list[dict]:
+    """One row per die of the catalog (rtl/die.py DIES): what `hardwire dies` lists."""
+    rows = []
+    for die in DIES.values():
+        sram = sram_bits(die)
+        rows.append({"die": die.name, "tiles": die.tiles, "lanes": die.lanes, "head_lanes": die.head_lanes,
+                     "tile_macs_per_cycle": die.macs_per_cycle, "head_macs_per_cycle": die.head_macs_per_cycle,
+                     "rom_bits": die.rom_bits, "sram_bits": sum(sram.values()),
+                     **{f"sram_{name}_bits": bits for name, bits in sram.items()}, "clock_mhz": die.clock_mhz})
+    return rows
 
 
 # --- the port tables ----------------------------------------------------------------------------
@@ -668,9 +690,20 @@ def chip_design(die: Die):
 
 def base_grid(die: Die) -> dict[str, str]:
     """File name -> Verilog text of the die's base grid: the same for every model."""
-    return {f"{TILE_MODULE}.v": to_verilog(unit_design(die, head=False), TILE_MODULE),
-            f"{HEAD_MODULE}.v": to_verilog(unit_design(die, head=True), HEAD_MODULE),
-            f"{CHIP_MODULE}.v": to_verilog(chip_design(die), CHIP_MODULE)}
+    sources = {f"{TILE_MODULE}.v": to_verilog(unit_design(die, head=False), TILE_MODULE),
+               f"{HEAD_MODULE}.v": to_verilog(unit_design(die, head=True), HEAD_MODULE),
+               f"{CHIP_MODULE}.v": to_verilog(chip_design(die), CHIP_MODULE)}
+    if die.wide:
+        sources[f"{LANE_MODULE}.v"] = lane_group_verilog()
+    return sources
+
+
+def unit_sources(die: Die, module: str, sources: dict[str, str]) -> dict[str, str]:
+    """The files a unit module (or the chip) needs: its own, and the lane group module of a wide die."""
+    files = {f"{module}.v": sources[f"{module}.v"]}
+    if die.wide:
+        files[f"{LANE_MODULE}.v"] = sources[f"{LANE_MODULE}.v"]
+    return files
 
 
 def base_grid_sha256(sources: dict[str, str]) -> str:

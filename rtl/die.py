@@ -54,9 +54,19 @@ class Die:
         A in words of `lanes` rank rows per input block, B' in words of `lanes` output rows per
         rank block (rtl/metal.py lora_layout)."""
         nd, nf, nkv = self.max_d_model // BLOCK, self.max_d_ffn // BLOCK, self.max_kv_dim // BLOCK
-        a_words = self.lora_rank // self.lanes * (6 * nd + nf)
-        b_words = BLOCK * (3 * nd + 2 * nkv + 2 * nf) // self.lanes * (self.lora_rank // BLOCK)
+        a_words = self.row_groups(self.lora_rank) * (6 * nd + nf)
+        b_rows = (BLOCK * n for n in (nd, nkv, nkv, nd, nf, nf, nd))  # q, k, v, o, gate, up, down
+        b_words = sum(self.row_groups(rows) for rows in b_rows) * (self.lora_rank // BLOCK)
         return a_words + b_words
+
+    def row_groups(self, rows: int) -> int:
+        """Row groups of `lanes` rows that hold `rows` rows (the last one may be partly filled)."""
+        return -(-rows // self.lanes)
+
+    @property
+    def blocks_per_group(self) -> int:
+        """Output blocks of a tile's row group: 1 up to 32 lanes, lanes / 32 beyond."""
+        return max(1, self.lanes // BLOCK)
 
     @property
     def lora_sram_width(self) -> int:
@@ -66,6 +76,33 @@ class Die:
     def lora_sram_bits(self) -> int:
         """LoRA SRAM bits of the whole die."""
         return self.tiles * self.lora_sram_words * self.lora_sram_width
+
+    def __post_init__(self):
+        for what, lanes in (("lanes", self.lanes), ("head_lanes", self.head_lanes)):
+            if BLOCK % lanes and lanes % BLOCK:
+                raise HardwireError(f"die {self.name}: {what}={lanes} must divide {BLOCK} or be a multiple of it")
+        if self.head_lanes & (self.head_lanes - 1):
+            raise HardwireError(f"die {self.name}: head_lanes={self.head_lanes} must be a power of two (EMBED "
+                                "selects the token's lane by its low bits)")
+
+    @property
+    def wide(self) -> bool:
+        """The tiles or the head have more than 32 lanes: lane groups of 32 (rtl/lanes.py)."""
+        return max(self.lanes, self.head_lanes) > BLOCK
+
+    @property
+    def rom_bits(self) -> int:
+        """Weight ROM bits of the whole die: every tile's and the head's."""
+        return self.tiles * self.tile_rom_words * self.tile_rom_width + self.head_rom_words * self.head_rom_width
+
+    @property
+    def macs_per_cycle(self) -> int:
+        """Weights a tile multiplies per cycle: a 32-weight block per lane."""
+        return self.lanes * BLOCK
+
+    @property
+    def head_macs_per_cycle(self) -> int:
+        return self.head_lanes * BLOCK
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -79,6 +116,18 @@ DIES = {
     # sized for SmolLM2-135M: 30 layers of d_model 576, FFN 1536, vocab 49,152
     "hw-s135": Die("hw-s135", tiles=32, lanes=8, head_lanes=32, tile_rom_words=16384, head_rom_words=32768,
                    kv_tokens=2048, max_d_model=640, max_d_ffn=1536, max_kv_dim=256, max_vocab=49152,
+                   max_heads=16, max_head_dim=128, clock_mhz=1000.0, lora_rank=64),
+    # hw-tiny's buffers on wide lanes: two output blocks per row group (pad beats, partial groups)
+    "hw-tiny-w": Die("hw-tiny-w", tiles=4, lanes=64, head_lanes=64, tile_rom_words=512, head_rom_words=512,
+                     kv_tokens=128, max_d_model=256, max_d_ffn=512, max_kv_dim=256, max_vocab=4096,
+                     max_heads=8, max_head_dim=128, clock_mhz=500.0, lora_rank=32),
+    # SmolLM2-135M at speed: 18 output blocks per row group, a 576-row group per input block
+    "hw-s135w": Die("hw-s135w", tiles=30, lanes=576, head_lanes=1024, tile_rom_words=232, head_rom_words=896,
+                    kv_tokens=2048, max_d_model=576, max_d_ffn=1536, max_kv_dim=256, max_vocab=49152,
+                    max_heads=16, max_head_dim=128, clock_mhz=1000.0, lora_rank=64),
+    # the SmolLM2-360M class: llama models up to d_model 1024, FFN 2816, 32 layers, 16 heads, vocab 49,152
+    "hw-m360": Die("hw-m360", tiles=32, lanes=512, head_lanes=1024, tile_rom_words=832, head_rom_words=1536,
+                   kv_tokens=2048, max_d_model=1024, max_d_ffn=2816, max_kv_dim=1024, max_vocab=49152,
                    max_heads=16, max_head_dim=128, clock_mhz=1000.0, lora_rank=64),
 }
 

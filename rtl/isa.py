@@ -23,7 +23,8 @@ class Op(IntEnum):
     RECV = 1  # dst <- n residual blocks from the upstream neighbour
     SEND = 2  # n residual blocks from src -> the downstream neighbour
     NORM = 3  # dst <- RMSNorm(src), gains at consts[rom]
-    MATMUL = 4  # dst <- W[rom] @ src: n input blocks, `groups` row groups of `lanes` rows, format `fmt`
+    MATMUL = 4  # dst <- W[rom] @ src: n input blocks, `groups` row groups of `lanes` rows, format `fmt`;
+    #            `blocks` output blocks (the last row group may fill fewer than lanes / 32)
     ROPE = 5  # dst <- RoPE(src) over n blocks, `aux` blocks per head
     RQ = 6  # dst <- rq(src, -24, 16) over n blocks
     KVW = 7  # KV SRAM[position] <- K blocks at src, then V blocks at src2: `aux` KV heads of n blocks
@@ -53,7 +54,7 @@ LORA_PASS_LEN = 4  # MATMUL A (sram), RQ, MATMUL B' (sram), ADD
 
 # (field, bits) from the least significant end of the word
 LAYOUT = (("op", 4), ("tap", 5), ("src", 12), ("src2", 12), ("dst", 12), ("n", 12),
-          ("groups", 16), ("rom", 24), ("fmt", 4), ("aux", 8), ("lora", 3), ("sram", 1))
+          ("groups", 16), ("rom", 24), ("fmt", 4), ("aux", 8), ("lora", 3), ("sram", 1), ("blocks", 12))
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class Instr:
     aux: int = 0
     lora: int = 0
     sram: int = 0
+    blocks: int = 0
 
     def encode(self) -> int:
         word, shift = 0, 0

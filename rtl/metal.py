@@ -86,6 +86,13 @@ class Metal:
 
 # --- fitting a model to a die -------------------------------------------------------------------
 
+def matmul_shape(rows: int, lanes: int) -> tuple[int, int]:
+    """(row groups, output blocks) of a MATMUL of `rows` output rows on `lanes` lanes: a row group is
+    `lanes` rows; the last may be partly filled (its rows beyond `rows` are zero-padded in the ROM),
+    and only the output blocks that hold rows are written back."""
+    return _ceil(rows, lanes) // lanes, _ceil(rows, BLOCK) // BLOCK
+
+
 def tile_rom_words_needed(cfg: ModelConfig, lanes: int) -> int:
     kv = cfg.n_kv_heads * cfg.head_dim
     shapes = [(cfg.d_model, cfg.d_model), (kv, cfg.d_model), (kv, cfg.d_model), (cfg.d_model, cfg.d_model),
@@ -123,8 +130,10 @@ def check_fits(model: Model, die: Die) -> None:
 
 
 def smallest_die(model: Model) -> Die:
+    """The die with the fewest weight ROM bits (tiles and head) that fits the model; a tie goes to the
+    die listed first in the catalog (rtl/die.py DIES: hw-tiny before hw-tiny-w)."""
     tied = model.lm_head is model.embed
-    by_size = sorted(DIES.values(), key=lambda d: d.tiles * d.tile_rom_words * d.tile_rom_width)
+    by_size = sorted(DIES.values(), key=lambda d: d.rom_bits)
     for die in by_size:
         if not overflows(model.config, die, tied):
             return die
@@ -256,7 +265,9 @@ def lora_dims(cfg: ModelConfig, proj: str) -> tuple[int, int]:
 class LoraSlot:
     """Where one projection's adapter lives in the tile's LoRA SRAM, at the die's rank: A (rank rows
     x input blocks, row group g and input block b at word a_base + g * blocks + b) and B' (output
-    rows x rank blocks, the same order), `lanes` rows a word."""
+    rows x rank blocks, the same order), `lanes` rows a word; a rank or row count below a multiple
+    of `lanes` is padded with zero rows up to one (a die whose lanes exceed its rank reads A in one
+    partly filled row group)."""
 
     a_base: int
     a_words: int
@@ -269,7 +280,7 @@ def lora_layout(cfg: ModelConfig, die: Die) -> dict[str, LoraSlot]:
     slots, at, rank = {}, 0, die.lora_rank
     for proj in LORA_PROJECTIONS:
         out, nb = lora_dims(cfg, proj)
-        a_words, b_words = rank // die.lanes * nb, out // die.lanes * (rank // BLOCK)
+        a_words, b_words = die.row_groups(rank) * nb, die.row_groups(out) * (rank // BLOCK)
         slots[proj] = LoraSlot(at, a_words, at + a_words, b_words)
         at += a_words + b_words
     if at > die.lora_sram_words:
@@ -285,9 +296,11 @@ def lora_pass(cfg: ModelConfig, die: Die, proj: str, src: int, out_base: int, u:
     slot, rank = lora_layout(cfg, die)[proj], die.lora_rank
     out, nb = lora_dims(cfg, proj)
     q8 = FORMAT_CODE[QT.Q8_0]
-    return [Instr(Op.MATMUL, src=src, dst=u, n=nb, groups=rank // die.lanes, rom=slot.a_base, fmt=q8, sram=1),
+    (a_groups, a_blocks), (b_groups, b_blocks) = matmul_shape(rank, die.lanes), matmul_shape(out, die.lanes)
+    return [Instr(Op.MATMUL, src=src, dst=u, n=nb, groups=a_groups, blocks=a_blocks, rom=slot.a_base, fmt=q8, sram=1),
             Instr(Op.RQ, src=u, dst=u, n=rank // BLOCK),
-            Instr(Op.MATMUL, src=u, dst=z, n=rank // BLOCK, groups=out // die.lanes, rom=slot.b_base, fmt=q8, sram=1),
+            Instr(Op.MATMUL, src=u, dst=z, n=rank // BLOCK, groups=b_groups, blocks=b_blocks, rom=slot.b_base, fmt=q8,
+                  sram=1),
             Instr(Op.ADD, tap=tap_id, src=out_base, src2=z, dst=out_base, n=out // BLOCK)]
 
 
@@ -315,8 +328,9 @@ def layer_program(cfg: ModelConfig, lanes: int, bases: dict[str, int], consts: d
     lora = die is not None and die.lora_rank > 0
 
     def matmul(src, dst, n, rows, tensor, tap_id=0):
-        return Instr(Op.MATMUL, tap=tap_id, src=src, dst=dst, n=n, groups=_ceil(rows, lanes) // lanes,
-                     rom=bases[tensor], fmt=formats[tensor], lora=1 + LORA_PROJECTIONS.index(tensor) if lora else 0)
+        groups, blocks = matmul_shape(rows, lanes)
+        return Instr(Op.MATMUL, tap=tap_id, src=src, dst=dst, n=n, groups=groups, blocks=blocks, rom=bases[tensor],
+                     fmt=formats[tensor], lora=1 + LORA_PROJECTIONS.index(tensor) if lora else 0)
 
     program = [
         Instr(Op.RECV, dst=L.x, n=nd),
@@ -379,14 +393,15 @@ def head_program(cfg: ModelConfig, head_lanes: int, embed_base: int, embed_fmt: 
     token and taps it, after the logits, as the golden trace orders them."""
     nd = cfg.d_model // BLOCK
     x, h = 0, nd
+    groups, blocks = matmul_shape(cfg.vocab, head_lanes)
     return [
         Instr(Op.EMBED, tap=TAP_ID["embed"], dst=x, n=nd, rom=embed_base, fmt=embed_fmt),
         Instr(Op.SEND, src=x, n=nd),
         Instr(Op.RECV, dst=x, n=nd),
         Instr(Op.NORM, tap=TAP_ID["final_norm"], src=x, dst=h, n=nd, rom=final_norm),
         Instr(Op.ARGMAX, groups=cfg.vocab),
-        Instr(Op.MATMUL, tap=TAP_ID["logits"], src=h, n=nd, groups=_ceil(cfg.vocab, head_lanes) // head_lanes,
-              rom=lm_base, fmt=lm_fmt, aux=STREAM_ONLY),
+        Instr(Op.MATMUL, tap=TAP_ID["logits"], src=h, n=nd, groups=groups, blocks=blocks, rom=lm_base, fmt=lm_fmt,
+              aux=STREAM_ONLY),
         Instr(Op.END, tap=TAP_ID["argmax"]),
     ]
 

@@ -44,14 +44,14 @@ from hardwire.golden.errors import HardwireError
 from hardwire.golden.spec import ACC_BITS, ACC_FRAC, BLOCK, LORA_EXP_MAX, LORA_EXP_MIN
 
 from .bus import ADDR_BITS, DATA_BITS, ENTRY_BITS, EXP_BITS, TAP_OP_BITS, WORD, BlockBus, RomPort
-from .cells.block_mac import ACT_BITS, block_mac
+from .cells.block_mac import ACT_BITS
 from .cells.sram import address_bits
 from .cells.wiring import bit_signal, bus_lanes, mux_tree, signed_signal, unsigned_signal, unused, zero_extended
 from .die import LORA_BLOCK_BITS, LORA_EXP_FIELD, SLOT_BITS
 from .isa import LORA_PASS_LEN, Op, field_offsets
+from .lanes import lane_group_socket, mac_lanes, packed_words
 from .units import attention, head, vector
 
-BLOCK_SHIFT = 5  # log2(BLOCK)
 COUNT_BITS = 28  # beats of one instruction: groups (16 bits) x blocks (12 bits)
 
 
@@ -76,24 +76,30 @@ def scratchpad(clk, we, waddr, wdata, re, raddr_a, raddr_b, rdata_a, rexp_a, rda
 
 
 @block
-def matmul_engine(clk, rst, clear, groups, in_valid, first, last, fmt, w_data, acts, e_act, out_valid, out_data,
+def matmul_engine(clk, rst, clear, groups, blocks, in_valid, first, last, fmt, w_data, acts, e_act, out_valid, out_data,
                   lanes: int):
-    """`lanes` block-MAC lanes on one broadcast activation block. Their row results gather into
-    32-row output blocks; the last of `groups` row groups closes a partly filled block.
-    `clear` (a pulse before the first beat) restarts the gathering."""
+    """`lanes` block-MAC lanes on one broadcast activation block: up to 32 lanes gather their rows
+    into 32-row output blocks (narrow_matmul_engine); a multiple of 32 computes lanes / 32 output
+    blocks per row group (wide_matmul_engine). `clear` (a pulse before the first beat) restarts."""
+    if lanes > BLOCK and lanes % BLOCK == 0:
+        return wide_matmul_engine(clk, rst, clear, blocks, in_valid, first, last, fmt, w_data, acts, e_act, out_valid,
+                                  out_data, lanes)
     if BLOCK % lanes:
-        raise HardwireError(f"lanes={lanes} must divide the block size {BLOCK}")
+        raise HardwireError(f"lanes={lanes} must divide the block size {BLOCK} or be a multiple of it")
+    return narrow_matmul_engine(clk, rst, clear, groups, blocks, in_valid, first, last, fmt, w_data, acts, e_act,
+                                out_valid, out_data, lanes)
+
+
+@block
+def narrow_matmul_engine(clk, rst, clear, groups, blocks, in_valid, first, last, fmt, w_data, acts, e_act, out_valid,
+                         out_data, lanes: int):
+    """Lanes that divide 32: their row results gather into 32-row output blocks; the last of
+    `groups` row groups closes a partly filled block (so `blocks` follows from `groups` here)."""
     parts_per_block = BLOCK // lanes
-    slots = bus_lanes(w_data, SLOT_BITS, lanes)
-    codes = [unsigned_signal(BLOCK * 8) for _ in range(lanes)]
-    d_bits = [unsigned_signal(16) for _ in range(lanes)]
-    m_bits = [unsigned_signal(16) for _ in range(lanes)]
-    scales, mins = [unsigned_signal(16) for _ in range(lanes)], [unsigned_signal(16) for _ in range(lanes)]
     ys = [signed_signal(ACC_BITS) for _ in range(lanes)]
     y_valids = [bit_signal() for _ in range(lanes)]
-    splits = [slot_fields(slots[i], codes[i], d_bits[i], m_bits[i], scales[i], mins[i]) for i in range(lanes)]
-    macs = [block_mac(clk, rst, in_valid, first, last, fmt, codes[i], scales[i], mins[i], d_bits[i], m_bits[i],
-                      acts, e_act, None, None, ys[i], y_valids[i]) for i in range(lanes)]
+    macs = mac_lanes(clk, rst, in_valid, first, last, fmt, bus_lanes(w_data, SLOT_BITS, lanes), acts, e_act, ys,
+                     y_valids)
 
     y_bus = unsigned_signal(lanes * WORD)  # the lanes' row results side by side
     pack = packed_words(ys, y_bus)
@@ -123,35 +129,58 @@ def matmul_engine(clk, rst, clear, groups, in_valid, first, last, fmt, w_data, a
         out_valid.next = closing
         out_data.next = whole
 
-    return splits, macs, pack, holders, gather, emit
+    return macs, pack, holders, gather, emit, unused(blocks, "mm_blocks", "narrow lanes close their last block "
+                                                                        "by the row group count")
 
 
 @block
-def slot_fields(slot, codes, d_bits, m_bits, scales, mins):
-    """A block slot: 32 code bytes, d, m/dmin, two scale fields, two min fields (rtl/metal.py packs it)."""
+def wide_matmul_engine(clk, rst, clear, blocks, in_valid, first, last, fmt, w_data, acts, e_act, out_valid, out_data,
+                       lanes: int):
+    """lanes / 32 lane groups (rtl/lanes.py) on one broadcast activation block. A row group's
+    lanes / 32 output blocks enter the output buffer together and leave it one a cycle, until
+    `blocks` have left (the last row group may hold fewer). The issuer spaces row groups at least
+    lanes / 32 beats apart, so the buffer is empty when the next group's results arrive."""
+    count = lanes // BLOCK
+    ys = [unsigned_signal(BLOCK * WORD) for _ in range(count)]
+    y_valids = [bit_signal() for _ in range(count)]
+    groups = [lane_group_socket(clk, rst, in_valid, first, last, fmt, w_data, k, acts, e_act, ys[k], y_valids[k])
+              for k in range(count)]
+    results = ConcatSignal(*reversed(ys))
+    held = unsigned_signal(lanes * WORD)  # the output buffer: its lowest block leaves next
+    left = unsigned_signal(len(blocks))  # blocks of the instruction still to leave
+    pending = unsigned_signal(count.bit_length())  # blocks in the buffer, the leaving one included
+    others = ConcatSignal(*y_valids[1:]) if count > 2 else y_valids[1]
+
+    @always_seq(clk.posedge, reset=rst)
+    def hand_out():
+        out_valid.next = 0
+        if clear:
+            left.next = blocks
+            pending.next = 0
+        elif y_valids[0] or pending > 1:
+            if y_valids[0]:
+                pending.next = count
+            else:
+                pending.next = pending - 1
+            if left != 0:
+                out_valid.next = 1
+                left.next = left - 1
+        elif pending != 0:
+            pending.next = 0
+
+    @always(clk.posedge)
+    def buffer():
+        if y_valids[0]:
+            held.next = results
+        elif pending > 1:
+            held.next = held >> (BLOCK * WORD)
 
     @always_comb
-    def split():
-        codes.next = slot[BLOCK * 8:]
-        d_bits.next = slot[BLOCK * 8 + 16:BLOCK * 8]
-        m_bits.next = slot[BLOCK * 8 + 32:BLOCK * 8 + 16]
-        scales.next = slot[BLOCK * 8 + 48:BLOCK * 8 + 32]
-        mins.next = slot[SLOT_BITS:BLOCK * 8 + 48]
+    def emit():
+        out_data.next = held[BLOCK * WORD:]
 
-    return split
-
-
-@block
-def packed_words(words, bus):
-    """Signed words side by side, word 0 in the least significant bits."""
-    width = len(words[0])
-    lanes = ConcatSignal(*[w(width, 0) for w in reversed(words)]) if len(words) > 1 else words[0]
-
-    @always_comb
-    def join():
-        bus.next = lanes
-
-    return join
+    return groups, hand_out, buffer, emit, unused(others, "group_valids", "the lane groups end their rows "
+                                                                           "together: group 0's valid stands for all")
 
 
 @block
@@ -187,6 +216,7 @@ FMT_LO, FMT_HI = _F["fmt"][0], _F["fmt"][0] + _F["fmt"][1]
 AUX_LO, AUX_HI = _F["aux"][0], _F["aux"][0] + _F["aux"][1]
 LORA_LO, LORA_HI = _F["lora"][0], _F["lora"][0] + _F["lora"][1]
 SRAM_LO, SRAM_HI = _F["sram"][0], _F["sram"][0] + _F["sram"][1]
+BLOCKS_LO, BLOCKS_HI = _F["blocks"][0], _F["blocks"][0] + _F["blocks"][1]
 
 
 @block
@@ -213,16 +243,19 @@ class Instruction:
         self.rom, self.fmt, self.aux = unsigned_signal(rom_bits), unsigned_signal(FMT_HI - FMT_LO), \
             unsigned_signal(AUX_HI - AUX_LO)
         self.sram = bit_signal()  # a MATMUL on the LoRA SRAM
+        self.blocks = unsigned_signal(BLOCKS_HI - BLOCKS_LO)  # a MATMUL's output blocks
         self.skip = bit_signal()  # the adapter pass after this instruction is off: step over it
 
 
 class Counts:
-    """Beats of the instruction: issued of in_total reads, written of out_total results; a KVW's
-    V blocks follow its kv_half K blocks."""
+    """Beats of the instruction: issued of in_total beats, written of out_total results; a KVW's
+    V blocks follow its kv_half K blocks; a MATMUL's row group takes group_beats beats (its n
+    reads, then pad beats up to lanes / 32 on a wide die); fetched counts the reads."""
 
     def __init__(self):
-        self.issued, self.in_total, self.written, self.out_total, self.kv_half = \
-            (unsigned_signal(COUNT_BITS) for _ in range(5))
+        self.issued, self.in_total, self.written, self.out_total, self.kv_half, self.fetched = \
+            (unsigned_signal(COUNT_BITS) for _ in range(6))
+        self.group_beats = unsigned_signal(N_HI - N_LO)
 
 
 class ReadPipe:
@@ -276,7 +309,7 @@ def tile(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_va
                          ins),
                decoder(clk, rst, state, ucode_data, token, pass_flags, ins, counts, strobes, row_base, lanes, w_bits,
                        s_bits),
-               issuer(clk, rst, state, ins, counts, reads, row_base, w, s_bits, head_block_bits),
+               issuer(clk, rst, state, ins, counts, reads, row_base, w, s_bits, head_block_bits, lanes > BLOCK),
                lora_reads(clk, ins, reads, lora, lora_sram)]
 
     # the scratchpad's two read ports feed every unit; each unit takes the beats of its op
@@ -374,10 +407,25 @@ def matmul_side(clk, rst, token, w_data, sram_data, ins, strobes, reads, stream,
         mm_valid.next = reads.beat and ins.op == OP_MATMUL
         reads.logits.next = stream and mm_out_valid
 
-    return (matmul_engine(clk, rst, strobes.mm_clear, ins.groups, mm_valid, reads.beat_first, reads.beat_last, ins.fmt,
-                          weights, acts, a_exp, mm_out_valid, mm_out, lanes),
-            activation_lanes(a_data, acts), mux_tree(token, bus_lanes(w_data, SLOT_BITS, lanes), embed_slot),
-            matmul_beats, sources)
+    return (matmul_engine(clk, rst, strobes.mm_clear, ins.groups, ins.blocks, mm_valid, reads.beat_first,
+                          reads.beat_last, ins.fmt, weights, acts, a_exp, mm_out_valid, mm_out, lanes),
+            activation_lanes(a_data, acts), embed_lane(clk, token, w_data, embed_slot, lanes), matmul_beats, sources)
+
+
+@block
+def embed_lane(clk, token, w_data, embed_slot, lanes: int):
+    """EMBED's slot: the token's lane of the weight word (its low bits). A lane count that is not a
+    power of two has no such lane select: that unit never embeds (the die puts a power of two of
+    lanes in the head, rtl/die.py)."""
+    if lanes & (lanes - 1) == 0:
+        return mux_tree(token, bus_lanes(w_data, SLOT_BITS, lanes), embed_slot)
+
+    @always(clk.posedge)
+    def no_lane():  # a constant register: the converter needs a process with a trigger
+        embed_slot.next = 0
+
+    return no_lane, unused(token((lanes - 1).bit_length(), 0), "token_lane", "a unit whose lanes are not a power "
+                           "of two never embeds: no lane select")
 
 
 # fp16 bits of 2**e for each 6-bit two's complement exponent field; 0 outside [LORA_EXP_MIN, LORA_EXP_MAX]
@@ -495,12 +543,15 @@ def sequencer(clk, rst, start, entry, busy, ucode, state, counts, reads, end_tap
 def decoder(clk, rst, state, ucode_data, token, pass_flags, ins, counts, strobes, row_base, lanes: int, w_bits: int,
             s_bits: int):
     """DECODE: latch the instruction's fields, size its reads and results, and pulse the strobes. A
-    projection whose adapter pass runs leaves its tap to the pass (its ADD taps the joined result)."""
+    projection whose adapter pass runs leaves its tap to the pass (its ADD taps the joined result).
+    A MATMUL's row group takes max(n, lanes / 32) beats (group_length), its output blocks are its
+    `blocks` field."""
     src_top, src2_top, dst_top = SRC_LO + s_bits, SRC2_LO + s_bits, DST_LO + s_bits
     rom_top = ROM_LO + len(ins.rom)
     lane_shift = (lanes - 1).bit_length()
     token_top = w_bits + lane_shift
-    part_round, part_shift = BLOCK // lanes - 1, BLOCK_SHIFT - lane_shift  # rows -> output blocks, rounded up
+    group_len = unsigned_signal(N_HI - N_LO)
+    length = group_length(ucode_data(N_HI, N_LO), group_len, max(1, lanes // BLOCK))
 
     @always_seq(clk.posedge, reset=rst)
     def decode():
@@ -509,6 +560,7 @@ def decoder(clk, rst, state, ucode_data, token, pass_flags, ins, counts, strobes
         rows = intbv(0)[COUNT_BITS:]
         beats = intbv(0)[COUNT_BITS:]
         kv_blocks = intbv(0)[COUNT_BITS:]
+        out_blocks = intbv(0)[COUNT_BITS:]
         proj = intbv(0)[LORA_HI - LORA_LO:]
         strobes.mm_clear.next = 0
         strobes.norm.next = 0
@@ -535,6 +587,8 @@ def decoder(clk, rst, state, ucode_data, token, pass_flags, ins, counts, strobes
             ins.rom.next = ucode_data[rom_top:ROM_LO]
             ins.fmt.next = ucode_data[FMT_HI:FMT_LO]
             ins.aux.next = ucode_data[AUX_HI:AUX_LO]
+            ins.blocks.next = ucode_data[BLOCKS_HI:BLOCKS_LO]
+            counts.group_beats.next = group_len
             strobes.norm.next = code == OP_NORM
             strobes.kv.next = code == OP_KVW
             strobes.attn.next = code == OP_ATTN
@@ -548,7 +602,10 @@ def decoder(clk, rst, state, ucode_data, token, pass_flags, ins, counts, strobes
                 row_base.next = 0
             if code == OP_RECV:
                 counts.in_total.next = 0
-            elif code == OP_MATMUL or code == OP_ATTN:
+            elif code == OP_MATMUL:
+                beats[:] = group_len * rows
+                counts.in_total.next = beats
+            elif code == OP_ATTN:
                 beats[:] = count * rows
                 counts.in_total.next = beats
             elif code == OP_KVW:
@@ -561,20 +618,43 @@ def decoder(clk, rst, state, ucode_data, token, pass_flags, ins, counts, strobes
                 beats[:] = count * rows
                 counts.out_total.next = beats
             elif code == OP_MATMUL:
-                counts.out_total.next = (rows + part_round) >> part_shift
+                out_blocks[BLOCKS_HI - BLOCKS_LO:] = ucode_data[BLOCKS_HI:BLOCKS_LO]
+                counts.out_total.next = out_blocks
             else:
                 counts.out_total.next = count
 
-    return decode
+    return length, decode
 
 
 @block
-def issuer(clk, rst, state, ins, counts, reads, row_base, w, s_bits: int, head_block_bits: int):
+def group_length(n, group_len, blocks_per_group: int):
+    """Beats of a MATMUL row group: its n input blocks, at least blocks_per_group (the output
+    buffer of a wide engine hands out one block a beat)."""
+
+    @always_comb
+    def narrow():
+        group_len.next = n
+
+    @always_comb
+    def wide():
+        if n < blocks_per_group:
+            group_len.next = blocks_per_group
+        else:
+            group_len.next = n
+
+    return wide if blocks_per_group > 1 else narrow
+
+
+@block
+def issuer(clk, rst, state, ins, counts, reads, row_base, w, s_bits: int, head_block_bits: int, padded: bool):
     """RUN: one read per cycle until in_total are issued, walking the row groups (first, last) and
-    RoPE's blocks inside a head; the beat registers carry each read to the units."""
+    RoPE's blocks inside a head; the beat registers carry each read to the units. A MATMUL's row
+    group ends with pad beats (no read) on a wide die (group_length)."""
     w_bits = len(w.addr)
     block_in_group = unsigned_signal(ADDR_BITS)
     block_in_head = unsigned_signal(8)
+    read = bit_signal()  # this beat reads (it is not a pad beat)
+    beats = read_beats(clk, ins, block_in_group, read, padded)
 
     @always_comb
     def weight_address():
@@ -591,11 +671,14 @@ def issuer(clk, rst, state, ins, counts, reads, row_base, w, s_bits: int, head_b
         reads.beat_block_in_head.next = reads.block_in_head
         if state == SeqState.DECODE:
             counts.issued.next = 0
+            counts.fetched.next = 0
             block_in_group.next = 0
             block_in_head.next = 0
         elif state == SeqState.RUN and counts.issued < counts.in_total:
-            reads.issue.next = 1
+            reads.issue.next = read
             counts.issued.next = counts.issued + 1
+            if read:
+                counts.fetched.next = counts.fetched + 1
             if ins.op == OP_KVW and counts.issued >= counts.kv_half:  # the V blocks follow the K blocks
                 read_a[:] = ins.src2 + counts.issued[s_bits:] - counts.kv_half[s_bits:]
             else:
@@ -603,11 +686,11 @@ def issuer(clk, rst, state, ins, counts, reads, row_base, w, s_bits: int, head_b
             read_b[:] = ins.src2 + block_in_group[s_bits:]
             reads.raddr_a.next = read_a
             reads.raddr_b.next = read_b
-            reads.w_addr.next = ins.rom[w_bits:] + row_base + counts.issued[w_bits:]
+            reads.w_addr.next = ins.rom[w_bits:] + row_base + counts.fetched[w_bits:]
             reads.first.next = block_in_group == 0
             reads.block_in_head.next = block_in_head[head_block_bits:]
             reads.last.next = block_in_group + 1 == ins.n
-            if block_in_group + 1 == ins.n and ins.op == OP_MATMUL:
+            if block_in_group + 1 == counts.group_beats and ins.op == OP_MATMUL:
                 block_in_group.next = 0
             else:
                 block_in_group.next = block_in_group + 1
@@ -616,7 +699,23 @@ def issuer(clk, rst, state, ins, counts, reads, row_base, w, s_bits: int, head_b
             else:
                 block_in_head.next = block_in_head + 1
 
-    return weight_address, issue_reads
+    return weight_address, issue_reads, beats
+
+
+@block
+def read_beats(clk, ins, block_in_group, read, padded: bool):
+    """`read`: the beat reads. A MATMUL's beats past its n input blocks are pad beats (only on a
+    wide die: elsewhere a row group is exactly its n reads)."""
+
+    @always_comb
+    def pad():
+        read.next = not (ins.op == OP_MATMUL and block_in_group >= ins.n)
+
+    @always(clk.posedge)
+    def every_beat():  # a constant register: the converter needs a process with a trigger
+        read.next = 1
+
+    return pad if padded else every_beat
 
 
 @block
@@ -766,7 +865,7 @@ def ignored_inputs(ucode_data, token, s_bits: int, rom_bits: int, token_bits: in
     """Waivers for input bits this die never needs: microcode bits beyond its depths, and
     token bits beyond its weight ROM."""
     fields = [(SRC_LO + s_bits, SRC_HI), (SRC2_LO + s_bits, SRC2_HI), (DST_LO + s_bits, DST_HI),
-              (ROM_LO + rom_bits, ROM_HI), (SRAM_HI, len(ucode_data))]
+              (ROM_LO + rom_bits, ROM_HI), (BLOCKS_HI, len(ucode_data))]
     spare = [ucode_data(hi, lo) for lo, hi in fields if hi > lo]
     waivers = [unused(ConcatSignal(*spare) if len(spare) > 1 else spare[0], "ucode_bits",
                       "microcode bits this die ignores: reserved, or above its scratchpad and ROM depths")]

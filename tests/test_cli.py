@@ -105,6 +105,21 @@ def test_help_lists_commands():
     assert "synth" in out and "eval" in out and "exit codes" in out
 
 
+def test_dies_lists_the_catalog():
+    """`hardwire dies --json`: every die with its MACs per cycle, ROM and SRAM bits and clock."""
+    from hardwire.rtl.die import DIES
+
+    result = hardwire("dies", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = {row["die"]: row for row in json.loads(result.stdout)["dies"]}
+    assert list(rows) == list(DIES)
+    wide = rows["hw-s135w"]
+    assert wide["tile_macs_per_cycle"] == 576 * 32 and wide["head_macs_per_cycle"] == 1024 * 32
+    assert wide["rom_bits"] < rows["hw-s135"]["rom_bits"]  # what makes `hardwire demo` pick it
+    assert wide["sram_bits"] == wide["sram_kv_bits"] + wide["sram_lora_bits"] + wide["sram_scratchpad_bits"]
+    assert wide["sram_lora_bits"] == DIES["hw-s135w"].lora_sram_bits and wide["clock_mhz"] == 1000.0
+
+
 def test_run_bad_prompt_ids(synth_model_path):
     assert_one_line_error(hardwire("run", "--model", synth_model_path, "--prompt-ids", "3,x"),
                           "--prompt-ids must be comma-separated token ids")

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from hardwire import chip_cli, quantize_cli, report_cli, verify_cli
+from hardwire import chip_cli, dies_cli, quantize_cli, report_cli, verify_cli
 from hardwire.cli_common import (
     EPILOG,
     EXIT_INTERRUPTED,
@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     chip_cli.add_build(sub)
     chip_cli.add_run(sub)
     chip_cli.add_demo(sub)
+    dies_cli.add_dies(sub)
     verify_cli.add_verify(sub)
     report_cli.add_report(sub)
     return parser

@@ -12,7 +12,7 @@ from hardwire.cli_common import EXIT_MISMATCH, EXIT_OK, EXIT_USAGE
 from hardwire.cosim.chip_sim import grid_sources
 from hardwire.cosim.verilator_build import lint
 from hardwire.golden.errors import HardwireError
-from hardwire.rtl.chip import CHIP_MODULE, HEAD_MODULE, TILE_MODULE
+from hardwire.rtl.chip import CHIP_MODULE, HEAD_MODULE, LANE_MODULE, TILE_MODULE
 from hardwire.rtl.die import DIES, get_die
 
 MODULES = (TILE_MODULE, HEAD_MODULE, CHIP_MODULE)
@@ -20,7 +20,8 @@ MODULES = (TILE_MODULE, HEAD_MODULE, CHIP_MODULE)
 
 def lint_module(sources: dict[str, str], module: str) -> str:
     """The warnings of one base-grid module, "" when clean."""
-    files = sources if module == CHIP_MODULE else {f"{module}.v": sources[f"{module}.v"]}
+    own = (f"{module}.v", f"{LANE_MODULE}.v")  # a unit of a wide die instantiates the lane group module
+    files = sources if module == CHIP_MODULE else {name: text for name, text in sources.items() if name in own}
     return lint(files, module)
 
 
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     for die in dies:
         sources, _ = grid_sources(die)
-        for module in MODULES:
+        for module in (*MODULES, LANE_MODULE) if die.wide else MODULES:
             report = lint_module(sources, module)
             print(f"{die.name} {module}: {'clean' if not report else 'warnings'}")
             if report:

@@ -129,13 +129,60 @@ def test_smallest_die(synth_model):
     assert metal.smallest_die(synth_model).name == "hw-tiny"
 
 
-def test_smollm2_fits_the_s135_die(smollm2):
-    assert metal.smallest_die(smollm2).name == "hw-s135"
+def test_smollm2_fits_the_s135_dies_and_picks_the_wide_one(smollm2):
+    """`hardwire demo` (smallest_die) runs SmolLM2-135M on hw-s135w: it has fewer ROM bits than hw-s135, whose
+    ROM depths were sized for 8 lanes; both fit, with little slack on hw-s135w."""
+    assert metal.smallest_die(smollm2).name == "hw-s135w"
+    assert metal.overflows(smollm2.config, DIES["hw-s135"]) == []
     assert metal.tile_rom_words_needed(smollm2.config, DIES["hw-s135"].lanes) == 13824
+    wide = DIES["hw-s135w"]
+    assert metal.tile_rom_words_needed(smollm2.config, wide.lanes) == 228 <= wide.tile_rom_words
+    assert metal.head_rom_words_needed(smollm2.config, wide.head_lanes, tied=True) == 864 <= wide.head_rom_words
+
+
+def _config(d_model, d_ffn, heads, kv_heads, layers=32, vocab=49152):
+    from hardwire.golden.gguf_model import ModelConfig
+
+    return ModelConfig(n_layers=layers, d_model=d_model, d_ffn=d_ffn, n_heads=heads, n_kv_heads=kv_heads,
+                       vocab=vocab, context=2048, rope_theta=100000.0, rms_eps=1e-5)
+
+
+@pytest.mark.parametrize("cfg", [_config(960, 2560, 15, 5),  # SmolLM2-360M
+                                 _config(1024, 2816, 16, 16),  # the class's corners: MHA at head_dim 64,
+                                 _config(1024, 2816, 8, 8),  # and at head_dim 128
+                                 _config(1024, 2816, 16, 4)], ids=["smollm2-360m", "mha64", "mha128", "gqa4"])
+def test_the_m360_die_fits_the_360m_class(cfg):
+    assert cfg.head_dim in (64, 128)
+    assert metal.overflows(cfg, DIES["hw-m360"]) == []
+    assert metal.overflows(cfg, DIES["hw-s135w"]) != []  # the class needs the bigger die
+
+
+def test_wide_dies_print_and_program_a_360m_class_model(tmp_path):
+    """A model of the 360M class's widest dims (two layers, a small vocabulary) on hw-m360: the metal fits its
+    ROMs and every MATMUL is well-formed: row groups of `lanes` rows, `blocks` output blocks of those rows."""
+    die = DIES["hw-m360"]
+    spec = SynthSpec(layers=2, d_model=1024, d_ffn=2816, heads=8, kv_heads=2, vocab=1000, seed=3)
+    model = load_model(write_synthetic(spec, tmp_path / "m360.gguf"))
+    image = metal.generate(model, die)
+    for name, rom in image.roms.items():
+        assert rom.used <= rom.depth, name
+    rows = {"wq": 1024, "wk": 256, "wv": 256, "wo": 1024, "w_gate": 2816, "w_up": 2816, "w_down": 1024}
+    matmuls = [i for i in image.programs["tile00"] if i.op == Op.MATMUL and not i.sram]
+    assert [(i.groups, i.blocks) for i in matmuls] == [metal.matmul_shape(r, die.lanes) for r in rows.values()]
+    assert [i.n for i in matmuls] == [32] * 6 + [88]
+    head = [i for i in image.programs["head"] if i.op == Op.MATMUL]
+    assert [(i.groups, i.blocks) for i in head] == [(1, 32)]  # 1000 rows: one 1024-row group, 32 blocks
+
+
+def test_matmul_shape_counts_row_groups_and_output_blocks():
+    assert metal.matmul_shape(96, 64) == (2, 3)  # a partly filled last group
+    assert metal.matmul_shape(1536, 576) == (3, 48)
+    assert metal.matmul_shape(301, 8) == (38, 10)  # narrow lanes: blocks = ceil(groups * lanes / 32)
+    assert metal.matmul_shape(32, 576) == (1, 1)
 
 
 def test_microcode_round_trip_and_field_overflow():
-    ins = Instr(Op.MATMUL, tap=7, src=3, src2=4, dst=4095, n=48, groups=6144, rom=1 << 20, fmt=2, aux=1)
+    ins = Instr(Op.MATMUL, tap=7, src=3, src2=4, dst=4095, n=48, groups=6144, rom=1 << 20, fmt=2, aux=1, blocks=4095)
     assert Instr.decode(ins.encode()) == ins
     with pytest.raises(HardwireError, match="field dst=4096 does not fit 12 bits"):
         Instr(Op.ADD, dst=4096).encode()
