@@ -91,7 +91,8 @@ const char* fill(const uint8_t* data, size_t size, uint32_t width, uint32_t dept
     const uint8_t* payload = mask + mask_bytes;
     uint32_t kept = 0;
     for (uint32_t b = 0; b < mask_bytes; ++b) kept += __builtin_popcount(mask[b]);
-    if (kept != h.kept || (width % 8 && mask[mask_bytes - 1] >> (width % 8))) return "its mask does not match its header";
+    if (kept != h.kept || (width % 8 && mask[mask_bytes - 1] >> (width % 8)))
+        return "its mask does not match its header";
     std::vector<Step> steps = plan(mask, mask_bytes);
     std::memset(mem, 0, entry * depth);
     for (uint32_t w = 0; w < h.used; ++w) {

@@ -209,7 +209,7 @@ def dump_via_map(path: Path, start: int = 0, stop: int | None = None) -> Iterato
     vmap = load_via_map(path)
     stop = vmap.depth if stop is None else stop
     if not 0 <= start <= stop <= vmap.depth:
-        raise HardwireError(f"words {start}:{stop} are outside the map's {vmap.depth} words")
+        raise HardwireError(f"{path}: words {start}:{stop} are outside the map's {vmap.depth} words")
     digits = -(-vmap.width // 4)
     yield f"// hardwire via map {Path(path).name}: width {vmap.width} depth {vmap.depth}"
     yield f"// words {start}:{stop}"

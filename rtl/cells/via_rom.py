@@ -33,6 +33,7 @@ VIA_MAP_PACKAGE_FILE = f"{VIA_MAP_PACKAGE}.sv"
 VIA_MAP_PACKAGE_TEXT = f"""\
 // The via-map loader of the ROM macros: fills a macro's memory from its binary via map at
 // simulation start; returns 0 when loaded. The simulator supplies it in C++.
+`timescale 1ns/10ps
 package {VIA_MAP_PACKAGE};
     import "DPI-C" context function int hw_via_map_load(input string path, input string memory,
                                                         input int width, input int depth);
