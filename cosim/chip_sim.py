@@ -28,7 +28,7 @@ from pathlib import Path
 import myhdl
 import numpy as np
 
-from hardwire.golden.cache import sha256_of
+from hardwire.golden.cache import entry_problem, sha256_of
 from hardwire.golden.errors import HardwireError
 from hardwire.golden.models import cache_root
 from hardwire.golden.spec import ACC_BITS, BLOCK
@@ -182,8 +182,66 @@ def metal_maps(metal: Metal) -> tuple[Path, bool]:
             rows = image.words if image is not None else np.zeros((0, -(-width // 8)), np.uint8)
             write_via_map_rows(staging / via_map_file(name), rows, width, depth)
 
-    key = hashlib.sha256(f"{METAL_FORMAT}:{metal.sha256()}".encode()).hexdigest()[:32]
-    return publish_once(cache_root() / "metal", key, write)
+    return publish_once(cache_root() / "metal", metal_key(metal.sha256()), write)
+
+
+def metal_key(metal_sha256: str) -> str:
+    """The name of a metal's entry in cache_root()/metal."""
+    return hashlib.sha256(f"{METAL_FORMAT}:{metal_sha256}".encode()).hexdigest()[:32]
+
+
+# --- the record of a print: a warm `hardwire build` neither loads the model nor generates its metal ---
+
+PRINT_FORMAT = "1"
+PRINT_RECORD = "print.json"
+
+
+@dataclass(frozen=True)
+class RecordedMetal:
+    """What a print recorded of its metal: enough for a build's manifest (Metal.sha256, Metal.stats)."""
+
+    metal_sha256: str
+    metal_stats: dict
+
+    def sha256(self) -> str:
+        return self.metal_sha256
+
+    def stats(self) -> dict:
+        return dict(self.metal_stats)
+
+
+def print_key(model_sha256: str, die_name: str | None) -> str:
+    """The record's key: the model file's bytes, the die asked for (None: the smallest that fits) and
+    the RTL, metal generator included, that printed it."""
+    text = json.dumps({"format": PRINT_FORMAT, "metal_format": METAL_FORMAT, "model": model_sha256, "die": die_name,
+                       "rtl": rtl_digest()}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def record_print(model_sha256: str, die_name: str | None, die: Die, metal: Metal) -> None:
+    """Remember which die and metal this model printed to (cache_root()/prints/<print_key>)."""
+    def write(staging: Path) -> None:
+        record = {"die": die.name, "metal_sha256": metal.sha256(), "stats": metal.stats()}
+        (staging / PRINT_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+
+    publish_once(cache_root() / "prints", print_key(model_sha256, die_name), write)
+
+
+def recorded_print(model_sha256: str, die_name: str | None) -> tuple[str, RecordedMetal, Path] | None:
+    """(die name, the recorded metal, its via-map directory) of an earlier print, when both the record
+    and the metal's entry are sound (each checked against its manifest); else None."""
+    entry = cache_root() / "prints" / print_key(model_sha256, die_name)
+    if not entry.is_dir() or entry_problem(entry) is not None:
+        return None
+    try:
+        record = json.loads((entry / PRINT_RECORD).read_text())
+        die, metal = str(record["die"]), RecordedMetal(str(record["metal_sha256"]), dict(record["stats"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    maps = cache_root() / "metal" / metal_key(metal.sha256())
+    if not maps.is_dir() or entry_problem(maps) is not None:
+        return None
+    return die, metal, maps
 
 
 VIA_MAPS_MANIFEST = "via-maps.json"  # written by `hardwire build` beside the maps it copies

@@ -264,3 +264,38 @@ def test_a_flipped_bit_in_a_cached_via_map_is_no_chip_failure(tmp_path, synth_mo
     chip_sim.check_via_maps(tmp_path / "out" / "metal", DIE)  # the copied maps are the manifest's
     copied = tmp_path / "out" / "metal" / "tile00_weights.vmap"
     assert copied.read_bytes() == (maps / "tile00_weights.vmap").read_bytes()
+
+
+# --- the record of a print: a warm build reuses the metal without loading the model ----------------------------
+
+def test_a_warm_build_reuses_the_recorded_print(tmp_path, synth_model_path, monkeypatch):
+    """The second print of the same model file onto the same die neither loads the model nor generates its
+    metal, and describes the same metal; a damaged record is noted and written again."""
+    from hardwire import chip_cli
+    from hardwire.console import Console
+    from hardwire.golden import gguf_model
+
+    assert _hardwire("build", "--model", synth_model_path, "--die", DIE.name, "--out", tmp_path / "warm",
+                     env={}, cwd=tmp_path).returncode == 0  # the shared cache is warm (grid, build)
+    shared, private = cache.cache_root(), tmp_path / "cache"
+    for kind in ("grids", "builds"):  # hard links: cheap; the shared entries are only read
+        top = shared / kind
+        shutil.copytree(top, private / kind, copy_function=os.link,
+                        ignore=lambda d, names, top=top: [n for n in names if Path(d) == top and n.startswith(".")])
+    monkeypatch.setenv("HARDWIRE_CACHE", str(private))
+    first = chip_cli.print_model(Console(json_mode=True), str(synth_model_path), DIE.name, reuse=True)
+    assert first.model is not None and not first.cache_hit  # the private cache had no metal yet
+
+    def no_load(*_args, **_kwargs):
+        raise AssertionError("a warm build loaded the model")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(gguf_model, "load_model", no_load)
+        second = chip_cli.print_model(Console(json_mode=True), str(synth_model_path), DIE.name, reuse=True)
+    assert second.model is None and second.maps == first.maps and second.die == first.die and second.cache_hit
+    assert (second.metal.sha256(), second.metal.stats()) == (first.metal.sha256(), first.metal.stats())
+    record = next((private / "prints").glob("*/print.json"))
+    record.write_text("{}")
+    third = chip_cli.print_model(Console(json_mode=True), str(synth_model_path), DIE.name, reuse=True)
+    assert third.model is not None and third.metal.sha256() == first.metal.sha256()
+    assert json.loads(record.read_text())["metal_sha256"] == first.metal.sha256()  # written again
