@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from rom_case import ROM_DEPTH, ROM_WIDTH, rom_words
@@ -100,3 +103,33 @@ def test_one_build_loads_any_via_map_at_run_time(tmp_path):
             assert rom["data"] == contents[model][address], (model, address)
     with pytest.raises(HardwireError, match="via-map directory not found"):
         load(sim.build_dir, sim.plan.top, tmp_path / "missing")
+
+
+@pytest.mark.parametrize("fault, message", [
+    ("other_geometry", "its width or depth is not the ROM's"),
+    ("truncated", "its size does not match its header"),
+    ("hex_text", "not a hardwire via map"),
+    ("missing", "cannot be opened"),
+])
+def test_the_loader_refuses_a_map_the_rom_cannot_hold(tmp_path, fault, message):
+    """The simulator's own loader checks what it needs to fill the memory safely, and stops the model
+    (a $fatal) naming the file and the problem. In a child process: $fatal ends the process."""
+    from hardwire.cosim.cells import via_rom_top
+    from hardwire.cosim.verilator_build import build_myhdl
+
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    good.mkdir(), bad.mkdir()
+    write_via_map(good / "w.vmap", range(8), width=16, depth=8)
+    sim = build_myhdl(via_rom_top(16, 8, "w"), "via_rom_runtime", via_maps=good)
+    if fault == "other_geometry":
+        write_via_map(bad / "w.vmap", range(16), width=16, depth=16)
+    elif fault == "truncated":
+        (bad / "w.vmap").write_bytes((good / "w.vmap").read_bytes()[:-1])
+    elif fault == "hex_text":
+        (bad / "w.vmap").write_text("// hardwire via map\n// width 16 depth 8\n" + "0000\n" * 8)
+    code = ("import sys; from pathlib import Path; from hardwire.cosim.verilator_build import load; "
+            "load(Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])); print('loaded')")
+    result = subprocess.run([sys.executable, "-c", code, str(sim.build_dir), sim.plan.top, str(bad)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "loaded" not in result.stdout, result.stdout + result.stderr
+    assert f"via map {bad / 'w.vmap'} for ROM memory via_rom_w: {message}" in result.stderr, result.stderr
