@@ -41,6 +41,7 @@ from hardwire.rtl.via_map import check_via_map_file, via_map_file, write_via_map
 
 from .partition import bridge_cpp, bridge_verilog, part_prefix, unit_pins
 from .verilator_build import Part, Simulator, build, publish_once
+from .via_map_loader import with_package
 
 RTL_ROOT = Path(chip.__file__).parent
 GRID_FORMAT = "2"  # bump when what a grid directory holds changes (2: a manifest)
@@ -142,7 +143,7 @@ def grid_key(die: Die) -> str:
 
 
 def grid_sources(die: Die) -> tuple[dict[str, str], bool]:
-    """(file name -> Verilog, cache hit) of the die's base grid."""
+    """(file name -> Verilog, cache hit) of the die's base grid, with the via-map loader's package."""
     key = grid_key(die)
 
     def convert(staging: Path) -> None:
@@ -150,7 +151,8 @@ def grid_sources(die: Die) -> tuple[dict[str, str], bool]:
             (staging / name).write_text(text)
 
     directory, hit = publish_once(cache_root() / "grids", key, convert)
-    return {p.name: p.read_text() for p in sorted(directory.glob("*.v"))}, hit
+    # with the ROM macros' loader package: what another simulator needs beside the grid's modules
+    return with_package({p.name: p.read_text() for p in sorted(directory.glob("*.v"))}), hit
 
 
 def map_names(die: Die) -> dict[str, tuple[int, int]]:
