@@ -48,7 +48,7 @@ def attention_harness(clk, rst, start_kv, start_attn, pos, heads, kv_heads, head
 
 
 def write_exp2_map(directory: Path) -> Path:
-    return write_via_map(Path(directory) / "exp2_lut.hex", spec.exp2_lut(), unit.LUT_DATA_BITS, EXP2_DEPTH)
+    return write_via_map(Path(directory) / "exp2_lut.vmap", spec.exp2_lut(), unit.LUT_DATA_BITS, EXP2_DEPTH)
 
 
 @dataclass

@@ -28,7 +28,7 @@ from pathlib import Path
 import myhdl
 import numpy as np
 
-from hardwire.golden.cache import sha256_of
+from hardwire.golden.cache import entry_problem, sha256_of
 from hardwire.golden.errors import HardwireError
 from hardwire.golden.models import cache_root
 from hardwire.golden.spec import ACC_BITS, BLOCK
@@ -37,14 +37,15 @@ from hardwire.rtl.adapter_image import COMMAND_WORDS, DATA_WORDS, AdapterImage, 
 from hardwire.rtl.bus import DATA_BITS
 from hardwire.rtl.die import Die
 from hardwire.rtl.metal import Metal
-from hardwire.rtl.via_map import check_via_map_file, write_via_map_rows
+from hardwire.rtl.via_map import check_via_map_file, via_map_file, write_via_map_rows
 
 from .partition import bridge_cpp, bridge_verilog, part_prefix, unit_pins
 from .verilator_build import Part, Simulator, build, publish_once
+from .via_map_loader import with_package
 
 RTL_ROOT = Path(chip.__file__).parent
 GRID_FORMAT = "2"  # bump when what a grid directory holds changes (2: a manifest)
-METAL_FORMAT = "2"  # the same for a metal directory
+METAL_FORMAT = "3"  # the same for a metal directory (3: binary via maps)
 BEAT_WORDS = 4 + DATA_BITS // 32  # cycle (2 words), unit|op, block|exp, then the data words
 RUN_SYMBOL = "hw_run_token"
 LOAD_SYMBOL = "hw_load_adapter"
@@ -173,7 +174,7 @@ def grid_key(die: Die) -> str:
 
 
 def grid_sources(die: Die) -> tuple[dict[str, str], bool]:
-    """(file name -> Verilog, cache hit) of the die's base grid."""
+    """(file name -> Verilog, cache hit) of the die's base grid, with the via-map loader's package."""
     key = grid_key(die)
 
     def convert(staging: Path) -> None:
@@ -181,7 +182,8 @@ def grid_sources(die: Die) -> tuple[dict[str, str], bool]:
             (staging / name).write_text(text)
 
     directory, hit = publish_once(cache_root() / "grids", key, convert)
-    return {p.name: p.read_text() for p in sorted(directory.glob("*.v"))}, hit
+    # with the ROM macros' loader package: what another simulator needs beside the grid's modules
+    return with_package({p.name: p.read_text() for p in sorted(directory.glob("*.v"))}), hit
 
 
 def map_names(die: Die) -> dict[str, tuple[int, int]]:
@@ -211,10 +213,68 @@ def metal_maps(metal: Metal) -> tuple[Path, bool]:
                 raise HardwireError(f"via map {name} is {image.used} x {image.width} bits; the die's macro holds "
                                     f"{depth} x {width}")
             rows = image.words if image is not None else np.zeros((0, -(-width // 8)), np.uint8)
-            write_via_map_rows(staging / f"{name}.hex", rows, width, depth)
+            write_via_map_rows(staging / via_map_file(name), rows, width, depth)
 
-    key = hashlib.sha256(f"{METAL_FORMAT}:{metal.sha256()}".encode()).hexdigest()[:32]
-    return publish_once(cache_root() / "metal", key, write)
+    return publish_once(cache_root() / "metal", metal_key(metal.sha256()), write)
+
+
+def metal_key(metal_sha256: str) -> str:
+    """The name of a metal's entry in cache_root()/metal."""
+    return hashlib.sha256(f"{METAL_FORMAT}:{metal_sha256}".encode()).hexdigest()[:32]
+
+
+# --- the record of a print: a warm `hardwire build` neither loads the model nor generates its metal ---
+
+PRINT_FORMAT = "1"
+PRINT_RECORD = "print.json"
+
+
+@dataclass(frozen=True)
+class RecordedMetal:
+    """What a print recorded of its metal: enough for a build's manifest (Metal.sha256, Metal.stats)."""
+
+    metal_sha256: str
+    metal_stats: dict
+
+    def sha256(self) -> str:
+        return self.metal_sha256
+
+    def stats(self) -> dict:
+        return dict(self.metal_stats)
+
+
+def print_key(model_sha256: str, die_name: str | None) -> str:
+    """The record's key: the model file's bytes, the die asked for (None: the smallest that fits) and
+    the RTL, metal generator included, that printed it."""
+    text = json.dumps({"format": PRINT_FORMAT, "metal_format": METAL_FORMAT, "model": model_sha256, "die": die_name,
+                       "rtl": rtl_digest()}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def record_print(model_sha256: str, die_name: str | None, die: Die, metal: Metal) -> None:
+    """Remember which die and metal this model printed to (cache_root()/prints/<print_key>)."""
+    def write(staging: Path) -> None:
+        record = {"die": die.name, "metal_sha256": metal.sha256(), "stats": metal.stats()}
+        (staging / PRINT_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+
+    publish_once(cache_root() / "prints", print_key(model_sha256, die_name), write)
+
+
+def recorded_print(model_sha256: str, die_name: str | None) -> tuple[str, RecordedMetal, Path] | None:
+    """(die name, the recorded metal, its via-map directory) of an earlier print, when both the record
+    and the metal's entry are sound (each checked against its manifest); else None."""
+    entry = cache_root() / "prints" / print_key(model_sha256, die_name)
+    if not entry.is_dir() or entry_problem(entry) is not None:
+        return None
+    try:
+        record = json.loads((entry / PRINT_RECORD).read_text())
+        die, metal = str(record["die"]), RecordedMetal(str(record["metal_sha256"]), dict(record["stats"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    maps = cache_root() / "metal" / metal_key(metal.sha256())
+    if not maps.is_dir() or entry_problem(maps) is not None:
+        return None
+    return die, metal, maps
 
 
 VIA_MAPS_MANIFEST = "via-maps.json"  # written by `hardwire build` beside the maps it copies
@@ -222,27 +282,27 @@ VIA_MAPS_MANIFEST = "via-maps.json"  # written by `hardwire build` beside the ma
 
 def write_via_maps_manifest(directory: Path, die: Die, metal_sha256: str) -> dict:
     """Record the die, the metal and every map's sha256 in directory/VIA_MAPS_MANIFEST."""
-    maps = {f"{name}.hex": sha256_of(directory / f"{name}.hex") for name in map_names(die)}
+    maps = {via_map_file(name): sha256_of(directory / via_map_file(name)) for name in map_names(die)}
     manifest = {"die": die.name, "metal_sha256": metal_sha256, "maps": maps}
     (directory / VIA_MAPS_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 
 def check_via_maps(directory: Path, die: Die) -> Path:
-    """A via-map directory from the user that the die's ROM macros can load: every map present, in
-    the die's geometry (header, widths, row count, hex words), and, when the directory holds the
-    manifest `hardwire build` writes, every map with the sha256 recorded there. A problem raises a
-    HardwireError `<file>:<line>: <what>`, before any simulator reads a map."""
+    """A via-map directory from the user that the die's ROM macros can load: every map present, whole
+    (its header, size and the sha256 in its header: rtl/via_map.py load_via_map), in the die's geometry,
+    and, when the directory holds the manifest `hardwire build` writes, every map with the sha256
+    recorded there. A problem raises a HardwireError `<file>: <what>`, before any simulator reads a map."""
     directory = Path(directory)
     if not directory.is_dir():
         raise HardwireError(f"--via-maps {directory} is not a directory")
     names = map_names(die)
-    missing = [name for name in names if not (directory / f"{name}.hex").is_file()]
+    missing = [name for name in names if not (directory / via_map_file(name)).is_file()]
     if missing:
         raise HardwireError(f"--via-maps {directory} lacks {len(missing)} via maps of die {die.name}, "
-                            f"e.g. {missing[0]}.hex")
+                            f"e.g. {via_map_file(missing[0])}")
     for name, (width, depth) in names.items():
-        check_via_map_file(directory / f"{name}.hex", width, depth)
+        check_via_map_file(directory / via_map_file(name), width, depth)
     manifest_path = directory / VIA_MAPS_MANIFEST
     if manifest_path.exists():
         _check_against_manifest(directory, manifest_path, die)
@@ -260,7 +320,7 @@ def _check_against_manifest(directory: Path, manifest_path: Path, die: Die) -> N
     for file, digest in recorded.items():
         path = directory / str(file)
         if not path.is_file() or sha256_of(path) != digest:
-            raise HardwireError(f"{path}:1: differs from the sha256 `hardwire build` recorded in {manifest_path}")
+            raise HardwireError(f"{path}: differs from the sha256 `hardwire build` recorded in {manifest_path}")
 
 
 class ChipSim:

@@ -37,7 +37,7 @@ from hardwire.rtl.cells.block_mac import FORMAT_TRAITS, field_value
 from hardwire.rtl.die import SLOT_BITS
 from hardwire.rtl.isa import LAYOUT, Instr, field_offsets
 from hardwire.rtl.units import vector
-from hardwire.rtl.via_map import write_via_map_rows
+from hardwire.rtl.via_map import via_map_file, write_via_map_rows
 
 from .chip_sim import map_names
 
@@ -94,9 +94,9 @@ def flipped_maps(base: Path, image: M.Metal, flip: Flip, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     for name in names:
         if name != flip.rom:
-            _link_or_copy(base / f"{name}.hex", out / f"{name}.hex")
+            _link_or_copy(base / via_map_file(name), out / via_map_file(name))
     width, depth = names[flip.rom]
-    write_via_map_rows(out / f"{flip.rom}.hex", flipped_words(image, flip), width, depth)  # replaces, atomically
+    write_via_map_rows(out / via_map_file(flip.rom), flipped_words(image, flip), width, depth)  # replaces, atomically
     return out
 
 

@@ -36,7 +36,7 @@ from hardwire.rtl.lanes import LANE_MODULE, lane_group_verilog
 from hardwire.rtl.metal import RomImage
 from hardwire.rtl.units import attention
 from hardwire.rtl.verilog import to_verilog
-from hardwire.rtl.via_map import write_via_map_rows
+from hardwire.rtl.via_map import via_map_file, write_via_map_rows
 
 from .chip_sim import InterfacePins, rtl_digest
 from .lanes import pack_lanes, to_signed, to_unsigned, unpack_lanes
@@ -47,7 +47,7 @@ ROMS = tuple(port.rom for port in UNIT_PORTS if port.rom)
 # tile_top's ports: the ROMs are inside, and so are the LoRA SRAM and the adapter flags, written through
 # the harness's `load` port as the chip's adapter-load port writes them (its tile field is ignored)
 HARNESS_PORTS = tuple(port.name for port in UNIT_PORTS if not port.rom and not port.adapter)
-MAP_PREFIX = "tile"  # the tile's own ROMs load tile_ucode.hex, ...; the tables keep their names
+MAP_PREFIX = "tile"  # the tile's own ROMs load tile_ucode.vmap, ...; the tables keep their names
 HARNESS_FORMAT = "3"  # bump when what a cached harness directory holds changes (2: a manifest)
 
 
@@ -103,7 +103,7 @@ class TileSim:
         depths = rom_depths(die, head=False)  # the die's macros: one build serves every layer and model
         maps = rom_map_names(MAP_PREFIX)
         for name in ROMS:
-            _write(images[name], work / f"{maps[name]}.hex", depths[name])
+            _write(images[name], work / via_map_file(maps[name]), depths[name])
         top, verilog = harness_verilog(die, scratch_depth, max_blocks)
         self.sim: Simulator = build({f"{top}.v": verilog, **lane_sources(die, scratch_depth, max_blocks)}, top,
                                     via_maps=work)

@@ -191,7 +191,7 @@ class SiluUnit:
     """silu_unit with its 32-port sigmoid table: gate and up ACC blocks -> B16 blocks."""
 
     def __init__(self, sigmoid_table: np.ndarray, work_dir: Path):
-        via_map = write_via_map(Path(work_dir) / "sigmoid.hex", v.sigmoid_rom_words(sigmoid_table),
+        via_map = write_via_map(Path(work_dir) / "sigmoid.vmap", v.sigmoid_rom_words(sigmoid_table),
                                 v.SIGMOID_WIDTH, v.SIGMOID_DEPTH)
         sim = build_myhdl(silu_top, "silu_unit_top", data_files={via_map_define("sigmoid"): via_map})
         self.unit = StreamingUnit(sim, "in_valid", v.SILU_LATENCY)
@@ -211,7 +211,7 @@ class RopeUnit:
         self.block_bits = max(1, (self.head_blocks - 1).bit_length())
         words = v.rope_rom_words(cos, sin, self.block_bits)
         depth = v.rope_rom_depth(self.positions, self.block_bits)
-        via_map = write_via_map(Path(work_dir) / "rope.hex", words, v.ROPE_WIDTH, depth)
+        via_map = write_via_map(Path(work_dir) / "rope.vmap", words, v.ROPE_WIDTH, depth)
         sim = build_myhdl(rope_top(self.positions, self.block_bits), "rope_unit_top",
                           data_files={via_map_define("rope"): via_map})
         self.unit = StreamingUnit(sim, "in_valid", v.ROPE_LATENCY)
@@ -246,8 +246,8 @@ class NormUnit:
             self.bases.append(len(words))
             words += v.norm_const_words(vec.gains, vec.e_g, vec.eps_q)
         depth = max(len(words), 2)
-        consts = write_via_map(Path(work_dir) / "norm_consts.hex", words, v.GAIN_WIDTH, depth)
-        rsqrt = write_via_map(Path(work_dir) / "rsqrt.hex", v.rsqrt_rom_words(rsqrt_table), v.RSQRT_WIDTH,
+        consts = write_via_map(Path(work_dir) / "norm_consts.vmap", words, v.GAIN_WIDTH, depth)
+        rsqrt = write_via_map(Path(work_dir) / "rsqrt.vmap", v.rsqrt_rom_words(rsqrt_table), v.RSQRT_WIDTH,
                               v.RSQRT_DEPTH)
         sim = build_myhdl(norm_top(depth, max_blocks), "norm_unit_top",
                           data_files={via_map_define("norm_consts"): consts, via_map_define("rsqrt"): rsqrt})

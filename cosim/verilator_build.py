@@ -61,6 +61,8 @@ from hardwire.golden.errors import HardwireError
 from hardwire.rtl.cells.via_rom import VIA_MAPS_PLUSARG
 from hardwire.rtl.verilog import to_verilog
 
+from .via_map_loader import LOADER_CPP, uses_loader, with_package
+
 __all__ = ["BuildPlan", "Part", "Simulator", "build", "build_myhdl", "builds_root", "lint", "load", "plan",
            "publish_once", "remove_stale_staging", "run_tool"]
 
@@ -270,15 +272,20 @@ def plan(sources: Mapping[str, str | Path], top: str, *, data_files: Mapping[str
 
     sources: file name -> Verilog text (or a Path to read); `f"{top}.v"` must be among them.
     data_files: Verilog define name -> data file (a via map). The file is copied into the build
-        and the define holds the copy's path as a string, for `$readmemh(`NAME, mem)`.
+        and the define holds the copy's path as a string, for the ROM macro's via-map loader.
     clock / done: port names the native run drives and (optionally) stops on; clock=None for a
         combinational top (no native run).
     extra_cpp: C++ compiled into the library beside the native run (part of the key).
     parts: modules Verilated separately and linked in (their headers are on extra_cpp's path).
     coverage: line and toggle coverage in the top and the parts (Simulator.write_coverage).
+    RTL whose ROM macros load via maps gets the loader's DPI package and its C++ (cosim/via_map_loader.py).
     """
-    return BuildPlan(top, _read_sources(sources, top), _read_data_files(data_files or {}), clock, done,
-                     list(verilator_args), extra_cpp, tuple(parts), coverage)
+    texts = with_package(_read_sources(sources, top))
+    parts = tuple(Part(p.module, p.prefix, tuple(with_package(dict(p.sources)).items())) for p in parts)
+    if uses_loader(texts.values()) or any(uses_loader(text for _, text in p.sources) for p in parts):
+        extra_cpp += LOADER_CPP
+    return BuildPlan(top, texts, _read_data_files(data_files or {}), clock, done,
+                     list(verilator_args), extra_cpp, parts, coverage)
 
 
 def build(sources: Mapping[str, str | Path], top: str, *, via_maps: Path | None = None, **options) -> Simulator:
@@ -317,7 +324,7 @@ def builds_root() -> Path:
 def lint(sources: Mapping[str, str | Path], top: str, defines: Mapping[str, str] | None = None) -> str:
     """`verilator --lint-only -Wall` on the sources; returns the warnings, "" when clean.
     defines: name -> raw value (a via-map define needs a quoted path; any path will do)."""
-    texts = _read_sources(sources, top)
+    texts = with_package(_read_sources(sources, top))
     with tempfile.TemporaryDirectory() as tmp:
         for name, text in texts.items():
             (Path(tmp) / name).write_text(text)
@@ -401,7 +408,7 @@ def _verilate(staging: Path, final: Path, the_plan: BuildPlan) -> None:
     defines = []
     for define, (suffix, blob) in the_plan.data.items():
         (data_dir / f"{define}{suffix}").write_bytes(blob)
-        # the path the copy will have once published: $readmemh reads it when a model starts
+        # the path the copy will have once published: the ROM macro loads it when a model starts
         defines.append(f'{define}="{final / "data" / f"{define}{suffix}"}"')
     extra = [str(src / name) for name in sorted(the_plan.sources) if name != f"{the_plan.top}.v"]
     for part in the_plan.parts:

@@ -131,6 +131,6 @@ def test_run_via_maps_not_a_directory(synth_model_path, tmp_path):
 
 
 def test_run_via_maps_incomplete(synth_model_path, tmp_path):
-    (tmp_path / "straps.hex").write_text("")
+    (tmp_path / "straps.vmap").write_text("")
     assert_one_line_error(hardwire("run", "--model", synth_model_path, "--die", "hw-tiny", "--via-maps", tmp_path),
-                          "via maps of die hw-tiny, e.g. tile00_ucode.hex")
+                          "via maps of die hw-tiny, e.g. tile00_ucode.vmap")

@@ -4,6 +4,7 @@ chip loads, so the table is fast."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -21,6 +22,7 @@ from hardwire.golden.gguf_model import load_model
 from hardwire.golden.synth import SynthSpec
 from hardwire.rtl import metal
 from hardwire.rtl.die import get_die
+from hardwire.rtl.via_map import HEADER, load_via_map
 
 TINY = "hw-tiny"
 SUPPORTED = "Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K"
@@ -141,23 +143,34 @@ def good_maps(tmp_path_factory, synth_model_path):
 def damaged_maps(good: Path, kind: str, where: Path) -> Path:
     maps = where / "maps"
     shutil.copytree(good, maps)
-    target = maps / "tile00_weights.hex"
-    lines = target.read_text().splitlines(keepends=True)
-    if kind == "flipped_digit":  # the manifest catches a change that keeps the syntax
-        lines[5] = ("1" if lines[5][0] != "1" else "2") + lines[5][1:]
-    elif kind == "not_hex":
-        lines[5] = "z" + lines[5][1:]
+    target = maps / "tile00_weights.vmap"
+    data = bytearray(target.read_bytes())
+    body = HEADER.size + -(-load_via_map(target).width // 8)  # the first payload byte, after the mask
+    if kind == "flipped_bit":  # the map's own sha256 catches it
+        data[body] ^= 1
+    elif kind == "resealed_flip":  # a flip with the header's sha256 made to match: the manifest catches it
+        data[body] ^= 1
+        data = resealed(data)
+    elif kind == "not_a_map":
+        data = bytearray(b"// hardwire via map\n// width 1280 depth 8192\n0\n")  # the old hex form
     elif kind == "truncated":
-        lines = lines[:-3]
-    elif kind == "wrong_width":
-        lines[1] = lines[1].replace("width", "width 1")
-    elif kind == "too_wide_word":
+        data = data[:-3]
+    elif kind == "wrong_geometry":  # a whole, valid map of another ROM
+        data = bytearray((maps / "tile00_consts.vmap").read_bytes())
+    elif kind == "bits_past_a_word":  # a packed word with a bit beyond the kept bits, resealed
         (maps / "via-maps.json").unlink()
-        target = maps / "lut_rsqrt.hex"  # a width that is not a multiple of 4
-        lines = target.read_text().splitlines(keepends=True)
-        lines[2] = "f" * (len(lines[2]) - 1) + "\n"
-    target.write_text("".join(lines))
+        target = maps / "lut_exp2.vmap"  # 17 bits kept: spare bits at the top of each packed word
+        data = bytearray(target.read_bytes())
+        data[-1] |= 0x80
+        data = resealed(data)
+    target.write_bytes(bytes(data))
     return maps
+
+
+def resealed(data: bytearray) -> bytearray:
+    """The map with its header's sha256 recomputed over the (changed) mask and payload."""
+    data[HEADER.size - 32:HEADER.size] = hashlib.sha256(data[HEADER.size:]).digest()
+    return data
 
 
 # --- LoRA adapters with one bad piece ---------------------------------------------------------------
@@ -206,9 +219,12 @@ LORA = {"other_model": "the model's projection is", "rank_beyond_die": "holds ra
 
 METADATA = ["zero_heads", "zero_kv_heads", "zero_eps", "negative_eps", "zero_theta", "nan_theta", "nan_scale",
             "inf_scale", "nan_gain"]
-VIA_MAPS = {"flipped_digit": "differs from the sha256", "not_hex": "tile00_weights.hex:6: 'z",
-            "truncated": "the map ends after", "wrong_width": "tile00_weights.hex:2: header says",
-            "too_wide_word": "lut_rsqrt.hex:3: word"}
+VIA_MAPS = {"flipped_bit": "tile00_weights.vmap: the mask or payload differs from the sha256 in the map's header",
+            "resealed_flip": "tile00_weights.vmap: differs from the sha256 `hardwire build` recorded",
+            "not_a_map": "tile00_weights.vmap: not a hardwire via map",
+            "truncated": "bytes; a map of",
+            "wrong_geometry": "tile00_weights.vmap: the map is 19 x 768 bits; the die's ROM is ",
+            "bits_past_a_word": "lut_exp2.vmap: word 1023 has bits beyond the map's 17 kept bits"}
 
 
 def rows():

@@ -51,18 +51,26 @@ class Printed:
 
 
 def print_model(console: Console, model_spec: str, die_name: str | None, via_maps: Path | None = None,
-                check=None) -> Printed:
+                check=None, reuse: bool = False) -> Printed:
     """Fetch the model, fit it to a die, write its metal and build (or reuse) the chip.
     via_maps: run the chip on these via maps instead of the model's own metal (a mutated metal).
-    check(model, die): more up-front checks, run before the metal is written and the chip loads."""
-    from hardwire.cosim.chip_sim import ChipSim, grid_sources, metal_maps
-    from hardwire.golden.cache import check_cache_root
+    check(model, die): more up-front checks, run before the metal is written and the chip loads.
+    reuse: when this model file was printed onto this die by this RTL before and the cache still holds
+    its metal, take that metal as it is: the model is not loaded (Printed.model is None) and the metal
+    not generated (Printed.metal records only its sha256 and stats). For `build`."""
+    from hardwire.cosim.chip_sim import ChipSim, grid_sources, metal_maps, record_print, recorded_print
+    from hardwire.golden.cache import check_cache_root, sha256_of
     from hardwire.golden.gguf_model import load_model
     from hardwire.rtl import metal as metal_gen
     from hardwire.rtl.die import get_die
 
     check_cache_root()
-    model = load_model(console.fetch_model(model_spec))
+    model_path = console.fetch_model(model_spec)
+    model_sha256 = sha256_of(model_path) if reuse else None
+    recorded = recorded_print(model_sha256, die_name) if reuse else None
+    if recorded is not None:
+        return _reprint(console, model_spec, *recorded)
+    model = load_model(model_path)
     die = get_die(die_name) if die_name else metal_gen.smallest_die(model)
     metal_gen.check_fits(model, die)
     if check is not None:
@@ -75,8 +83,23 @@ def print_model(console: Console, model_spec: str, die_name: str | None, via_map
         maps = user_maps or maps
         sources, grid_hit = grid_sources(die)
         sim = ChipSim(die, maps)
+    if reuse:
+        record_print(model_sha256, die_name, die, image)
     return Printed(model, die, image, maps, sources, sim, time.perf_counter() - t0,
                    maps_hit and grid_hit and sim.cache_hit)
+
+
+def _reprint(console: Console, model_spec: str, die_name: str, metal, maps: Path) -> Printed:
+    """A print from its record (print_model's `reuse`): the cached metal, grid and Verilator build."""
+    from hardwire.cosim.chip_sim import ChipSim, grid_sources
+    from hardwire.rtl.die import get_die
+
+    t0 = time.perf_counter()
+    die = get_die(die_name)
+    with console.status(f"printing {model_spec} onto {die.name}: the cached metal, base grid and Verilator build"):
+        sources, grid_hit = grid_sources(die)
+        sim = ChipSim(die, maps)
+    return Printed(None, die, metal, maps, sources, sim, time.perf_counter() - t0, grid_hit and sim.cache_hit)
 
 
 # --- build -----------------------------------------------------------------------------------------
@@ -97,7 +120,7 @@ def run_build(args, console: Console) -> int:
     from hardwire.outputs import check_replaceable, staged_dir
 
     out = check_replaceable(Path(args.out), "--out", "manifest.json")
-    printed = print_model(console, args.model, args.die)
+    printed = print_model(console, args.model, args.die, reuse=True)
     manifest = printed.manifest()
     with staged_dir(out, "--out", "manifest.json") as staging:  # `out` is replaced whole, or not at all
         (staging / "rtl").mkdir()

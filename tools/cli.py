@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from hardwire import chip_cli, dies_cli, quantize_cli, report_cli, verify_cli
+from hardwire import chip_cli, dies_cli, quantize_cli, report_cli, verify_cli, via_map_cli
 from hardwire.cli_common import (
     EPILOG,
     EXIT_INTERRUPTED,
@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     dies_cli.add_dies(sub)
     verify_cli.add_verify(sub)
     report_cli.add_report(sub)
+    via_map_cli.add_via_map(sub)
     return parser
 
 

@@ -1,7 +1,7 @@
 """The via-programmable lookup-table ROM macro: P read ports on one table, set by the top via mask.
 
 Like the weight ROM (via_rom.py), this is the model a memory compiler would deliver with
-the macro: behavioral Verilog that loads the table with $readmemh from the via-map file
+the macro: behavioral Verilog whose table the via-map loader fills from the via-map file
 found as via_rom.py describes, so the Verilog is the same for every
 model and the table never appears inline in the RTL. A vector unit needs several entries
 of one table in the same beat (32 sigmoid entries for a SiLU block), hence P ports.
@@ -20,7 +20,8 @@ from myhdl import always, block
 
 from hardwire.golden.errors import HardwireError
 
-from .via_rom import LOAD_VIA_MAP, model_words, via_map_define
+from ..via_map import SUFFIX
+from .via_rom import LOAD_VIA_MAP, ROM_MEMORY, model_words, via_map_define
 
 READ_LATENCY = 1
 
@@ -59,8 +60,9 @@ def lut_rom(clk, en, addrs, datas, map_name: str, depth: int, ports: int = 1, mo
 
 
 lut_rom.verilog_code = """
-// via-programmable lookup-table ROM, $depth x $width bits, $port_count read ports; its via map is $map_name.hex
-reg [$width-1:0] $memory [0:$depth-1];
+// via-programmable lookup-table ROM, $depth x $width bits, $port_count read ports; its via map is $map_name""" + \
+    SUFFIX + """
+""" + ROM_MEMORY + """
 integer $port_index;
 """ + LOAD_VIA_MAP + """
 always @(posedge $clk) begin

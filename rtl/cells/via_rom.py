@@ -1,10 +1,13 @@
 """The via-programmable ROM macro: its bits are set by the top via mask.
 
-This is the model a memory compiler would deliver with the macro: behavioral Verilog that
-loads the contents with $readmemh from the macro's via-map file (rtl/via_map.py format). The
-file is not named in the Verilog, so the base-grid Verilog is the same for every model and
+This is the model a memory compiler would deliver with the macro: behavioral Verilog whose
+memory is filled at simulation start from the macro's binary via-map file (rtl/via_map.py format)
+by the loader `hw_via_map_load`, a DPI-C function of the package VIA_MAP_PACKAGE (one package for
+every macro: MyHDL flattens many macros into one module, and an import may not repeat). The
+simulator supplies the loader (cosim/via_map_loader.py); the clocked read is a plain array read.
+The file is not named in the Verilog, so the base-grid Verilog is the same for every model and
 only the via maps differ. Contents never appear inline in the RTL. The file is
-    <dir>/<name>.hex   with the simulator's plusarg +hw_via_maps=<dir> (at run time: one
+    <dir>/<name>.vmap  with the simulator's plusarg +hw_via_maps=<dir> (at run time: one
                        build of a die serves every model), or
     `HW_VIA_MAP_<name> when that define is given at build time (a cell tested alone).
 
@@ -19,22 +22,40 @@ from myhdl import always, block
 
 from hardwire.golden.errors import HardwireError
 
-from ..via_map import read_via_map
+from ..via_map import SUFFIX, read_via_map
 
 READ_LATENCY = 1
 VIA_MAPS_PLUSARG = "hw_via_maps"
 
+VIA_MAP_PACKAGE = "hw_via_map_pkg"
+VIA_MAP_PACKAGE_FILE = f"{VIA_MAP_PACKAGE}.sv"
+# the loader's declaration, once for every macro; `context`: the loader finds the calling macro's memory
+VIA_MAP_PACKAGE_TEXT = f"""\
+// The via-map loader of the ROM macros: fills a macro's memory from its binary via map at
+// simulation start; returns 0 when loaded. The simulator supplies it in C++.
+`timescale 1ns/10ps
+package {VIA_MAP_PACKAGE};
+    import "DPI-C" context function int hw_via_map_load(input string path, input string memory,
+                                                        input int width, input int depth);
+endpackage
+"""
+
+# a macro's memory: public, so that the loader can fill it by name (a template, as LOAD_VIA_MAP)
+ROM_MEMORY = "reg [$width-1:0] $memory [0:$depth-1] /*verilator public_flat_rw*/;"
+
 # the load of a macro's via map (a template for MyHDL's user-defined code, as the macros use it)
 LOAD_VIA_MAP = f"""
 `ifdef $define
-initial $$readmemh(`$define, $memory);
+initial if ({VIA_MAP_PACKAGE}::hw_via_map_load(`$define, "$memory", $width, $depth) != 0)
+    $$fatal(1, "ROM $map_name: its via map did not load");
 `else
 string ${{memory}}_dir;
 initial begin
-    if ($$value$$plusargs("{VIA_MAPS_PLUSARG}=%s", ${{memory}}_dir))
-        $$readmemh({{${{memory}}_dir, "/$map_name.hex"}}, $memory);
-    else
+    if (!$$value$$plusargs("{VIA_MAPS_PLUSARG}=%s", ${{memory}}_dir))
         $$fatal(1, "no via maps for ROM $map_name: run with +{VIA_MAPS_PLUSARG}=<dir>");
+    else if ({VIA_MAP_PACKAGE}::hw_via_map_load({{${{memory}}_dir, "/$map_name{SUFFIX}"}}, "$memory", $width,
+                                                 $depth) != 0)
+        $$fatal(1, "ROM $map_name: its via map did not load");
 end
 `endif
 """
@@ -67,9 +88,8 @@ def via_rom(clk, addr, data, map_name: str, depth: int, model_file=None, label: 
 
 
 via_rom.verilog_code = """
-// via-programmable ROM, $depth x $width bits; its via map is $map_name.hex
-reg [$width-1:0] $memory [0:$depth-1];
-""" + LOAD_VIA_MAP + """
+// via-programmable ROM, $depth x $width bits; its via map is $map_name""" + SUFFIX + """
+""" + ROM_MEMORY + LOAD_VIA_MAP + """
 always @(posedge $clk) begin
     $data <= $memory[$addr];
 end

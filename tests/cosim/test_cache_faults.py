@@ -4,6 +4,7 @@ Everything here runs in a private HARDWIRE_CACHE; entries of the shared cache ar
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ from hardwire.golden.cache import MANIFEST, entry_problem, publish_once
 from hardwire.golden.gguf_model import load_model
 from hardwire.rtl import metal
 from hardwire.rtl.die import get_die
+from hardwire.rtl.via_map import HEADER
 
 DAMAGES = ("flipped_byte", "truncated", "empty", "deleted")
 DIE = get_die("hw-tiny")
@@ -118,10 +120,10 @@ def tiny_image(synth_model_path):
 @pytest.mark.parametrize("how", DAMAGES)
 def test_damaged_metal_is_written_again(private_cache, tiny_image, capfd, how):
     maps, _ = chip_sim.metal_maps(tiny_image)
-    expected = (maps / "tile00_weights.hex").read_bytes()
-    damage(maps / "tile00_weights.hex", how)
+    expected = (maps / "tile00_weights.vmap").read_bytes()
+    damage(maps / "tile00_weights.vmap", how)
     again, hit = chip_sim.metal_maps(tiny_image)
-    assert not hit and (again / "tile00_weights.hex").read_bytes() == expected
+    assert not hit and (again / "tile00_weights.vmap").read_bytes() == expected
     assert "hardwire: note: cache entry" in capfd.readouterr().err
 
 
@@ -227,9 +229,10 @@ def _hardwire(*args, env, cwd):
                           env={**os.environ, **env}, cwd=cwd, timeout=1800)
 
 
-def test_a_flipped_digit_in_a_cached_via_map_is_no_chip_failure(tmp_path, synth_model_path, tiny_image):
-    """One flipped hex digit in a cached via map made `run` blame the chip and `build` write a manifest
-    whose metal_sha256 did not describe its maps. Now the entry is written again: bit-exact, and right."""
+def test_a_flipped_bit_in_a_cached_via_map_is_no_chip_failure(tmp_path, synth_model_path, tiny_image):
+    """One flipped bit in a cached via map (its own header resealed, so that only the cache's manifest can
+    tell) made `run` blame the chip and `build` write a manifest whose metal_sha256 did not describe its
+    maps. Now the entry is written again: bit-exact, and right."""
     shared = os.environ.get("HARDWIRE_CACHE")
     assert _hardwire("build", "--model", synth_model_path, "--die", DIE.name, "--out", tmp_path / "warm",
                      env={}, cwd=tmp_path).returncode == 0  # the shared cache is warm (grid, build)
@@ -242,21 +245,57 @@ def test_a_flipped_digit_in_a_cached_via_map_is_no_chip_failure(tmp_path, synth_
     maps, _ = chip_sim.metal_maps(tiny_image)  # in the shared cache, sound
     entry = private / "metal" / maps.name
     shutil.copytree(maps, entry)
-    weights = entry / "tile00_weights.hex"
-    text = weights.read_text().splitlines(keepends=True)
-    text[10] = ("1" if text[10][0] != "1" else "2") + text[10][1:]
-    weights.write_text("".join(text))
+    weights = entry / "tile00_weights.vmap"
+    damaged = bytearray(weights.read_bytes())
+    damaged[-10] ^= 0x01  # a payload bit
+    damaged[HEADER.size - 32:HEADER.size] = hashlib.sha256(damaged[HEADER.size:]).digest()
+    weights.write_bytes(bytes(damaged))
     env = {"HARDWIRE_CACHE": str(private)}
     run = _hardwire("run", "--model", synth_model_path, "--die", DIE.name, "--prompt-ids", "5,6", "--tokens", 3,
                     "--json", env=env, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["bit_exact"] is True
     assert "hardwire: note: cache entry" in run.stderr and "is damaged" in run.stderr
-    weights.write_text("".join(text))  # damaged again, now under build
+    weights.write_bytes(bytes(damaged))  # damaged again, now under build
     build = _hardwire("build", "--model", synth_model_path, "--die", DIE.name, "--out", tmp_path / "out", "--json",
                       env=env, cwd=tmp_path)
     assert build.returncode == 0, build.stderr
     assert json.loads(build.stdout)["metal_sha256"] == tiny_image.sha256()
     chip_sim.check_via_maps(tmp_path / "out" / "metal", DIE)  # the copied maps are the manifest's
-    copied = tmp_path / "out" / "metal" / "tile00_weights.hex"
-    assert copied.read_bytes() == (maps / "tile00_weights.hex").read_bytes()
+    copied = tmp_path / "out" / "metal" / "tile00_weights.vmap"
+    assert copied.read_bytes() == (maps / "tile00_weights.vmap").read_bytes()
+
+
+# --- the record of a print: a warm build reuses the metal without loading the model ----------------------------
+
+def test_a_warm_build_reuses_the_recorded_print(tmp_path, synth_model_path, monkeypatch):
+    """The second print of the same model file onto the same die neither loads the model nor generates its
+    metal, and describes the same metal; a damaged record is noted and written again."""
+    from hardwire import chip_cli
+    from hardwire.console import Console
+    from hardwire.golden import gguf_model
+
+    assert _hardwire("build", "--model", synth_model_path, "--die", DIE.name, "--out", tmp_path / "warm",
+                     env={}, cwd=tmp_path).returncode == 0  # the shared cache is warm (grid, build)
+    shared, private = cache.cache_root(), tmp_path / "cache"
+    for kind in ("grids", "builds"):  # hard links: cheap; the shared entries are only read
+        top = shared / kind
+        shutil.copytree(top, private / kind, copy_function=os.link,
+                        ignore=lambda d, names, top=top: [n for n in names if Path(d) == top and n.startswith(".")])
+    monkeypatch.setenv("HARDWIRE_CACHE", str(private))
+    first = chip_cli.print_model(Console(json_mode=True), str(synth_model_path), DIE.name, reuse=True)
+    assert first.model is not None and not first.cache_hit  # the private cache had no metal yet
+
+    def no_load(*_args, **_kwargs):
+        raise AssertionError("a warm build loaded the model")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(gguf_model, "load_model", no_load)
+        second = chip_cli.print_model(Console(json_mode=True), str(synth_model_path), DIE.name, reuse=True)
+    assert second.model is None and second.maps == first.maps and second.die == first.die and second.cache_hit
+    assert (second.metal.sha256(), second.metal.stats()) == (first.metal.sha256(), first.metal.stats())
+    record = next((private / "prints").glob("*/print.json"))
+    record.write_text("{}")
+    third = chip_cli.print_model(Console(json_mode=True), str(synth_model_path), DIE.name, reuse=True)
+    assert third.model is not None and third.metal.sha256() == first.metal.sha256()
+    assert json.loads(record.read_text())["metal_sha256"] == first.metal.sha256()  # written again

@@ -15,6 +15,7 @@ from gguf import GGMLQuantizationType as QT
 from hardwire.cosim.behaviour import observers
 from hardwire.cosim.chip_sim import ChipSim, grid_sources, metal_maps
 from hardwire.cosim.generation import ChipStatusError, generate
+from hardwire.cosim.via_map_loader import with_package
 from hardwire.golden.gguf_model import load_model
 from hardwire.golden.synth import SynthSpec, write_synthetic
 from hardwire.rtl import chip, metal
@@ -119,7 +120,7 @@ def test_base_grid_is_the_same_for_two_models(models, chip_for):
     assert fmts[0] == {FORMAT_CODE[QT.Q4_1], FORMAT_CODE[QT.Q8_0]}
     assert fmts[2] == {FORMAT_CODE[QT.Q3_K], FORMAT_CODE[QT.Q6_K]}
     sources, _ = grid_sources(DIE)
-    assert sources == chip.base_grid(DIE)  # what the cache holds is what the RTL converts to
+    assert sources == with_package(chip.base_grid(DIE))  # what the RTL converts to, with the ROMs' loader package
     sims = [chip_for(models[n], image) for n, image in zip(names, images, strict=True)]
     assert len({sim.sim.key for sim in sims}) == 1 and all(sim.cache_hit for sim in sims[1:])  # one build
 

@@ -161,7 +161,7 @@ def test_a_rank_beyond_the_die_is_refused_naming_both(model, tmp_path):
 
 def _digest(directory) -> str:
     h = hashlib.sha256()
-    for path in sorted(directory.glob("*.hex")):
+    for path in sorted(directory.glob("*.vmap")):
         h.update(path.read_bytes())
     return h.hexdigest()
 

@@ -192,13 +192,13 @@ def test_a_slot_copy_of_a_super_block_scale_changes_one_activation_block(printed
 def test_flipped_maps_never_write_into_the_base(printed, tmp_path):
     model, image = printed["tied"]
     base, _ = metal_maps(image)
-    before = (base / "tile00_weights.hex").read_bytes()
+    before = (base / "tile00_weights.vmap").read_bytes()
     out = tmp_path / "m"
     for bit in (0, 1):  # twice into the same directory: the second write must replace the link, not follow it
         mutation.flipped_maps(base, image, Flip("tile00_weights", 0, bit), out)
     mutation.flipped_maps(base, image, Flip("lut_exp2", 0, 0), out)
-    assert (base / "tile00_weights.hex").read_bytes() == before
-    assert (out / "tile00_weights.hex").read_bytes() == before
+    assert (base / "tile00_weights.vmap").read_bytes() == before
+    assert (out / "tile00_weights.vmap").read_bytes() == before
 
 
 def test_mutation_score_json(capsys):

@@ -49,7 +49,7 @@ def block_mac8():
 
 @pytest.fixture(scope="session")
 def via_rom(worker_dir):
-    via_map = write_via_map(worker_dir / "rom.hex", rom_words(), ROM_WIDTH, ROM_DEPTH)
+    via_map = write_via_map(worker_dir / "rom.vmap", rom_words(), ROM_WIDTH, ROM_DEPTH)
     return ViaRomCell(via_map, ROM_WIDTH, ROM_DEPTH)
 
 

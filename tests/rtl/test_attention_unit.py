@@ -287,7 +287,7 @@ def test_verilog_depends_only_on_the_die(die_name):
     # the unit's parameters: its ports, then the die's limits; no model number can reach it
     assert list(inspect.signature(attention_unit.func).parameters) == [*UNIT_PORTS, "limits"]
     top = harness_top(limits)
-    assert lint({f"{top}.v": gqa3}, top, defines={via_map_define(EXP2_MAP): '"exp2.hex"'}) == ""
+    assert lint({f"{top}.v": gqa3}, top, defines={via_map_define(EXP2_MAP): '"exp2.vmap"'}) == ""
 
 
 # --- output saturation at ATTN_OUT_BITS ------------------------------------------------------------
@@ -503,9 +503,9 @@ def test_lint_clean(unit):
     (the unit and its EXP2_LUT via ROM); the only initial blocks are the ROM's two loads (the
     build-time define, or else the run-time via-map directory)."""
     plan = unit.sim.plan
-    assert lint(plan.sources, plan.top, defines={via_map_define(EXP2_MAP): '"exp2.hex"'}) == ""
+    assert lint(plan.sources, plan.top, defines={via_map_define(EXP2_MAP): '"exp2.vmap"'}) == ""
     verilog = plan.sources[f"{plan.top}.v"]
-    assert len(re.findall(r"\binitial\b", verilog)) == 2 and verilog.count("$readmemh(") == 2
+    assert len(re.findall(r"\binitial\b", verilog)) == 2 and verilog.count("hw_via_map_load(") == 2
 
 
 def test_sram_model_reads_before_write():

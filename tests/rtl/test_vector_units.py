@@ -149,7 +149,7 @@ def unit_designs():
 def test_units_are_lint_clean_with_no_tables_inside(name):
     verilog = to_verilog(unit_designs()[name], name)
     assert lint({f"{name}.v": verilog}, name) == ""
-    assert "initial" not in verilog and "readmem" not in verilog, "tables belong in the ROM macros"
+    assert "initial" not in verilog and "via_map" not in verilog, "tables belong in the ROM macros"
 
 
 def test_lut_rom_is_lint_clean_and_loads_from_its_define():
@@ -157,11 +157,11 @@ def test_lut_rom_is_lint_clean_and_loads_from_its_define():
         return lut_rom(bit_signal(), bit_signal(), unsigned_signal(3 * 11), unsigned_signal(3 * 17), "t", 1536, 3)
 
     verilog = to_verilog(design, "lut")
-    assert lint({"lut.v": verilog}, "lut", defines={via_map_define("t"): '"any.hex"'}) == ""
+    assert lint({"lut.v": verilog}, "lut", defines={via_map_define("t"): '"any.vmap"'}) == ""
     assert lint({"lut.v": verilog}, "lut") == ""  # without the define: the map comes from +hw_via_maps
     # one load per ROM: from the define, or else from the run-time directory
-    assert f"$readmemh(`{via_map_define('t')}," in verilog and verilog.count("$readmemh(") == 2
-    assert '"/t.hex"' in verilog
+    assert f"hw_via_map_load(`{via_map_define('t')}," in verilog and verilog.count("hw_via_map_load(") == 2
+    assert '"/t.vmap"' in verilog
 
 
 @pytest.mark.parametrize("depth, ports, addr_bits, data_bits, message", [

@@ -36,16 +36,17 @@ def test_cells_are_lint_clean_and_have_no_initial_blocks(name):
 @pytest.mark.parametrize("width, depth", [(72, 300), (16, 1024)])
 def test_via_rom_is_lint_clean_and_loads_from_its_define(width, depth):
     verilog = to_verilog(via_rom_top(width, depth, "lint"), "rom")
-    assert lint({"rom.v": verilog}, "rom", defines={via_map_define("lint"): '"any.hex"'}) == ""
+    assert lint({"rom.v": verilog}, "rom", defines={via_map_define("lint"): '"any.vmap"'}) == ""
     assert lint({"rom.v": verilog}, "rom") == ""  # the run-time branch: +hw_via_maps=<dir>
     assert len(re.findall(r"\binitial\b", verilog)) == 2  # one per branch of the `ifdef: one load
-    assert f"$readmemh(`{via_map_define('lint')}," in verilog and '"/lint.hex"' in verilog
+    assert f"hw_via_map_load(`{via_map_define('lint')}," in verilog and '"/lint.vmap"' in verilog
+    assert "$readmem" not in verilog, "the macro loads its binary via map, not hex text"
 
 
 def test_via_rom_verilog_does_not_depend_on_the_contents(tmp_path):
     """Base grid versus metal: the contents live in the via map, never in the Verilog."""
-    a = write_via_map(tmp_path / "a.hex", range(64), 16)
-    b = write_via_map(tmp_path / "b.hex", reversed(range(64)), 16)
+    a = write_via_map(tmp_path / "a.vmap", range(64), 16)
+    b = write_via_map(tmp_path / "b.vmap", reversed(range(64)), 16)
     assert to_verilog(via_rom_top(16, 64, "m", a), "rom") == to_verilog(via_rom_top(16, 64, "m", b), "rom")
 
 

@@ -12,7 +12,7 @@ from hardwire.regression_plugin import WORKERS_DIR, RunRecord, merge_run_dir
 SCRIPT_NAME = "test_names[<script>document.body.setAttribute('data-pwned','1')</script>]"
 MISMATCH_A = "AssertionError: (layer 1, op q, position 0): element 5 expected 12, got 13 at cycle 123"
 MISMATCH_B = "AssertionError: (layer 1, op q, position 3): element 17 expected -4, got 9 at cycle 98765"
-OTHER = "HardwireError: via map /tmp/pytest-of-ci/pytest-7/m0/tile01_weights.hex is 12 x 0x40 bits"
+OTHER = "HardwireError: via map /tmp/pytest-of-ci/pytest-7/m0/tile01_weights.vmap is 12 x 0x40 bits"
 REPRODUCE_A = "pytest 'tests/cosim/test_chip.py::test_generation_is_bit_exact[q4_1-gqa2-v301]'"
 REPRODUCE_OTHER = "pytest 'tests/cosim/test_chip.py::test_a_flipped_via_bit_fails_at_its_layer_and_op[x]'"
 # (classname, name, status, message, text, properties)
