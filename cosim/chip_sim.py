@@ -204,18 +204,18 @@ def map_names(die: Die) -> dict[str, tuple[int, int]]:
 def metal_maps(metal: Metal) -> tuple[Path, bool]:
     """The metal's via maps as files for the chip's ROM macros: (directory, cache hit).
     A ROM the model leaves empty (an unused tile's weights) gets an all-zero map."""
-    names = map_names(metal.die)
+    return publish_once(cache_root() / "metal", metal_key(metal.sha256()), lambda staging: write_maps(metal, staging))
 
-    def write(staging: Path) -> None:
-        for name, (width, depth) in names.items():
-            image = metal.roms.get(name)
-            if image is not None and (image.width != width or image.used > depth):
-                raise HardwireError(f"via map {name} is {image.used} x {image.width} bits; the die's macro holds "
-                                    f"{depth} x {width}")
-            rows = image.words if image is not None else np.zeros((0, -(-width // 8)), np.uint8)
-            write_via_map_rows(staging / via_map_file(name), rows, width, depth)
 
-    return publish_once(cache_root() / "metal", metal_key(metal.sha256()), write)
+def write_maps(metal: Metal, directory: Path) -> None:
+    """Every via map of the metal's die into `directory`, an all-zero one for a ROM the model leaves empty."""
+    for name, (width, depth) in map_names(metal.die).items():
+        image = metal.roms.get(name)
+        if image is not None and (image.width != width or image.used > depth):
+            raise HardwireError(f"via map {name} is {image.used} x {image.width} bits; the die's macro holds "
+                                f"{depth} x {width}")
+        rows = image.words if image is not None else np.zeros((0, -(-width // 8)), np.uint8)
+        write_via_map_rows(directory / via_map_file(name), rows, width, depth)
 
 
 def metal_key(metal_sha256: str) -> str:
