@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from hardwire.golden.errors import HardwireError
 from hardwire.rtl import chip
-from hardwire.rtl.isa import LORA_PASS_LEN, Instr, Op
+from hardwire.rtl.isa import LORA_PASS_LEN, Instr, Op, is_pass_head
 from hardwire.rtl.metal import Metal, tile_layout
 
 from .chip_sim import CycleCounts
@@ -56,8 +56,8 @@ def program_labels(program: list[Instr], metal: Metal, head: bool) -> list[str |
             in_pass -= 1
             continue
         labels.append(_label(ins, metal, head))
-        if ins.op == Op.MATMUL and ins.lora:
-            in_pass = LORA_PASS_LEN
+        if is_pass_head(ins):
+            in_pass = LORA_PASS_LEN - 1
     return labels
 
 

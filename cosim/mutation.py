@@ -149,34 +149,48 @@ def _signed(value: int, bits: int) -> int:
 
 # weights: the block slots of the tile and head ROMs
 
-def _tensors(image: M.Metal, model: Model, rom: str) -> list[tuple[str, Weight, int, int]]:
-    """(name, tensor, first word, lanes) of every tensor in a weight ROM, in ROM order."""
+def _runs(image: M.Metal, model: Model, rom: str) -> list[tuple[list[tuple[str, Weight]], int, int]]:
+    """(tensors, first word, lanes) of every run of a weight ROM, in ROM order: a run's tensors have
+    their rows one after another (rtl/metal.py fused_runs; the head's tensors each run alone)."""
     die = image.die
     if rom == "head_weights":
         tied = model.lm_head is model.embed
-        parts = [("lm_head", model.lm_head)] + ([] if tied else [("embed", model.embed)])
+        runs = [[("lm_head", model.lm_head)]] + ([] if tied else [[("embed", model.embed)]])
         lanes = die.head_lanes
     else:
         layer = model.layers[int(rom[4:6])]
-        parts = [(t, getattr(layer, t)) for t in M.LAYER_TENSORS]
+        runs = [[(t, getattr(layer, t)) for t in run] for run in M.layer_runs(layer)]
         lanes = die.lanes
     out, at = [], 0
-    for name, t in parts:
-        out.append((name, t, at, lanes))
-        rows, cols = t.shape
+    for run in runs:
+        out.append((run, at, lanes))
+        rows, cols = sum(t.shape[0] for _, t in run), run[0][1].shape[1]
         at += M._ceil(rows, lanes) // lanes * (cols // BLOCK)
     return out
 
 
+def _row_of_run(run: list[tuple[str, Weight]], row: int) -> tuple[str, Weight, int] | None:
+    """The tensor of a run that holds the run's row `row`, and the row within it; None past the run."""
+    for name, t in run:
+        if row < t.shape[0]:
+            return name, t, row
+        row -= t.shape[0]
+    return None
+
+
 def _decode_weights(image: M.Metal, model: Model, flip: Flip) -> Decoded:
-    name, t, base, lanes = [p for p in _tensors(image, model, flip.rom) if p[2] <= flip.word][-1]
-    rows, nb = t.shape[0], t.shape[1] // BLOCK
+    run, base, lanes = [r for r in _runs(image, model, flip.rom) if r[1] <= flip.word][-1]
+    nb = run[0][1].shape[1] // BLOCK
     group, block = divmod(flip.word - base, nb)
     lane, byte = divmod(flip.bit // 8, SLOT_BYTES)
-    row, bit = group * lanes + lane, flip.bit % 8
+    run_row, bit = group * lanes + lane, flip.bit % 8
+    found = _row_of_run(run, run_row)
+    if found is None:
+        names = "|".join(name for name, _ in run)
+        return Decoded(UNUSED, f"{flip.rom.split('_')[0]} {names} row {run_row} block {block}: a padded row past "
+                               f"the run's {sum(t.shape[0] for _, t in run)}")
+    name, t, row = found
     where = f"{flip.rom.split('_')[0]} {name} row {row} block {block}"
-    if row >= rows:
-        return Decoded(UNUSED, f"{where}: a padded row past the tensor's {rows}")
     at = _Where((None if flip.rom == "head_weights" else int(flip.rom[4:6]), name), where, row, block)
     if isinstance(t, BlockFields):
         return _decode_field(t, at, byte, bit)

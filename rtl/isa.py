@@ -8,7 +8,7 @@ every block the instruction writes to the debug tap port under that op id.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import IntEnum
 
 from gguf import GGMLQuantizationType as QT
@@ -45,10 +45,12 @@ TAP_NAME = {i + 1: name for i, name in enumerate(TAP_OPS)}
 FORMAT_CODE = {QT.Q8_0: 0, QT.Q4_0: 1, QT.Q4_1: 2, QT.Q5_0: 3, QT.Q5_1: 4, QT.Q2_K: 5, QT.Q3_K: 6, QT.Q4_K: 7,
                QT.Q5_K: 8, QT.Q6_K: 9}
 
-# LoRA (docs/numerics.md 12.2): a projection's MATMUL names its projection in `lora` (1 + its index in
-# LORA_PROJECTIONS); its adapter pass, LORA_PASS_LEN instructions, follows it and runs only while the
-# tile's adapter flag for that projection is set, else the sequencer steps over it (no cycle spent).
-# `sram` makes a MATMUL read its weight blocks from the tile's LoRA SRAM instead of the weight ROM.
+# LoRA (docs/numerics.md 12.2): each projection's adapter pass, LORA_PASS_LEN instructions, follows the
+# MATMUL that computes the projection (one MATMUL may compute a run of projections, each pass follows in
+# turn). Both name the projection in `lora` (1 + its index in LORA_PROJECTIONS). The pass's first
+# instruction (a MATMUL with `sram`) is stepped over with the whole pass, in DECODE, while the tile's
+# adapter flag for its projection is clear; while it is set, the projection's MATMUL leaves its tap to the
+# pass's ADD. `sram` makes a MATMUL read its weight blocks from the tile's LoRA SRAM instead of the weight ROM.
 LORA_PROJECTIONS = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")
 LORA_PASS_LEN = 4  # MATMUL A (sram), RQ, MATMUL B' (sram), ADD
 
@@ -101,3 +103,23 @@ def field_offsets() -> dict[str, tuple[int, int]]:
         shift += bits
     return out
 
+
+def is_pass_head(ins: Instr) -> bool:
+    """The first instruction of an adapter pass: the sequencer steps over the pass from it."""
+    return ins.op == Op.MATMUL and bool(ins.sram) and ins.lora != 0
+
+
+def executed(program: list[Instr], loaded: set[str]) -> list[Instr]:
+    """The instructions a tile runs with the adapter flags of `loaded` set (rtl/tile.py sequencer and decoder),
+    as they take effect: a pass whose flag is clear is stepped over; while a projection's flag is set, its
+    MATMUL runs without its tap."""
+    out, pc = [], 0
+    while pc < len(program):
+        ins = program[pc]
+        on = ins.lora != 0 and LORA_PROJECTIONS[ins.lora - 1] in loaded
+        if is_pass_head(ins) and not on:
+            pc += LORA_PASS_LEN
+            continue
+        out.append(replace(ins, tap=0) if on else ins)
+        pc += 1
+    return out

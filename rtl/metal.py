@@ -37,6 +37,9 @@ CONST_BITS = BLOCK * GAIN_BITS  # one consts word: 32 gains, or a header
 STRAP_BITS = 128
 EXP2_WIDTH = 17  # EXP2_LUT entries are at most 2**16
 LAYER_TENSORS = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")
+# projections that read one input and write adjacent scratchpad regions: one MATMUL computes each run of
+# them that shares a weight format, their rows one after another in the ROM (rtl/metal.py fused_runs)
+FUSIBLE = (("wq", "wk", "wv"), ("wo",), ("w_gate", "w_up"), ("w_down",))
 STREAM_ONLY = 1  # MATMUL aux flag: outputs go to the tap port and the argmax tracker, not the scratchpad
 
 
@@ -93,11 +96,42 @@ def matmul_shape(rows: int, lanes: int) -> tuple[int, int]:
     return _ceil(rows, lanes) // lanes, _ceil(rows, BLOCK) // BLOCK
 
 
-def tile_rom_words_needed(cfg: ModelConfig, lanes: int) -> int:
+def projection_shape(cfg: ModelConfig, proj: str) -> tuple[int, int]:
+    """(output rows, input columns) of a layer projection."""
     kv = cfg.n_kv_heads * cfg.head_dim
-    shapes = [(cfg.d_model, cfg.d_model), (kv, cfg.d_model), (kv, cfg.d_model), (cfg.d_model, cfg.d_model),
-              (cfg.d_ffn, cfg.d_model), (cfg.d_ffn, cfg.d_model), (cfg.d_model, cfg.d_ffn)]
-    return sum(_ceil(rows, lanes) // lanes * (cols // BLOCK) for rows, cols in shapes)
+    rows = {"wq": cfg.d_model, "wk": kv, "wv": kv, "wo": cfg.d_model, "w_gate": cfg.d_ffn, "w_up": cfg.d_ffn,
+            "w_down": cfg.d_model}[proj]
+    return rows, cfg.d_ffn if proj == "w_down" else cfg.d_model
+
+
+def fused_runs(formats: dict[str, object]) -> list[tuple[str, ...]]:
+    """LAYER_TENSORS in the runs one MATMUL each computes: neighbours in a FUSIBLE group with one format."""
+    runs = []
+    for group in FUSIBLE:
+        run = [group[0]]
+        for proj in group[1:]:
+            if formats[proj] == formats[run[-1]]:
+                run.append(proj)
+            else:
+                runs.append(tuple(run))
+                run = [proj]
+        runs.append(tuple(run))
+    return runs
+
+
+def layer_runs(layer) -> list[tuple[str, ...]]:
+    """The fused runs of a model layer, by its tensors' formats."""
+    return fused_runs({t: getattr(layer, t).qtype for t in LAYER_TENSORS})
+
+
+def run_rows(cfg: ModelConfig, run: tuple[str, ...]) -> int:
+    return sum(projection_shape(cfg, proj)[0] for proj in run)
+
+
+def tile_rom_words_needed(cfg: ModelConfig, lanes: int, runs: list[tuple[str, ...]] = FUSIBLE) -> int:
+    """Weight ROM words of a layer whose projections fuse into `runs` (by default, all of one format)."""
+    return sum(_ceil(run_rows(cfg, run), lanes) // lanes * (projection_shape(cfg, run[0])[1] // BLOCK)
+               for run in runs)
 
 
 def head_rom_words_needed(cfg: ModelConfig, lanes: int, tied: bool) -> int:
@@ -105,9 +139,12 @@ def head_rom_words_needed(cfg: ModelConfig, lanes: int, tied: bool) -> int:
     return per_table if tied else 2 * per_table
 
 
-def overflows(cfg: ModelConfig, die: Die, tied: bool = True) -> list[str]:
-    """What of the model does not fit the die, each with how far over it is."""
+def overflows(cfg: ModelConfig, die: Die, tied: bool = True,
+              layers_runs: list[list[tuple[str, ...]]] = (FUSIBLE,)) -> list[str]:
+    """What of the model does not fit the die, each with how far over it is; `layers_runs` holds the
+    fused runs of each layer (a layer of mixed formats needs more ROM words)."""
     kv = cfg.n_kv_heads * cfg.head_dim
+    tile_words = max(tile_rom_words_needed(cfg, die.lanes, runs) for runs in layers_runs)
     checks = [
         ("layers", cfg.n_layers, die.tiles, "tiles"),
         ("d_model", cfg.d_model, die.max_d_model, "max_d_model"),
@@ -115,7 +152,7 @@ def overflows(cfg: ModelConfig, die: Die, tied: bool = True) -> list[str]:
         ("kv_dim", kv, die.max_kv_dim, "max_kv_dim"),
         ("vocab", cfg.vocab, die.max_vocab, "max_vocab"),
         ("heads", cfg.n_heads, die.max_heads, "max_heads"),
-        ("tile ROM words", tile_rom_words_needed(cfg, die.lanes), die.tile_rom_words, "tile_rom_words"),
+        ("tile ROM words", tile_words, die.tile_rom_words, "tile_rom_words"),
         ("head ROM words", head_rom_words_needed(cfg, die.head_lanes, tied), die.head_rom_words,
          "head_rom_words"),
     ]
@@ -123,8 +160,12 @@ def overflows(cfg: ModelConfig, die: Die, tied: bool = True) -> list[str]:
             for what, need, limit, limit_name in checks if need > limit]
 
 
+def model_overflows(model: Model, die: Die) -> list[str]:
+    return overflows(model.config, die, model.lm_head is model.embed, [layer_runs(lw) for lw in model.layers])
+
+
 def check_fits(model: Model, die: Die) -> None:
-    problems = overflows(model.config, die, tied=model.lm_head is model.embed)
+    problems = model_overflows(model, die)
     if problems:
         raise HardwireError(f"the model does not fit die {die.name}: {'; '.join(problems)}")
 
@@ -132,14 +173,13 @@ def check_fits(model: Model, die: Die) -> None:
 def smallest_die(model: Model) -> Die:
     """The die with the fewest weight ROM bits (tiles and head) that fits the model; a tie goes to the
     die listed first in the catalog (rtl/die.py DIES: hw-tiny before hw-tiny-w)."""
-    tied = model.lm_head is model.embed
     by_size = sorted(DIES.values(), key=lambda d: d.rom_bits)
     for die in by_size:
-        if not overflows(model.config, die, tied):
+        if not model_overflows(model, die):
             return die
     largest = by_size[-1]
     raise HardwireError(f"the model fits no die; on the largest, {largest.name}: "
-                        f"{'; '.join(overflows(model.config, largest, tied))}")
+                        f"{'; '.join(model_overflows(model, largest))}")
 
 
 # --- weights -------------------------------------------------------------------------------------
@@ -200,9 +240,10 @@ def block_slots(t: Weight) -> np.ndarray:
     return slots
 
 
-def weight_words(t: Weight, lanes: int) -> np.ndarray:
-    """ROM words for one tensor: row group g, input block b at word g * nb + b, lane l = row g * lanes + l."""
-    slots = block_slots(t)
+def weight_words(t: Weight | list[Weight], lanes: int) -> np.ndarray:
+    """ROM words for one tensor, or a run of tensors with their rows one after another: row group g, input
+    block b at word g * nb + b, lane l = row g * lanes + l."""
+    slots = np.concatenate([block_slots(w) for w in (t if isinstance(t, list) else [t])])
     rows, nb = slots.shape[:2]
     padded = np.zeros((_ceil(rows, lanes), nb, SLOT_BYTES), np.uint8)
     padded[:rows] = slots
@@ -255,10 +296,8 @@ def layout_of_blocks(nd: int, nf: int, nkv: int) -> TileLayout:
 
 def lora_dims(cfg: ModelConfig, proj: str) -> tuple[int, int]:
     """(output rows, input blocks) of a projection."""
-    kv = cfg.n_kv_heads * cfg.head_dim
-    out = {"wq": cfg.d_model, "wk": kv, "wv": kv, "wo": cfg.d_model, "w_gate": cfg.d_ffn, "w_up": cfg.d_ffn,
-           "w_down": cfg.d_model}[proj]
-    return out, (cfg.d_ffn if proj == "w_down" else cfg.d_model) // BLOCK
+    rows, cols = projection_shape(cfg, proj)
+    return rows, cols // BLOCK
 
 
 @dataclass(frozen=True)
@@ -297,76 +336,70 @@ def lora_pass(cfg: ModelConfig, die: Die, proj: str, src: int, out_base: int, u:
     out, nb = lora_dims(cfg, proj)
     q8 = FORMAT_CODE[QT.Q8_0]
     (a_groups, a_blocks), (b_groups, b_blocks) = matmul_shape(rank, die.lanes), matmul_shape(out, die.lanes)
-    return [Instr(Op.MATMUL, src=src, dst=u, n=nb, groups=a_groups, blocks=a_blocks, rom=slot.a_base, fmt=q8, sram=1),
+    lora = 1 + LORA_PROJECTIONS.index(proj)  # the pass head: the tile steps over the pass from it
+    return [Instr(Op.MATMUL, src=src, dst=u, n=nb, groups=a_groups, blocks=a_blocks, rom=slot.a_base, fmt=q8, sram=1,
+                  lora=lora),
             Instr(Op.RQ, src=u, dst=u, n=rank // BLOCK),
             Instr(Op.MATMUL, src=u, dst=z, n=rank // BLOCK, groups=b_groups, blocks=b_blocks, rom=slot.b_base, fmt=q8,
                   sram=1),
             Instr(Op.ADD, tap=tap_id, src=out_base, src2=z, dst=out_base, n=out // BLOCK)]
 
 
-def with_lora(program: list[Instr], passes: dict[str, list[Instr]]) -> list[Instr]:
-    """The program with each projection's adapter pass right after the projection's MATMUL."""
-    out = []
-    for ins in program:
-        out.append(ins)
-        if ins.lora:
-            out.extend(passes[LORA_PROJECTIONS[ins.lora - 1]])
-    return out
-
-
 def layer_program(cfg: ModelConfig, lanes: int, bases: dict[str, int], consts: dict[str, int],
                   formats: dict[str, int], die: Die | None = None) -> list[Instr]:
-    """The layer's program; with a die that has a LoRA SRAM, every projection's MATMUL is followed by
-    its adapter pass (which the tile steps over while the projection's adapter flag is clear)."""
+    """The layer's program. One MATMUL computes each fused run of projections (`bases` gives a run's ROM
+    word at its first projection); with a die that has a LoRA SRAM, each projection's adapter pass follows
+    its run's MATMUL (the tile steps over a pass while its projection's adapter flag is clear)."""
     L = tile_layout(cfg)
     nd, nf = cfg.d_model // BLOCK, cfg.d_ffn // BLOCK
     nkv = cfg.n_kv_heads * cfg.head_dim // BLOCK
     hb = cfg.head_dim // BLOCK
-    kv = cfg.n_kv_heads * cfg.head_dim
     tap = TAP_ID
-
+    runs = fused_runs(formats)
     lora = die is not None and die.lora_rank > 0
+    if lora:
+        _check_lora_scratch(cfg, die)
+    # (input, output base, tap, z) of each projection: its adapter pass's u borrows the q region (free
+    # outside RoPE..ATTN), z a region the projection's result is not in
+    regions = {"wq": (L.h, L.qkv, 0, L.gate_up), "wk": (L.h, L.qkv + nd, 0, L.gate_up),
+               "wv": (L.h, L.qkv + nd + nkv, 0, L.gate_up), "wo": (L.attn, L.o, tap["o"], L.gate_up),
+               "w_gate": (L.h, L.gate_up, 0, L.f), "w_up": (L.h, L.gate_up + nf, 0, L.f),
+               "w_down": (L.f, L.o, tap["down"], L.gate_up)}
 
-    def matmul(src, dst, n, rows, tensor, tap_id=0):
-        groups, blocks = matmul_shape(rows, lanes)
-        return Instr(Op.MATMUL, tap=tap_id, src=src, dst=dst, n=n, groups=groups, blocks=blocks, rom=bases[tensor],
-                     fmt=formats[tensor], lora=1 + LORA_PROJECTIONS.index(tensor) if lora else 0)
+    def projections(group: tuple[str, ...]) -> list[Instr]:
+        """The MATMULs of a FUSIBLE group's runs, each followed by its projections' adapter passes."""
+        out = []
+        for run in (r for r in runs if r[0] in group):
+            src, dst, tap_id, _ = regions[run[0]]
+            groups, blocks = matmul_shape(run_rows(cfg, run), lanes)
+            out.append(Instr(Op.MATMUL, tap=tap_id, src=src, dst=dst, n=projection_shape(cfg, run[0])[1] // BLOCK,
+                             groups=groups, blocks=blocks, rom=bases[run[0]], fmt=formats[run[0]],
+                             lora=1 + LORA_PROJECTIONS.index(run[0]) if lora else 0))
+            for proj in run if lora else ():
+                src, dst, tap_id, z = regions[proj]
+                out += lora_pass(cfg, die, proj, src, dst, L.q, z, tap_id)
+        return out
 
-    program = [
+    return [
         Instr(Op.RECV, dst=L.x, n=nd),
         Instr(Op.NORM, tap=tap["attn_norm"], src=L.x, dst=L.h, n=nd, rom=consts["attn_norm"]),
-        matmul(L.h, L.qkv, nd, cfg.d_model, "wq"),
-        matmul(L.h, L.qkv + nd, nd, kv, "wk"),
-        matmul(L.h, L.qkv + nd + nkv, nd, kv, "wv"),
+        *projections(FUSIBLE[0]),
         Instr(Op.ROPE, tap=tap["q"], src=L.qkv, dst=L.q, n=nd, aux=hb),
         Instr(Op.ROPE, tap=tap["k"], src=L.qkv + nd, dst=L.k, n=nkv, aux=hb),
         Instr(Op.RQ, tap=tap["v"], src=L.qkv + nd + nkv, dst=L.v, n=nkv),
         Instr(Op.KVW, src=L.k, src2=L.v, n=hb, groups=cfg.n_heads, aux=cfg.n_kv_heads),
         Instr(Op.ATTN, tap=tap["attn"], src=L.q, dst=L.attn, n=hb, groups=cfg.n_heads, aux=cfg.n_kv_heads,
               rom=spec.attn_scale(cfg.head_dim)),
-        matmul(L.attn, L.o, nd, cfg.d_model, "wo", tap["o"]),
+        *projections(FUSIBLE[1]),
         Instr(Op.ADD, tap=tap["resid_attn"], src=L.x, src2=L.o, dst=L.x, n=nd),
         Instr(Op.NORM, tap=tap["ffn_norm"], src=L.x, dst=L.h, n=nd, rom=consts["ffn_norm"]),
-        matmul(L.h, L.gate_up, nd, cfg.d_ffn, "w_gate"),
-        matmul(L.h, L.gate_up + nf, nd, cfg.d_ffn, "w_up"),
+        *projections(FUSIBLE[2]),
         Instr(Op.SILU, tap=tap["ffn_act"], src=L.gate_up, src2=L.gate_up + nf, dst=L.f, n=nf),
-        matmul(L.f, L.o, nf, cfg.d_model, "w_down", tap["down"]),
+        *projections(FUSIBLE[3]),
         Instr(Op.ADD, tap=tap["resid_ffn"], src=L.x, src2=L.o, dst=L.x, n=nd),
         Instr(Op.SEND, src=L.x, n=nd),
         Instr(Op.END),
     ]
-    if not lora:
-        return program
-    _check_lora_scratch(cfg, die)
-    # u in the q region (free outside RoPE..ATTN); z where the projection's result is not
-    passes = {"wq": lora_pass(cfg, die, "wq", L.h, L.qkv, L.q, L.gate_up),
-              "wk": lora_pass(cfg, die, "wk", L.h, L.qkv + nd, L.q, L.gate_up),
-              "wv": lora_pass(cfg, die, "wv", L.h, L.qkv + nd + nkv, L.q, L.gate_up),
-              "wo": lora_pass(cfg, die, "wo", L.attn, L.o, L.q, L.gate_up, tap["o"]),
-              "w_gate": lora_pass(cfg, die, "w_gate", L.h, L.gate_up, L.q, L.f),
-              "w_up": lora_pass(cfg, die, "w_up", L.h, L.gate_up + nf, L.q, L.f),
-              "w_down": lora_pass(cfg, die, "w_down", L.f, L.o, L.q, L.gate_up, tap["down"])}
-    return with_lora(program, passes)
 
 
 def _check_lora_scratch(cfg: ModelConfig, die: Die) -> None:
@@ -450,12 +483,11 @@ def _generate_clean(model: Model, die: Die) -> Metal:
 def _add_layer_tile(metal: Metal, model: Model, tile: int) -> None:
     die, cfg, lw = metal.die, model.config, model.layers[tile]
     name = f"tile{tile:02d}"
-    words, bases, formats = [], {}, {}
-    at = 0
-    for tensor in LAYER_TENSORS:
-        t = getattr(lw, tensor)
-        bases[tensor], formats[tensor] = at, FORMAT_CODE[t.qtype]
-        words.append(weight_words(t, die.lanes))
+    formats = {t: FORMAT_CODE[getattr(lw, t).qtype] for t in LAYER_TENSORS}
+    words, bases, at = [], {}, 0
+    for run in fused_runs(formats):
+        bases[run[0]] = at
+        words.append(weight_words([getattr(lw, t) for t in run], die.lanes))
         at += len(words[-1])
     metal.roms[f"{name}_weights"] = RomImage(f"{name}_weights", die.tile_rom_width, die.tile_rom_words,
                                              np.concatenate(words))

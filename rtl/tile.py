@@ -25,7 +25,7 @@ Ports:
     lora             the read port of the tile's LoRA SRAM: a word of `lanes` adapter blocks
                      (docs/numerics.md 12.1), read like a weight word by a MATMUL with `sram` set
     lora_on          the adapter flag of each projection (rtl/isa.py LORA_PROJECTIONS): a set flag
-                     runs the adapter pass that follows the projection's MATMUL; a clear one skips it
+                     runs the projection's adapter pass; a clear one steps over it
     perf_*           the performance probe: working (busy, not waiting in RECV), in RUN, and the
                      microcode address of the instruction
     tap_*            the written block, its op id and block index
@@ -244,7 +244,6 @@ class Instruction:
             unsigned_signal(AUX_HI - AUX_LO)
         self.sram = bit_signal()  # a MATMUL on the LoRA SRAM
         self.blocks = unsigned_signal(BLOCKS_HI - BLOCKS_LO)  # a MATMUL's output blocks
-        self.skip = bit_signal()  # the adapter pass after this instruction is off: step over it
 
 
 class Counts:
@@ -303,10 +302,12 @@ def tile(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_va
     ucode_data, w_data, lora_data = ucode.data, w.data, lora.data
     row_base = unsigned_signal(w_bits)  # EMBED: the first ROM word of the token's row group
     # produce: a unit hands out a block this cycle; end_tap: the head taps its token
-    produce, end_tap, mm_out_valid = bit_signal(), bit_signal(), bit_signal()
+    # pass_off: the word in DECODE heads an adapter pass whose projection's flag is clear
+    produce, end_tap, mm_out_valid, pass_off = bit_signal(), bit_signal(), bit_signal(), bit_signal()
     pass_flags = ConcatSignal(lora_on, intbv(0)[1:])  # bit 1 + p: projection p's adapter is loaded
     control = [sequencer(clk, rst, start, entry, busy, ucode, state, counts, reads, end_tap, produce, mm_out_valid,
-                         ins),
+                         pass_off),
+               pass_switch(ucode_data, pass_flags, pass_off),
                decoder(clk, rst, state, ucode_data, token, pass_flags, ins, counts, strobes, row_base, lanes, w_bits,
                        s_bits),
                issuer(clk, rst, state, ins, counts, reads, row_base, w, s_bits, head_block_bits, lanes > BLOCK),
@@ -491,10 +492,10 @@ def lora_reads(clk, ins, reads, lora, lora_sram: bool):
 
 
 @block
-def sequencer(clk, rst, start, entry, busy, ucode, state, counts, reads, end_tap, produce, mm_out_valid, ins):
+def sequencer(clk, rst, start, entry, busy, ucode, state, counts, reads, end_tap, produce, mm_out_valid, pass_off):
     """The FSM: fetch and decode an instruction, run it until every read is issued and every result
-    written, then the next (stepping over an adapter pass that is off); END stops (the head first
-    taps its token, in FINISH)."""
+    written, then the next; an adapter pass that is off is stepped over from its first instruction's
+    DECODE; END stops (the head first taps its token, in FINISH)."""
     pc = unsigned_signal(len(ucode.addr))
 
     @always_comb
@@ -522,21 +523,34 @@ def sequencer(clk, rst, start, entry, busy, ucode, state, counts, reads, end_tap
             elif ucode.data[OP_HI:OP_LO] == OP_END:
                 state.next = SeqState.IDLE
                 busy.next = 0
+            elif pass_off:
+                pc.next = pc + LORA_PASS_LEN
+                state.next = SeqState.FETCH
             else:
                 state.next = SeqState.RUN
         elif state == SeqState.RUN:
             if counts.issued >= counts.in_total and counts.written == counts.out_total and not reads.issue \
                     and not reads.beat and not mm_out_valid:
-                if ins.skip:
-                    pc.next = pc + 1 + LORA_PASS_LEN
-                else:
-                    pc.next = pc + 1
+                pc.next = pc + 1
                 state.next = SeqState.FETCH
         else:  # FINISH
             state.next = SeqState.IDLE
             busy.next = 0
 
     return fetch_address, fsm
+
+
+@block
+def pass_switch(ucode_data, pass_flags, pass_off):
+    """An adapter pass's first instruction (a MATMUL on the LoRA SRAM naming a projection) whose
+    projection's adapter flag is clear: the sequencer steps over the pass (rtl/isa.py)."""
+
+    @always_comb
+    def switch():
+        pass_off.next = ucode_data[OP_HI:OP_LO] == OP_MATMUL and ucode_data[SRAM_LO] and \
+            ucode_data[LORA_HI:LORA_LO] != 0 and not pass_flags[ucode_data[LORA_HI:LORA_LO]]
+
+    return switch
 
 
 @block
@@ -577,7 +591,6 @@ def decoder(clk, rst, state, ucode_data, token, pass_flags, ins, counts, strobes
                 ins.tap.next = 0
             else:
                 ins.tap.next = ucode_data[TAP_HI:TAP_LO]
-            ins.skip.next = proj != 0 and not pass_flags[proj]
             ins.sram.next = ucode_data[SRAM_LO]
             ins.src.next = ucode_data[src_top:SRC_LO]
             ins.src2.next = ucode_data[src2_top:SRC2_LO]

@@ -17,7 +17,7 @@ from hardwire.golden import spec
 from hardwire.golden.intref import IntModel, Trace
 from hardwire.rtl import metal
 from hardwire.rtl.die import get_die
-from hardwire.rtl.isa import LORA_PASS_LEN, TAP_ID, Instr, Op
+from hardwire.rtl.isa import TAP_ID, Instr, Op, executed
 from hardwire.rtl.metal import UCODE_BITS, RomImage, _int_bytes
 from hardwire.rtl.verilog import to_verilog
 
@@ -27,13 +27,9 @@ POSITIONS = 3
 
 
 def without_adapter_passes(program: list[Instr]) -> list[Instr]:
-    """The layer program as a tile with no adapter runs it: each projection's adapter pass dropped (the
-    segments below must fit one microcode ROM together)."""
-    out, pc = [], 0
-    while pc < len(program):
-        out.append(dataclasses.replace(program[pc], lora=0))
-        pc += 1 + (LORA_PASS_LEN if program[pc].lora else 0)
-    return out
+    """The layer program as a tile with no adapter runs it: every adapter pass dropped (the segments below
+    must fit one microcode ROM together)."""
+    return [dataclasses.replace(ins, lora=0) for ins in executed(program, set())]
 
 
 def segments(program: list[Instr], cfg) -> dict[str, list[Instr]]:

@@ -12,7 +12,7 @@ from hardwire.golden.intref import IntModel, Trace
 from hardwire.golden.synth import SynthSpec, write_synthetic
 from hardwire.rtl import metal
 from hardwire.rtl.die import DIES, SLOT_BITS, get_die
-from hardwire.rtl.isa import LORA_PASS_LEN, LORA_PROJECTIONS, TAP_NAME, Instr, Op
+from hardwire.rtl.isa import LORA_PASS_LEN, LORA_PROJECTIONS, TAP_NAME, Instr, Op, executed, is_pass_head
 
 TINY = get_die("hw-tiny")
 
@@ -54,31 +54,34 @@ def test_tap_order_matches_the_golden_trace(synth_model):
     assert head == golden_head
 
 
-def executed(program: list[Instr], loaded: set[str]) -> list[Instr]:
-    """The instructions a tile runs with adapter flags set for `loaded` (rtl/tile.py sequencer and decoder):
-    a projection's pass is stepped over while its flag is clear; while set, the projection leaves its tap
-    to the pass."""
-    out, pc = [], 0
-    while pc < len(program):
-        ins = program[pc]
-        on = ins.lora and LORA_PROJECTIONS[ins.lora - 1] in loaded
-        out.append(Instr(ins.op, tap=0 if on else ins.tap))
-        pc += 1 + (LORA_PASS_LEN if ins.lora and not on else 0)
-    return out
-
-
 def test_every_projection_is_followed_by_its_adapter_pass(synth_model):
+    """Each fused run's MATMUL is followed by the passes of its projections, in order; with no adapter
+    loaded the tile steps over every pass."""
     program = metal.generate(synth_model, TINY).programs["tile00"]
     slots = metal.lora_layout(synth_model.config, TINY)
-    heads = [i for i, ins in enumerate(program) if ins.lora]
+    heads = [i for i, ins in enumerate(program) if is_pass_head(ins)]
     assert [LORA_PROJECTIONS[program[i].lora - 1] for i in heads] == list(LORA_PROJECTIONS)
     for i in heads:
-        a, rq, b, add = program[i + 1:i + 1 + LORA_PASS_LEN]
-        proj = LORA_PROJECTIONS[program[i].lora - 1]
+        a, rq, b, add = program[i:i + LORA_PASS_LEN]
+        proj = LORA_PROJECTIONS[a.lora - 1]
+        base = max(j for j in range(i) if program[j].op == Op.MATMUL and not program[j].sram)
         assert (a.op, rq.op, b.op, add.op) == (Op.MATMUL, Op.RQ, Op.MATMUL, Op.ADD) and a.sram and b.sram
-        assert (a.rom, b.rom) == (slots[proj].a_base, slots[proj].b_base) and a.src == program[i].src
-        assert add.src == add.dst == program[i].dst and add.src2 == b.dst and rq.src == rq.dst == a.dst == b.src
+        assert (a.rom, b.rom) == (slots[proj].a_base, slots[proj].b_base) and a.src == program[base].src
+        assert program[base].dst <= add.dst < program[base].dst + program[base].blocks
+        assert add.src == add.dst and add.src2 == b.dst and rq.src == rq.dst == a.dst == b.src
     assert len(executed(program, set())) == len(program) - len(heads) * LORA_PASS_LEN
+
+
+def test_projections_of_one_format_fuse_into_one_matmul(synth_model):
+    """q|k|v and gate|up each run as one MATMUL over their rows one after another, when they share a format."""
+    image = metal.generate(synth_model, TINY)
+    runs = metal.layer_runs(synth_model.layers[0])
+    assert runs == [("wq", "wk", "wv"), ("wo",), ("w_gate", "w_up"), ("w_down",)]
+    mats = [ins for ins in image.programs["tile00"] if ins.op == Op.MATMUL and not ins.sram]
+    cfg = synth_model.config
+    assert [ins.blocks * 32 for ins in mats] == [metal.run_rows(cfg, run) for run in runs]
+    assert metal.fused_runs({"wq": 2, "wk": 2, "wv": 9, "wo": 2, "w_gate": 7, "w_up": 9, "w_down": 7}) == [
+        ("wq", "wk"), ("wv",), ("wo",), ("w_gate",), ("w_up",), ("w_down",)]
 
 
 def test_lora_sram_bits():
@@ -136,7 +139,7 @@ def test_smollm2_fits_the_s135_dies_and_picks_the_wide_one(smollm2):
     assert metal.overflows(smollm2.config, DIES["hw-s135"]) == []
     assert metal.tile_rom_words_needed(smollm2.config, DIES["hw-s135"].lanes) == 13824
     wide = DIES["hw-s135w"]
-    assert metal.tile_rom_words_needed(smollm2.config, wide.lanes) == 228 <= wide.tile_rom_words
+    assert metal.tile_rom_words_needed(smollm2.config, wide.lanes) == 210 <= wide.tile_rom_words
     assert metal.head_rom_words_needed(smollm2.config, wide.head_lanes, tied=True) == 864 <= wide.head_rom_words
 
 
@@ -166,10 +169,10 @@ def test_wide_dies_print_and_program_a_360m_class_model(tmp_path):
     image = metal.generate(model, die)
     for name, rom in image.roms.items():
         assert rom.used <= rom.depth, name
-    rows = {"wq": 1024, "wk": 256, "wv": 256, "wo": 1024, "w_gate": 2816, "w_up": 2816, "w_down": 1024}
+    rows = {"q|k|v": 1024 + 256 + 256, "o": 1024, "gate|up": 2 * 2816, "down": 1024}
     matmuls = [i for i in image.programs["tile00"] if i.op == Op.MATMUL and not i.sram]
     assert [(i.groups, i.blocks) for i in matmuls] == [metal.matmul_shape(r, die.lanes) for r in rows.values()]
-    assert [i.n for i in matmuls] == [32] * 6 + [88]
+    assert [i.n for i in matmuls] == [32] * 3 + [88]
     head = [i for i in image.programs["head"] if i.op == Op.MATMUL]
     assert [(i.groups, i.blocks) for i in head] == [(1, 32)]  # 1000 rows: one 1024-row group, 32 blocks
 
