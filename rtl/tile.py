@@ -305,8 +305,9 @@ def tile(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_va
     # pass_off: the word in DECODE heads an adapter pass whose projection's flag is clear
     produce, end_tap, mm_out_valid, pass_off = bit_signal(), bit_signal(), bit_signal(), bit_signal()
     pass_flags = ConcatSignal(lora_on, intbv(0)[1:])  # bit 1 + p: projection p's adapter is loaded
-    control = [sequencer(clk, rst, start, entry, busy, ucode, state, counts, reads, end_tap, produce, mm_out_valid,
-                         pass_off),
+    pc = unsigned_signal(len(ucode.addr))  # the address of the instruction in DECODE or RUN
+    control = [sequencer(clk, rst, start, entry, busy, ucode, pc, state, counts, reads, end_tap, produce,
+                         mm_out_valid, pass_off),
                pass_switch(ucode_data, pass_flags, pass_off),
                decoder(clk, rst, state, ucode_data, token, pass_flags, ins, counts, strobes, row_base, lanes, w_bits,
                        s_bits),
@@ -360,7 +361,7 @@ def tile(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_va
                     best_row, tap, token_out, token_valid),
             outward(rst, start, busy, state, ins, counts, reads.beat, a_data, a_exp, up, tap, token_valid, down,
                     clock_on, waiting),
-            perf_probe(busy, state, waiting, ucode.addr, perf))
+            perf_probe(busy, state, waiting, pc, perf))
 
 
 UNIT_OPS = ("add", "rq", "silu", "rope", "norm", "attn", "embed")  # the units behind the read ports, but the matmul
@@ -492,15 +493,19 @@ def lora_reads(clk, ins, reads, lora, lora_sram: bool):
 
 
 @block
-def sequencer(clk, rst, start, entry, busy, ucode, state, counts, reads, end_tap, produce, mm_out_valid, pass_off):
+def sequencer(clk, rst, start, entry, busy, ucode, pc, state, counts, reads, end_tap, produce, mm_out_valid,
+              pass_off):
     """The FSM: fetch and decode an instruction, run it until every read is issued and every result
-    written, then the next; an adapter pass that is off is stepped over from its first instruction's
-    DECODE; END stops (the head first taps its token, in FINISH)."""
-    pc = unsigned_signal(len(ucode.addr))
+    written, then decode the next, which the microcode ROM read during RUN (a jump, to the entry or
+    over an adapter pass that is off, fetches first); END stops (the head first taps its token, in
+    FINISH)."""
 
     @always_comb
     def fetch_address():
-        ucode.addr.next = pc
+        if state == SeqState.RUN:
+            ucode.addr.next = pc + 1  # never past the ROM: the last instruction is END, which does not run
+        else:
+            ucode.addr.next = pc
 
     @always_seq(clk.posedge, reset=rst)
     def fsm():
@@ -532,7 +537,7 @@ def sequencer(clk, rst, start, entry, busy, ucode, state, counts, reads, end_tap
             if counts.issued >= counts.in_total and counts.written == counts.out_total and not reads.issue \
                     and not reads.beat and not mm_out_valid:
                 pc.next = pc + 1
-                state.next = SeqState.FETCH
+                state.next = SeqState.DECODE
         else:  # FINISH
             state.next = SeqState.IDLE
             busy.next = 0
