@@ -56,7 +56,13 @@ RQ_LATENCY = 2
 ADD_LATENCY = 2
 SILU_LATENCY = 5
 ROPE_LATENCY = 4
-NORM_TAIL_LATENCY = 17  # norm_unit: from its last input block to its first output block, plus n_blocks
+NORM_TAIL_LATENCY = 17  # norm_unit: from its last input block to its first output block, plus SUM's cycles
+NORM_SUM_TERMS = 8  # norm_unit's SUM adds this many blocks' aligned powers a cycle (an exact integer sum)
+
+
+def norm_sum_cycles(n_blocks: int) -> int:
+    """The cycles of norm_unit's SUM phase."""
+    return -(-n_blocks // NORM_SUM_TERMS)
 
 # --- table ROM layouts (numerics 5, 6, 8) -----------------------------------------------------
 
@@ -562,18 +568,19 @@ class NormSteps:
     harmlessly). All are registers of the control process (reset), but for `accept` (wiring) and
     `power_valid` (the LOAD datapath's answer: P_b is ready)."""
 
-    def __init__(self, index_bits: int):
+    def __init__(self, index_bits: int, count_bits: int):
         self.accept = bit_signal()  # LOAD: a block is taken into the requantizer's operand
         self.load_held = bit_signal()  # LOAD: its rq'd mantissas and shift are ready to store
         self.clear_max = bit_signal()  # LOAD: a new vector, S restarts at 0
         self.power_valid = bit_signal()  # LOAD: P_b leaves the adder tree
-        self.sum_issue = bit_signal()  # SUM: add block sum_idx's aligned power
+        self.sum_issue = bit_signal()  # SUM: add the aligned powers of blocks sum_idx.. (NORM_SUM_TERMS)
         self.header_latch = bit_signal()  # ROOT: the header word (EPS_Q, e_G) is on gain_data
         self.root_a, self.root_b = bit_signal(), bit_signal()  # ROOT: t and j, then the table index
         self.r_latch = bit_signal()  # ROOT: R is on rsqrt_data
         self.emit_rd, self.emit_last = bit_signal(), bit_signal()  # EMIT: read block rd_ptr (the last one)
         self.empty_done = bit_signal()  # n_blocks was 0: done without a phase
         self.wr_ptr, self.power_ptr, self.sum_idx, self.rd_ptr = (unsigned_signal(index_bits) for _ in range(4))
+        self.count = unsigned_signal(count_bits)  # the vector's blocks (SUM adds no power past them)
 
 
 class NormEmitValids:
@@ -602,14 +609,16 @@ def norm_unit(clk, rst, start, n_blocks, gain_base, in_valid, in_data, out, done
     Phases (timings in cycles, n = n_blocks):
         LOAD  each block: rq(x, -24, 16) into 32 lane memories (the unit keeps the rq'd
               input), the block shift s_b, and P_b = sum x16**2 through a 5-level adder tree
-        SUM   n cycles: SS = sum_b floor_shift(P_b, 2(s_b - S)), S = max s_b (X = S - 24)
+        SUM   ceil(n / NORM_SUM_TERMS) cycles: SS = sum_b floor_shift(P_b, 2(s_b - S)),
+              S = max s_b (X = S - 24), NORM_SUM_TERMS blocks' terms a cycle (the sum of
+              integers is exact, so its grouping does not matter)
         ROOT  SS += floor(EPS_Q / 2**(16 + 2S)); SS = max(SS, 1); j, t and the table index;
               the ROM read; R
         EMIT  one block per cycle: y = x16 * G * R, rq(y, s_b + e_G - 31 - j - S, 16)
     Latency: with the last input block presented before rising edge k, output block b leaves
-    after edge k + n + NORM_TAIL_LATENCY + b, and done is high with the last one. The edges
-    from k on: 8 to drain LOAD (operand, squares, 5 tree levels, P_b write), n of SUM, 5 of ROOT,
-    5 of EMIT (read, x16 * G, * R, rq and the output register).
+    after edge k + norm_sum_cycles(n) + NORM_TAIL_LATENCY + b, and done is high with the last one.
+    The edges from k on: 8 to drain LOAD (operand, squares, 5 tree levels, P_b write), those of SUM,
+    5 of ROOT, 5 of EMIT (read, x16 * G, * R, rq and the output register).
 
     Exponents are 8-bit words throughout: they cannot leave [-128, 127] for e_G in
     [NORM_E_G_MIN, NORM_E_G_MAX], the range norm_const_words accepts (real gains give e_G
@@ -626,7 +635,7 @@ def norm_unit(clk, rst, start, n_blocks, gain_base, in_valid, in_data, out, done
                   gain_addr=(gain_addr, len(gain_base)), gain_data=(gain_data, GAIN_WIDTH),
                   rsqrt_addr=(rsqrt_addr, RSQRT_ADDR_BITS), rsqrt_data=(rsqrt_data, RSQRT_WIDTH))
 
-    steps, emitting = NormSteps(index_bits), NormEmitValids()
+    steps, emitting = NormSteps(index_bits, count_bits), NormEmitValids()
     dclk, busy = bit_signal(), bit_signal()
     # what the phases hand on: the rq'd block (to the lanes), s_b and P_b per block, S, SS, R and
     # the exponent base e_G - 31 - j - S
@@ -692,6 +701,7 @@ def norm_control(clk, rst, start, n_blocks, gain_base, in_valid, steps, emitting
             elif start:
                 phase.next = NormPhase.LOAD
                 count.next = n_blocks
+                steps.count.next = n_blocks
                 load_left.next = n_blocks
                 power_left.next = n_blocks
                 loading.next = 1
@@ -713,11 +723,11 @@ def norm_control(clk, rst, start, n_blocks, gain_base, in_valid, steps, emitting
                 if power_left == 1:
                     phase.next = NormPhase.SUM
                     sum_ptr.next = 0
-                    sum_left.next = count
+                    sum_left.next = (count + NORM_SUM_TERMS - 1) // NORM_SUM_TERMS
         elif phase == NormPhase.SUM:
             steps.sum_issue.next = 1
             steps.sum_idx.next = sum_ptr
-            sum_ptr.next = sum_ptr + 1
+            sum_ptr.next = sum_ptr + NORM_SUM_TERMS  # stays below count while SUM lasts
             sum_left.next = sum_left - 1
             if sum_left == 1:
                 phase.next = NormPhase.ROOT
@@ -774,6 +784,8 @@ def norm_load(clk, dclk, rst, in_data, steps, load_m, squares, shifts, powers, s
 @block
 def norm_sum(dclk, steps, shifts, powers, s_max, ss):
     """SUM: the powers aligned to the largest block exponent, each floored (numerics 5 step 2)."""
+    index_bits = len(steps.count) + NORM_SUM_TERMS.bit_length()  # room for sum_idx + a term: never wraps
+    block_bits = len(steps.sum_idx)
     pad = NORM_SS_BITS - NORM_POWER_BITS
 
     @always(dclk.posedge)
@@ -781,12 +793,21 @@ def norm_sum(dclk, steps, shifts, powers, s_max, ss):
         if steps.sum_issue:
             gap = intbv(0)[EXP_BITS:]
             term = intbv(0)[NORM_POWER_BITS:]
-            gap[:] = s_max - shifts[steps.sum_idx]
-            term[:] = powers[steps.sum_idx] >> concat(gap, bool(0))
+            index = intbv(0)[index_bits:]  # sum_idx + the term
+            limit = intbv(0)[index_bits:]
+            total = intbv(0)[NORM_SS_BITS:]
+            index[:] = concat(intbv(0)[index_bits - len(steps.sum_idx):], steps.sum_idx)
+            limit[:] = concat(intbv(0)[index_bits - len(steps.count):], steps.count)
+            for _ in range(NORM_SUM_TERMS):
+                if index < limit:
+                    gap[:] = s_max - shifts[index[block_bits:]]  # below count: a block's own index
+                    term[:] = powers[index[block_bits:]] >> concat(gap, bool(0))
+                    total[:] = total + concat(intbv(0)[pad:], term)
+                index[:] = index + 1
             if steps.sum_idx == 0:
-                ss.next = concat(intbv(0)[pad:], term)
+                ss.next = total
             else:
-                ss.next = ss + concat(intbv(0)[pad:], term)
+                ss.next = ss + total
 
     return sum_of_squares
 
