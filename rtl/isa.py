@@ -35,6 +35,14 @@ class Op(IntEnum):
     ARGMAX = 12  # arm the argmax tracker for `groups` vocabulary rows; the next streaming MATMUL feeds it
 
 
+# aux flags (bit 0 of `aux`), by opcode
+STREAM_ONLY = 1  # MATMUL: results go to the tap port and the argmax tracker only, not the scratchpad
+ALSO_SEND = 1  # ADD, EMBED: every block written also leaves downstream, as SEND would hand it on
+ALSO_NORM = 1  # RECV: every block received also enters the norm unit, started with `n` and the gains at `rom`
+#               as RUN begins (no block comes in RUN's first cycle: every unit starts together, and a
+#               tile's upstream sends only after its own program has begun)
+NORM_FED = 1  # NORM: its input entered the norm unit during the RECV before it; it only writes the result
+
 # tap op ids; the names are the golden trace's op names (docs/numerics.md section 10)
 TAP_OPS = ("embed", "attn_norm", "q", "k", "v", "attn", "o", "resid_attn", "ffn_norm", "ffn_act",
            "down", "resid_ffn", "final_norm", "logits", "argmax")

@@ -24,7 +24,7 @@ from hardwire.golden.gguf_model import Model, ModelConfig, QuantTensor, Weight
 from hardwire.golden.spec import BLOCK
 
 from .die import DIES, SLOT_BITS, Die
-from .isa import FORMAT_CODE, LORA_PROJECTIONS, TAP_ID, Instr, Op
+from .isa import ALSO_NORM, ALSO_SEND, FORMAT_CODE, LORA_PROJECTIONS, NORM_FED, STREAM_ONLY, TAP_ID, Instr, Op
 from .isa import WORD_BITS as UCODE_BITS
 from .units import vector
 
@@ -40,7 +40,6 @@ LAYER_TENSORS = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")
 # projections that read one input and write adjacent scratchpad regions: one MATMUL computes each run of
 # them that shares a weight format, their rows one after another in the ROM (rtl/metal.py fused_runs)
 FUSIBLE = (("wq", "wk", "wv"), ("wo",), ("w_gate", "w_up"), ("w_down",))
-STREAM_ONLY = 1  # MATMUL aux flag: outputs go to the tap port and the argmax tracker, not the scratchpad
 
 
 @dataclass
@@ -349,7 +348,9 @@ def layer_program(cfg: ModelConfig, lanes: int, bases: dict[str, int], consts: d
                   formats: dict[str, int], die: Die | None = None) -> list[Instr]:
     """The layer's program. One MATMUL computes each fused run of projections (`bases` gives a run's ROM
     word at its first projection); with a die that has a LoRA SRAM, each projection's adapter pass follows
-    its run's MATMUL (the tile steps over a pass while its projection's adapter flag is clear)."""
+    its run's MATMUL (the tile steps over a pass while its projection's adapter flag is clear). The
+    residual enters the attention norm as it arrives (RECV with ALSO_NORM) and leaves as the last ADD
+    makes it (ALSO_SEND): no pass of its own over the scratchpad at either end."""
     L = tile_layout(cfg)
     nd, nf = cfg.d_model // BLOCK, cfg.d_ffn // BLOCK
     nkv = cfg.n_kv_heads * cfg.head_dim // BLOCK
@@ -381,8 +382,8 @@ def layer_program(cfg: ModelConfig, lanes: int, bases: dict[str, int], consts: d
         return out
 
     return [
-        Instr(Op.RECV, dst=L.x, n=nd),
-        Instr(Op.NORM, tap=tap["attn_norm"], src=L.x, dst=L.h, n=nd, rom=consts["attn_norm"]),
+        Instr(Op.RECV, dst=L.x, n=nd, rom=consts["attn_norm"], aux=ALSO_NORM),
+        Instr(Op.NORM, tap=tap["attn_norm"], src=L.x, dst=L.h, n=nd, rom=consts["attn_norm"], aux=NORM_FED),
         *projections(FUSIBLE[0]),
         Instr(Op.ROPE, tap=tap["q"], src=L.qkv, dst=L.q, n=nd, aux=hb),
         Instr(Op.ROPE, tap=tap["k"], src=L.qkv + nd, dst=L.k, n=nkv, aux=hb),
@@ -396,8 +397,7 @@ def layer_program(cfg: ModelConfig, lanes: int, bases: dict[str, int], consts: d
         *projections(FUSIBLE[2]),
         Instr(Op.SILU, tap=tap["ffn_act"], src=L.gate_up, src2=L.gate_up + nf, dst=L.f, n=nf),
         *projections(FUSIBLE[3]),
-        Instr(Op.ADD, tap=tap["resid_ffn"], src=L.x, src2=L.o, dst=L.x, n=nd),
-        Instr(Op.SEND, src=L.x, n=nd),
+        Instr(Op.ADD, tap=tap["resid_ffn"], src=L.x, src2=L.o, dst=L.x, n=nd, aux=ALSO_SEND),
         Instr(Op.END),
     ]
 
@@ -419,7 +419,8 @@ def passthrough_program(cfg: ModelConfig) -> list[Instr]:
 
 def head_program(cfg: ModelConfig, head_lanes: int, embed_base: int, embed_fmt: int, lm_base: int, lm_fmt: int,
                  final_norm: int) -> list[Instr]:
-    """Embed the token, send it round the tiles, then final norm, LM head and argmax.
+    """Embed the token and send it round the tiles as it is made, then the final norm (fed by the RECV
+    as the residual returns), LM head and argmax.
 
     ARGMAX arms the tracker with the vocabulary size before the LM head streams its
     rows past it (padded rows beyond the vocabulary never win); END hands out the
@@ -428,10 +429,9 @@ def head_program(cfg: ModelConfig, head_lanes: int, embed_base: int, embed_fmt: 
     x, h = 0, nd
     groups, blocks = matmul_shape(cfg.vocab, head_lanes)
     return [
-        Instr(Op.EMBED, tap=TAP_ID["embed"], dst=x, n=nd, rom=embed_base, fmt=embed_fmt),
-        Instr(Op.SEND, src=x, n=nd),
-        Instr(Op.RECV, dst=x, n=nd),
-        Instr(Op.NORM, tap=TAP_ID["final_norm"], src=x, dst=h, n=nd, rom=final_norm),
+        Instr(Op.EMBED, tap=TAP_ID["embed"], dst=x, n=nd, rom=embed_base, fmt=embed_fmt, aux=ALSO_SEND),
+        Instr(Op.RECV, dst=x, n=nd, rom=final_norm, aux=ALSO_NORM),
+        Instr(Op.NORM, tap=TAP_ID["final_norm"], src=x, dst=h, n=nd, rom=final_norm, aux=NORM_FED),
         Instr(Op.ARGMAX, groups=cfg.vocab),
         Instr(Op.MATMUL, tap=TAP_ID["logits"], src=h, n=nd, groups=groups, blocks=blocks, rom=lm_base, fmt=lm_fmt,
               aux=STREAM_ONLY),

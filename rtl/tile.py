@@ -48,7 +48,7 @@ from .cells.block_mac import ACT_BITS
 from .cells.sram import address_bits
 from .cells.wiring import bit_signal, bus_lanes, mux_tree, signed_signal, unsigned_signal, unused, zero_extended
 from .die import LORA_BLOCK_BITS, LORA_EXP_FIELD, SLOT_BITS
-from .isa import LORA_PASS_LEN, Op, field_offsets
+from .isa import ALSO_NORM, ALSO_SEND, LORA_PASS_LEN, NORM_FED, STREAM_ONLY, Op, field_offsets
 from .lanes import lane_group_socket, mac_lanes, packed_words
 from .units import attention, head, vector
 
@@ -202,7 +202,6 @@ SeqState = enum("IDLE", "FETCH", "DECODE", "RUN", "FINISH")
 # opcodes and microcode field positions as plain ints: the converter inlines them
 (OP_END, OP_RECV, OP_SEND, OP_NORM, OP_MATMUL, OP_ROPE, OP_RQ, OP_KVW, OP_ATTN, OP_ADD, OP_SILU, OP_EMBED,
  OP_ARGMAX) = (int(o) for o in Op)
-STREAM_ONLY = 1  # MATMUL aux bit: results go to the tap port and the argmax tracker only
 _F = field_offsets()
 OP_LO, OP_HI = _F["op"][0], _F["op"][0] + _F["op"][1]
 TAP_LO, TAP_HI = _F["tap"][0], _F["tap"][0] + _F["tap"][1]
@@ -325,6 +324,7 @@ def tile(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_va
     embed_slot = unsigned_signal(SLOT_BITS)  # the token's lane of the weight word
     words = RomWords(sigmoid, rope, consts, rsqrt, exp2)
     norm_done, attn_done, attn_busy, attn_refused, waiting = (bit_signal() for _ in range(5))
+    norm_in = unsigned_signal(DATA_BITS)  # the scratchpad's read port, or the upstream block of a RECV
     units = [
         vector.add_unit(clk, rst, enables.add, a_data, b_data, outs["add"]),
         vector.rq_unit(clk, rst, enables.rq, a_data, acc_exp, outs["rq"]),
@@ -334,7 +334,7 @@ def tile(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_va
                          reads.beat_block_in_head, outs["rope"],
                          RomPort.of(en=rope.en, addr=rope.addr, data=words.rope)),
         vector.norm_unit(clk, rst, strobes.norm, ins.n(vector.norm_count_bits(max_blocks), 0),
-                         ins.rom(len(consts.addr), 0), enables.norm, a_data, outs["norm"], norm_done,
+                         ins.rom(len(consts.addr), 0), enables.norm, norm_in, outs["norm"], norm_done,
                          RomPort.of(en=consts.en, addr=consts.addr, data=words.consts),
                          RomPort.of(en=rsqrt.en, addr=rsqrt.addr, data=words.rsqrt), max_blocks=max_blocks),
         attention.attention_unit(clk, rst, strobes.kv, strobes.attn, pos, ins.groups(attn_limits.heads_bits, 0),
@@ -355,11 +355,12 @@ def tile(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_va
     return (control, memory, units, waivers, rom_words(sigmoid, rope, consts, rsqrt, exp2, words),
             matmul_side(clk, rst, token, w_data, lora_data if lora_sram else None, ins, strobes, reads, stream, a_data,
                         a_exp, mm_out_valid, mm_out, embed_slot, lanes),
-            unit_enables(clk, reads.beat, ins, enables, stream, a_exp_bits, a_exp, acc_exp),
+            unit_enables(clk, reads.beat, ins, up, enables, stream, a_data, norm_in, a_exp_bits, a_exp, acc_exp),
             write_back(ins, counts.written, up, mm_out_valid, mm_out, outs, stream, produce, we, wdata, waddr),
             tap_out(clk, rst, produce, end_tap, ins.tap, counts.written, wdata, zero_extended(best_row, DATA_BITS),
                     best_row, tap, token_out, token_valid),
-            outward(rst, start, busy, state, ins, counts, reads.beat, a_data, a_exp, up, tap, token_valid, down,
+            outward(rst, start, busy, state, ins, counts, reads.beat, a_data, a_exp, produce, wdata, up, tap,
+                    token_valid, down,
                     clock_on, waiting),
             perf_probe(busy, state, waiting, pc, perf))
 
@@ -607,7 +608,8 @@ def decoder(clk, rst, state, ucode_data, token, pass_flags, ins, counts, strobes
             ins.aux.next = ucode_data[AUX_HI:AUX_LO]
             ins.blocks.next = ucode_data[BLOCKS_HI:BLOCKS_LO]
             counts.group_beats.next = group_len
-            strobes.norm.next = code == OP_NORM
+            strobes.norm.next = (code == OP_NORM and ucode_data[AUX_LO] != NORM_FED) or \
+                (code == OP_RECV and ucode_data[AUX_LO] == ALSO_NORM)
             strobes.kv.next = code == OP_KVW
             strobes.attn.next = code == OP_ATTN
             strobes.arm.next = code == OP_ARGMAX
@@ -618,7 +620,7 @@ def decoder(clk, rst, state, ucode_data, token, pass_flags, ins, counts, strobes
                 row_base.next = token[token_top:lane_shift] * count[w_bits:]  # modulo the ROM
             else:
                 row_base.next = 0
-            if code == OP_RECV:
+            if code == OP_RECV or (code == OP_NORM and ucode_data[AUX_LO] == NORM_FED):
                 counts.in_total.next = 0
             elif code == OP_MATMUL:
                 beats[:] = group_len * rows
@@ -737,8 +739,9 @@ def read_beats(clk, ins, block_in_group, read, padded: bool):
 
 
 @block
-def unit_enables(clk, beat, ins, enables, stream, a_exp_bits, a_exp, acc_exp):
-    """Each unit takes the beats of its own op; a streamed MATMUL (the LM head) keeps no results."""
+def unit_enables(clk, beat, ins, up, enables, stream, a_data, norm_in, a_exp_bits, a_exp, acc_exp):
+    """Each unit takes the beats of its own op; a streamed MATMUL (the LM head) keeps no results. The
+    norm unit also takes the blocks a RECV with ALSO_NORM receives, straight from upstream."""
 
     @always(clk.posedge)
     def constants():
@@ -751,7 +754,12 @@ def unit_enables(clk, beat, ins, enables, stream, a_exp_bits, a_exp, acc_exp):
         enables.rq.next = beat and ins.op == OP_RQ
         enables.silu.next = beat and ins.op == OP_SILU
         enables.rope.next = beat and ins.op == OP_ROPE
-        enables.norm.next = beat and ins.op == OP_NORM
+        enables.norm.next = (beat and ins.op == OP_NORM) or \
+            (up.valid and ins.op == OP_RECV and ins.aux[0] == ALSO_NORM)
+        if ins.op == OP_RECV:
+            norm_in.next = up.data
+        else:
+            norm_in.next = a_data
         enables.attn.next = beat and (ins.op == OP_ATTN or ins.op == OP_KVW)
         enables.embed.next = beat and ins.op == OP_EMBED
         stream.next = ins.op == OP_MATMUL and ins.aux[0] == STREAM_ONLY
@@ -842,8 +850,10 @@ def tap_out(clk, rst, produce, end_tap, tap_id, written, wdata, token_word, best
 
 
 @block
-def outward(rst, start, busy, state, ins, counts, beat, a_data, a_exp, up, tap, token_valid, down, clock_on, waiting):
-    """The residual downstream (SEND), and the tile's clock enable (`waiting`: in RECV, a block short)."""
+def outward(rst, start, busy, state, ins, counts, beat, a_data, a_exp, produce, wdata, up, tap, token_valid, down,
+            clock_on, waiting):
+    """The residual downstream: SEND's reads, or each block an ADD or EMBED with ALSO_SEND writes
+    (ACC blocks: exponent 0); and the tile's clock enable (`waiting`: in RECV, a block short)."""
 
     @always_comb
     def recv_wait():
@@ -857,9 +867,14 @@ def outward(rst, start, busy, state, ins, counts, beat, a_data, a_exp, up, tap, 
 
     @always_comb
     def downstream():
-        down.valid.next = beat and ins.op == OP_SEND
-        down.data.next = a_data
-        down.exp.next = a_exp
+        down.valid.next = (beat and ins.op == OP_SEND) or \
+            (produce and (ins.op == OP_ADD or ins.op == OP_EMBED) and ins.aux[0] == ALSO_SEND)
+        if ins.op == OP_SEND:
+            down.data.next = a_data
+            down.exp.next = a_exp
+        else:
+            down.data.next = wdata[DATA_BITS:]
+            down.exp.next = 0
 
     return recv_wait, clock_enable, downstream
 

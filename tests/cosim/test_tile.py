@@ -43,12 +43,12 @@ def segments(program: list[Instr], cfg) -> dict[str, list[Instr]]:
     wo = next(ins for ins in program if ins.tap == TAP_ID["o"])
     return {
         "layer": program,  # the whole layer, attention included
-        "qkv": [recv_x, *program[1:kvw], Instr(Op.END)],  # norm, projections, RoPE, v
+        "qkv": [*program[:kvw], Instr(Op.END)],  # RECV feeding the norm, projections, RoPE, v
         "o": [Instr(Op.RECV, dst=L.x, n=2 * nd),  # the residual, then the attention output right above it
               Instr(Op.MATMUL, tap=wo.tap, src=L.x + nd, dst=L.o, n=nd, groups=wo.groups, blocks=wo.blocks, rom=wo.rom,
                     fmt=wo.fmt),
               Instr(Op.ADD, tap=TAP_ID["resid_attn"], src=L.x, src2=L.o, dst=L.x, n=nd), Instr(Op.END)],
-        "ffn": [recv_x, *program[norm_ffn:]],  # norm, gate, up, SiLU, down, residual, SEND, END
+        "ffn": [recv_x, *program[norm_ffn:]],  # norm, gate|up, SiLU, down, the residual sent on as it is made
         "vector": [Instr(Op.RECV, dst=0, n=2), Instr(Op.RQ, tap=TAP_ID["v"], src=0, dst=4, n=2),
                    Instr(Op.ADD, tap=TAP_ID["resid_attn"], src=0, src2=0, dst=8, n=2), Instr(Op.SEND, src=8, n=2),
                    Instr(Op.END)],
