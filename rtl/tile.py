@@ -360,8 +360,7 @@ def tile(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_va
             tap_out(clk, rst, produce, end_tap, ins.tap, counts.written, wdata, zero_extended(best_row, DATA_BITS),
                     best_row, tap, token_out, token_valid),
             outward(rst, start, busy, state, ins, counts, reads.beat, a_data, a_exp, produce, wdata, up, tap,
-                    token_valid, down,
-                    clock_on, waiting),
+                    token_valid, strobes.norm, down, clock_on, waiting),
             perf_probe(busy, state, waiting, pc, perf))
 
 
@@ -850,8 +849,8 @@ def tap_out(clk, rst, produce, end_tap, tap_id, written, wdata, token_word, best
 
 
 @block
-def outward(rst, start, busy, state, ins, counts, beat, a_data, a_exp, produce, wdata, up, tap, token_valid, down,
-            clock_on, waiting):
+def outward(rst, start, busy, state, ins, counts, beat, a_data, a_exp, produce, wdata, up, tap, token_valid,
+            norm_start, down, clock_on, waiting):
     """The residual downstream: SEND's reads, or each block an ADD or EMBED with ALSO_SEND writes
     (ACC blocks: exponent 0); and the tile's clock enable (`waiting`: in RECV, a block short)."""
 
@@ -861,9 +860,9 @@ def outward(rst, start, busy, state, ins, counts, beat, a_data, a_exp, produce, 
 
     @always_comb
     def clock_enable():
-        """Run while busy and not waiting, and for the edge that takes an upstream block or
-        clears a tap beat."""
-        clock_on.next = rst or start or (busy and not waiting) or up.valid or tap.valid or token_valid
+        """Run while busy and not waiting, and for the edge that takes an upstream block, clears a
+        tap beat or starts the norm unit (a RECV with ALSO_NORM starts it as it begins to wait)."""
+        clock_on.next = rst or start or (busy and not waiting) or up.valid or tap.valid or token_valid or norm_start
 
     @always_comb
     def downstream():
