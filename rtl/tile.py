@@ -44,7 +44,8 @@ from hardwire.golden.errors import HardwireError
 from hardwire.golden.spec import ACC_BITS, ACC_FRAC, BLOCK, LORA_EXP_MAX, LORA_EXP_MIN
 
 from .bus import ADDR_BITS, DATA_BITS, ENTRY_BITS, EXP_BITS, TAP_OP_BITS, WORD, BlockBus, RomPort
-from .cells.block_mac import ACT_BITS
+from .cells.block_mac import ACT_BITS, LATENCY
+from .cells.clock_gate import clock_gate
 from .cells.sram import address_bits
 from .cells.wiring import bit_signal, bus_lanes, mux_tree, signed_signal, unsigned_signal, unused, zero_extended
 from .die import LORA_BLOCK_BITS, LORA_EXP_FIELD, SLOT_BITS
@@ -139,11 +140,15 @@ def wide_matmul_engine(clk, rst, clear, blocks, in_valid, first, last, fmt, w_da
     """lanes / 32 lane groups (rtl/lanes.py) on one broadcast activation block. A row group's
     lanes / 32 output blocks enter the output buffer together and leave it one a cycle, until
     `blocks` have left (the last row group may hold fewer). The issuer spaces row groups at least
-    lanes / 32 beats apart, so the buffer is empty when the next group's results arrive."""
+    lanes / 32 beats apart, so the buffer is empty when the next group's results arrive. The lane
+    groups run on a gated clock (lane_clock), off while no block is arriving or in flight."""
     count = lanes // BLOCK
     ys = [unsigned_signal(BLOCK * WORD) for _ in range(count)]
     y_valids = [bit_signal() for _ in range(count)]
-    groups = [lane_group_socket(clk, rst, in_valid, first, last, fmt, w_data, k, acts, e_act, ys[k], y_valids[k])
+    lanes_clk, lanes_fmt = bit_signal(), unsigned_signal(len(fmt))
+    gate = lane_clock(clk, rst, clear, in_valid, fmt, lanes_clk, lanes_fmt)
+    groups = [lane_group_socket(lanes_clk, rst, in_valid, first, last, lanes_fmt, w_data, k, acts, e_act, ys[k],
+                                y_valids[k])
               for k in range(count)]
     results = ConcatSignal(*reversed(ys))
     held = unsigned_signal(lanes * WORD)  # the output buffer: its lowest block leaves next
@@ -179,8 +184,37 @@ def wide_matmul_engine(clk, rst, clear, blocks, in_valid, first, last, fmt, w_da
     def emit():
         out_data.next = held[BLOCK * WORD:]
 
-    return groups, hand_out, buffer, emit, unused(others, "group_valids", "the lane groups end their rows "
+    return gate, groups, hand_out, buffer, emit, unused(others, "group_valids", "the lane groups end their rows "
                                                                            "together: group 0's valid stands for all")
+
+
+@block
+def lane_clock(clk, rst, clear, in_valid, fmt, lanes_clk, lanes_fmt):
+    """The lane groups' clock: on for a block's edge and the LATENCY edges that carry it out of the
+    lanes (the last clears their row-done bit), for reset, and for `clear` (a MATMUL's DECODE
+    strobe), whose edge copies the instruction's format to `lanes_fmt`, the lanes' own register.
+    Every other edge would leave every lane register as it is, so gating them changes no result;
+    in silicon the lanes do not toggle, and Verilator evaluates none of their logic (all of it
+    runs on their clock: the format they decode is a register on it too)."""
+    ticks = unsigned_signal(LATENCY.bit_length())  # edges the lanes still need after the last block
+    lanes_on = bit_signal()
+
+    @always_seq(clk.posedge, reset=rst)
+    def count_down():
+        if in_valid:
+            ticks.next = LATENCY
+        elif ticks != 0:
+            ticks.next = ticks - 1
+
+    @always_comb
+    def enable():
+        lanes_on.next = rst or clear or in_valid or ticks != 0
+
+    @always(lanes_clk.posedge)
+    def format_register():
+        lanes_fmt.next = fmt
+
+    return count_down, enable, clock_gate(clk, lanes_on, lanes_clk), format_register
 
 
 @block

@@ -179,8 +179,7 @@ def block_mac(clk, rst, in_valid, first, last, fmt, codes, scales, mins, d_bits,
 
     # the format's traits; the sub-block scales and mins, decoded
     t = FormatSignals()
-    sub = SubScales()
-    decode = [format_traits(fmt, t), sub_scales(t, scales, mins, sub)]
+    decode = format_traits(fmt, t)
 
     # stage 1: products and activations per lane, the scales' mantissas and shifts
     products = [signed_signal(product_bits) for _ in range(BLOCK)]
@@ -200,8 +199,7 @@ def block_mac(clk, rst, in_valid, first, last, fmt, codes, scales, mins, d_bits,
     d_mant, d_shift, m_mant, m_shift = scale_stages[-1]
     sub_stages = [[signed_signal(SC_BITS), signed_signal(SC_BITS), signed_signal(MIN_BITS), signed_signal(MIN_BITS)]
                   for _ in range(HALF_LEVELS + 1)]
-    scales_ += [guarded_register(clk, in_valid, now, later)
-                for now, later in zip((sub.sc0, sub.sc1, sub.o0, sub.o1), sub_stages[0], strict=True)]
+    scales_.append(sub_scale_register(clk, in_valid, t, scales, mins, *sub_stages[0]))
     for k in range(HALF_LEVELS):  # the sub-block scales wait beside the trees
         scales_ += [guarded_register(clk, valid_in(k + 1), now, later)
                     for now, later in zip(sub_stages[k], sub_stages[k + 1], strict=True)]
@@ -380,6 +378,56 @@ def min_field_shared(t, first_field, field, o):
             o.next = 1
         else:
             o.next = raw.signed()
+
+    return decode
+
+
+@block
+def sub_scale_register(clk, enable, t, scales, mins, sc0, sc1, o0, o1):
+    """Stage 1's sub-block scales and mins: sub_scales' decoding inside the register, so that an
+    idle lane evaluates none of it (a simulator evaluates combinational logic on its inputs in
+    every evaluation; this runs only on the lane's clock edges)."""
+    sc_a, sc_b = bus_lanes(scales, FIELD_BITS, 2)  # plain names: a list would convert to a memory
+    mn_a, mn_b = bus_lanes(mins, FIELD_BITS, 2)
+
+    @always(clk.posedge)
+    def decode():
+        if enable:
+            own = intbv(0)[FIELD_BITS:]
+            raw = intbv(0)[FIELD_BITS:]
+            if t.sc_flip != 0 and (sc_a & t.sc_flip) == 0:
+                raw[:] = sc_a | ~t.sc_keep
+            else:
+                raw[:] = sc_a & t.sc_keep
+            if t.sc_one:
+                sc0.next = 1
+            else:
+                sc0.next = raw.signed()
+            if t.sc_shared:
+                own[:] = sc_a
+            else:
+                own[:] = sc_b
+            if t.sc_flip != 0 and (own & t.sc_flip) == 0:
+                raw[:] = own | ~t.sc_keep
+            else:
+                raw[:] = own & t.sc_keep
+            if t.sc_one:
+                sc1.next = 1
+            else:
+                sc1.next = raw.signed()
+            raw[:] = mn_a & t.mn_keep
+            if t.mn_one:
+                o0.next = 1
+            else:
+                o0.next = raw.signed()
+            if t.sc_shared:
+                raw[:] = mn_a & t.mn_keep
+            else:
+                raw[:] = mn_b & t.mn_keep
+            if t.mn_one:
+                o1.next = 1
+            else:
+                o1.next = raw.signed()
 
     return decode
 
