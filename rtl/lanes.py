@@ -71,12 +71,16 @@ def mac_lanes(clk, rst, in_valid, first, last, fmt, slots, acts, e_act, ys, y_va
 
 
 @block
-def lane_group(clk, rst, in_valid, first, last, fmt, slots, acts, e_act, y, y_valid):
-    """32 block-MAC lanes: `slots` is 32 block slots, `y` the 32 row results (48 bits each, row 0 in
-    the least significant bits), valid with `y_valid` and held until the next row group's."""
+def lane_group(clk, rst, in_valid, first, last, fmt, sram, slots, lora_slots, acts, e_act, y, y_valid):
+    """32 block-MAC lanes: `slots` is 32 block slots of the weight word, `lora_slots` the same
+    slots of the LoRA SRAM word (as Q8_0 slots), read instead with `sram` high; `y` the 32 row
+    results (48 bits each, row 0 in the least significant bits), valid with `y_valid` and held
+    until the next row group's. The select is the group's own (slot_select): the lanes then read
+    a signal of their own module, so a simulator compiles one copy of them for every group."""
     ys = [signed_signal(ACC_BITS) for _ in range(BLOCK)]
     y_valids = [bit_signal() for _ in range(BLOCK)]
-    lanes = mac_lanes(clk, rst, in_valid, first, last, fmt, bus_lanes(slots, SLOT_BITS, BLOCK), acts, e_act, ys,
+    selected = unsigned_signal(BLOCK * SLOT_BITS)
+    lanes = mac_lanes(clk, rst, in_valid, first, last, fmt, bus_lanes(selected, SLOT_BITS, BLOCK), acts, e_act, ys,
                       y_valids)
     others = ConcatSignal(*y_valids[1:])
 
@@ -84,16 +88,29 @@ def lane_group(clk, rst, in_valid, first, last, fmt, slots, acts, e_act, y, y_va
     def valid():
         y_valid.next = y_valids[0]  # every lane ends its row in the same cycle
 
-    return lanes, packed_words(ys, y), valid, unused(others, "lane_valids", "the lanes end their rows together: "
-                                                      "lane 0's valid stands for all")
+    return (slot_select(sram, slots, lora_slots, selected), lanes, packed_words(ys, y), valid,
+            unused(others, "lane_valids", "the lanes end their rows together: lane 0's valid stands for all"))
+
+
+@block
+def slot_select(sram, slots, lora_slots, selected):
+    @always_comb
+    def pick():
+        if sram:
+            selected.next = lora_slots
+        else:
+            selected.next = slots
+
+    return pick
 
 
 @cache
 def lane_group_verilog() -> str:
     """The lane group module's Verilog; it is the same for every wide die."""
     ports = dict(clk=bit_signal(), rst=ResetSignal(0, active=1, isasync=False), in_valid=bit_signal(),
-                 first=bit_signal(), last=bit_signal(), fmt=unsigned_signal(FMT_BITS),
-                 slots=unsigned_signal(BLOCK * SLOT_BITS), acts=unsigned_signal(BLOCK * ACT_BITS),
+                 first=bit_signal(), last=bit_signal(), fmt=unsigned_signal(FMT_BITS), sram=bit_signal(),
+                 slots=unsigned_signal(BLOCK * SLOT_BITS), lora_slots=unsigned_signal(BLOCK * SLOT_BITS),
+                 acts=unsigned_signal(BLOCK * ACT_BITS),
                  e_act=signed_signal(EXP_BITS), y=unsigned_signal(BLOCK * WORD), y_valid=bit_signal())
     text = to_verilog(lambda: lane_group(**ports), LANE_MODULE)
     head, sep, body = text.partition(");\n")  # the end of the port list
@@ -110,26 +127,31 @@ class _LaneGroupPorts:
         lines = []
         for name, sig in self.pins.items():
             net = sig._name
-            if name == "slots":
+            if name in ("slots", "lora_slots"):
                 net = f"{net}[{self.slot_lo + BLOCK * SLOT_BITS - 1}:{self.slot_lo}]"
             lines.append(f"    .{name}({net})")
         return ",\n".join(lines)
 
 
 @block
-def lane_group_socket(clk, rst, in_valid, first, last, fmt, w_data, index: int, acts, e_act, y, y_valid):
-    """Lane group `index` of a wide engine on its 32 slots of the weight word: an instance of
+def lane_group_socket(clk, rst, in_valid, first, last, fmt, sram, w_data, lora_word, index: int, acts, e_act, y,
+                      y_valid):
+    """Lane group `index` of a wide engine on its 32 slots of the weight word and of the LoRA SRAM
+    word in slot form (`lora_word`, read with `sram` high): an instance of
     LANE_MODULE in the converted tile. Like rtl/chip.py's unit sockets it has no Python body: the
     lane group is elaborated once, for its own module (elaborating 32 block-MAC lanes takes MyHDL
     seconds, and a wide die has dozens of lane groups)."""
     slot_lo = index * BLOCK * SLOT_BITS
-    pins = dict(clk=clk, rst=rst, in_valid=in_valid, first=first, last=last, fmt=fmt, slots=w_data, acts=acts,
-                e_act=e_act, y=y, y_valid=y_valid)
+    pins = dict(clk=clk, rst=rst, in_valid=in_valid, first=first, last=last, fmt=fmt, sram=sram, slots=w_data,
+                lora_slots=lora_word, acts=acts, e_act=e_act, y=y, y_valid=y_valid)
     for name, sig in pins.items():  # the module reads its inputs and drives its outputs: MyHDL cannot see into it
         if name in ("y", "y_valid"):
             sig.driven = "wire"
         else:
             sig.read = True
+            if isinstance(sig, ConcatSignal):  # only sockets read it (the LoRA word): declare and assign it
+                sig.driven = "wire"
+                sig._markUsed()
     port_map = _LaneGroupPorts(pins, slot_lo)  # noqa: F841 (read by verilog_code: MyHDL fills it from these locals)
     instance = f"u_lanes{index}"  # noqa: F841 (read by verilog_code)
     module = LANE_MODULE  # noqa: F841 (read by verilog_code)

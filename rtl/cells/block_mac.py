@@ -100,6 +100,7 @@ FP16_EXP_BITS = 5
 SHIFT_BITS = 10  # max(x, 1) + e_b - 1 for an 8-bit e_b: [-128, 157]
 MAX_SC_Q = 128 * 32  # the largest |sc * q| of any format (Q6_K); Q8_0's is 128
 MAX_MIN = 63
+WORD_BITS = 64  # the widest intermediate of the saturating shifts
 
 
 @dataclass(frozen=True)
@@ -492,8 +493,6 @@ def act_register(clk, enable, act, act_reg):
 def fp16_scale(clk, enable, bits, e_act, keep, negate, mant, shift):
     """An fp16 value held exactly: mant = M (negated with `negate`, 0 without `keep`), shift = E + e_b + 24 =
     max(x, 1) + e_b - 1."""
-    act_exp = sign_extended(e_act, SHIFT_BITS)
-
     @always(clk.posedge)
     def decode():
         if enable:
@@ -509,7 +508,7 @@ def fp16_scale(clk, enable, bits, e_act, keep, negate, mant, shift):
                 mant.next = -magnitude.signed()
             else:
                 mant.next = magnitude.signed()
-            shift.next = biased.signed() + act_exp.signed() - 1
+            shift.next = biased.signed() + e_act - 1  # e_act is signed: no wire of its own to extend it
 
     return decode
 
@@ -539,17 +538,20 @@ def scale_product(clk, enable, mant, block_sum, product):
 @block
 def saturating_floor_shift(clk, enable, product, shift, result):
     """result = sat(floor_shift(product, shift), len(result)) = spec.sat_shift: a left shift that
-    saturates on overflow, or an arithmetic right shift (floor), clamped where all is sign."""
+    saturates on overflow, or an arithmetic right shift (floor), clamped where all is sign.
+    Everything fits 64 bits (a simulator's native word): a left shift by `amount` overflows exactly
+    when product >> (rw - 1 - amount) is not all sign, and otherwise its value fits rw bits."""
     pw, rw = len(product), len(result)
-    wide_bits = pw + rw - 1  # holds product << (rw - 1), the largest shift that can still fit
-    wide_in = sign_extended(product, wide_bits)
+    if pw > WORD_BITS or rw > WORD_BITS:
+        raise HardwireError(f"saturating_floor_shift works in {WORD_BITS} bits, not {pw} -> {rw}")
 
     @always(clk.posedge)
     def shift_and_clamp():
         if enable:
-            wide = intbv(0, min=-(1 << (wide_bits - 1)), max=1 << (wide_bits - 1))
+            x = intbv(0, min=-(1 << (WORD_BITS - 1)), max=1 << (WORD_BITS - 1))
             limit = intbv(0, min=-(1 << (rw - 1)), max=1 << (rw - 1))
             amount = intbv(0)[len(shift):]
+            x[:] = product
             limit[rw - 1] = 1  # the most negative word; its complement is the largest
             if product >= 0:
                 limit[:] = ~limit
@@ -557,15 +559,19 @@ def saturating_floor_shift(clk, enable, product, shift, result):
                 amount[:] = -shift
                 if amount > pw - 1:
                     amount[:] = pw - 1  # the product is all sign by then
-                wide[:] = wide_in.signed() >> amount
-                result.next = wide[rw:].signed()
-            elif shift >= rw and product != 0:
-                result.next = limit
+                x[:] = x >> amount
+                result.next = x[rw:].signed()
+            elif shift >= rw:
+                if product != 0:
+                    result.next = limit
+                else:
+                    result.next = 0
             else:
-                amount[:] = shift
-                wide[:] = wide_in.signed() << amount
-                if wide[wide_bits:rw - 1].signed() == 0 or wide[wide_bits:rw - 1].signed() == -1:
-                    result.next = wide[rw:].signed()
+                amount[:] = rw - 1 - shift  # the bits the product may still occupy above the sign
+                if (x >> amount) == 0 or (x >> amount) == -1:
+                    amount[:] = shift
+                    x[:] = x << amount
+                    result.next = x[rw:].signed()
                 else:
                     result.next = limit
 
