@@ -41,14 +41,14 @@ from __future__ import annotations
 from myhdl import ConcatSignal, Signal, always, always_comb, always_seq, block, enum, intbv
 
 from hardwire.golden.errors import HardwireError
-from hardwire.golden.spec import ACC_BITS, ACC_FRAC, BLOCK, LORA_EXP_MAX, LORA_EXP_MIN
+from hardwire.golden.spec import ACC_BITS, ACC_FRAC, BLOCK
 
 from .bus import ADDR_BITS, DATA_BITS, ENTRY_BITS, EXP_BITS, TAP_OP_BITS, WORD, BlockBus, RomPort
-from .cells.block_mac import ACT_BITS, LATENCY
+from .cells.block_mac import ACT_BITS, FP16_OF_EXPONENT, LATENCY
 from .cells.clock_gate import clock_gate
 from .cells.sram import address_bits
 from .cells.wiring import bit_signal, bus_lanes, mux_tree, signed_signal, unsigned_signal, unused, zero_extended
-from .die import LORA_BLOCK_BITS, LORA_EXP_FIELD, SLOT_BITS
+from .die import LORA_BLOCK_BITS, SLOT_BITS
 from .isa import LORA_PASS_LEN, Op, field_offsets
 from .lanes import lane_group_socket, mac_lanes, packed_words
 from .units import attention, head, vector
@@ -82,8 +82,9 @@ def matmul_engine(clk, rst, clear, groups, blocks, in_valid, first, last, fmt, s
     """`lanes` block-MAC lanes on one broadcast activation block: up to 32 lanes gather their rows
     into 32-row output blocks (narrow_matmul_engine); a multiple of 32 computes lanes / 32 output
     blocks per row group (wide_matmul_engine). The lanes read the weight word `w_data`, or with
-    `sram` high the LoRA SRAM word in slot form `lora_word`. `clear` (a pulse before the first
-    beat) restarts."""
+    `sram` high `lora_word`: the LoRA SRAM word in slot form (lora_slots) for the narrow engine,
+    the SRAM word itself for the wide one (or None: no LoRA SRAM). `clear` (a pulse before the
+    first beat) restarts."""
     if is_wide(lanes):
         return wide_matmul_engine(clk, rst, clear, blocks, in_valid, first, last, fmt, sram, w_data, lora_word, acts,
                                   e_act, out_valid, out_data, lanes)
@@ -171,7 +172,7 @@ def wide_matmul_engine(clk, rst, clear, blocks, in_valid, first, last, fmt, sram
     groups run on a gated clock (lane_clock), off while no block is arriving or in flight."""
     count = lanes // BLOCK
     if lora_word is None:  # no LoRA SRAM (the head): its programs never set `sram`; the word reads as zero
-        lora_word = ConcatSignal(intbv(0)[1:], intbv(0)[len(w_data) - 1:])  # a constant wire: two parts
+        lora_word = ConcatSignal(intbv(0)[1:], intbv(0)[lanes * LORA_BLOCK_BITS - 1:])  # constant: two parts
     ys = [unsigned_signal(BLOCK * WORD) for _ in range(count)]
     y_valids = [bit_signal() for _ in range(count)]
     lanes_clk, lanes_fmt = bit_signal(), unsigned_signal(len(fmt))
@@ -461,7 +462,9 @@ def matmul_side(clk, rst, token, w_data, sram_data, ins, strobes, reads, stream,
     acts = unsigned_signal(BLOCK * ACT_BITS)
     mm_valid = bit_signal()
     lora_word, sources = None, []
-    if sram_data is not None:
+    if sram_data is not None and is_wide(lanes):
+        lora_word = sram_data  # the lanes read its blocks as Q8_0 slots themselves (block_mac's LoRA source)
+    elif sram_data is not None:
         lora_word, scales = lora_slots(sram_data, lanes)
         sources = lora_scales(sram_data, scales, lanes)
 
@@ -492,15 +495,6 @@ def embed_lane(clk, token, w_data, embed_slot, lanes: int):
                            "of two never embeds: no lane select")
 
 
-# fp16 bits of 2**e for each 6-bit two's complement exponent field; 0 outside [LORA_EXP_MIN, LORA_EXP_MAX]
-def _fp16_of_exponent(field: int) -> int:
-    e = field - (1 << LORA_EXP_FIELD) if field >= 1 << (LORA_EXP_FIELD - 1) else field
-    if not LORA_EXP_MIN <= e <= LORA_EXP_MAX:
-        return 0
-    return (e + 15) << 10 if e >= -14 else 1 << (e + 24)
-
-
-FP16_OF_EXPONENT = tuple(_fp16_of_exponent(f) for f in range(1 << LORA_EXP_FIELD))
 
 
 def lora_slots(sram_data, lanes: int):
