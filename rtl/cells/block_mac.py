@@ -64,7 +64,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gguf import GGMLQuantizationType as QT
-from myhdl import always, always_comb, always_seq, block, intbv
+from myhdl import always, always_comb, always_seq, block, concat, intbv
 
 from hardwire.golden import spec
 from hardwire.golden.errors import HardwireError
@@ -99,6 +99,7 @@ ACCUMULATOR_BITS = 64  # exact for MAX_BLOCKS_PER_ROW blocks: 2 x 512 x 2**51 = 
 FP16_MANT_BITS = 12  # |M| < 2**11
 FP16_EXP_BITS = 5
 SHIFT_BITS = 10  # max(x, 1) + e_b - 1 for an 8-bit e_b: [-128, 157]
+assert SHIFT_BITS == EXP_BITS + 2  # fp16_scale sign-extends e_b by two bits
 MAX_SC_Q = 128 * 32  # the largest |sc * q| of any format (Q6_K); Q8_0's is 128
 MAX_MIN = 63
 WORD_BITS = 64  # the widest intermediate of the saturating shifts
@@ -595,6 +596,7 @@ def fp16_scale(clk, enable, bits, e_act, keep, negate, mant, shift, sram=None, l
         if enable:
             magnitude = intbv(0)[FP16_MANT_BITS:]
             biased = intbv(1)[SHIFT_BITS:]  # subnormal: E = -24 = 1 - 25
+            act_exp = intbv(0)[SHIFT_BITS:]
             magnitude[10:] = bits[10:]
             if bits[15:10] != 0:
                 magnitude[10] = 1  # the hidden one of normal numbers
@@ -605,7 +607,8 @@ def fp16_scale(clk, enable, bits, e_act, keep, negate, mant, shift, sram=None, l
                 mant.next = -magnitude.signed()
             else:
                 mant.next = magnitude.signed()
-            shift.next = biased.signed() + e_act - 1  # e_act is signed: no wire of its own to extend it
+            act_exp[:] = concat(e_act[EXP_BITS - 1], e_act[EXP_BITS - 1], e_act)  # in here: no wire of its own
+            shift.next = biased.signed() + act_exp.signed() - 1
 
     @always(clk.posedge)
     def decode_either():
@@ -613,6 +616,7 @@ def fp16_scale(clk, enable, bits, e_act, keep, negate, mant, shift, sram=None, l
             value = intbv(0)[FP16_BITS:]
             magnitude = intbv(0)[FP16_MANT_BITS:]
             biased = intbv(1)[SHIFT_BITS:]  # subnormal: E = -24 = 1 - 25
+            act_exp = intbv(0)[SHIFT_BITS:]
             if sram:
                 value[:] = FP16_OF_EXPONENT[lora_exponent]
             else:
@@ -627,7 +631,8 @@ def fp16_scale(clk, enable, bits, e_act, keep, negate, mant, shift, sram=None, l
                 mant.next = -magnitude.signed()
             else:
                 mant.next = magnitude.signed()
-            shift.next = biased.signed() + e_act - 1
+            act_exp[:] = concat(e_act[EXP_BITS - 1], e_act[EXP_BITS - 1], e_act)
+            shift.next = biased.signed() + act_exp.signed() - 1
 
     @always(clk.posedge)
     def decode_or_zero():
@@ -635,6 +640,7 @@ def fp16_scale(clk, enable, bits, e_act, keep, negate, mant, shift, sram=None, l
             value = intbv(0)[FP16_BITS:]
             magnitude = intbv(0)[FP16_MANT_BITS:]
             biased = intbv(1)[SHIFT_BITS:]  # subnormal: E = -24 = 1 - 25
+            act_exp = intbv(0)[SHIFT_BITS:]
             if not sram:
                 value[:] = bits
             magnitude[10:] = value[10:]
@@ -647,7 +653,8 @@ def fp16_scale(clk, enable, bits, e_act, keep, negate, mant, shift, sram=None, l
                 mant.next = -magnitude.signed()
             else:
                 mant.next = magnitude.signed()
-            shift.next = biased.signed() + e_act - 1
+            act_exp[:] = concat(e_act[EXP_BITS - 1], e_act[EXP_BITS - 1], e_act)
+            shift.next = biased.signed() + act_exp.signed() - 1
 
     if sram is None:
         return decode
@@ -683,8 +690,9 @@ def saturating_floor_shift(clk, enable, product, shift, result):
     Everything fits 64 bits (a simulator's native word): a left shift by `amount` overflows exactly
     when product >> (rw - 1 - amount) is not all sign, and otherwise its value fits rw bits."""
     pw, rw = len(product), len(result)
-    if pw > WORD_BITS or rw > WORD_BITS:
+    if pw >= WORD_BITS or rw > WORD_BITS:
         raise HardwireError(f"saturating_floor_shift works in {WORD_BITS} bits, not {pw} -> {rw}")
+    wide_in = sign_extended(product, WORD_BITS)
 
     @always(clk.posedge)
     def shift_and_clamp():
@@ -692,7 +700,7 @@ def saturating_floor_shift(clk, enable, product, shift, result):
             x = intbv(0, min=-(1 << (WORD_BITS - 1)), max=1 << (WORD_BITS - 1))
             limit = intbv(0, min=-(1 << (rw - 1)), max=1 << (rw - 1))
             amount = intbv(0)[len(shift):]
-            x[:] = product
+            x[:] = wide_in.signed()
             limit[rw - 1] = 1  # the most negative word; its complement is the largest
             if product >= 0:
                 limit[:] = ~limit
