@@ -495,8 +495,6 @@ def embed_lane(clk, token, w_data, embed_slot, lanes: int):
                            "of two never embeds: no lane select")
 
 
-
-
 def lora_slots(sram_data, lanes: int):
     """A LoRA SRAM word as a weight word: each block is a Q8_0 slot whose scale is the exact fp16
     2**e (docs/numerics.md 12.2), so the block-MAC lanes compute A x and B' u unchanged. Returns
