@@ -20,6 +20,13 @@ A gated-off unit has no clock edges and, between its wake-up events, no changing
 simulator does not touch it at all. All outputs are updated with nonblocking assignments, as
 registers are. Inputs that change with no such event (pos, between the host's reply and the
 next start) reach only the ROM macros of the unit's own gated clock before the unit wakes.
+
+Bulk inputs (BULK_PINS: the weight word and the LoRA SRAM word, up to hundreds of kbits) are
+not DPI arguments, which the chip's model would copy twice per call. The part reads them from
+the bridge's own port (public, found once by name in the bridge's scope) in every evaluation but
+the rising edge's: they are the data of read ports on the unit's own clock, so they change only at
+its rising edges, and the falling edge that follows every rising edge copies them in. At a rising
+edge the part still holds them as they were before it, as the unit's registers need.
 """
 
 from __future__ import annotations
@@ -30,6 +37,9 @@ from hardwire.rtl import chip
 from hardwire.rtl.bus import member_pin
 
 PART_SUFFIX = "_part"
+# the data of the weight ROM's and the LoRA SRAM's read ports, both on the unit's own clock: the
+# part reads them from the bridge's ports, not through DPI (see above)
+BULK_PINS = (member_pin("w", "data"), member_pin("lora", "data"))
 
 
 @dataclass(frozen=True)
@@ -37,6 +47,10 @@ class Pin:
     name: str
     width: int
     is_input: bool
+
+    @property
+    def bulk(self) -> bool:
+        return self.is_input and self.name in BULK_PINS
 
 
 def unit_pins(die, head: bool) -> list[Pin]:
@@ -56,12 +70,14 @@ WAKE_EVENTS = ("start", member_pin("up", "valid"), "rst")
 
 def bridge_verilog(module: str, pins: list[Pin]) -> str:
     """Module `module` for the chip's Verilation: the same ports, evaluated through DPI."""
-    ports = ",\n".join(f"    {'input wire' if p.is_input else 'output reg'} {_range(p)}{p.name}" for p in pins)
-    args = ", ".join(f"{'input' if p.is_input else 'output'} bit {_range(p)}{p.name}" for p in pins)
+    ports = ",\n".join(f"    {'input wire' if p.is_input else 'output reg'} {_range(p)}{p.name}"
+                        f"{' /*verilator public_flat_rd*/' if p.bulk else ''}" for p in pins)
+    passed = [p for p in pins if not p.bulk]
+    args = ", ".join(f"{'input' if p.is_input else 'output'} bit {_range(p)}{p.name}" for p in passed)
     outputs = [p for p in pins if not p.is_input]
     nexts = "".join(f"bit {_range(p)}{p.name}__next;\n" for p in outputs)
     call_args = ", ".join(("clock" if p.name == "clk" else p.name) if p.is_input else f"{p.name}__next"
-                          for p in pins)
+                          for p in passed)
     commit = "".join(f"    {p.name} <= {p.name}__next;\n" for p in outputs)
     wake = " or ".join(f"{edge} {name}" for name in WAKE_EVENTS for edge in ("posedge", "negedge"))
     return f"""\
@@ -72,18 +88,18 @@ def bridge_verilog(module: str, pins: list[Pin]) -> str:
 module {module} (
 {ports}
 );
-import "DPI-C" function chandle hw_part_new_{module}(input string scope);
-import "DPI-C" function void hw_part_eval_{module}(input chandle part, {args});
+import "DPI-C" context function chandle hw_part_new_{module}(input string scope);
+import "DPI-C" function void hw_part_eval_{module}(input chandle part, input bit rising, {args});
 chandle part;
 {nexts}initial part = hw_part_new_{module}($sformatf("%m"));
 
-task automatic evaluate(input bit clock);
-    hw_part_eval_{module}(part, {call_args});
+task automatic evaluate(input bit clock, input bit rising);
+    hw_part_eval_{module}(part, rising, {call_args});
 {commit}endtask
 
-always @(posedge clk) evaluate(1'b1);
-always @(negedge clk) evaluate(1'b0);
-always @({wake}) evaluate(clk);
+always @(posedge clk) evaluate(1'b1, 1'b1);
+always @(negedge clk) evaluate(1'b0, 1'b0);
+always @({wake}) evaluate(clk, 1'b0);
 endmodule
 """
 
@@ -96,24 +112,55 @@ def _range(pin: Pin) -> str:
 
 def bridge_cpp(module: str, pins: list[Pin]) -> str:
     """The DPI functions of the bridge: create the part, copy the pins in, evaluate, copy out."""
-    prefix = part_prefix(module)
-    params = ", ".join(_c_param(p) for p in pins)
-    copy_in = "".join(f"    {_copy_in(p)}\n" for p in pins if p.is_input)
+    prefix, state = part_prefix(module), f"hw_part_{module}"
+    bulk = [p for p in pins if p.bulk]
+    params = ", ".join(_c_param(p) for p in pins if not p.bulk)
+    copy_in = "".join(f"    {_copy_in(p)}\n" for p in pins if p.is_input and not p.bulk)
     copy_out = "".join(f"    {_copy_out(p)}\n" for p in pins if not p.is_input)
+    fields = "".join(f"    const void* {p.name};\n" for p in bulk)
+    finds = "".join(f"    s->{p.name} = hw_part_bulk_input(scope, \"{p.name}\", sizeof(s->model->{p.name}));\n"
+                    for p in bulk)
+    copy_bulk = "".join(f"        std::memcpy(&m->{p.name}, s->{p.name}, sizeof(m->{p.name}));\n" for p in bulk)
     return f"""
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include "svdpi.h"
+#include "verilated.h"
+#include "verilated_syms.h"
 #include "{prefix}.h"
 
+#ifndef HW_PART_BULK_INPUT
+#define HW_PART_BULK_INPUT
+// A bulk input of a bridge: its port, found by name in the bridge's scope (the port is public).
+static const void* hw_part_bulk_input(const char* scope, const char* name, size_t bytes) {{
+    const VerilatedScope* here = static_cast<const VerilatedScope*>(svGetScope());
+    const VerilatedVar* var = here ? here->varFind(name) : nullptr;
+    if (!var || var->totalSize() != bytes) {{
+        std::fprintf(stderr, "hardwire: error: bridge %s: input %s is not visible to its part\\n", scope, name);
+        std::abort();
+    }}
+    return var->datap();
+}}
+#endif
+
+struct {state} {{
+    {prefix}* model;
+{fields}}};
+
 extern "C" void* hw_part_new_{module}(const char* scope) {{
-    {prefix}* part = new {prefix}(Verilated::threadContextp(), scope);
-    part->eval();
-    return part;
+    {state}* s = new {state}();
+    s->model = new {prefix}(Verilated::threadContextp(), scope);
+{finds}    s->model->eval();
+    return s;
 }}
 
-extern "C" void hw_part_eval_{module}(void* handle, {params}) {{
-    {prefix}* m = static_cast<{prefix}*>(handle);
-{copy_in}    m->eval();
+extern "C" void hw_part_eval_{module}(void* handle, svBit rising, {params}) {{
+    {state}* s = static_cast<{state}*>(handle);
+    {prefix}* m = s->model;
+{copy_in}    if (!rising) {{
+{copy_bulk}    }}
+    m->eval();
 {copy_out}}}
 """
 

@@ -41,13 +41,14 @@ from __future__ import annotations
 from myhdl import ConcatSignal, Signal, always, always_comb, always_seq, block, enum, intbv
 
 from hardwire.golden.errors import HardwireError
-from hardwire.golden.spec import ACC_BITS, ACC_FRAC, BLOCK, LORA_EXP_MAX, LORA_EXP_MIN
+from hardwire.golden.spec import ACC_BITS, ACC_FRAC, BLOCK
 
 from .bus import ADDR_BITS, DATA_BITS, ENTRY_BITS, EXP_BITS, TAP_OP_BITS, WORD, BlockBus, RomPort
-from .cells.block_mac import ACT_BITS
+from .cells.block_mac import ACT_BITS, FP16_OF_EXPONENT, LATENCY
+from .cells.clock_gate import clock_gate
 from .cells.sram import address_bits
 from .cells.wiring import bit_signal, bus_lanes, mux_tree, signed_signal, unsigned_signal, unused, zero_extended
-from .die import LORA_BLOCK_BITS, LORA_EXP_FIELD, SLOT_BITS
+from .die import LORA_BLOCK_BITS, SLOT_BITS
 from .isa import ALSO_NORM, ALSO_SEND, LORA_PASS_LEN, NORM_FED, STREAM_ONLY, Op, field_offsets
 from .lanes import lane_group_socket, mac_lanes, packed_words
 from .units import attention, head, vector
@@ -76,18 +77,46 @@ def scratchpad(clk, we, waddr, wdata, re, raddr_a, raddr_b, rdata_a, rexp_a, rda
 
 
 @block
-def matmul_engine(clk, rst, clear, groups, blocks, in_valid, first, last, fmt, w_data, acts, e_act, out_valid, out_data,
-                  lanes: int):
+def matmul_engine(clk, rst, clear, groups, blocks, in_valid, first, last, fmt, sram, w_data, lora_word, acts, e_act,
+                  out_valid, out_data, lanes: int):
     """`lanes` block-MAC lanes on one broadcast activation block: up to 32 lanes gather their rows
     into 32-row output blocks (narrow_matmul_engine); a multiple of 32 computes lanes / 32 output
-    blocks per row group (wide_matmul_engine). `clear` (a pulse before the first beat) restarts."""
-    if lanes > BLOCK and lanes % BLOCK == 0:
-        return wide_matmul_engine(clk, rst, clear, blocks, in_valid, first, last, fmt, w_data, acts, e_act, out_valid,
-                                  out_data, lanes)
+    blocks per row group (wide_matmul_engine). The lanes read the weight word `w_data`, or with
+    `sram` high `lora_word`: the LoRA SRAM word in slot form (lora_slots) for the narrow engine,
+    the SRAM word itself for the wide one (or None: no LoRA SRAM). `clear` (a pulse before the
+    first beat) restarts."""
+    if is_wide(lanes):
+        return wide_matmul_engine(clk, rst, clear, blocks, in_valid, first, last, fmt, sram, w_data, lora_word, acts,
+                                  e_act, out_valid, out_data, lanes)
     if BLOCK % lanes:
         raise HardwireError(f"lanes={lanes} must divide the block size {BLOCK} or be a multiple of it")
-    return narrow_matmul_engine(clk, rst, clear, groups, blocks, in_valid, first, last, fmt, w_data, acts, e_act,
-                                out_valid, out_data, lanes)
+    if lora_word is None:
+        return narrow_matmul_engine(clk, rst, clear, groups, blocks, in_valid, first, last, fmt, w_data, acts, e_act,
+                                    out_valid, out_data, lanes)
+    weights = unsigned_signal(len(w_data))
+    return (weight_select(sram, w_data, lora_word, weights),
+            narrow_matmul_engine(clk, rst, clear, groups, blocks, in_valid, first, last, fmt, weights, acts, e_act,
+                                 out_valid, out_data, lanes))
+
+
+def is_wide(lanes: int) -> bool:
+    """A wide engine: lanes / 32 lane groups (a multiple of 32 lanes)."""
+    return lanes > BLOCK and lanes % BLOCK == 0
+
+
+@block
+def weight_select(sram, w_data, lora_word, weights):
+    """The narrow engine's weight word: the ROM's, or the LoRA SRAM's with `sram` high (a wide
+    engine's lane groups select their own slots: rtl/lanes.py lane_group)."""
+
+    @always_comb
+    def select():
+        if sram:
+            weights.next = lora_word
+        else:
+            weights.next = w_data
+
+    return select
 
 
 @block
@@ -134,16 +163,22 @@ def narrow_matmul_engine(clk, rst, clear, groups, blocks, in_valid, first, last,
 
 
 @block
-def wide_matmul_engine(clk, rst, clear, blocks, in_valid, first, last, fmt, w_data, acts, e_act, out_valid, out_data,
-                       lanes: int):
+def wide_matmul_engine(clk, rst, clear, blocks, in_valid, first, last, fmt, sram, w_data, lora_word, acts, e_act,
+                       out_valid, out_data, lanes: int):
     """lanes / 32 lane groups (rtl/lanes.py) on one broadcast activation block. A row group's
     lanes / 32 output blocks enter the output buffer together and leave it one a cycle, until
     `blocks` have left (the last row group may hold fewer). The issuer spaces row groups at least
-    lanes / 32 beats apart, so the buffer is empty when the next group's results arrive."""
+    lanes / 32 beats apart, so the buffer is empty when the next group's results arrive. The lane
+    groups run on a gated clock (lane_clock), off while no block is arriving or in flight."""
     count = lanes // BLOCK
+    if lora_word is None:  # no LoRA SRAM (the head): its programs never set `sram`; the word reads as zero
+        lora_word = ConcatSignal(intbv(0)[1:], intbv(0)[lanes * LORA_BLOCK_BITS - 1:])  # constant: two parts
     ys = [unsigned_signal(BLOCK * WORD) for _ in range(count)]
     y_valids = [bit_signal() for _ in range(count)]
-    groups = [lane_group_socket(clk, rst, in_valid, first, last, fmt, w_data, k, acts, e_act, ys[k], y_valids[k])
+    lanes_clk, lanes_fmt = bit_signal(), unsigned_signal(len(fmt))
+    gate = lane_clock(clk, rst, clear, in_valid, fmt, lanes_clk, lanes_fmt)
+    groups = [lane_group_socket(lanes_clk, rst, in_valid, first, last, lanes_fmt, sram, w_data, lora_word, k, acts,
+                                e_act, ys[k], y_valids[k])
               for k in range(count)]
     results = ConcatSignal(*reversed(ys))
     held = unsigned_signal(lanes * WORD)  # the output buffer: its lowest block leaves next
@@ -179,8 +214,37 @@ def wide_matmul_engine(clk, rst, clear, blocks, in_valid, first, last, fmt, w_da
     def emit():
         out_data.next = held[BLOCK * WORD:]
 
-    return groups, hand_out, buffer, emit, unused(others, "group_valids", "the lane groups end their rows "
+    return gate, groups, hand_out, buffer, emit, unused(others, "group_valids", "the lane groups end their rows "
                                                                            "together: group 0's valid stands for all")
+
+
+@block
+def lane_clock(clk, rst, clear, in_valid, fmt, lanes_clk, lanes_fmt):
+    """The lane groups' clock: on for a block's edge and the LATENCY edges that carry it out of the
+    lanes (the last clears their row-done bit), for reset, and for `clear` (a MATMUL's DECODE
+    strobe), whose edge copies the instruction's format to `lanes_fmt`, the lanes' own register.
+    Every other edge would leave every lane register as it is, so gating them changes no result;
+    in silicon the lanes do not toggle, and Verilator evaluates none of their logic (all of it
+    runs on their clock: the format they decode is a register on it too)."""
+    ticks = unsigned_signal(LATENCY.bit_length())  # edges the lanes still need after the last block
+    lanes_on = bit_signal()
+
+    @always_seq(clk.posedge, reset=rst)
+    def count_down():
+        if in_valid:
+            ticks.next = LATENCY
+        elif ticks != 0:
+            ticks.next = ticks - 1
+
+    @always_comb
+    def enable():
+        lanes_on.next = rst or clear or in_valid or ticks != 0
+
+    @always(lanes_clk.posedge)
+    def format_register():
+        lanes_fmt.next = fmt
+
+    return count_down, enable, clock_gate(clk, lanes_on, lanes_clk), format_register
 
 
 @block
@@ -399,10 +463,12 @@ def matmul_side(clk, rst, token, w_data, sram_data, ins, strobes, reads, stream,
     MATMUL's blocks (the LM head's logits) go to the argmax tracker."""
     acts = unsigned_signal(BLOCK * ACT_BITS)
     mm_valid = bit_signal()
-    weights, sources = w_data, []
-    if sram_data is not None:
-        weights = unsigned_signal(len(w_data))
-        sources = lora_weights(w_data, sram_data, ins.sram, weights, lanes)
+    lora_word, sources = None, []
+    if sram_data is not None and is_wide(lanes):
+        lora_word = sram_data  # the lanes read its blocks as Q8_0 slots themselves (block_mac's LoRA source)
+    elif sram_data is not None:
+        lora_word, scales = lora_slots(sram_data, lanes)
+        sources = lora_scales(sram_data, scales, lanes)
 
     @always_comb
     def matmul_beats():
@@ -410,7 +476,8 @@ def matmul_side(clk, rst, token, w_data, sram_data, ins, strobes, reads, stream,
         reads.logits.next = stream and mm_out_valid
 
     return (matmul_engine(clk, rst, strobes.mm_clear, ins.groups, ins.blocks, mm_valid, reads.beat_first,
-                          reads.beat_last, ins.fmt, weights, acts, a_exp, mm_out_valid, mm_out, lanes),
+                          reads.beat_last, ins.fmt, ins.sram, w_data, lora_word, acts, a_exp, mm_out_valid, mm_out,
+                          lanes),
             activation_lanes(a_data, acts), embed_lane(clk, token, w_data, embed_slot, lanes), matmul_beats, sources)
 
 
@@ -430,37 +497,23 @@ def embed_lane(clk, token, w_data, embed_slot, lanes: int):
                            "of two never embeds: no lane select")
 
 
-# fp16 bits of 2**e for each 6-bit two's complement exponent field; 0 outside [LORA_EXP_MIN, LORA_EXP_MAX]
-def _fp16_of_exponent(field: int) -> int:
-    e = field - (1 << LORA_EXP_FIELD) if field >= 1 << (LORA_EXP_FIELD - 1) else field
-    if not LORA_EXP_MIN <= e <= LORA_EXP_MAX:
-        return 0
-    return (e + 15) << 10 if e >= -14 else 1 << (e + 24)
-
-
-FP16_OF_EXPONENT = tuple(_fp16_of_exponent(f) for f in range(1 << LORA_EXP_FIELD))
-
-
-@block
-def lora_weights(w_data, sram_data, sram, weights, lanes: int):
+def lora_slots(sram_data, lanes: int):
     """A LoRA SRAM word as a weight word: each block is a Q8_0 slot whose scale is the exact fp16
-    2**e (docs/numerics.md 12.2), so the block-MAC lanes compute A x and B' u unchanged."""
+    2**e (docs/numerics.md 12.2), so the block-MAC lanes compute A x and B' u unchanged. Returns
+    the word (a concatenation) and its slots' scales, which lora_scales drives."""
     blocks = bus_lanes(sram_data, LORA_BLOCK_BITS, lanes)
     scales = [unsigned_signal(16) for _ in range(lanes)]
     spare = SLOT_BITS - BLOCK * 8 - 16
     # one flat concatenation (the converter does not nest them): per lane, from the top, spare bits, d, codes
     word = ConcatSignal(*[part for i in reversed(range(lanes))
                           for part in (intbv(0)[spare:], scales[i], blocks[i](BLOCK * 8, 0))])
-    decoders = [exponent_scale(blocks[i](LORA_BLOCK_BITS, BLOCK * 8), scales[i]) for i in range(lanes)]
+    return word, scales
 
-    @always_comb
-    def select():
-        if sram:
-            weights.next = word
-        else:
-            weights.next = w_data
 
-    return decoders, select
+@block
+def lora_scales(sram_data, scales, lanes: int):
+    blocks = bus_lanes(sram_data, LORA_BLOCK_BITS, lanes)
+    return [exponent_scale(blocks[i](LORA_BLOCK_BITS, BLOCK * 8), scales[i]) for i in range(lanes)]
 
 
 @block

@@ -64,13 +64,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gguf import GGMLQuantizationType as QT
-from myhdl import always, always_comb, always_seq, block, intbv
+from myhdl import always, always_comb, always_seq, block, concat, intbv
 
 from hardwire.golden import spec
 from hardwire.golden.errors import HardwireError
 from hardwire.golden.spec import ACC_BITS, BLOCK, TERM_BITS
 
 from ..bus import EXP_BITS
+from ..die import LORA_EXP_FIELD
 from ..isa import FORMAT_CODE
 from .wiring import (
     bit_signal,
@@ -98,8 +99,31 @@ ACCUMULATOR_BITS = 64  # exact for MAX_BLOCKS_PER_ROW blocks: 2 x 512 x 2**51 = 
 FP16_MANT_BITS = 12  # |M| < 2**11
 FP16_EXP_BITS = 5
 SHIFT_BITS = 10  # max(x, 1) + e_b - 1 for an 8-bit e_b: [-128, 157]
+assert SHIFT_BITS == EXP_BITS + 2  # fp16_scale sign-extends e_b by two bits
 MAX_SC_Q = 128 * 32  # the largest |sc * q| of any format (Q6_K); Q8_0's is 128
 MAX_MIN = 63
+WORD_BITS = 64  # the widest intermediate of the saturating shifts
+
+
+# fp16 bits of 2**e for each 6-bit two's complement exponent field; 0 outside [LORA_EXP_MIN, LORA_EXP_MAX]
+def _fp16_of_exponent(field: int) -> int:
+    e = field - (1 << LORA_EXP_FIELD) if field >= 1 << (LORA_EXP_FIELD - 1) else field
+    if not spec.LORA_EXP_MIN <= e <= spec.LORA_EXP_MAX:
+        return 0
+    return (e + 15) << 10 if e >= -14 else 1 << (e + 24)
+
+
+FP16_OF_EXPONENT = tuple(_fp16_of_exponent(f) for f in range(1 << LORA_EXP_FIELD))
+
+
+@dataclass(frozen=True)
+class LoraSource:
+    """A LoRA SRAM block a lane reads instead of its slot while `sram` is high: 32 int8 `codes`
+    and the signed `exponent` field of its scale (docs/numerics.md 12.1)."""
+
+    sram: object
+    codes: object
+    exponent: object
 
 
 @dataclass(frozen=True)
@@ -163,7 +187,11 @@ def field_value(field: int, keep: int, flip: int) -> int:
 
 @block
 def block_mac(clk, rst, in_valid, first, last, fmt, codes, scales, mins, d_bits, m_bits, acts, e_act,
-              term, term_valid, y, y_valid):
+              term, term_valid, y, y_valid, lora=None):
+    """`lora` (a LoraSource, or None): with its `sram` bit high, stage 1 reads the LoRA SRAM block
+    instead of the slot fields, as the Q8_0 slot the block stands for (docs/numerics.md 12.2): its
+    codes, d = the fp16 2**e of its exponent (FP16_OF_EXPONENT), m, scales and mins 0. The select
+    sits inside the stage-1 registers: nothing combinational on the block's bits."""
     act_bits = _check_ports(fmt, codes, scales, mins, d_bits, m_bits, acts, e_act, term, y)
     product_bits = CODE_BITS + act_bits
     half_bits, act_half_bits = product_bits + HALF_LEVELS, act_bits + HALF_LEVELS
@@ -179,29 +207,31 @@ def block_mac(clk, rst, in_valid, first, last, fmt, codes, scales, mins, d_bits,
 
     # the format's traits; the sub-block scales and mins, decoded
     t = FormatSignals()
-    sub = SubScales()
-    decode = [format_traits(fmt, t), sub_scales(t, scales, mins, sub)]
+    decode = format_traits(fmt, t)
 
     # stage 1: products and activations per lane, the scales' mantissas and shifts
     products = [signed_signal(product_bits) for _ in range(BLOCK)]
     act_regs = [signed_signal(act_bits) for _ in range(BLOCK)]
     act_lanes = bus_lanes(acts, act_bits, BLOCK)
-    lanes = [lane_product(clk, in_valid, t.code_keep, t.code_flip, code, act, p)
-             for code, act, p in zip(bus_lanes(codes, CODE_BITS, BLOCK), act_lanes, products, strict=True)]
+    sram = lora.sram if lora else None
+    lora_codes = bus_lanes(lora.codes, CODE_BITS, BLOCK) if lora else [None] * BLOCK
+    lanes = [lane_product(clk, in_valid, t.code_keep, t.code_flip, code, act, p, sram, lora_code)
+             for code, lora_code, act, p in zip(bus_lanes(codes, CODE_BITS, BLOCK), lora_codes, act_lanes, products,
+                                                strict=True)]
     lanes += [act_register(clk, in_valid, act, a) for act, a in zip(act_lanes, act_regs, strict=True)]
     scale_stages = [[signed_signal(FP16_MANT_BITS), signed_signal(SHIFT_BITS),
                      signed_signal(FP16_MANT_BITS), signed_signal(SHIFT_BITS)] for _ in range(1 + HALF_LEVELS + 1)]
     d_mant1, d_shift1, m_mant1, m_shift1 = scale_stages[0]
-    scales_ = [fp16_scale(clk, in_valid, d_bits, e_act, True, False, d_mant1, d_shift1),
-               fp16_scale(clk, in_valid, m_bits, e_act, t.offset, t.negate, m_mant1, m_shift1)]
+    scales_ = [fp16_scale(clk, in_valid, d_bits, e_act, True, False, d_mant1, d_shift1, sram,
+                          lora.exponent if lora else None),
+               fp16_scale(clk, in_valid, m_bits, e_act, t.offset, t.negate, m_mant1, m_shift1, sram)]
     for k in range(HALF_LEVELS + 1):  # the scales wait beside the trees and the sub-scale products
         scales_ += [guarded_register(clk, valid_in(k + 1), now, later)
                     for now, later in zip(scale_stages[k], scale_stages[k + 1], strict=True)]
     d_mant, d_shift, m_mant, m_shift = scale_stages[-1]
     sub_stages = [[signed_signal(SC_BITS), signed_signal(SC_BITS), signed_signal(MIN_BITS), signed_signal(MIN_BITS)]
                   for _ in range(HALF_LEVELS + 1)]
-    scales_ += [guarded_register(clk, in_valid, now, later)
-                for now, later in zip((sub.sc0, sub.sc1, sub.o0, sub.o1), sub_stages[0], strict=True)]
+    scales_.append(sub_scale_register(clk, in_valid, t, scales, mins, *sub_stages[0], sram=sram))
     for k in range(HALF_LEVELS):  # the sub-block scales wait beside the trees
         scales_ += [guarded_register(clk, valid_in(k + 1), now, later)
                     for now, later in zip(sub_stages[k], sub_stages[k + 1], strict=True)]
@@ -385,6 +415,105 @@ def min_field_shared(t, first_field, field, o):
 
 
 @block
+def sub_scale_register(clk, enable, t, scales, mins, sc0, sc1, o0, o1, sram=None):
+    """Stage 1's sub-block scales and mins: sub_scales' decoding inside the register, so that an
+    idle lane evaluates none of it (a simulator evaluates combinational logic on its inputs in
+    every evaluation; this runs only on the lane's clock edges). With `sram` high (a LoRA block)
+    the raw fields read as 0."""
+    sc_a, sc_b = bus_lanes(scales, FIELD_BITS, 2)  # plain names: a list would convert to a memory
+    mn_a, mn_b = bus_lanes(mins, FIELD_BITS, 2)
+
+    @always(clk.posedge)
+    def decode():
+        if enable:
+            own = intbv(0)[FIELD_BITS:]
+            raw = intbv(0)[FIELD_BITS:]
+            if t.sc_flip != 0 and (sc_a & t.sc_flip) == 0:
+                raw[:] = sc_a | ~t.sc_keep
+            else:
+                raw[:] = sc_a & t.sc_keep
+            if t.sc_one:
+                sc0.next = 1
+            else:
+                sc0.next = raw.signed()
+            if t.sc_shared:
+                own[:] = sc_a
+            else:
+                own[:] = sc_b
+            if t.sc_flip != 0 and (own & t.sc_flip) == 0:
+                raw[:] = own | ~t.sc_keep
+            else:
+                raw[:] = own & t.sc_keep
+            if t.sc_one:
+                sc1.next = 1
+            else:
+                sc1.next = raw.signed()
+            raw[:] = mn_a & t.mn_keep
+            if t.mn_one:
+                o0.next = 1
+            else:
+                o0.next = raw.signed()
+            if t.sc_shared:
+                raw[:] = mn_a & t.mn_keep
+            else:
+                raw[:] = mn_b & t.mn_keep
+            if t.mn_one:
+                o1.next = 1
+            else:
+                o1.next = raw.signed()
+
+    @always(clk.posedge)
+    def decode_lora():
+        if enable:
+            own = intbv(0)[FIELD_BITS:]
+            raw = intbv(0)[FIELD_BITS:]
+            fa = intbv(0)[FIELD_BITS:]
+            fb = intbv(0)[FIELD_BITS:]
+            ma = intbv(0)[FIELD_BITS:]
+            mb = intbv(0)[FIELD_BITS:]
+            if not sram:
+                fa[:] = sc_a
+                fb[:] = sc_b
+                ma[:] = mn_a
+                mb[:] = mn_b
+            if t.sc_flip != 0 and (fa & t.sc_flip) == 0:
+                raw[:] = fa | ~t.sc_keep
+            else:
+                raw[:] = fa & t.sc_keep
+            if t.sc_one:
+                sc0.next = 1
+            else:
+                sc0.next = raw.signed()
+            if t.sc_shared:
+                own[:] = fa
+            else:
+                own[:] = fb
+            if t.sc_flip != 0 and (own & t.sc_flip) == 0:
+                raw[:] = own | ~t.sc_keep
+            else:
+                raw[:] = own & t.sc_keep
+            if t.sc_one:
+                sc1.next = 1
+            else:
+                sc1.next = raw.signed()
+            raw[:] = ma & t.mn_keep
+            if t.mn_one:
+                o0.next = 1
+            else:
+                o0.next = raw.signed()
+            if t.sc_shared:
+                raw[:] = ma & t.mn_keep
+            else:
+                raw[:] = mb & t.mn_keep
+            if t.mn_one:
+                o1.next = 1
+            else:
+                o1.next = raw.signed()
+
+    return decode if sram is None else decode_lora
+
+
+@block
 def stage_marks(clk, rst, valid, first, last, valid_out, first_out, last_out):
     """The valid bit (the only register the reset clears) and the row marks of one stage."""
 
@@ -411,9 +540,10 @@ def row_done(clk, rst, valid, last, y_valid):
 
 
 @block
-def lane_product(clk, enable, keep, flip, code, act, product):
+def lane_product(clk, enable, keep, flip, code, act, product, sram=None, lora_code=None):
     """q * a for one weight: q is the code's kept bits, or with the format's flip bit clear the
-    code with every bit outside `keep` set (the code minus its offset, sign-extended)."""
+    code with every bit outside `keep` set (the code minus its offset, sign-extended). With `sram`
+    high the code is `lora_code` (block_mac's LoRA source)."""
 
     @always(clk.posedge)
     def multiply():
@@ -425,7 +555,22 @@ def lane_product(clk, enable, keep, flip, code, act, product):
                 weight[:] = code & keep
             product.next = weight.signed() * act.signed()
 
-    return multiply
+    @always(clk.posedge)
+    def multiply_either():
+        if enable:
+            raw = intbv(0)[CODE_BITS:]
+            weight = intbv(0)[CODE_BITS:]
+            if sram:
+                raw[:] = lora_code
+            else:
+                raw[:] = code
+            if flip != 0 and (raw & flip) == 0:
+                weight[:] = raw | ~keep
+            else:
+                weight[:] = raw & keep
+            product.next = weight.signed() * act.signed()
+
+    return multiply if sram is None else multiply_either
 
 
 @block
@@ -441,16 +586,17 @@ def act_register(clk, enable, act, act_reg):
 
 
 @block
-def fp16_scale(clk, enable, bits, e_act, keep, negate, mant, shift):
+def fp16_scale(clk, enable, bits, e_act, keep, negate, mant, shift, sram=None, lora_exponent=None):
     """An fp16 value held exactly: mant = M (negated with `negate`, 0 without `keep`), shift = E + e_b + 24 =
-    max(x, 1) + e_b - 1."""
-    act_exp = sign_extended(e_act, SHIFT_BITS)
+    max(x, 1) + e_b - 1. With `sram` high the value is FP16_OF_EXPONENT[lora_exponent], or 0 without
+    a `lora_exponent` (block_mac's LoRA source)."""
 
     @always(clk.posedge)
     def decode():
         if enable:
             magnitude = intbv(0)[FP16_MANT_BITS:]
             biased = intbv(1)[SHIFT_BITS:]  # subnormal: E = -24 = 1 - 25
+            act_exp = intbv(0)[SHIFT_BITS:]
             magnitude[10:] = bits[10:]
             if bits[15:10] != 0:
                 magnitude[10] = 1  # the hidden one of normal numbers
@@ -461,9 +607,58 @@ def fp16_scale(clk, enable, bits, e_act, keep, negate, mant, shift):
                 mant.next = -magnitude.signed()
             else:
                 mant.next = magnitude.signed()
+            act_exp[:] = concat(e_act[EXP_BITS - 1], e_act[EXP_BITS - 1], e_act)  # in here: no wire of its own
             shift.next = biased.signed() + act_exp.signed() - 1
 
-    return decode
+    @always(clk.posedge)
+    def decode_either():
+        if enable:
+            value = intbv(0)[FP16_BITS:]
+            magnitude = intbv(0)[FP16_MANT_BITS:]
+            biased = intbv(1)[SHIFT_BITS:]  # subnormal: E = -24 = 1 - 25
+            act_exp = intbv(0)[SHIFT_BITS:]
+            if sram:
+                value[:] = FP16_OF_EXPONENT[lora_exponent]
+            else:
+                value[:] = bits
+            magnitude[10:] = value[10:]
+            if value[15:10] != 0:
+                magnitude[10] = 1  # the hidden one of normal numbers
+                biased[FP16_EXP_BITS:] = value[15:10]
+            if not keep:
+                mant.next = 0
+            elif value[15] != negate:
+                mant.next = -magnitude.signed()
+            else:
+                mant.next = magnitude.signed()
+            act_exp[:] = concat(e_act[EXP_BITS - 1], e_act[EXP_BITS - 1], e_act)
+            shift.next = biased.signed() + act_exp.signed() - 1
+
+    @always(clk.posedge)
+    def decode_or_zero():
+        if enable:
+            value = intbv(0)[FP16_BITS:]
+            magnitude = intbv(0)[FP16_MANT_BITS:]
+            biased = intbv(1)[SHIFT_BITS:]  # subnormal: E = -24 = 1 - 25
+            act_exp = intbv(0)[SHIFT_BITS:]
+            if not sram:
+                value[:] = bits
+            magnitude[10:] = value[10:]
+            if value[15:10] != 0:
+                magnitude[10] = 1  # the hidden one of normal numbers
+                biased[FP16_EXP_BITS:] = value[15:10]
+            if not keep:
+                mant.next = 0
+            elif value[15] != negate:
+                mant.next = -magnitude.signed()
+            else:
+                mant.next = magnitude.signed()
+            act_exp[:] = concat(e_act[EXP_BITS - 1], e_act[EXP_BITS - 1], e_act)
+            shift.next = biased.signed() + act_exp.signed() - 1
+
+    if sram is None:
+        return decode
+    return decode_either if lora_exponent is not None else decode_or_zero
 
 
 @block
@@ -491,17 +686,21 @@ def scale_product(clk, enable, mant, block_sum, product):
 @block
 def saturating_floor_shift(clk, enable, product, shift, result):
     """result = sat(floor_shift(product, shift), len(result)) = spec.sat_shift: a left shift that
-    saturates on overflow, or an arithmetic right shift (floor), clamped where all is sign."""
+    saturates on overflow, or an arithmetic right shift (floor), clamped where all is sign.
+    Everything fits 64 bits (a simulator's native word): a left shift by `amount` overflows exactly
+    when product >> (rw - 1 - amount) is not all sign, and otherwise its value fits rw bits."""
     pw, rw = len(product), len(result)
-    wide_bits = pw + rw - 1  # holds product << (rw - 1), the largest shift that can still fit
-    wide_in = sign_extended(product, wide_bits)
+    if pw >= WORD_BITS or rw > WORD_BITS:
+        raise HardwireError(f"saturating_floor_shift works in {WORD_BITS} bits, not {pw} -> {rw}")
+    wide_in = sign_extended(product, WORD_BITS)
 
     @always(clk.posedge)
     def shift_and_clamp():
         if enable:
-            wide = intbv(0, min=-(1 << (wide_bits - 1)), max=1 << (wide_bits - 1))
+            x = intbv(0, min=-(1 << (WORD_BITS - 1)), max=1 << (WORD_BITS - 1))
             limit = intbv(0, min=-(1 << (rw - 1)), max=1 << (rw - 1))
             amount = intbv(0)[len(shift):]
+            x[:] = wide_in.signed()
             limit[rw - 1] = 1  # the most negative word; its complement is the largest
             if product >= 0:
                 limit[:] = ~limit
@@ -509,15 +708,19 @@ def saturating_floor_shift(clk, enable, product, shift, result):
                 amount[:] = -shift
                 if amount > pw - 1:
                     amount[:] = pw - 1  # the product is all sign by then
-                wide[:] = wide_in.signed() >> amount
-                result.next = wide[rw:].signed()
-            elif shift >= rw and product != 0:
-                result.next = limit
+                x[:] = x >> amount
+                result.next = x[rw:].signed()
+            elif shift >= rw:
+                if product != 0:
+                    result.next = limit
+                else:
+                    result.next = 0
             else:
-                amount[:] = shift
-                wide[:] = wide_in.signed() << amount
-                if wide[wide_bits:rw - 1].signed() == 0 or wide[wide_bits:rw - 1].signed() == -1:
-                    result.next = wide[rw:].signed()
+                amount[:] = rw - 1 - shift  # the bits the product may still occupy above the sign
+                if (x >> amount) == 0 or (x >> amount) == -1:
+                    amount[:] = shift
+                    x[:] = x << amount
+                    result.next = x[rw:].signed()
                 else:
                     result.next = limit
 
