@@ -1,14 +1,16 @@
 """The attention unit (rtl/units/attention.py) against golden IntModel.attention, word for word.
 
-The unit's Verilog depends on the die only, so ONE build serves every test: the unit of the
-hw-tiny die (rtl/die.py), built once per session (the adapter caches builds, so xdist
-workers share it). Two model shapes run on it, given at run time on its geometry ports:
-    gqa3: heads 3, kv_heads 1, head_dim 64 (two blocks per head)
-    gqa1: heads 2, kv_heads 2, head_dim 32 (one block per head)
-Both have a 64-wide K/V row, so one KV write can be read by either shape
+The unit's Verilog depends on the die only, so ONE build per die serves every test: the unit
+of hw-tiny (one engine, rtl/die.py) and of hw-tiny-w (three engines in lockstep), each built
+once per session (the adapter caches builds, so xdist workers share them). Three model shapes
+run on each, given at run time on its geometry ports:
+    gqa3: heads 3, kv_heads 1, head_dim 64 (two blocks per head; one full round of three engines)
+    gqa1: heads 2, kv_heads 2, head_dim 32 (one block per head; a partly filled round)
+    gqa4: heads 8, kv_heads 2, head_dim 32 (rounds of 3, 3 and 2 heads; KV heads change mid-round)
+All have a 64-wide K/V row, so one KV write can be read by any shape
 (test_one_unit_switches_geometry). The unit's KV SRAM persists across calls, like the
 chip's: every case writes the positions it reads. Every command also checks the documented
-cycle count. hw-s135 is elaborated and linted, not built.
+cycle count. The other dies are elaborated and linted, not built.
 """
 
 from __future__ import annotations
@@ -31,14 +33,16 @@ from hardwire.rtl.cells.sram import sram
 from hardwire.rtl.cells.via_rom import via_map_define
 from hardwire.rtl.cells.wiring import bit_signal, unsigned_signal
 from hardwire.rtl.die import DIES, get_die
-from hardwire.rtl.units.attention import AttentionGeometry, AttentionLimits, attention_unit
+from hardwire.rtl.units.attention import WORD_BITS, AttentionGeometry, AttentionLimits, attention_unit
 from hardwire.rtl.verilog import to_verilog
 
 DIE = "hw-tiny"
 LIMITS = AttentionLimits.from_die(get_die(DIE))
+BUILT_DIES = ("hw-tiny", "hw-tiny-w")  # one engine; three (the limits are otherwise hw-tiny's)
 GEOMETRIES = {
     "gqa3": AttentionGeometry(heads=3, kv_heads=1, head_dim=64),
     "gqa1": AttentionGeometry(heads=2, kv_heads=2, head_dim=32),
+    "gqa4": AttentionGeometry(heads=8, kv_heads=2, head_dim=32),
 }
 DECODE_POSITIONS = 24  # the synthetic decode runs this many tokens (the other tests fill the context)
 B16_MAX = spec.ACT_MAX
@@ -89,13 +93,16 @@ class Case:
                               f"{want_m[0][bad[0]]} ({bad.size} differ)")
         assert np.array_equal(got.exponents, want_e[0]), f"exponents rtl {got.exponents} golden {want_e[0]}"
         if gap == 0:
-            assert got.cycles == self.geo.attend_cycles(position + 1)
+            assert got.cycles == self.geo.attend_cycles(position + 1, self.unit.limits.engines)
         return got
 
 
-@pytest.fixture(scope="module")
-def unit(tmp_path_factory):
-    return AttentionUnitSim(LIMITS, tmp_path_factory.mktemp("attention-unit"))
+@pytest.fixture(scope="module", params=BUILT_DIES)
+def unit(request, tmp_path_factory):
+    limits = AttentionLimits.from_die(get_die(request.param))
+    assert limits.engines == 1 or (limits.kv_tokens, limits.max_heads, limits.max_kv_dim,
+                                   limits.max_q_dim) == (LIMITS.kv_tokens, 8, 256, 256)
+    return AttentionUnitSim(limits, tmp_path_factory.mktemp("attention-unit"))
 
 
 @pytest.fixture(scope="module")
@@ -283,7 +290,7 @@ def test_verilog_depends_only_on_the_die(die_name):
     for port, bits in (("heads", limits.heads_bits), ("kv_heads", limits.heads_bits),
                        ("head_blocks", limits.head_blocks_bits), ("attn_scale", 16)):
         assert re.search(rf"^input \[{bits - 1}:0\] {port};$", gqa3, re.MULTILINE), port
-    assert f"SRAM macro sram_kv: {limits.kv_depth} x" in gqa3
+    assert f"SRAM macro sram_kv: {limits.kv_depth} x {limits.kv_lanes} lanes of {WORD_BITS} bits" in gqa3
     # the unit's parameters: its ports, then the die's limits; no model number can reach it
     assert list(inspect.signature(attention_unit.func).parameters) == [*UNIT_PORTS, "limits"]
     top = harness_top(limits)
@@ -386,7 +393,7 @@ def test_paced_beats(case):
         case.write(p, *random_b16(rng, nb), *random_b16(rng, nb, (-24, -8)), gap=p + 1)
     got = case.check(2, *random_query(case, rng), gap=3)
     beats = case.geo.heads * case.geo.head_blocks
-    assert got.cycles == case.geo.attend_cycles(3) + 3 * (beats - 1)
+    assert got.cycles == case.geo.attend_cycles(3, case.unit.limits.engines) + 3 * (beats - 1)
 
 
 def test_refusals(case):
