@@ -1,13 +1,17 @@
 """The attention unit of a tile (docs/numerics.md section 7, docs/architecture.md 4a).
 
 Base grid: the Verilog depends only on the die (`AttentionLimits`: kv_tokens, max_heads,
-max_kv_dim, max_d_model). The model's attention shape arrives at run time on ports latched
+max_kv_dim, max_d_model, and attn_heads as `engines`). The model's attention shape arrives at run time on ports latched
 with each start (the tile drives them from the ATTN instruction: groups = heads, aux =
 kv_heads, n = head_blocks, and ATTN_SCALE from the consts ROM), so two models on one die get
 byte-identical Verilog and one unit runs any shape within the die's maxima.
 
 It owns the KV SRAM (B16 keys after RoPE and values, `kv_tokens` positions), a query buffer
-and the score buffer, and computes one query head at a time in four passes:
+and the score buffer, and has `engines` datapaths (the die's attn_heads) that run in lockstep
+under one controller. The query heads go in rounds: in round r, engine e computes query head
+r * engines + e (the last round may be partly filled; an engine without a head is gated off and
+its registers never load). Each engine runs four passes, all engines on the same t and b in the
+same cycle:
 
     scores    for t in 0..P-1, b in 0..nbh-1: one K block and one Q block per cycle;
               s_t = floor_shift(sat40(sum_b sat40(floor_shift(D_b, eq_b + ek_b + 16))) * ATTN_SCALE, -15)
@@ -16,19 +20,39 @@ and the score buffer, and computes one query head at a time in four passes:
               p_t = EXP2_LUT[(u & 0xFFFF) >> 6] >> min(u >> 16, 17) back into the score buffer,
               and the sum of p
     divide    RCP = floor(2**48 / sum p), a restoring divider, one quotient bit per cycle
+              (one engine) or four (several engines: the same quotient in 9 cycles, not 33)
     weighted  for b, then t: one V block per cycle; w_t = (p_t * RCP) >> 24 and per lane
               acc += (w_t * v) << (ev + 24), exact in 73 bits; after the last t the block
               leaves as rq(sat63(acc), -48, 16)
 
+Nothing of numerics 7 changes with the engines: each engine computes its head exactly as one
+engine would (the sum over b in order, with its saturations). The output stays head-major
+(head 0's nbh blocks first). One engine sends each block straight to the requantizer and the
+bus. Several engines finish block b of every head of the round in the same cycle, so their
+saturated lane sums (sat63) land in the output buffer (word b, a lane per engine), and after
+the round's weighted pass the controller reads them out head by head, one block a cycle, into
+the one requantizer.
+
 P = pos + 1 keys, nbh = head_blocks (head_dim / 32). Query head h reads KV head
 floor(h * kv_heads / heads), which is h // (heads / kv_heads) for the Llama shapes (heads a
-multiple of kv_heads); the controller steps it with an accumulator, no divider. A shape
+multiple of kv_heads); the controller steps it with an accumulator as the Q beats pass, no
+divider: engine e takes head e's KV head from it, and after each round every engine adds the
+accumulator's value at head `engines` (with the carry of the shares). A shape
 whose heads is not a multiple of kv_heads is not refused (no Llama model has one, and the
 metal generator never prints one); it still addresses only inside the SRAMs.
 
-KV SRAM layout: position t owns the fixed row of 2 * max_kv_dim / 32 words at t * row_words
-(a die constant); its K blocks come first (KV head-major), then its V blocks at offset
-kv_heads * nbh. A KV write therefore needs only the product kv_heads * nbh.
+SRAM layout, so that every engine reads its own block in the same cycle:
+    KV SRAM   2 * kv_tokens words of max_kv_dim / 32 lanes (a B16 block each, WORD_BITS): word
+              2t holds the K blocks of position t, word 2t + 1 its V blocks, KV head-major
+              (lane kv_head * nbh + b). A KV write stores one lane a beat (per-lane write
+              enable), so it needs only the product kv_heads * nbh; a read takes one word and
+              each engine its own lane of it (a column select per engine). The bits are those
+              of one block per position and K/V block of the die: 2 * kv_tokens * max_kv_dim / 32
+              blocks, whatever the engines.
+    query     a lane per engine: round r's block b in word r * nbh + b (q_depth words: the
+              most any shape the die takes needs)
+    scores    kv_tokens words of a field per engine (s_t, then p_t)
+    output    (several engines) max_head_blocks words of a lane per engine: 32 sat63 sums
 
 Ports (block buses of docs/architecture.md 4a; everything is sampled on the rising edge):
     rst          in   synchronous, active high: back to idle; SRAM contents are kept
@@ -58,18 +82,27 @@ Ports (block buses of docs/architecture.md 4a; everything is sampled on the risi
                       geometry is outside the die (a zero count, kv_heads > heads,
                       heads > max_heads, kv_heads*head_blocks > max_kv_dim/32,
                       heads*head_blocks > max_d_model/32); nothing is written or computed
-    lut_addr     out  EXP2_LUT read address (10 bits), registered
-    lut_data     in   EXP2_LUT[lut_addr] (17 bits), one cycle after the address (a via ROM)
+    lut_addr     out  EXP2_LUT read addresses (10 bits per engine, engine e at bits 10e..10e+9),
+                      registered
+    lut_data     in   EXP2_LUT[lut_addr] (17 bits per engine, likewise), one cycle after the
+                      address (a via ROM with a read port per engine)
 
-Cycles (`AttentionGeometry.attend_cycles`, checked by the tests), in the run-time values:
-start_attn to done, inclusive, with the Q beats back to back, is
+Cycles (`AttentionGeometry.attend_cycles(P, engines)`, checked by the tests), in the run-time
+values: start_attn to done, inclusive, with the Q beats back to back, is on one engine
     1 + heads*nbh + heads * head_cycles(P),
     head_cycles(P) = (2*nbh + 1) * P + HEAD_OVERHEAD,   HEAD_OVERHEAD = 59:
-scores nbh*P + 12 (pipeline drain), softmax P + 5, divide 33 + 2, weighted nbh*P + 7.
-SmolLM2 (nbh 2, 9 heads) at P = 1024: 9 * 5179 cycles per token and layer. start_kv to done
-takes 1 + 2*kv_heads*nbh cycles at full pace (`AttentionGeometry.kv_write_cycles`).
+scores nbh*P + 12 (pipeline drain), softmax P + 5, divide 33 + 2, weighted nbh*P + 7; and on
+E > 1 engines, with rounds of n_r = E heads (the last one heads - E * (rounds - 1))
+    1 + heads*nbh + sum over rounds of round_cycles(P, n_r),
+    round_cycles(P, n) = (2*nbh + 1) * P + ROUND_OVERHEAD + n * nbh,   ROUND_OVERHEAD = 37:
+the same drains, divide 9 + 2, and the read-out of the output buffer (n * nbh blocks, 2 cycles
+of latency). SmolLM2 (nbh 2, 9 heads) at P = 1024: 9 * 5179 cycles per token and layer on one
+engine, 5 * 1024 + 37 + 18 + 19 = 5194 on nine (hw-s135w), and 5 * P + 74 at any P (149 at
+P = 15). start_kv to done takes 1 + 2*kv_heads*nbh cycles at full pace
+(`AttentionGeometry.kv_write_cycles`).
 
-Simulation cost: every datapath register loads only under its stage's valid bit, wide
+Simulation cost: every datapath register loads only under its stage's valid bit (an engine's
+valid bits also under its `active` bit), wide
 assembly is done by bit loops inside those enabled processes, the geometry is checked and
 latched only in a start cycle, and no register is read after it is written in its process
 (a simulator then needs no shadow copies). Measured with the native run: idle about 30-40 ns
