@@ -15,6 +15,7 @@ cycle count. The other dies are elaborated and linted, not built.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import re
 
@@ -159,6 +160,33 @@ def test_wide_exponents(case):
     fill(case, rng, positions, k_exp=(-128, 127), v_exp=(-24, 0))
     for _ in range(3):
         case.check(len(positions) - 1, *random_query(case, rng, (-128, 127)))
+
+
+# --- the cycle model ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("position", [0, 9, 60])
+def test_cycles_follow_the_model(case, position):
+    """The measured cycles of an attention are attend_cycles(P, engines): one engine (hw-tiny, a
+    head at a time), or three in lockstep (hw-tiny-w): gqa3 one full round (heads == engines),
+    gqa1 one partly filled round, gqa4 rounds of 3, 3 and 2 heads."""
+    rng = np.random.default_rng(20 + position)
+    fill(case, rng, range(position + 1))
+    engines = case.unit.limits.engines
+    got = case.check(position, *random_query(case, rng))
+    assert got.cycles == case.geo.attend_cycles(position + 1, engines)
+    rounds = {"gqa3": [3], "gqa1": [2], "gqa4": [3, 3, 2]}[next(n for n, g in GEOMETRIES.items() if g == case.geo)]
+    assert case.geo.round_heads(engines) == (rounds if engines == 3 else [1] * case.geo.heads)
+
+
+def test_cycle_model_of_smollm2():
+    """The model's figures for SmolLM2-135M's attention (9 heads over 3 KV heads, head_dim 64):
+    a head at a time, and all nine heads in one round (hw-s135w)."""
+    smollm2 = AttentionGeometry(heads=9, kv_heads=3, head_dim=64)
+    assert smollm2.head_cycles(1024) == 5179 and smollm2.attend_cycles(1024) == 1 + 18 + 9 * 5179
+    assert smollm2.attend_cycles(1024, 9) == 1 + 18 + 5 * 1024 + 37 + 18 == 5194
+    assert [smollm2.attend_cycles(p, 9) for p in (5, 15, 25)] == [99, 149, 199]
+    assert smollm2.round_heads(9) == [9] and smollm2.round_heads(4) == [4, 4, 1]
+    assert smollm2.attend_cycles(15, 4) == 1 + 18 + 3 * (5 * 15 + 37) + (4 + 4 + 1) * 2
 
 
 # --- ties, saturation, zeros -----------------------------------------------------------------------
@@ -470,10 +498,17 @@ def test_bad_geometry(kw, words):
     (dict(kv_tokens=1, max_heads=1, max_kv_dim=64, max_q_dim=64), "at least 2"),
     (dict(kv_tokens=8, max_heads=0, max_kv_dim=64, max_q_dim=64), "max_heads"),
     (dict(kv_tokens=8, max_heads=1, max_kv_dim=48, max_q_dim=64), "max_kv_dim 48"),
+    (dict(kv_tokens=8, max_heads=2, max_kv_dim=64, max_q_dim=64, engines=3), "engines must lie in 1..max_heads"),
+    (dict(kv_tokens=8, max_heads=2, max_kv_dim=64, max_q_dim=64, engines=0), "engines must lie in 1..max_heads"),
 ])
 def test_bad_limits(kw, words):
     with pytest.raises(HardwireError, match=words):
         AttentionLimits(**kw)
+
+
+def test_die_attn_heads_within_its_heads():
+    with pytest.raises(HardwireError, match="attn_heads=9 must lie in 1..max_heads"):
+        dataclasses.replace(get_die("hw-tiny"), attn_heads=9)
 
 
 @pytest.mark.parametrize("geo, words", [
