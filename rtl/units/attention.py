@@ -101,14 +101,17 @@ engine, 5 * 1024 + 37 + 18 + 19 = 5194 on nine (hw-s135w), and 5 * P + 74 at any
 P = 15). start_kv to done takes 1 + 2*kv_heads*nbh cycles at full pace
 (`AttentionGeometry.kv_write_cycles`).
 
-Simulation cost: every datapath register loads only under its stage's valid bit (an engine's
-valid bits also under its `active` bit), wide
-assembly is done by bit loops inside those enabled processes, the geometry is checked and
-latched only in a start cycle, and no register is read after it is written in its process
-(a simulator then needs no shadow copies). Measured with the native run: idle about 30-40 ns
-per cycle above a bare counter (the requantizer cell, which is combinational, and the gather
-of its input; the run-time geometry added nothing measurable), busy about 0.5 us per cycle
-at 256 keys.
+Simulation cost: every datapath register loads only under its stage's valid bit (an engine
+other than engine 0 also under its `active` bit, so an engine without a head costs a gate per
+pass), wide assembly is done by bit loops inside those enabled processes, the geometry is
+checked and latched only in a start cycle, and no register is read after it is written in its
+process (a simulator then needs no shadow copies). Measured with the native run on one engine:
+idle about 30-40 ns per cycle above a bare counter (the requantizer cell, which is
+combinational, and the gather of its input; the run-time geometry added nothing measurable),
+busy about 0.5 us per cycle at 256 keys. The combinational wiring grows with the engines: the
+output buffer's write word (every engine's 32 sums), the score buffer's words and the EXP2_LUT
+addresses are concatenations a simulator evaluates every cycle of the unit's clock (the tile's
+gated clock: an idle tile pays nothing).
 
 Contract on the data (the tile's datapath guarantees it; numerics 7): value exponents lie in
 [-24, 9] (values come from rq(acc, -24, 16) of 48-bit words), so each weighted term is
