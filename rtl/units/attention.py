@@ -171,7 +171,7 @@ WEIGHT_LATENCY = 7
 TREE_LEVELS = (BLOCK - 1).bit_length()  # 5 registered adder levels
 
 State = enum("IDLE", "KV_IN", "Q_IN", "SCORE_ISSUE", "SCORE_WAIT", "SOFTMAX_ISSUE", "SOFTMAX_WAIT",
-             "DIVIDE", "WEIGHT_ISSUE", "WEIGHT_WAIT", "EMIT", "EMIT_WAIT")
+             "DIVIDE", "WEIGHT_ISSUE", "WEIGHT_WAIT", "OUT_WAIT")
 
 
 def divide_cycles(bits_per_cycle: int) -> int:
@@ -457,8 +457,8 @@ class PassEvents:
         self.scores_last = bit_signal()  # the round's last score is in the buffer, and its max known
         self.softmax_last = bit_signal()  # the last p_t is in the buffer, and their sum known
         self.div_start, self.div_done = bit_signal(), bit_signal()  # RCP = 2**48 / sum p
-        self.weighted_last = bit_signal()  # the last block of the weighted pass is done
-        self.out_head_last = bit_signal()  # the last output block of a head (one engine) or round leaves
+        self.weighted_last = bit_signal()  # the round's last block of the weighted pass is saturated
+        self.out_head_last = bit_signal()  # the round's last output block leaves
 
 
 class EngineOut:
@@ -711,8 +711,8 @@ class Latched:
 class Walk:
     """Where a command is: its input beat, and that beat's KV word and lane or Q lane (engine);
     the query heads' KV heads as the Q beats pass (an accumulator, no divider); then key t (K word
-    row = 2t, V word row + 1) and block blk of round q_base / nbh, the heads still to do, the V
-    read that trails each p read, and the output buffer's read-out."""
+    row = 2t, V word row + 1) and block blk of round q_base / nbh, the heads still to do, and the
+    V read that trails each p read."""
 
     def __init__(self, gw: int, index_bits: int, kv_bits: int):
         self.beat, self.write_addr, self.lane = unsigned_signal(gw), unsigned_signal(gw), unsigned_signal(gw)
@@ -724,7 +724,6 @@ class Walk:
         self.blk, self.row, self.q_base, self.heads_left = (unsigned_signal(gw) for _ in range(4))
         self.round_step = bit_signal()  # pulses as a round follows the last: the engines step their heads
         self.v_addr, self.v_blk = unsigned_signal(kv_bits), unsigned_signal(gw)
-        self.emit_lane, self.emit_blk, self.last_emit = (unsigned_signal(gw) for _ in range(3))
 
 
 @block
@@ -746,7 +745,7 @@ def controller(clk, rst, die, command, shape, scale, kv, query, sb, sc, sm, wt, 
 
     engines = [engine_control(clk, rst, e, die, state, command.in_valid, geo, walk, wt.valid, kv_lanes[e], actives[e])
                for e in range(die.engines)]
-    reads = [] if ob is None else [emit_reads(clk, rst, state, geo, walk, ob, em)]
+    reads = [] if ob is None else [emit_reads(clk, rst, die.engines, geo, walk, events.weighted_last, ob, em)]
     return (command_fsm(clk, rst, die, command, shape, scale, state, geo, walk, events),
             key_walk(clk, rst, die, command.in_valid, state, geo, walk, events),
             sram_addresses(clk, rst, command.in_valid, state, walk, kv, query, sb, wt),
@@ -758,12 +757,13 @@ def controller(clk, rst, die, command, shape, scale, kv, query, sb, sc, sm, wt, 
 def command_fsm(clk, rst, die, command, shape, scale, state, geo, walk, events):
     """The phases of a command. A start is checked, and the geometry latched, in the start cycle
     only (an idle unit evaluates none of it); a KV write then counts its beats; an attention
-    counts the Q beats, then runs the passes round by round as key_walk steps through them (a
-    round is one head on a unit of one engine, which sends its blocks straight to the bus;
-    several engines leave theirs in the output buffer, read out head-major after the round)."""
+    counts the Q beats, then runs the passes round by round as key_walk steps through them. A
+    round ends when its last output block leaves (OUT_WAIT): one engine sends its blocks
+    straight to the bus, a cycle after the weighted pass; several engines leave theirs in the
+    output buffer, which emit_reads reads out head-major meanwhile."""
     kv_tokens, max_heads = die.kv_tokens, die.max_heads
     max_kv_blocks, max_q_blocks = die.max_kv_blocks, die.max_q_blocks
-    engines, buffered = die.engines, int(die.parallel)
+    engines = die.engines
     gw, pos_bits = len(walk.beat), len(geo.last_pos)
     heads_in, kv_heads_in, blocks_in = (_widened(port, gw) for port in (shape.heads, shape.kv_heads, shape.head_blocks))
     scale_in, pos = shape.attn_scale, command.pos
@@ -809,19 +809,9 @@ def command_fsm(clk, rst, die, command, shape, scale, state, geo, walk, events):
             if walk.t == geo.last_pos and walk.blk == geo.last_blk:
                 state.next = State.WEIGHT_WAIT
         elif state == State.WEIGHT_WAIT:
-            if buffered == 1:
-                if events.weighted_last:
-                    state.next = State.EMIT
-            elif events.out_head_last:
-                if walk.heads_left > engines:
-                    state.next = State.SCORE_ISSUE  # the next round
-                else:
-                    command.done.next = 1
-                    state.next = State.IDLE
-        elif state == State.EMIT:
-            if walk.emit_lane == walk.last_emit and walk.emit_blk == geo.last_blk:
-                state.next = State.EMIT_WAIT
-        elif state == State.EMIT_WAIT:
+            if events.weighted_last:
+                state.next = State.OUT_WAIT
+        elif state == State.OUT_WAIT:
             if events.out_head_last:
                 if walk.heads_left > engines:
                     state.next = State.SCORE_ISSUE  # the next round
@@ -870,9 +860,9 @@ def command_fsm(clk, rst, die, command, shape, scale, state, geo, walk, events):
 def key_walk(clk, rst, die, in_valid, state, geo, walk, events):
     """Steps an attention through its Q beats (each beat's engine and Q word, and its head's KV
     head), then its rounds, keys and blocks in the FSM's phases: scores by key, then block;
-    softmax by key; weighted by block, then key; the output buffer by head, then block; then the
-    next round. The Q-beat registers are left at zero for the next attention."""
-    engines, gw, buffered = die.engines, len(walk.beat), int(die.parallel)
+    softmax by key; weighted by block, then key; then the next round. The Q-beat registers are
+    left at zero for the next attention."""
+    engines, gw = die.engines, len(walk.beat)
 
     @always_seq(clk.posedge, reset=rst)
     def step():
@@ -938,29 +928,7 @@ def key_walk(clk, rst, die, in_valid, state, geo, walk, events):
             else:
                 walk.t.next = walk.t + 1
                 walk.row.next = walk.row + 2
-        elif state == State.WEIGHT_WAIT:
-            if buffered == 1:
-                if events.weighted_last:
-                    walk.emit_lane.next = 0
-                    walk.emit_blk.next = 0
-                    if walk.heads_left < engines:
-                        walk.last_emit.next = walk.heads_left - 1
-                    else:
-                        walk.last_emit.next = engines - 1
-            elif events.out_head_last:
-                if walk.heads_left > engines:
-                    walk.heads_left.next = walk.heads_left - engines
-                    walk.q_base.next = walk.q_base + geo.nbh
-                    walk.round_step.next = 1
-                else:
-                    walk.q_base.next = 0
-        elif state == State.EMIT:
-            if walk.emit_blk == geo.last_blk:
-                walk.emit_blk.next = 0
-                walk.emit_lane.next = walk.emit_lane + 1
-            else:
-                walk.emit_blk.next = walk.emit_blk + 1
-        elif state == State.EMIT_WAIT:
+        elif state == State.OUT_WAIT:
             if events.out_head_last:
                 if walk.heads_left > engines:
                     walk.heads_left.next = walk.heads_left - engines
@@ -1098,20 +1066,38 @@ def pass_issue(clk, rst, state, geo, walk, sc, sm, wt):
 
 
 @block
-def emit_reads(clk, rst, state, geo, walk, ob, em):
-    """The parallel unit's read-out: block emit_blk of engine emit_lane, head-major."""
-    addr_bits, lane_bits = len(ob.raddr), len(ob.rlane)
+def emit_reads(clk, rst, engines, geo, walk, weighted_last, ob, em):
+    """The parallel unit's read-out, from the cycle after the round's weighted pass: block blk of
+    engine lane, one a cycle, head-major, over the engines that had a head in the round."""
+    gw, addr_bits, lane_bits = len(walk.beat), len(ob.raddr), len(ob.rlane)
+    emitting = bit_signal()
+    lane, blk, last_lane = unsigned_signal(gw), unsigned_signal(gw), unsigned_signal(gw)
 
     @always_seq(clk.posedge, reset=rst)
     def read():
         ob.re.next = 0
         em.valid.next = 0
-        if state == State.EMIT:
+        if weighted_last:
+            emitting.next = 1
+            lane.next = 0
+            blk.next = 0
+            if walk.heads_left < engines:
+                last_lane.next = walk.heads_left - 1
+            else:
+                last_lane.next = engines - 1
+        elif emitting:
             ob.re.next = 1
-            ob.raddr.next = walk.emit_blk[addr_bits:]
-            ob.rlane.next = walk.emit_lane[lane_bits:]
+            ob.raddr.next = blk[addr_bits:]
+            ob.rlane.next = lane[lane_bits:]
             em.valid.next = 1
-            em.last.next = walk.emit_lane == walk.last_emit and walk.emit_blk == geo.last_blk
+            em.last.next = lane == last_lane and blk == geo.last_blk
+            if blk == geo.last_blk:
+                blk.next = 0
+                lane.next = lane + 1
+                if lane == last_lane:
+                    emitting.next = 0
+            else:
+                blk.next = blk + 1
 
     return read
 
