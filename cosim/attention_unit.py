@@ -22,7 +22,7 @@ from hardwire.golden import spec
 from hardwire.golden.errors import HardwireError
 from hardwire.golden.spec import BLOCK
 from hardwire.rtl.bus import DATA_BITS, EXP_BITS, WORD, BlockBus, RomPort
-from hardwire.rtl.cells.via_rom import via_map_define, via_rom
+from hardwire.rtl.cells.via_rom import multi_port_via_rom, via_map_define, via_rom
 from hardwire.rtl.cells.wiring import bit_signal, signed_signal, unsigned_signal
 from hardwire.rtl.units import attention as unit
 from hardwire.rtl.via_map import write_via_map
@@ -39,11 +39,15 @@ MANTISSA_LIMIT = spec.ACT_MAX  # B16 mantissas lie in [-32767, 32767]
 @block
 def attention_harness(clk, rst, start_kv, start_attn, pos, heads, kv_heads, head_blocks, attn_scale,
                       in_valid, in_data, in_exp, out, done, busy, refused, limits: unit.AttentionLimits):
-    """The unit with its EXP2_LUT read port on a via ROM (READ_LATENCY 1)."""
-    lut = RomPort(unit.LUT_ADDR_BITS, unit.LUT_DATA_BITS, enable=False)
+    """The unit with its EXP2_LUT read ports (one per engine) on a via ROM (READ_LATENCY 1)."""
+    engines = limits.engines
+    lut = RomPort(engines * unit.LUT_ADDR_BITS, engines * unit.LUT_DATA_BITS, enable=False)
     attention = unit.attention_unit(clk, rst, start_kv, start_attn, pos, heads, kv_heads, head_blocks, attn_scale,
                                     in_valid, in_data, in_exp, out, done, busy, refused, lut, limits)
-    table = via_rom(clk, lut.addr, lut.data, map_name=EXP2_MAP, depth=EXP2_DEPTH)
+    if engines == 1:
+        table = via_rom(clk, lut.addr, lut.data, map_name=EXP2_MAP, depth=EXP2_DEPTH)
+    else:
+        table = multi_port_via_rom(clk, lut.addr, lut.data, map_name=EXP2_MAP, depth=EXP2_DEPTH, ports=engines)
     return attention, table
 
 
@@ -119,7 +123,7 @@ class AttentionUnitSim:
         """Q (heads*head_dim,) B16 after RoPE against keys 0..position, `gap` idle cycles
         between Q beats; returns the unit's output blocks and the cycles it took."""
         cycles = self.send_query(geo, position, q, qe, gap)
-        budget = cycles + 2 * geo.attend_cycles(position + 1)
+        budget = cycles + 2 * geo.attend_cycles(position + 1, self.limits.engines)
         mantissas, exponents = [], []
         for _ in range(geo.q_blocks):
             ran = self.sim.run(budget - cycles, until_done=True)

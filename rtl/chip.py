@@ -70,7 +70,7 @@ from .bus import (
 from .cells.clock_gate import clock_gate
 from .cells.lut_rom import lut_address_bits, lut_rom
 from .cells.sram import address_bits, lane_sram
-from .cells.via_rom import via_rom
+from .cells.via_rom import multi_port_via_rom, via_rom
 from .cells.wiring import bit_signal, copy, or_reduce, unsigned_signal, unused
 from .die import DIES, LORA_BLOCK_BITS, Die
 from .isa import LORA_PROJECTIONS
@@ -120,11 +120,12 @@ def max_blocks(die: Die) -> int:
 
 
 def sram_bits(die: Die) -> dict[str, int]:
-    """SRAM bits of the die: every unit's KV SRAM (the head's too: it is the same design), the tiles'
-    LoRA SRAMs, and every unit's scratchpad (entries of 32 words and an exponent)."""
+    """SRAM bits of the die: every unit's KV SRAM and attention buffers (query, scores, and with
+    several engines the output buffer; the head's too: it is the same design), the tiles' LoRA
+    SRAMs, and every unit's scratchpad (entries of 32 words and an exponent)."""
     units = die.tiles + 1
-    limits = attention.AttentionLimits.from_die(die)
-    return {"kv": units * limits.kv_depth * attention.WORD_BITS, "lora": die.lora_sram_bits,
+    attn = attention.AttentionLimits.from_die(die).sram_bits()
+    return {"kv": units * attn["kv"], "attn_buffers": units * attn["attn_buffers"], "lora": die.lora_sram_bits,
             "scratchpad": units * scratch_depth(die) * (DATA_BITS + EXP_BITS)}
 
 
@@ -135,6 +136,7 @@ def die_catalog() -> list[dict]:
         sram = sram_bits(die)
         rows.append({"die": die.name, "tiles": die.tiles, "lanes": die.lanes, "head_lanes": die.head_lanes,
                      "tile_macs_per_cycle": die.macs_per_cycle, "head_macs_per_cycle": die.head_macs_per_cycle,
+                     "attn_heads": die.attn_heads,
                      "rom_bits": die.rom_bits, "sram_bits": sum(sram.values()),
                      **{f"sram_{name}_bits": bits for name, bits in sram.items()}, "clock_mhz": die.clock_mhz})
     return rows
@@ -164,7 +166,7 @@ class Port:
     direction: str
     make: Callable[[Shape], object]
     rom: str | None = None
-    rom_ports: int = 1
+    rom_ports: int | Callable[[Die], int] = 1  # read ports per word, or the die's count
     adapter: bool = False  # the LoRA SRAM's read port and the adapter flags (not a via ROM)
 
 
@@ -180,14 +182,20 @@ def _row(_: Shape):
     return unsigned_signal(ROW_BITS)
 
 
-def _rom_port(rom: str, enable: bool = True, ports: int = 1) -> Callable[[Shape], RomPort]:
+def _rom_port(rom: str, enable: bool = True, ports=1) -> Callable[[Shape], RomPort]:
     def make(shape: Shape) -> RomPort:
         depth, width = rom_depths(shape.die, shape.head)[rom], rom_widths(shape.die, shape.head)[rom]
-        return RomPort(ports * lut_address_bits(depth), ports * width, enable)
+        count = read_ports(ports, shape.die)
+        return RomPort(count * lut_address_bits(depth), count * width, enable)
     return make
 
 
-def _rom(name: str, rom: str, enable: bool = True, ports: int = 1) -> Port:
+def read_ports(ports, die: Die) -> int:
+    """A ROM port's read ports: a number, or the die's (rom_ports may be a function of the die)."""
+    return ports(die) if callable(ports) else ports
+
+
+def _rom(name: str, rom: str, enable: bool = True, ports=1) -> Port:
     return Port(name, OUT, _rom_port(rom, enable, ports), rom, ports)
 
 
@@ -200,7 +208,7 @@ UNIT_PORTS = (
     Port("up", IN, lambda _: BlockBus()), Port("down", OUT, lambda _: BlockBus()),
     _rom("ucode", "ucode", enable=False), _rom("w", "weights", enable=False), _rom("consts", "consts"),
     _rom("rsqrt", "lut_rsqrt"), _rom("sigmoid", "lut_sigmoid", ports=BLOCK), _rom("rope", "lut_rope"),
-    _rom("exp2", "lut_exp2", enable=False),
+    _rom("exp2", "lut_exp2", enable=False, ports=lambda die: die.attn_heads),  # one per attention engine
     Port("lora", OUT, lambda s: _lora_read_port(s), adapter=True),
     Port("lora_on", IN, lambda _: unsigned_signal(len(LORA_PROJECTIONS)), adapter=True),
     Port("perf", OUT, lambda s: PerfPort(pc_bits(s.die))), Port("tap", OUT, lambda _: TapPort()),
@@ -278,7 +286,7 @@ class Ports:
     """A module's ports made from its table: `ports.<name>` is the signal or interface."""
 
     def __init__(self, table: tuple[Port, ...], shape: Shape):
-        self.table = table
+        self.table, self.shape = table, shape
         for port in table:
             setattr(self, port.name, port.make(shape))
 
@@ -343,9 +351,13 @@ def unit_roms(p: Ports, prefix: str, depths: dict):
     for port in UNIT_PORTS:
         if port.rom:
             rom, label = getattr(p, port.name), f"{prefix}_{port.rom.removeprefix('lut_')}"
+            ports = read_ports(port.rom_ports, p.shape.die)
             if hasattr(rom, "en"):
                 macros.append(lut_rom(p.clk, rom.en, rom.addr, rom.data, maps[port.rom], depths[port.rom],
-                                      ports=port.rom_ports, label=label))
+                                      ports=ports, label=label))
+            elif ports > 1:
+                macros.append(multi_port_via_rom(p.clk, rom.addr, rom.data, map_name=maps[port.rom],
+                                                 depth=depths[port.rom], ports=ports, label=label))
             else:
                 macros.append(via_rom(p.clk, rom.addr, rom.data, map_name=maps[port.rom], depth=depths[port.rom],
                                       label=label))

@@ -34,6 +34,7 @@ class Die:
     max_head_dim: int  # RoPE table rows hold max_head_dim / 32 blocks
     clock_mhz: float
     lora_rank: int  # the largest LoRA rank per projection the adapter SRAM holds (a multiple of 32)
+    attn_heads: int = 1  # query heads the attention unit computes at once (its engines, in lockstep)
 
     @property
     def head_block_bits(self) -> int:
@@ -81,6 +82,9 @@ class Die:
         for what, lanes in (("lanes", self.lanes), ("head_lanes", self.head_lanes)):
             if BLOCK % lanes and lanes % BLOCK:
                 raise HardwireError(f"die {self.name}: {what}={lanes} must divide {BLOCK} or be a multiple of it")
+        if not 1 <= self.attn_heads <= self.max_heads:
+            raise HardwireError(f"die {self.name}: attn_heads={self.attn_heads} must lie in 1..max_heads "
+                                f"({self.max_heads})")
         if self.head_lanes & (self.head_lanes - 1):
             raise HardwireError(f"die {self.name}: head_lanes={self.head_lanes} must be a power of two (EMBED "
                                 "selects the token's lane by its low bits)")
@@ -117,18 +121,20 @@ DIES = {
     "hw-s135": Die("hw-s135", tiles=32, lanes=8, head_lanes=32, tile_rom_words=16384, head_rom_words=32768,
                    kv_tokens=2048, max_d_model=640, max_d_ffn=1536, max_kv_dim=256, max_vocab=49152,
                    max_heads=16, max_head_dim=128, clock_mhz=1000.0, lora_rank=64),
-    # hw-tiny's buffers on wide lanes: two output blocks per row group (pad beats, partial groups)
+    # hw-tiny's buffers on wide lanes: two output blocks per row group (pad beats, partial groups);
+    # three attention engines: the fast suite's 8-head model runs rounds of 3, 3 and 2 heads
     "hw-tiny-w": Die("hw-tiny-w", tiles=4, lanes=64, head_lanes=64, tile_rom_words=512, head_rom_words=512,
                      kv_tokens=128, max_d_model=256, max_d_ffn=512, max_kv_dim=256, max_vocab=4096,
-                     max_heads=8, max_head_dim=128, clock_mhz=500.0, lora_rank=32),
-    # SmolLM2-135M at speed: 18 output blocks per row group, a 576-row group per input block
+                     max_heads=8, max_head_dim=128, clock_mhz=500.0, lora_rank=32, attn_heads=3),
+    # SmolLM2-135M at speed: 18 output blocks per row group, a 576-row group per input block, its
+    # 9 query heads in one attention round
     "hw-s135w": Die("hw-s135w", tiles=30, lanes=576, head_lanes=1024, tile_rom_words=232, head_rom_words=896,
                     kv_tokens=2048, max_d_model=576, max_d_ffn=1536, max_kv_dim=256, max_vocab=49152,
-                    max_heads=16, max_head_dim=128, clock_mhz=1000.0, lora_rank=64),
+                    max_heads=16, max_head_dim=128, clock_mhz=1000.0, lora_rank=64, attn_heads=9),
     # the SmolLM2-360M class: llama models up to d_model 1024, FFN 2816, 32 layers, 16 heads, vocab 49,152
     "hw-m360": Die("hw-m360", tiles=32, lanes=512, head_lanes=1024, tile_rom_words=832, head_rom_words=1536,
                    kv_tokens=2048, max_d_model=1024, max_d_ffn=2816, max_kv_dim=1024, max_vocab=49152,
-                   max_heads=16, max_head_dim=128, clock_mhz=1000.0, lora_rank=64),
+                   max_heads=16, max_head_dim=128, clock_mhz=1000.0, lora_rank=64, attn_heads=16),
 }
 
 

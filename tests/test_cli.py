@@ -116,7 +116,9 @@ def test_dies_lists_the_catalog():
     wide = rows["hw-s135w"]
     assert wide["tile_macs_per_cycle"] == 576 * 32 and wide["head_macs_per_cycle"] == 1024 * 32
     assert wide["rom_bits"] < rows["hw-s135"]["rom_bits"]  # what makes `hardwire demo` pick it
-    assert wide["sram_bits"] == wide["sram_kv_bits"] + wide["sram_lora_bits"] + wide["sram_scratchpad_bits"]
+    assert wide["sram_bits"] == (wide["sram_kv_bits"] + wide["sram_attn_buffers_bits"] + wide["sram_lora_bits"]
+                                 + wide["sram_scratchpad_bits"])
+    assert wide["attn_heads"] == 9 and rows["hw-tiny"]["attn_heads"] == rows["hw-s135"]["attn_heads"] == 1
     assert wide["sram_lora_bits"] == DIES["hw-s135w"].lora_sram_bits and wide["clock_mhz"] == 1000.0
 
 

@@ -8,8 +8,9 @@ from hardwire.console import Console
 
 def add_dies(sub) -> None:
     p = sub.add_parser("dies", help="list the dies: MACs per cycle, ROM and SRAM bits, clock",
-                       description="The die catalog: per die its tiles, MACs per cycle (tile and head), weight ROM "
-                                   "bits, SRAM bits (KV cache, LoRA adapters, scratchpads) and stated clock. "
+                       description="The die catalog: per die its tiles, MACs per cycle (tile and head), attention "
+                                   "engines, weight ROM bits, SRAM bits (KV cache, attention buffers, LoRA adapters, "
+                                   "scratchpads) and stated clock. "
                                    "`hardwire demo --json --die NAME` measures a die's cycles and tokens/s.",
                        epilog=EPILOG)
     add_json_option(p)

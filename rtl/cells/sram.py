@@ -20,7 +20,7 @@ allowed (the user's counters never produce them).
 
 from __future__ import annotations
 
-from myhdl import always, block
+from myhdl import ConcatSignal, always, block
 
 from hardwire.golden.errors import HardwireError
 
@@ -117,3 +117,104 @@ always @(posedge $rclk) begin
     if ($re) $rdata <= $memory[$raddr];
 end
 """
+
+
+@block
+def lane_select_sram(clk, we, wlane, waddr, wdata, re, raddr, rlanes, rdata, depth: int, lanes: int, label: str):
+    """`depth` words of `lanes` lanes of W = len(wdata) bits, one write and P = len(rdata) / W read
+    ports. A write stores lane `wlane` of word `waddr`; a read returns, on port p, lane
+    rlanes[p] of word `raddr` (one row read, a column select per port, registered). The
+    attention unit's KV SRAM: a word holds every K (or V) block of one position, and each
+    attention engine reads its own KV head's block of it in the same cycle. Lane j of a word is
+    bits [W*(j+1)-1 : W*j]; port p of rdata (and of rlanes) likewise."""
+    width, lane_bits = len(wdata), address_bits(lanes)
+    ports = len(rdata) // width
+    _check(label, depth, width * lanes, len(waddr), len(raddr), width * lanes)
+    _check_lanes(label, lanes, ports, width, len(wlane), len(rlanes), len(rdata))
+    memory = f"sram_{label}"  # noqa: F841 (read by verilog_code: $memory)
+    port_index = f"{memory}_port"  # noqa: F841 (the Verilog loop variable, unique per macro)
+    words = [0] * depth  # MyHDL's own simulator only
+    lane_mask = (1 << width) - 1
+
+    @always(clk.posedge)
+    def access():
+        if re:
+            row, packed = words[int(raddr)], 0
+            for p in range(ports):
+                lane = int(rlanes[(p + 1) * lane_bits:p * lane_bits])
+                packed |= (row >> (lane * width) & lane_mask) << (p * width)
+            rdata.next = packed
+        if we:
+            shift = int(wlane) * width
+            words[int(waddr)] = words[int(waddr)] & ~(lane_mask << shift) | int(wdata) << shift
+
+    _mark_ports(rdata, clk, we, wlane, waddr, wdata, re, raddr, rlanes)
+    return access
+
+
+lane_select_sram.verilog_code = """
+// SRAM macro $memory: $depth x $lanes lanes of $width bits, lane writes, $ports lane-select read ports
+reg [$width*$lanes-1:0] $memory [0:$depth-1];
+integer $port_index;
+always @(posedge $clk) begin
+    if ($we) $memory[$waddr][$wlane*$width +: $width] <= $wdata;
+    if ($re) begin
+        for ($port_index = 0; $port_index < $ports; $port_index = $port_index + 1) begin
+            $rdata[$port_index*$width +: $width] <=
+                $memory[$raddr][$rlanes[$port_index*$lane_bits +: $lane_bits]*$width +: $width];
+        end
+    end
+end
+"""
+
+
+@block
+def word_write_lane_read_sram(clk, we, waddr, wdata, re, raddr, rlane, rdata, depth: int, lanes: int, label: str):
+    """`depth` words of `lanes` lanes of W = len(rdata) bits: a write stores a whole word, a read
+    returns lane `rlane` of word `raddr` (registered). The parallel attention unit's output
+    buffer: every engine's block lands in one write, and the blocks leave one a cycle."""
+    width = len(rdata)
+    _check(label, depth, len(wdata), len(waddr), len(raddr), width * lanes)
+    _check_lanes(label, lanes, 1, width, address_bits(lanes), len(rlane), width)
+    memory = f"sram_{label}"  # noqa: F841 (read by verilog_code: $memory)
+    words = [0] * depth  # MyHDL's own simulator only
+    lane_mask = (1 << width) - 1
+
+    @always(clk.posedge)
+    def access():
+        if re:
+            rdata.next = words[int(raddr)] >> (int(rlane) * width) & lane_mask
+        if we:
+            words[int(waddr)] = int(wdata)
+
+    _mark_ports(rdata, clk, we, waddr, wdata, re, raddr, rlane)
+    return access
+
+
+word_write_lane_read_sram.verilog_code = """
+// SRAM macro $memory: $depth x $lanes lanes of $width bits, word writes, a lane-select read port
+reg [$width*$lanes-1:0] $memory [0:$depth-1];
+always @(posedge $clk) begin
+    if ($we) $memory[$waddr] <= $wdata;
+    if ($re) $rdata <= $memory[$raddr][$rlane*$width +: $width];
+end
+"""
+
+
+def _mark_ports(rdata, *inputs) -> None:
+    """The converter's view of a user-defined macro: it drives rdata and reads the inputs (a
+    concatenation read only here is declared as a wire, else the converter sees no reader)."""
+    rdata.driven = "reg"
+    for port in inputs:
+        port.read = True
+        if isinstance(port, ConcatSignal):
+            port.driven = "wire"
+
+
+def _check_lanes(label: str, lanes: int, ports: int, width: int, wlane_bits: int, rlanes_bits: int,
+                 rdata_bits: int) -> None:
+    bits = address_bits(lanes)
+    if ports < 1 or rdata_bits != ports * width:
+        raise HardwireError(f"SRAM {label}: a read word of {rdata_bits} bits is not ports of {width} bits")
+    if wlane_bits != bits or rlanes_bits != ports * bits:
+        raise HardwireError(f"SRAM {label}: {lanes} lanes need {bits}-bit lane selects per port")

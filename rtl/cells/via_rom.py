@@ -96,6 +96,47 @@ end
 """
 
 
+@block
+def multi_port_via_rom(clk, addrs, datas, map_name: str, depth: int, ports: int, model_file=None,
+                       label: str | None = None):
+    """`ports` read ports on one via ROM of `depth` words, reading every cycle like via_rom: port
+    p's address is bits [A*(p+1)-1 : A*p] of `addrs`, its word bits [W*(p+1)-1 : W*p] of `datas`
+    (the parallel attention unit: one EXP2_LUT read per engine and cycle)."""
+    width, addr_bits = len(datas) // ports, len(addrs) // ports
+    if ports < 2 or width * ports != len(datas) or addr_bits * ports != len(addrs):
+        raise HardwireError(f"a {ports}-port via ROM needs {ports} equal address and data fields")
+    _check(map_name, depth, addr_bits)
+    # read by verilog_code below (MyHDL fills the template from this function's locals)
+    define = via_map_define(map_name)  # noqa: F841
+    memory = f"via_rom_{label or map_name}"
+    port_index = f"{memory}_port"  # noqa: F841 (the Verilog loop variable, unique per macro)
+    words = model_words(model_file, width, depth)
+
+    @always(clk.posedge)
+    def read():
+        packed = 0
+        for p in range(ports):
+            packed |= words[int(addrs[(p + 1) * addr_bits:p * addr_bits])] << (p * width)
+        datas.next = packed
+
+    datas.driven = "reg"
+    addrs.read = True
+    clk.read = True
+    return read
+
+
+multi_port_via_rom.verilog_code = """
+// via-programmable ROM, $depth x $width bits, $ports read ports; its via map is $map_name""" + SUFFIX + """
+""" + ROM_MEMORY + LOAD_VIA_MAP + """
+integer $port_index;
+always @(posedge $clk) begin
+    for ($port_index = 0; $port_index < $ports; $port_index = $port_index + 1) begin
+        $datas[$port_index*$width +: $width] <= $memory[$addrs[$port_index*$addr_bits +: $addr_bits]];
+    end
+end
+"""
+
+
 def _check(name: str, depth: int, addr_bits: int) -> None:
     if not name.isidentifier():
         raise HardwireError(f"via map name '{name}' must be an identifier (it names a Verilog define)")

@@ -1,13 +1,17 @@
 """The attention unit of a tile (docs/numerics.md section 7, docs/architecture.md 4a).
 
 Base grid: the Verilog depends only on the die (`AttentionLimits`: kv_tokens, max_heads,
-max_kv_dim, max_d_model). The model's attention shape arrives at run time on ports latched
+max_kv_dim, max_d_model, and attn_heads as `engines`). The model's attention shape arrives at run time on ports latched
 with each start (the tile drives them from the ATTN instruction: groups = heads, aux =
 kv_heads, n = head_blocks, and ATTN_SCALE from the consts ROM), so two models on one die get
 byte-identical Verilog and one unit runs any shape within the die's maxima.
 
 It owns the KV SRAM (B16 keys after RoPE and values, `kv_tokens` positions), a query buffer
-and the score buffer, and computes one query head at a time in four passes:
+and the score buffer, and has `engines` datapaths (the die's attn_heads) that run in lockstep
+under one controller. The query heads go in rounds: in round r, engine e computes query head
+r * engines + e (the last round may be partly filled; an engine without a head is gated off and
+its registers never load). Each engine runs four passes, all engines on the same t and b in the
+same cycle:
 
     scores    for t in 0..P-1, b in 0..nbh-1: one K block and one Q block per cycle;
               s_t = floor_shift(sat40(sum_b sat40(floor_shift(D_b, eq_b + ek_b + 16))) * ATTN_SCALE, -15)
@@ -16,19 +20,39 @@ and the score buffer, and computes one query head at a time in four passes:
               p_t = EXP2_LUT[(u & 0xFFFF) >> 6] >> min(u >> 16, 17) back into the score buffer,
               and the sum of p
     divide    RCP = floor(2**48 / sum p), a restoring divider, one quotient bit per cycle
+              (one engine) or four (several engines: the same quotient in 9 cycles, not 33)
     weighted  for b, then t: one V block per cycle; w_t = (p_t * RCP) >> 24 and per lane
               acc += (w_t * v) << (ev + 24), exact in 73 bits; after the last t the block
               leaves as rq(sat63(acc), -48, 16)
 
+Nothing of numerics 7 changes with the engines: each engine computes its head exactly as one
+engine would (the sum over b in order, with its saturations). The output stays head-major
+(head 0's nbh blocks first). One engine sends each block straight to the requantizer and the
+bus. Several engines finish block b of every head of the round in the same cycle, so their
+saturated lane sums (sat63) land in the output buffer (word b, a lane per engine), and after
+the round's weighted pass the controller reads them out head by head, one block a cycle, into
+the one requantizer.
+
 P = pos + 1 keys, nbh = head_blocks (head_dim / 32). Query head h reads KV head
 floor(h * kv_heads / heads), which is h // (heads / kv_heads) for the Llama shapes (heads a
-multiple of kv_heads); the controller steps it with an accumulator, no divider. A shape
+multiple of kv_heads); the controller steps it with an accumulator as the Q beats pass, no
+divider: engine e takes head e's KV head from it, and after each round every engine adds the
+accumulator's value at head `engines` (with the carry of the shares). A shape
 whose heads is not a multiple of kv_heads is not refused (no Llama model has one, and the
 metal generator never prints one); it still addresses only inside the SRAMs.
 
-KV SRAM layout: position t owns the fixed row of 2 * max_kv_dim / 32 words at t * row_words
-(a die constant); its K blocks come first (KV head-major), then its V blocks at offset
-kv_heads * nbh. A KV write therefore needs only the product kv_heads * nbh.
+SRAM layout, so that every engine reads its own block in the same cycle:
+    KV SRAM   2 * kv_tokens words of max_kv_dim / 32 lanes (a B16 block each, WORD_BITS): word
+              2t holds the K blocks of position t, word 2t + 1 its V blocks, KV head-major
+              (lane kv_head * nbh + b). A KV write stores one lane a beat (per-lane write
+              enable), so it needs only the product kv_heads * nbh; a read takes one word and
+              each engine its own lane of it (a column select per engine). The bits are those
+              of one block per position and K/V block of the die: 2 * kv_tokens * max_kv_dim / 32
+              blocks, whatever the engines.
+    query     a lane per engine: round r's block b in word r * nbh + b (q_depth words: the
+              most any shape the die takes needs)
+    scores    kv_tokens words of a field per engine (s_t, then p_t)
+    output    (several engines) max_head_blocks words of a lane per engine: 32 sat63 sums
 
 Ports (block buses of docs/architecture.md 4a; everything is sampled on the rising edge):
     rst          in   synchronous, active high: back to idle; SRAM contents are kept
@@ -58,24 +82,36 @@ Ports (block buses of docs/architecture.md 4a; everything is sampled on the risi
                       geometry is outside the die (a zero count, kv_heads > heads,
                       heads > max_heads, kv_heads*head_blocks > max_kv_dim/32,
                       heads*head_blocks > max_d_model/32); nothing is written or computed
-    lut_addr     out  EXP2_LUT read address (10 bits), registered
-    lut_data     in   EXP2_LUT[lut_addr] (17 bits), one cycle after the address (a via ROM)
+    lut_addr     out  EXP2_LUT read addresses (10 bits per engine, engine e at bits 10e..10e+9),
+                      registered
+    lut_data     in   EXP2_LUT[lut_addr] (17 bits per engine, likewise), one cycle after the
+                      address (a via ROM with a read port per engine)
 
-Cycles (`AttentionGeometry.attend_cycles`, checked by the tests), in the run-time values:
-start_attn to done, inclusive, with the Q beats back to back, is
+Cycles (`AttentionGeometry.attend_cycles(P, engines)`, checked by the tests), in the run-time
+values: start_attn to done, inclusive, with the Q beats back to back, is on one engine
     1 + heads*nbh + heads * head_cycles(P),
     head_cycles(P) = (2*nbh + 1) * P + HEAD_OVERHEAD,   HEAD_OVERHEAD = 59:
-scores nbh*P + 12 (pipeline drain), softmax P + 5, divide 33 + 2, weighted nbh*P + 7.
-SmolLM2 (nbh 2, 9 heads) at P = 1024: 9 * 5179 cycles per token and layer. start_kv to done
-takes 1 + 2*kv_heads*nbh cycles at full pace (`AttentionGeometry.kv_write_cycles`).
+scores nbh*P + 12 (pipeline drain), softmax P + 5, divide 33 + 2, weighted nbh*P + 7; and on
+E > 1 engines, with rounds of n_r = E heads (the last one heads - E * (rounds - 1))
+    1 + heads*nbh + sum over rounds of round_cycles(P, n_r),
+    round_cycles(P, n) = (2*nbh + 1) * P + ROUND_OVERHEAD + n * nbh,   ROUND_OVERHEAD = 37:
+the same drains, divide 9 + 2, and the read-out of the output buffer (n * nbh blocks, 2 cycles
+of latency). SmolLM2 (nbh 2, 9 heads) at P = 1024: 9 * 5179 cycles per token and layer on one
+engine, 5 * 1024 + 37 + 18 + 19 = 5194 on nine (hw-s135w), and 5 * P + 74 at any P (149 at
+P = 15). start_kv to done takes 1 + 2*kv_heads*nbh cycles at full pace
+(`AttentionGeometry.kv_write_cycles`).
 
-Simulation cost: every datapath register loads only under its stage's valid bit, wide
-assembly is done by bit loops inside those enabled processes, the geometry is checked and
-latched only in a start cycle, and no register is read after it is written in its process
-(a simulator then needs no shadow copies). Measured with the native run: idle about 30-40 ns
-per cycle above a bare counter (the requantizer cell, which is combinational, and the gather
-of its input; the run-time geometry added nothing measurable), busy about 0.5 us per cycle
-at 256 keys.
+Simulation cost: every datapath register loads only under its stage's valid bit (an engine
+other than engine 0 also under its `active` bit, so an engine without a head costs a gate per
+pass), wide assembly is done by bit loops inside those enabled processes, the geometry is
+checked and latched only in a start cycle, and no register is read after it is written in its
+process (a simulator then needs no shadow copies). Measured with the native run on one engine:
+idle about 30-40 ns per cycle above a bare counter (the requantizer cell, which is
+combinational, and the gather of its input; the run-time geometry added nothing measurable),
+busy about 0.5 us per cycle at 256 keys. The combinational wiring grows with the engines: the
+output buffer's write word (every engine's 32 sums), the score buffer's words and the EXP2_LUT
+addresses are concatenations a simulator evaluates every cycle of the unit's clock (the tile's
+gated clock: an idle tile pays nothing).
 
 Contract on the data (the tile's datapath guarantees it; numerics 7): value exponents lie in
 [-24, 9] (values come from rq(acc, -24, 16) of 48-bit words), so each weighted term is
@@ -87,7 +123,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from myhdl import ConcatSignal, Signal, always, always_comb, always_seq, block, concat, enum, intbv
+from myhdl import ConcatSignal, Signal, always, always_comb, always_seq, block, enum, intbv
 
 from hardwire.golden import spec
 from hardwire.golden.errors import HardwireError
@@ -95,8 +131,16 @@ from hardwire.golden.spec import ACT_BITS, ATTN_OUT_FRAC, BLOCK, LOG2E_Q, SCORE_
 
 from ..bus import EXP_BITS, WORD
 from ..cells.requant import requant
-from ..cells.sram import address_bits, sram
-from ..cells.wiring import bit_signal, guarded_add, guarded_register, signed_signal, unsigned_signal, zero_extended
+from ..cells.sram import address_bits, lane_select_sram, lane_sram, sram, word_write_lane_read_sram
+from ..cells.wiring import (
+    bit_signal,
+    guarded_add,
+    guarded_register,
+    signed_signal,
+    unsigned_signal,
+    unused,
+    zero_extended,
+)
 
 WORD_BITS = BLOCK * ACT_BITS + EXP_BITS  # one B16 block in SRAM: 32 mantissas, exponent on top
 LUT_ADDR_BITS, LUT_DATA_BITS = spec.EXP2_LUT_BITS, 17  # EXP2_LUT: 1024 entries of 17 bits
@@ -109,7 +153,8 @@ EXP2_FRAC = 16  # u: 16 fraction bits, of which the top LUT_ADDR_BITS index EXP2
 EXP2_ZERO_SHIFT = 17  # EXP2_LUT < 2**17: a shift of 17 or more gives 0
 RCP_NUMERATOR_BITS = 48  # RCP = floor(2**48 / sum p)
 RCP_BITS = 33  # sum p >= 2**16, so RCP <= 2**32
-DIVIDE_CYCLES = RCP_BITS  # one quotient bit per cycle
+DIVIDE_CYCLES = RCP_BITS  # one quotient bit per cycle (one engine)
+PARALLEL_DIVIDE_BITS = 4  # several engines: the divider retires 4 quotient bits per cycle
 WEIGHT_FRAC = 24  # w_t = (p_t * RCP) >> 24, Q0.24, <= 2**24
 WEIGHT_MAX = 1 << WEIGHT_FRAC
 VALUE_EXP_MIN, VALUE_EXP_MAX = -24, 9  # value exponents of rq(acc, -24, 16) with 48-bit acc
@@ -126,7 +171,13 @@ WEIGHT_LATENCY = 7
 TREE_LEVELS = (BLOCK - 1).bit_length()  # 5 registered adder levels
 
 State = enum("IDLE", "KV_IN", "Q_IN", "SCORE_ISSUE", "SCORE_WAIT", "SOFTMAX_ISSUE", "SOFTMAX_WAIT",
-             "DIVIDE", "WEIGHT_ISSUE", "WEIGHT_WAIT")
+             "DIVIDE", "WEIGHT_ISSUE", "WEIGHT_WAIT", "OUT_WAIT")
+
+
+def divide_cycles(bits_per_cycle: int) -> int:
+    """Cycles of the divider: RCP_BITS quotient bits, `bits_per_cycle` a cycle."""
+    return -(-RCP_BITS // bits_per_cycle)
+
 
 
 @dataclass(frozen=True)
@@ -137,8 +188,11 @@ class AttentionLimits:
     max_heads: int
     max_kv_dim: int
     max_q_dim: int  # heads * head_dim: the widest Q vector (the die's max_d_model)
+    engines: int = 1  # query heads computed at once, in lockstep (the die's attn_heads)
 
     def __post_init__(self):
+        if not 1 <= self.engines <= max(self.max_heads, 1):
+            raise HardwireError(f"engines must lie in 1..max_heads ({self.max_heads}), not {self.engines}")
         if self.kv_tokens < 2:
             raise HardwireError(f"kv_tokens must be at least 2, not {self.kv_tokens}")
         if self.max_heads < 1:
@@ -151,7 +205,7 @@ class AttentionLimits:
     @classmethod
     def from_die(cls, die) -> AttentionLimits:
         """A die of rtl/die.py; its widest Q vector is its widest d_model."""
-        return cls(die.kv_tokens, die.max_heads, die.max_kv_dim, die.max_d_model)
+        return cls(die.kv_tokens, die.max_heads, die.max_kv_dim, die.max_d_model, die.attn_heads)
 
     @property
     def max_kv_blocks(self) -> int:
@@ -167,17 +221,50 @@ class AttentionLimits:
         return min(self.max_kv_blocks, self.max_q_blocks)
 
     @property
-    def row_words(self) -> int:
-        """SRAM words per position, fixed by the die: room for the widest K and V."""
-        return 2 * self.max_kv_blocks
+    def parallel(self) -> bool:
+        """Several engines: their output blocks wait in the output buffer to leave head-major."""
+        return self.engines > 1
+
+    @property
+    def divide_bits(self) -> int:
+        """Quotient bits the divider retires per cycle."""
+        return PARALLEL_DIVIDE_BITS if self.parallel else 1
 
     @property
     def kv_depth(self) -> int:
-        return self.kv_tokens * self.row_words
+        """KV SRAM words: position t owns word 2t (its K blocks) and word 2t+1 (its V blocks)."""
+        return 2 * self.kv_tokens
+
+    @property
+    def kv_lanes(self) -> int:
+        """Blocks per KV SRAM word: room for the widest K (or V) vector."""
+        return self.max_kv_blocks
+
+    @property
+    def lane_bits(self) -> int:
+        return address_bits(self.kv_lanes)
 
     @property
     def q_depth(self) -> int:
-        return max(self.max_q_blocks, 2)
+        """Query SRAM words (one lane per engine): round r's block b sits in word r * nbh + b;
+        the most words any shape the unit takes needs."""
+        words = [-(-heads // self.engines) * nbh for heads in range(1, self.max_heads + 1)
+                 for nbh in range(1, self.max_head_blocks + 1) if heads * nbh <= self.max_q_blocks]
+        return max(2, *words)
+
+    @property
+    def out_depth(self) -> int:
+        """Output buffer words (parallel unit only): block b of every engine in word b."""
+        return max(2, self.max_head_blocks)
+
+    def sram_bits(self) -> dict[str, int]:
+        """The unit's SRAM bits: the KV SRAM, and its buffers (query, scores, and with several
+        engines the output buffer of saturated 63-bit lane sums)."""
+        buffers = (self.q_depth * self.engines * WORD_BITS
+                   + self.kv_tokens * self.engines * ScoreRanges(self).buffer_bits)
+        if self.parallel:
+            buffers += self.out_depth * self.engines * BLOCK * OUT_WORD_BITS
+        return {"kv": self.kv_depth * self.kv_lanes * WORD_BITS, "attn_buffers": buffers}
 
     @property
     def position_bits(self) -> int:
@@ -201,7 +288,8 @@ class AttentionLimits:
 
     def tag(self) -> str:
         """A short name for the configuration (Verilog module names)."""
-        return f"t{self.kv_tokens}_h{self.max_heads}_kv{self.max_kv_dim}_q{self.max_q_dim}"
+        tag = f"t{self.kv_tokens}_h{self.max_heads}_kv{self.max_kv_dim}_q{self.max_q_dim}"
+        return f"{tag}_e{self.engines}" if self.parallel else tag
 
 
 @dataclass(frozen=True)
@@ -248,11 +336,24 @@ class AttentionGeometry:
             raise HardwireError(f"q_dim {self.q_blocks * BLOCK} exceeds the die's max_d_model {limits.max_q_dim}")
 
     def head_cycles(self, positions: int) -> int:
+        """One engine: a query head's passes, from its first score read to its last output block."""
         return (2 * self.head_blocks + 1) * positions + HEAD_OVERHEAD
 
-    def attend_cycles(self, positions: int) -> int:
-        """Cycles from start_attn to done (inclusive), Q beats back to back."""
-        return 1 + self.q_blocks + self.heads * self.head_cycles(positions)
+    def round_heads(self, engines: int) -> list[int]:
+        """The query heads of each round: `engines` at a time, the last round partly filled."""
+        full, rest = divmod(self.heads, engines)
+        return [engines] * full + ([rest] if rest else [])
+
+    def round_cycles(self, positions: int, heads: int) -> int:
+        """Several engines: a round of `heads` query heads, its passes and then its output blocks."""
+        return (2 * self.head_blocks + 1) * positions + ROUND_OVERHEAD + heads * self.head_blocks
+
+    def attend_cycles(self, positions: int, engines: int = 1) -> int:
+        """Cycles from start_attn to done (inclusive), Q beats back to back, on a unit of
+        `engines` engines (the die's attn_heads)."""
+        if engines == 1:
+            return 1 + self.q_blocks + self.heads * self.head_cycles(positions)
+        return 1 + self.q_blocks + sum(self.round_cycles(positions, n) for n in self.round_heads(engines))
 
     @property
     def kv_write_cycles(self) -> int:
@@ -262,6 +363,9 @@ class AttentionGeometry:
 
 # per head, beyond the (2 * nbh + 1) * P issue cycles: each pass's drain, the divider, hand-offs
 HEAD_OVERHEAD = SCORE_LATENCY + SOFTMAX_LATENCY + DIVIDE_CYCLES + 2 + WEIGHT_LATENCY
+# per round of the parallel unit, beyond the issue cycles and one cycle per output block: the
+# same drains with the faster divider, and the output buffer's read-out (2 more cycles)
+ROUND_OVERHEAD = SCORE_LATENCY + SOFTMAX_LATENCY + divide_cycles(PARALLEL_DIVIDE_BITS) + 2 + WEIGHT_LATENCY + 2
 
 
 def _widened(port: Signal, width: int):
@@ -303,8 +407,17 @@ class SramPort:
 
     def __init__(self, depth: int):
         bits = address_bits(depth)
+        self.depth = depth
         self.we, self.re = bit_signal(), bit_signal()
         self.waddr, self.raddr = unsigned_signal(bits), unsigned_signal(bits)
+
+
+class LaneSramPort(SramPort):
+    """An SRAM of `lanes` lanes per word: a write stores one lane (wlane)."""
+
+    def __init__(self, depth: int, lanes: int):
+        super().__init__(depth)
+        self.wlane = unsigned_signal(address_bits(lanes))
 
 
 class ScoreIssue:
@@ -330,63 +443,238 @@ class WeightIssue:
         self.valid, self.first, self.last, self.head_last = (bit_signal() for _ in range(4))
 
 
-class PassEvents:
-    """The hand-offs between the controller and the passes."""
+class EmitIssue:
+    """The parallel unit's output: one output-buffer read a cycle, head-major."""
 
     def __init__(self):
-        self.scores_last = bit_signal()  # the head's last score is in the buffer, and its max known
+        self.valid, self.last = bit_signal(), bit_signal()
+
+
+class PassEvents:
+    """The hand-offs between the controller and the passes (engine 0's: the engines run in lockstep)."""
+
+    def __init__(self):
+        self.scores_last = bit_signal()  # the round's last score is in the buffer, and its max known
         self.softmax_last = bit_signal()  # the last p_t is in the buffer, and their sum known
         self.div_start, self.div_done = bit_signal(), bit_signal()  # RCP = 2**48 / sum p
-        self.out_head_last = bit_signal()  # the head's last output block leaves
+        self.weighted_last = bit_signal()  # the round's last block of the weighted pass is saturated
+        self.out_head_last = bit_signal()  # the round's last output block leaves
+
+
+class EngineOut:
+    """What one engine hands back: its score and p_t for the score buffer, the events of its
+    passes (the controller listens to engine 0's), and its saturated lane sums."""
+
+    def __init__(self, scores, pos_bits: int):
+        self.scaled, self.scaled_valid, self.scaled_t = scores.scaled_signal(), bit_signal(), unsigned_signal(pos_bits)
+        self.p, self.p_valid, self.p_t = unsigned_signal(LUT_DATA_BITS), bit_signal(), unsigned_signal(pos_bits)
+        self.scores_last, self.softmax_last, self.div_done = bit_signal(), bit_signal(), bit_signal()
+        self.sums = [signed_signal(OUT_WORD_BITS) for _ in range(BLOCK)]
+        self.o_valid, self.o_head_last = bit_signal(), bit_signal()
+
+    def flags(self) -> list:
+        return [self.scaled_valid, self.scaled_t, self.p_valid, self.p_t, self.scores_last, self.softmax_last,
+                self.div_done, self.o_valid, self.o_head_last]
 
 
 @block
 def attention_unit(clk, rst, start_kv, start_attn, pos, heads, kv_heads, head_blocks, attn_scale,
                    in_valid, in_data, in_exp, out, done, busy, refused, lut, limits: AttentionLimits):
     out_valid, out_data, out_exp = out.valid, out.data, out.exp  # a BlockBus
-    lut_addr, lut_data = lut.addr, lut.data  # a RomPort without enable
+    lut_addr, lut_data = lut.addr, lut.data  # a RomPort without enable, one read port per engine
     die = limits  # the only elaboration parameter: nothing below depends on a model
+    engines = die.engines
     shape = GeometryPorts(heads, kv_heads, head_blocks, attn_scale)
     _check_ports(die, pos, shape, in_data, in_exp, out_data, out_exp, lut_addr, lut_data)
 
-    # the three SRAMs: the controller addresses them, the score buffer is written by its writer
-    kv, query, sb = SramPort(die.kv_depth), SramPort(die.q_depth), SramPort(die.kv_tokens)
-    in_word, kv_rdata, q_rdata = (unsigned_signal(WORD_BITS) for _ in range(3))
+    # the SRAMs: KV (a word per position's K or V, each engine reads its own lane of it), query (a
+    # lane per engine), scores (a field per engine); the controller addresses them
+    kv, query = LaneSramPort(die.kv_depth, die.kv_lanes), LaneSramPort(die.q_depth, engines)
+    sb = SramPort(die.kv_tokens)
+    kv_lanes = [unsigned_signal(die.lane_bits) for _ in range(engines)]
+    in_word = unsigned_signal(WORD_BITS)
+    kv_rdata, q_rdata = unsigned_signal(engines * WORD_BITS), unsigned_signal(engines * WORD_BITS)
     scores = ScoreRanges(die)
-    sb_wdata, sb_rdata = unsigned_signal(scores.buffer_bits), unsigned_signal(scores.buffer_bits)
-    memories = [sram(clk, kv.we, kv.waddr, in_word, kv.re, kv.raddr, kv_rdata, die.kv_depth, "kv"),
-                sram(clk, query.we, query.waddr, in_word, query.re, query.raddr, q_rdata, die.q_depth, "query"),
+    sb_wdata, sb_rdata = unsigned_signal(engines * scores.buffer_bits), unsigned_signal(engines * scores.buffer_bits)
+    memories = [lane_select_sram(clk, kv.we, kv.wlane, kv.waddr, in_word, kv.re, kv.raddr, _packed(kv_lanes),
+                                 kv_rdata, die.kv_depth, die.kv_lanes, "kv"),
+                lane_sram(clk, query.we, query.wlane, query.waddr, in_word, clk, query.re, query.raddr, q_rdata,
+                          die.q_depth, engines, "query"),
                 sram(clk, sb.we, sb.waddr, sb_wdata, sb.re, sb.raddr, sb_rdata, die.kv_tokens, "score")]
 
     # control -> passes: issue flags (stage 0 of each pipeline) and the latched ATTN_SCALE; and back
     pos_bits = die.index_bits
-    sc, sm, wt, events = ScoreIssue(pos_bits), SoftmaxIssue(pos_bits), WeightIssue(), PassEvents()
+    sc, sm, wt, em, events = ScoreIssue(pos_bits), SoftmaxIssue(pos_bits), WeightIssue(), EmitIssue(), PassEvents()
+    ob = OutBufferPort(die.out_depth, engines) if die.parallel else None
+    actives = [bit_signal() for _ in range(engines)]
     scale = unsigned_signal(ATTN_SCALE_BITS)
     command = Handshake(start_kv, start_attn, pos, in_valid, done, busy, refused)
-    control = controller(clk, rst, die, command, shape, scale, kv, query, sb, sc, sm, wt, events)
+    control = controller(clk, rst, die, command, shape, scale, kv, query, sb, sc, sm, wt, em, ob, events, kv_lanes,
+                         actives)
     lane_tops_unused = unsigned_signal(BLOCK * (WORD - ACT_BITS))
     capture = input_stage(clk, in_valid, in_data, in_exp, in_word, lane_tops_unused)
 
-    # scores pass
-    scaled, scaled_valid, scaled_t = scores.scaled_signal(), bit_signal(), unsigned_signal(pos_bits)
+    # the engines, in lockstep: engine e computes query head r * engines + e of round r
+    lut_addrs = [unsigned_signal(LUT_ADDR_BITS) for _ in range(engines)] if engines > 1 else [lut_addr]
+    outs = [EngineOut(scores, pos_bits) for _ in range(engines)]
+    units = [attention_engine(clk, rst, scores, scale, _lane(q_rdata, WORD_BITS, e, engines),
+                              _lane(kv_rdata, WORD_BITS, e, engines), _lane(sb_rdata, scores.buffer_bits, e, engines),
+                              lut_addrs[e], _lane(lut_data, LUT_DATA_BITS, e, engines), sc, sm, wt,
+                              events.div_start, actives[e], outs[e], gated=e > 0, divide_bits=die.divide_bits)
+             for e in range(engines)]
+    first = outs[0]
+    listen = event_wires(first, events)
+    writer = score_buffer_writer(clk, rst, _packed([o.scaled(scores.buffer_bits, 0) for o in outs]),
+                                 first.scaled_valid, first.scaled_t,
+                                 _packed_fields([o.p for o in outs], scores.buffer_bits), first.p_valid,
+                                 first.p_t, sb.we, sb.waddr, sb_wdata)
+    if engines == 1:
+        o_bus = unsigned_signal(BLOCK * OUT_WORD_BITS)  # a plain signal: the requantizer slices its input
+        emit = [gather(_packed(first.sums), o_bus),
+                output_stage(clk, rst, o_bus, first.o_valid, first.o_head_last, out_valid, out_data, out_exp,
+                             events.out_head_last)]
+        spare = []
+    else:
+        emit = output_buffer(clk, rst, outs, ob, em, events, out_valid, out_data, out_exp)
+        spare = [drive_lut_addresses(_packed(lut_addrs), lut_addr),
+                 unused(ConcatSignal(*[f for o in outs[1:] for f in o.flags()]), "engine_flags",
+                        "the engines run in lockstep: the controller listens to engine 0's flags only")]
+    return memories, control, capture, units, listen, writer, emit, spare
+
+
+def _packed(signals: list):
+    """Signals side by side, signals[0] in the low bits (one signal stays itself)."""
+    return signals[0] if len(signals) == 1 else ConcatSignal(*reversed(signals))
+
+
+def _packed_fields(signals: list, width: int):
+    """Unsigned signals zero-extended to `width` bits each, side by side (signals[0] low)."""
+    if len(signals) == 1:
+        return zero_extended(signals[0], width)
+    return ConcatSignal(*[piece for sig in reversed(signals) for piece in (intbv(0)[width - len(sig):], sig)])
+
+
+def _lane(word, width: int, index: int, count: int):
+    """Lane `index` of a word of `count` lanes (the word itself when it has one lane)."""
+    return word if count == 1 else word((index + 1) * width, index * width)
+
+
+@block
+def event_wires(first, events):
+    """The controller's hand-offs are engine 0's."""
+
+    @always_comb
+    def wire():
+        events.scores_last.next = first.scores_last
+        events.softmax_last.next = first.softmax_last
+        events.div_done.next = first.div_done
+        events.weighted_last.next = first.o_head_last
+
+    return wire
+
+
+@block
+def drive_lut_addresses(packed, lut_addr):
+    @always_comb
+    def wire():
+        lut_addr.next = packed
+
+    return wire
+
+
+@block
+def gather(packed, o_bus):
+    """The lane sums as one word for the requantizer (wiring)."""
+
+    @always_comb
+    def wire():
+        o_bus.next = packed
+
+    return wire
+
+
+@block
+def and_gate(a, b, y):
+    @always_comb
+    def gate():
+        y.next = a and b
+
+    return gate
+
+
+def _gated(issue):
+    """A copy of an issue record with its own valid bit (and_gate it with the engine's `active`:
+    an idle engine's registers never load)."""
+    copy = object.__new__(type(issue))
+    copy.__dict__.update(issue.__dict__)
+    copy.valid = bit_signal()
+    return copy
+
+
+@block
+def attention_engine(clk, rst, scores, scale, q_rdata, kv_rdata, sb_rdata, lut_addr, lut_data, sc, sm, wt, div_start,
+                     active, o: EngineOut, gated: bool, divide_bits: int):
+    """One query head's datapath: scores, softmax, the divider and the weighted pass. Every
+    engine but engine 0 (which always has a head) is gated by its `active` bit."""
+    gates = []
+    if gated:
+        issues = sc, sm, wt
+        sc, sm, wt = (_gated(issue) for issue in issues)
+        start = bit_signal()
+        gates = [and_gate(issue.valid, active, mine.valid) for issue, mine in zip(issues, (sc, sm, wt), strict=True)]
+        gates.append(and_gate(div_start, active, start))
+    else:
+        start = div_start
     score_max = scores.scaled_signal()
-    score_pass = score_pipeline(clk, rst, scores, scale, q_rdata, kv_rdata, sc, scaled, scaled_valid, scaled_t,
-                                score_max, events.scores_last)
-
-    # softmax pass
-    p, p_valid, p_t = unsigned_signal(LUT_DATA_BITS), bit_signal(), unsigned_signal(pos_bits)
+    score_pass = score_pipeline(clk, rst, scores, scale, q_rdata, kv_rdata, sc, o.scaled, o.scaled_valid, o.scaled_t,
+                                score_max, o.scores_last)
     p_sum = unsigned_signal(scores.sum_bits)
-    softmax_pass = softmax_pipeline(clk, rst, scores, sb_rdata, score_max, sm, lut_addr, lut_data, p, p_valid, p_t,
-                                    p_sum, events.softmax_last)
-    writer = score_buffer_writer(clk, rst, scaled, scaled_valid, scaled_t, p, p_valid, p_t,
-                                 sb.we, sb.waddr, sb_wdata)
-
-    # divide, weighted pass, output
+    softmax_pass = softmax_pipeline(clk, rst, scores, sb_rdata, score_max, sm, lut_addr, lut_data, o.p, o.p_valid,
+                                    o.p_t, p_sum, o.softmax_last)
     rcp = unsigned_signal(RCP_BITS)
-    divide = divider(clk, rst, events.div_start, p_sum, rcp, events.div_done)
-    weighted = weighted_pipeline(clk, rst, sb_rdata, kv_rdata, rcp, wt, out_valid, out_data, out_exp,
-                                 events.out_head_last)
-    return memories, control, capture, score_pass, softmax_pass, writer, divide, weighted
+    divide = divider(clk, rst, start, p_sum, rcp, o.div_done, divide_bits)
+    weighted = weighted_pipeline(clk, rst, sb_rdata, kv_rdata, rcp, wt, o.sums, o.o_valid, o.o_head_last)
+    return gates, score_pass, softmax_pass, divide, weighted
+
+
+class OutBufferPort:
+    """The output buffer's addresses: the write count (its unit's), the read of word b, lane e
+    (block b of engine e; the controller's)."""
+
+    def __init__(self, depth: int, lanes: int):
+        bits = address_bits(depth)
+        self.depth, self.re = depth, bit_signal()
+        self.waddr, self.raddr = unsigned_signal(bits), unsigned_signal(bits)
+        self.rlane = unsigned_signal(address_bits(lanes))
+
+
+@block
+def output_buffer(clk, rst, outs, ob, em, events, out_valid, out_data, out_exp):
+    """The parallel unit's output: block b of every engine lands in word b as the weighted pass
+    saturates it (63-bit lane sums); the controller then reads the round's blocks head-major
+    (`ob`, `em`), one a cycle, into the requantizer and onto the bus."""
+    first, engines = outs[0], len(outs)
+    wdata = _packed([lane for o in outs for lane in o.sums])
+    rdata = unsigned_signal(BLOCK * OUT_WORD_BITS)
+    memory = word_write_lane_read_sram(clk, first.o_valid, ob.waddr, wdata, ob.re, ob.raddr, ob.rlane, rdata,
+                                       ob.depth, engines, "out")
+    o_valid, o_last = bit_signal(), bit_signal()
+
+    @always_seq(clk.posedge, reset=rst)
+    def count():
+        if first.o_valid:  # the round's blocks in order; the last one rewinds the count
+            if first.o_head_last:
+                ob.waddr.next = 0
+            else:
+                ob.waddr.next = ob.waddr + 1
+
+    @always_seq(clk.posedge, reset=rst)
+    def read_valid():
+        o_valid.next = em.valid
+        o_last.next = em.valid and em.last
+
+    emit = output_stage(clk, rst, rdata, o_valid, o_last, out_valid, out_data, out_exp, events.out_head_last)
+    return memory, count, read_valid, emit
 
 
 class ScoreRanges:
@@ -412,33 +700,37 @@ class ScoreRanges:
 
 class Latched:
     """The geometry latched in the start cycle (the ports may change while a command runs):
-    counts, counts minus one (for the last-value compares), the V offset in a row."""
+    counts, and counts minus one for the last-value compares."""
 
     def __init__(self, gw: int, index_bits: int):
-        self.heads, self.kv_heads, self.nbh, self.last_blk, self.last_head = (unsigned_signal(gw) for _ in range(5))
-        self.kv_blocks, self.last_kv_beat, self.last_q_beat = (unsigned_signal(gw) for _ in range(3))
+        self.heads, self.kv_heads, self.nbh, self.last_blk = (unsigned_signal(gw) for _ in range(4))
+        self.last_kv_lane, self.last_kv_beat, self.last_q_beat = (unsigned_signal(gw) for _ in range(3))
         self.last_pos = unsigned_signal(index_bits)
 
 
 class Walk:
-    """Where a command is: its input beat and that beat's address; then key t (row = t *
-    row_words) and block blk of query head `head`, that head's Q and KV blocks, and the address of
-    the V read that trails each p read."""
+    """Where a command is: its input beat, and that beat's KV word and lane or Q lane (engine);
+    the query heads' KV heads as the Q beats pass (an accumulator, no divider); then key t (K word
+    row = 2t, V word row + 1) and block blk of round q_base / nbh, the heads still to do, and the
+    V read that trails each p read."""
 
     def __init__(self, gw: int, index_bits: int, kv_bits: int):
-        self.beat, self.write_addr = unsigned_signal(gw), unsigned_signal(gw)
+        self.beat, self.write_addr, self.lane = unsigned_signal(gw), unsigned_signal(gw), unsigned_signal(gw)
+        self.share = unsigned_signal(gw)  # (head * kv_heads) mod heads of the Q beat's head
+        self.kv_head = unsigned_signal(gw)  # floor(head * kv_heads / heads) * nbh, likewise
+        self.step_share, self.step_kv = unsigned_signal(gw), unsigned_signal(gw)  # the same of head `engines`
+        self.q_lane = unsigned_signal(gw)  # the engine of the Q beat's head
         self.t = unsigned_signal(index_bits)
-        self.blk, self.head, self.row = unsigned_signal(gw), unsigned_signal(gw), unsigned_signal(gw)
-        self.share = unsigned_signal(gw)  # (head * kv_heads) mod heads: steps the KV head without a divider
-        self.q_base = unsigned_signal(gw)  # head * nbh
-        self.kv_head = unsigned_signal(gw)  # floor(head * kv_heads / heads) * nbh
-        self.v_addr = unsigned_signal(kv_bits)
+        self.blk, self.row, self.q_base, self.heads_left = (unsigned_signal(gw) for _ in range(4))
+        self.round_step = bit_signal()  # pulses as a round follows the last: the engines step their heads
+        self.v_addr, self.v_blk = unsigned_signal(kv_bits), unsigned_signal(gw)
 
 
 @block
-def controller(clk, rst, die, command, shape, scale, kv, query, sb, sc, sm, wt, events):
-    """The command FSM with its start checks, the walk over heads, keys and blocks, and the SRAM
-    addresses and issue flags of the three passes: four clocked processes that share the state.
+def controller(clk, rst, die, command, shape, scale, kv, query, sb, sc, sm, wt, em, ob, events, kv_lanes, actives):
+    """The command FSM with its start checks, the walk over rounds, keys and blocks, the SRAM
+    addresses and issue flags of the passes, and each engine's KV head: clocked processes that
+    share the state.
 
     All counters, strides and latched counts share one width, `gw`, wide enough for every
     SRAM address and for heads * head_blocks: Verilog arithmetic then never extends or
@@ -451,20 +743,27 @@ def controller(clk, rst, die, command, shape, scale, kv, query, sb, sc, sm, wt, 
     def running():
         command.busy.next = state != State.IDLE
 
+    engines = [engine_control(clk, rst, e, die, state, command.in_valid, geo, walk, wt.valid, kv_lanes[e], actives[e])
+               for e in range(die.engines)]
+    reads = [] if ob is None else [emit_reads(clk, rst, die.engines, geo, walk, events.weighted_last, ob, em)]
     return (command_fsm(clk, rst, die, command, shape, scale, state, geo, walk, events),
             key_walk(clk, rst, die, command.in_valid, state, geo, walk, events),
             sram_addresses(clk, rst, command.in_valid, state, walk, kv, query, sb, wt),
             pass_issue(clk, rst, state, geo, walk, sc, sm, wt),
-            running)
+            running, engines, reads)
 
 
 @block
 def command_fsm(clk, rst, die, command, shape, scale, state, geo, walk, events):
     """The phases of a command. A start is checked, and the geometry latched, in the start cycle
     only (an idle unit evaluates none of it); a KV write then counts its beats; an attention
-    counts the Q beats, then runs the passes head by head as key_walk steps through them."""
-    row_words, kv_tokens = die.row_words, die.kv_tokens
-    max_heads, max_kv_blocks, max_q_blocks = die.max_heads, die.max_kv_blocks, die.max_q_blocks
+    counts the Q beats, then runs the passes round by round as key_walk steps through them. A
+    round ends when its last output block leaves (OUT_WAIT): one engine sends its blocks
+    straight to the bus, a cycle after the weighted pass; several engines leave theirs in the
+    output buffer, which emit_reads reads out head-major meanwhile."""
+    kv_tokens, max_heads = die.kv_tokens, die.max_heads
+    max_kv_blocks, max_q_blocks = die.max_kv_blocks, die.max_q_blocks
+    engines = die.engines
     gw, pos_bits = len(walk.beat), len(geo.last_pos)
     heads_in, kv_heads_in, blocks_in = (_widened(port, gw) for port in (shape.heads, shape.kv_heads, shape.head_blocks))
     scale_in, pos = shape.attn_scale, command.pos
@@ -476,14 +775,17 @@ def command_fsm(clk, rst, die, command, shape, scale, state, geo, walk, events):
         events.div_start.next = 0
         if state == State.KV_IN:
             if command.in_valid:
-                walk.write_addr.next = walk.write_addr + 1
                 walk.beat.next = walk.beat + 1
+                if walk.lane == geo.last_kv_lane:  # the K word is full: the V word follows
+                    walk.lane.next = 0
+                    walk.write_addr.next = walk.write_addr + 1
+                else:
+                    walk.lane.next = walk.lane + 1
                 if walk.beat == geo.last_kv_beat:
                     command.done.next = 1
                     state.next = State.IDLE
         elif state == State.Q_IN:
             if command.in_valid:
-                walk.write_addr.next = walk.write_addr + 1
                 walk.beat.next = walk.beat + 1
                 if walk.beat == geo.last_q_beat:
                     state.next = State.SCORE_ISSUE
@@ -507,12 +809,15 @@ def command_fsm(clk, rst, die, command, shape, scale, state, geo, walk, events):
             if walk.t == geo.last_pos and walk.blk == geo.last_blk:
                 state.next = State.WEIGHT_WAIT
         elif state == State.WEIGHT_WAIT:
+            if events.weighted_last:
+                state.next = State.OUT_WAIT
+        elif state == State.OUT_WAIT:
             if events.out_head_last:
-                if walk.head == geo.last_head:
+                if walk.heads_left > engines:
+                    state.next = State.SCORE_ISSUE  # the next round
+                else:
                     command.done.next = 1
                     state.next = State.IDLE
-                else:
-                    state.next = State.SCORE_ISSUE  # the next query head
         else:
             state.next = State.IDLE  # IDLE, and the unused encodings of the state register
         if command.start_kv or command.start_attn:
@@ -533,19 +838,18 @@ def command_fsm(clk, rst, die, command, shape, scale, state, geo, walk, events):
             else:
                 geo.nbh.next = blocks_in
                 geo.last_blk.next = blocks_in - 1
-                geo.kv_blocks.next = kv_product
+                geo.last_kv_lane.next = kv_product - 1
                 geo.last_kv_beat.next = (kv_product << 1) - 1
                 walk.beat.next = 0
                 if command.start_kv:
-                    walk.write_addr.next = pos * row_words
+                    walk.write_addr.next = pos * 2
+                    walk.lane.next = 0
                     state.next = State.KV_IN
                 else:
                     geo.heads.next = heads_in
                     geo.kv_heads.next = kv_heads_in
-                    geo.last_head.next = heads_in - 1
                     geo.last_q_beat.next = q_product - 1
                     scale.next = scale_in
-                    walk.write_addr.next = 0
                     geo.last_pos.next = pos[pos_bits:]
                     state.next = State.Q_IN
 
@@ -554,26 +858,53 @@ def command_fsm(clk, rst, die, command, shape, scale, state, geo, walk, events):
 
 @block
 def key_walk(clk, rst, die, in_valid, state, geo, walk, events):
-    """Steps an attention through its heads, keys and blocks, in the FSM's phases: scores by key,
-    then block; softmax by key; weighted by block, then key; then the next head."""
-    row_words, gw = die.row_words, len(walk.beat)
+    """Steps an attention through its Q beats (each beat's engine and Q word, and its head's KV
+    head), then its rounds, keys and blocks in the FSM's phases: scores by key, then block;
+    softmax by key; weighted by block, then key; then the next round. The Q-beat registers are
+    left at zero for the next attention."""
+    engines, gw = die.engines, len(walk.beat)
 
     @always_seq(clk.posedge, reset=rst)
     def step():
+        walk.round_step.next = 0
         if state == State.Q_IN:
-            if in_valid and walk.beat == geo.last_q_beat:
-                walk.head.next = 0
-                walk.share.next = 0
-                walk.q_base.next = 0
-                walk.kv_head.next = 0
-                walk.t.next = 0
-                walk.blk.next = 0
-                walk.row.next = 0
+            if in_valid:
+                if walk.beat == geo.last_q_beat:
+                    walk.blk.next = 0
+                    walk.q_base.next = 0
+                    walk.q_lane.next = 0
+                    walk.share.next = 0
+                    walk.kv_head.next = 0
+                    walk.t.next = 0
+                    walk.row.next = 0
+                    walk.heads_left.next = geo.heads
+                elif walk.blk == geo.last_blk:
+                    # the next query head; its KV head is floor((head + 1) * kv_heads / heads)
+                    walk.blk.next = 0
+                    stepped = intbv(0)[gw:]  # < 2 * heads
+                    kv_next = intbv(0)[gw:]
+                    stepped[:] = walk.share + geo.kv_heads
+                    kv_next[:] = walk.kv_head
+                    if stepped >= geo.heads:
+                        stepped[:] = stepped - geo.heads
+                        kv_next[:] = kv_next + geo.nbh
+                    walk.share.next = stepped
+                    walk.kv_head.next = kv_next
+                    if walk.q_lane == engines - 1:
+                        walk.q_lane.next = 0
+                        walk.q_base.next = walk.q_base + geo.nbh
+                        if walk.q_base == 0:  # head `engines`: how far a round moves each engine's KV head
+                            walk.step_share.next = stepped
+                            walk.step_kv.next = kv_next
+                    else:
+                        walk.q_lane.next = walk.q_lane + 1
+                else:
+                    walk.blk.next = walk.blk + 1
         elif state == State.SCORE_ISSUE:
             if walk.blk == geo.last_blk:
                 walk.blk.next = 0
                 walk.t.next = walk.t + 1
-                walk.row.next = walk.row + row_words
+                walk.row.next = walk.row + 2
             else:
                 walk.blk.next = walk.blk + 1
         elif state == State.SCORE_WAIT:
@@ -596,22 +927,15 @@ def key_walk(clk, rst, die, in_valid, state, geo, walk, events):
                     walk.blk.next = walk.blk + 1
             else:
                 walk.t.next = walk.t + 1
-                walk.row.next = walk.row + row_words
-        elif state == State.WEIGHT_WAIT:
-            if events.out_head_last and walk.head != geo.last_head:
-                # the next query head; its KV head is floor((head + 1) * kv_heads / heads)
-                stepped = intbv(0)[gw:]  # < 2 * heads
-                stepped[:] = walk.share + geo.kv_heads
-                if stepped >= geo.heads:
-                    walk.share.next = stepped - geo.heads
-                    walk.kv_head.next = walk.kv_head + geo.nbh
+                walk.row.next = walk.row + 2
+        elif state == State.OUT_WAIT:
+            if events.out_head_last:
+                if walk.heads_left > engines:
+                    walk.heads_left.next = walk.heads_left - engines
+                    walk.q_base.next = walk.q_base + geo.nbh
+                    walk.round_step.next = 1
                 else:
-                    walk.share.next = stepped
-                walk.head.next = walk.head + 1
-                walk.q_base.next = walk.q_base + geo.nbh
-                walk.t.next = 0
-                walk.blk.next = 0
-                walk.row.next = 0
+                    walk.q_base.next = 0
         else:
             pass  # IDLE, KV_IN and the waits before the softmax: the walk stands (a complete case)
 
@@ -619,10 +943,52 @@ def key_walk(clk, rst, die, in_valid, state, geo, walk, events):
 
 
 @block
+def engine_control(clk, rst, index, die, state, in_valid, geo, walk, v_read, lane, active):
+    """Engine `index`'s query head: its KV head (as share and KV block offset, taken from the Q
+    beats of round 0 and stepped by a round's move after each round), whether the round has a
+    head for it, and the KV SRAM lane it reads (its KV head's block blk)."""
+    gw, lane_bits = len(walk.beat), len(lane)
+    share, kv_off = unsigned_signal(gw), unsigned_signal(gw)
+
+    @always_seq(clk.posedge, reset=rst)
+    def presence():
+        active.next = walk.heads_left > index
+
+    @always_seq(clk.posedge, reset=rst)
+    def track():
+        base = intbv(0)[gw:]  # the KV block offset this cycle: a round's step counts at once
+        stepped = intbv(0)[gw:]  # < 2 * heads
+        base[:] = kv_off
+        if state == State.Q_IN:
+            if in_valid and walk.q_base == 0 and walk.q_lane == index:
+                share.next = walk.share
+                kv_off.next = walk.kv_head
+        elif walk.round_step:
+            stepped[:] = share + walk.step_share
+            base[:] = kv_off + walk.step_kv
+            if stepped >= geo.heads:
+                stepped[:] = stepped - geo.heads
+                base[:] = base + geo.nbh
+            share.next = stepped
+            kv_off.next = base
+        if state == State.SCORE_ISSUE or v_read:
+            selected_unused_top = intbv(0)[gw:]  # inside the K/V word: its top bits are 0
+            if v_read:
+                selected_unused_top[:] = base + walk.v_blk
+            else:
+                selected_unused_top[:] = base + walk.blk
+            lane.next = selected_unused_top[lane_bits:]
+
+    return (track, presence) if index else track  # engine 0 always has a head
+
+
+@block
 def sram_addresses(clk, rst, in_valid, state, walk, kv, query, sb, wt):
-    """The SRAM ports in each phase: input beats written to the KV or Q SRAM; K and Q blocks read
-    for the scores; the score buffer read for softmax and weighted, with the V read a cycle later."""
+    """The SRAM ports in each phase: input beats written to the KV or Q SRAM; K and Q words read
+    for the scores; the score buffer read for softmax and weighted, with the V read a cycle later
+    (each engine's lane: engine_control)."""
     kv_bits, q_bits, gw = len(kv.waddr), len(query.waddr), len(walk.beat)
+    kv_lane_bits, q_lane_bits = len(kv.wlane), len(query.wlane)
 
     @always_seq(clk.posedge, reset=rst)
     def addresses():
@@ -639,14 +1005,17 @@ def sram_addresses(clk, rst, in_valid, state, walk, kv, query, sb, wt):
             if in_valid:
                 kv.we.next = 1
                 kv.waddr.next = walk.write_addr[kv_bits:]
+                kv.wlane.next = walk.lane[kv_lane_bits:]
         elif state == State.Q_IN:
             if in_valid:
+                address_unused_top = intbv(0)[gw:]  # the sums fit the SRAMs: their tops are 0
+                address_unused_top[:] = walk.q_base + walk.blk
                 query.we.next = 1
-                query.waddr.next = walk.write_addr[q_bits:]
+                query.waddr.next = address_unused_top[q_bits:]
+                query.wlane.next = walk.q_lane[q_lane_bits:]
         elif state == State.SCORE_ISSUE:
-            address_unused_top = intbv(0)[gw:]  # the sums fit the SRAMs: their tops are 0
-            address_unused_top[:] = walk.row + walk.kv_head + walk.blk
-            kv.raddr.next = address_unused_top[kv_bits:]
+            address_unused_top = intbv(0)[gw:]
+            kv.raddr.next = walk.row[kv_bits:]
             address_unused_top[:] = walk.q_base + walk.blk
             query.raddr.next = address_unused_top[q_bits:]
             kv.re.next = 1
@@ -661,7 +1030,7 @@ def sram_addresses(clk, rst, in_valid, state, walk, kv, query, sb, wt):
 @block
 def pass_issue(clk, rst, state, geo, walk, sc, sm, wt):
     """Stage 0 of each pass: its valid bit and the flags that ride along its pipeline (where in
-    the head the read is), and the V address of a weighted step."""
+    the head the read is), and the V word and block of a weighted step."""
     kv_bits, gw = len(walk.v_addr), len(walk.beat)
 
     @always_seq(clk.posedge, reset=rst)
@@ -683,8 +1052,9 @@ def pass_issue(clk, rst, state, geo, walk, sc, sm, wt):
             sm.t.next = walk.t
         elif state == State.WEIGHT_ISSUE:
             address_unused_top = intbv(0)[gw:]
-            address_unused_top[:] = walk.row + geo.kv_blocks + walk.kv_head + walk.blk
+            address_unused_top[:] = walk.row + 1
             walk.v_addr.next = address_unused_top[kv_bits:]
+            walk.v_blk.next = walk.blk
             wt.valid.next = 1
             wt.first.next = walk.t == 0
             wt.last.next = walk.t == geo.last_pos
@@ -693,6 +1063,43 @@ def pass_issue(clk, rst, state, geo, walk, sc, sm, wt):
             pass  # no pass issues in the other phases (a complete case)
 
     return issue
+
+
+@block
+def emit_reads(clk, rst, engines, geo, walk, weighted_last, ob, em):
+    """The parallel unit's read-out, from the cycle after the round's weighted pass: block blk of
+    engine lane, one a cycle, head-major, over the engines that had a head in the round."""
+    gw, addr_bits, lane_bits = len(walk.beat), len(ob.raddr), len(ob.rlane)
+    emitting = bit_signal()
+    lane, blk, last_lane = unsigned_signal(gw), unsigned_signal(gw), unsigned_signal(gw)
+
+    @always_seq(clk.posedge, reset=rst)
+    def read():
+        ob.re.next = 0
+        em.valid.next = 0
+        if weighted_last:
+            emitting.next = 1
+            lane.next = 0
+            blk.next = 0
+            if walk.heads_left < engines:
+                last_lane.next = walk.heads_left - 1
+            else:
+                last_lane.next = engines - 1
+        elif emitting:
+            ob.re.next = 1
+            ob.raddr.next = blk[addr_bits:]
+            ob.rlane.next = lane[lane_bits:]
+            em.valid.next = 1
+            em.last.next = lane == last_lane and blk == geo.last_blk
+            if blk == geo.last_blk:
+                blk.next = 0
+                lane.next = lane + 1
+                if lane == last_lane:
+                    emitting.next = 0
+            else:
+                blk.next = blk + 1
+
+    return read
 
 
 @block
@@ -1058,15 +1465,16 @@ def exp2_stage(clk, rst, enable, lut_data, octave, first, last, t, p, p_valid, p
 
 
 @block
-def score_buffer_writer(clk, rst, scaled, scaled_valid, scaled_t, p, p_valid, p_t, sb_we, sb_waddr, sb_wdata):
-    """The score buffer's one write port: s_t in the scores pass, p_t (over s_t) in the softmax pass."""
-    p_word = zero_extended(p, len(sb_wdata))
+def score_buffer_writer(clk, rst, scaled_word, scaled_valid, scaled_t, p_word, p_valid, p_t, sb_we, sb_waddr,
+                        sb_wdata):
+    """The score buffer's one write port: every engine's s_t in the scores pass, its p_t (over
+    s_t) in the softmax pass, a field per engine (the engines run in lockstep)."""
 
     @always(clk.posedge)
     def write():
         if scaled_valid:
             sb_waddr.next = scaled_t
-            sb_wdata.next = scaled[len(sb_wdata):]
+            sb_wdata.next = scaled_word
         elif p_valid:
             sb_waddr.next = p_t
             sb_wdata.next = p_word
@@ -1079,15 +1487,18 @@ def score_buffer_writer(clk, rst, scaled, scaled_valid, scaled_t, p, p_valid, p_
 
 
 @block
-def divider(clk, rst, start, divisor, quotient, finished):
-    """quotient = floor(2**48 / divisor) for divisor >= 2**16, restoring, one bit per cycle
-    (DIVIDE_CYCLES after start; `finished` pulses with the last bit). The quotient has at most
-    RCP_BITS bits, so the first partial remainder is the numerator's top bits, 2**48 >> 32."""
+def divider(clk, rst, start, divisor, quotient, finished, bits_per_cycle: int = 1):
+    """quotient = floor(2**48 / divisor) for divisor >= 2**16, restoring, `bits_per_cycle`
+    quotient bits per cycle (divide_cycles(bits_per_cycle) after start; `finished` pulses with
+    the last bits). The quotient has at most RCP_BITS bits, so the first partial remainder is the
+    numerator's top bits, 2**48 >> (steps - 1) for `steps` quotient bits in all."""
+    cycles = divide_cycles(bits_per_cycle)
+    steps = cycles * bits_per_cycle  # >= RCP_BITS: the extra leading quotient bits are 0
     rem_bits = len(divisor) + 1
     remainder = unsigned_signal(rem_bits)
     divisor_wide = zero_extended(divisor, rem_bits)
-    count = unsigned_signal(DIVIDE_CYCLES.bit_length())
-    first_remainder = 1 << (RCP_NUMERATOR_BITS - (RCP_BITS - 1))
+    count = unsigned_signal(cycles.bit_length())
+    first_remainder = 1 << (RCP_NUMERATOR_BITS - (steps - 1))
 
     @always(clk.posedge)
     def step():
@@ -1095,18 +1506,24 @@ def divider(clk, rst, start, divisor, quotient, finished):
             remainder.next = first_remainder
             quotient.next = 0
         elif count != 0:
-            partial = intbv(0)[rem_bits:]  # < divisor, so the shift below loses nothing
+            partial = intbv(0)[rem_bits:]  # < divisor before each shift, so the shift loses nothing
+            bits = intbv(0)[RCP_BITS:]
             partial[:] = remainder
-            if remainder >= divisor_wide:
-                partial[:] = remainder - divisor_wide
-            remainder.next = partial << 1
-            quotient.next = concat(quotient[RCP_BITS - 1:], remainder >= divisor_wide)
+            bits[:] = quotient
+            for _step in range(bits_per_cycle):
+                bits[RCP_BITS:1] = bits[RCP_BITS - 1:]
+                bits[0] = partial >= divisor_wide
+                if partial >= divisor_wide:
+                    partial[:] = partial - divisor_wide
+                partial[:] = partial << 1
+            remainder.next = partial
+            quotient.next = bits
 
     @always_seq(clk.posedge, reset=rst)
     def sequence():
         finished.next = 0
         if start:
-            count.next = DIVIDE_CYCLES
+            count.next = cycles
         elif count != 0:
             count.next = count - 1
             if count == 1:
@@ -1118,10 +1535,10 @@ def divider(clk, rst, start, divisor, quotient, finished):
 # --- weighted pass and the output ------------------------------------------------------------------
 
 @block
-def weighted_pipeline(clk, rst, sb_rdata, kv_rdata, rcp, wt, out_valid, out_data, out_exp, out_head_last):
+def weighted_pipeline(clk, rst, sb_rdata, kv_rdata, rcp, wt, sums, o_valid, o_head_last):
     """Stages after the issue: 1 p_t (the controller issues the V read now); 2 w_t; 3 lane
-    products w_t * v and the shift ev + 24; 4 the 73-bit lane sums; 5 sat63 after the last t;
-    6 rq(o, -48, 16) registered on the output bus."""
+    products w_t * v and the shift ev + 24; 4 the 73-bit lane sums; 5 sat63 after the last t
+    (`sums`, with o_valid); then the output stage (rq(o, -48, 16) registered on the bus)."""
     valid = delay_taps(wt.valid, 4)
     valid_regs = delay_line(clk, rst, valid)
     tag = delay_taps(ConcatSignal(wt.first, wt.last, wt.head_last), 3)
@@ -1134,13 +1551,11 @@ def weighted_pipeline(clk, rst, sb_rdata, kv_rdata, rcp, wt, out_valid, out_data
     value_shift = unsigned_signal(VALUE_SHIFT_MAX.bit_length())
     shifts = value_shift_stage(clk, valid[2], _exponent_field(kv_rdata), value_shift)
 
-    sat_enable, o_valid, o_head_last = bit_signal(), bit_signal(), bit_signal()
-    sums = [signed_signal(OUT_WORD_BITS) for _ in range(BLOCK)]
+    sat_enable = bit_signal()
     lanes = [weighted_lane(clk, valid[2], valid[3], sat_enable, o_valid, weight, v, value_shift, first3, o)
              for v, o in zip(_mantissa_lanes(kv_rdata), sums, strict=True)]
     finish = block_finish(clk, rst, valid[4], last4, head_last4, sat_enable, o_valid, o_head_last)
-    emit = output_stage(clk, rst, sums, o_valid, o_head_last, out_valid, out_data, out_exp, out_head_last)
-    return valid_regs, tag_regs, late_regs, weights, shifts, lanes, finish, emit
+    return valid_regs, tag_regs, late_regs, weights, shifts, lanes, finish
 
 
 @block
@@ -1237,17 +1652,12 @@ def block_finish(clk, rst, valid, last, head_last, sat_enable, o_valid, o_head_l
 
 
 @block
-def output_stage(clk, rst, sums, o_valid, o_head_last, out_valid, out_data, out_exp, out_head_last):
-    """rq(o, -48, 16) (the requantizer cell), registered and sign-extended onto the output bus."""
-    o_bus = unsigned_signal(BLOCK * OUT_WORD_BITS)  # a plain signal: the cell slices its input
-    o_lanes = ConcatSignal(*reversed(sums))
+def output_stage(clk, rst, o_bus, o_valid, o_head_last, out_valid, out_data, out_exp, out_head_last):
+    """rq(o, -48, 16) (the requantizer cell) of the 32 lane sums in `o_bus` (a plain signal: the
+    cell slices its input), registered and sign-extended onto the output bus."""
     e_in = signed_signal(EXP_BITS)  # undriven: the constant 0, rq(o, 0, 16); -48 is added after
     mantissas, e_out = unsigned_signal(BLOCK * ACT_BITS), signed_signal(EXP_BITS)
     rq = requant(o_bus, e_in, mantissas, e_out, bits=ACT_BITS, in_width=OUT_WORD_BITS)
-
-    @always_comb
-    def gather():
-        o_bus.next = o_lanes
 
     @always(clk.posedge)
     def emit():
@@ -1267,7 +1677,7 @@ def output_stage(clk, rst, sums, o_valid, o_head_last, out_valid, out_data, out_
         out_valid.next = o_valid
         out_head_last.next = o_head_last
 
-    return gather, rq, emit, mark
+    return rq, emit, mark
 
 
 def _check_ports(die, pos, shape, in_data, in_exp, out_data, out_exp, lut_addr, lut_data) -> None:
@@ -1275,8 +1685,8 @@ def _check_ports(die, pos, shape, in_data, in_exp, out_data, out_exp, lut_addr, 
                 "kv_heads": (shape.kv_heads, die.heads_bits), "head_blocks": (shape.head_blocks, die.head_blocks_bits),
                 "attn_scale": (shape.attn_scale, ATTN_SCALE_BITS), "in_data": (in_data, BLOCK * WORD),
                 "in_exp": (in_exp, EXP_BITS), "out_data": (out_data, BLOCK * WORD),
-                "out_exp": (out_exp, EXP_BITS), "lut_addr": (lut_addr, LUT_ADDR_BITS),
-                "lut_data": (lut_data, LUT_DATA_BITS)}
+                "out_exp": (out_exp, EXP_BITS), "lut_addr": (lut_addr, die.engines * LUT_ADDR_BITS),
+                "lut_data": (lut_data, die.engines * LUT_DATA_BITS)}
     for name, (port, width) in expected.items():
         if len(port) != width:
             raise HardwireError(f"attention_unit port {name} is {len(port)} bits; it must be {width}")

@@ -1,18 +1,21 @@
 """The attention unit (rtl/units/attention.py) against golden IntModel.attention, word for word.
 
-The unit's Verilog depends on the die only, so ONE build serves every test: the unit of the
-hw-tiny die (rtl/die.py), built once per session (the adapter caches builds, so xdist
-workers share it). Two model shapes run on it, given at run time on its geometry ports:
-    gqa3: heads 3, kv_heads 1, head_dim 64 (two blocks per head)
-    gqa1: heads 2, kv_heads 2, head_dim 32 (one block per head)
-Both have a 64-wide K/V row, so one KV write can be read by either shape
+The unit's Verilog depends on the die only, so ONE build per die serves every test: the unit
+of hw-tiny (one engine, rtl/die.py) and of hw-tiny-w (three engines in lockstep), each built
+once per session (the adapter caches builds, so xdist workers share them). Three model shapes
+run on each, given at run time on its geometry ports:
+    gqa3: heads 3, kv_heads 1, head_dim 64 (two blocks per head; one full round of three engines)
+    gqa1: heads 2, kv_heads 2, head_dim 32 (one block per head; a partly filled round)
+    gqa4: heads 8, kv_heads 2, head_dim 32 (rounds of 3, 3 and 2 heads; KV heads change mid-round)
+All have a 64-wide K/V row, so one KV write can be read by any shape
 (test_one_unit_switches_geometry). The unit's KV SRAM persists across calls, like the
 chip's: every case writes the positions it reads. Every command also checks the documented
-cycle count. hw-s135 is elaborated and linted, not built.
+cycle count. The other dies are elaborated and linted, not built.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import re
 
@@ -31,14 +34,16 @@ from hardwire.rtl.cells.sram import sram
 from hardwire.rtl.cells.via_rom import via_map_define
 from hardwire.rtl.cells.wiring import bit_signal, unsigned_signal
 from hardwire.rtl.die import DIES, get_die
-from hardwire.rtl.units.attention import AttentionGeometry, AttentionLimits, attention_unit
+from hardwire.rtl.units.attention import WORD_BITS, AttentionGeometry, AttentionLimits, attention_unit
 from hardwire.rtl.verilog import to_verilog
 
 DIE = "hw-tiny"
 LIMITS = AttentionLimits.from_die(get_die(DIE))
+BUILT_DIES = ("hw-tiny", "hw-tiny-w")  # one engine; three (the limits are otherwise hw-tiny's)
 GEOMETRIES = {
     "gqa3": AttentionGeometry(heads=3, kv_heads=1, head_dim=64),
     "gqa1": AttentionGeometry(heads=2, kv_heads=2, head_dim=32),
+    "gqa4": AttentionGeometry(heads=8, kv_heads=2, head_dim=32),
 }
 DECODE_POSITIONS = 24  # the synthetic decode runs this many tokens (the other tests fill the context)
 B16_MAX = spec.ACT_MAX
@@ -89,13 +94,16 @@ class Case:
                               f"{want_m[0][bad[0]]} ({bad.size} differ)")
         assert np.array_equal(got.exponents, want_e[0]), f"exponents rtl {got.exponents} golden {want_e[0]}"
         if gap == 0:
-            assert got.cycles == self.geo.attend_cycles(position + 1)
+            assert got.cycles == self.geo.attend_cycles(position + 1, self.unit.limits.engines)
         return got
 
 
-@pytest.fixture(scope="module")
-def unit(tmp_path_factory):
-    return AttentionUnitSim(LIMITS, tmp_path_factory.mktemp("attention-unit"))
+@pytest.fixture(scope="module", params=BUILT_DIES)
+def unit(request, tmp_path_factory):
+    limits = AttentionLimits.from_die(get_die(request.param))
+    assert limits.engines == 1 or (limits.kv_tokens, limits.max_heads, limits.max_kv_dim,
+                                   limits.max_q_dim) == (LIMITS.kv_tokens, 8, 256, 256)
+    return AttentionUnitSim(limits, tmp_path_factory.mktemp("attention-unit"))
 
 
 @pytest.fixture(scope="module")
@@ -152,6 +160,33 @@ def test_wide_exponents(case):
     fill(case, rng, positions, k_exp=(-128, 127), v_exp=(-24, 0))
     for _ in range(3):
         case.check(len(positions) - 1, *random_query(case, rng, (-128, 127)))
+
+
+# --- the cycle model ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("position", [0, 9, 60])
+def test_cycles_follow_the_model(case, position):
+    """The measured cycles of an attention are attend_cycles(P, engines): one engine (hw-tiny, a
+    head at a time), or three in lockstep (hw-tiny-w): gqa3 one full round (heads == engines),
+    gqa1 one partly filled round, gqa4 rounds of 3, 3 and 2 heads."""
+    rng = np.random.default_rng(20 + position)
+    fill(case, rng, range(position + 1))
+    engines = case.unit.limits.engines
+    got = case.check(position, *random_query(case, rng))
+    assert got.cycles == case.geo.attend_cycles(position + 1, engines)
+    rounds = {"gqa3": [3], "gqa1": [2], "gqa4": [3, 3, 2]}[next(n for n, g in GEOMETRIES.items() if g == case.geo)]
+    assert case.geo.round_heads(engines) == (rounds if engines == 3 else [1] * case.geo.heads)
+
+
+def test_cycle_model_of_smollm2():
+    """The model's figures for SmolLM2-135M's attention (9 heads over 3 KV heads, head_dim 64):
+    a head at a time, and all nine heads in one round (hw-s135w)."""
+    smollm2 = AttentionGeometry(heads=9, kv_heads=3, head_dim=64)
+    assert smollm2.head_cycles(1024) == 5179 and smollm2.attend_cycles(1024) == 1 + 18 + 9 * 5179
+    assert smollm2.attend_cycles(1024, 9) == 1 + 18 + 5 * 1024 + 37 + 18 == 5194
+    assert [smollm2.attend_cycles(p, 9) for p in (5, 15, 25)] == [99, 149, 199]
+    assert smollm2.round_heads(9) == [9] and smollm2.round_heads(4) == [4, 4, 1]
+    assert smollm2.attend_cycles(15, 4) == 1 + 18 + 3 * (5 * 15 + 37) + (4 + 4 + 1) * 2
 
 
 # --- ties, saturation, zeros -----------------------------------------------------------------------
@@ -283,7 +318,7 @@ def test_verilog_depends_only_on_the_die(die_name):
     for port, bits in (("heads", limits.heads_bits), ("kv_heads", limits.heads_bits),
                        ("head_blocks", limits.head_blocks_bits), ("attn_scale", 16)):
         assert re.search(rf"^input \[{bits - 1}:0\] {port};$", gqa3, re.MULTILINE), port
-    assert f"SRAM macro sram_kv: {limits.kv_depth} x" in gqa3
+    assert f"SRAM macro sram_kv: {limits.kv_depth} x {limits.kv_lanes} lanes of {WORD_BITS} bits" in gqa3
     # the unit's parameters: its ports, then the die's limits; no model number can reach it
     assert list(inspect.signature(attention_unit.func).parameters) == [*UNIT_PORTS, "limits"]
     top = harness_top(limits)
@@ -386,7 +421,7 @@ def test_paced_beats(case):
         case.write(p, *random_b16(rng, nb), *random_b16(rng, nb, (-24, -8)), gap=p + 1)
     got = case.check(2, *random_query(case, rng), gap=3)
     beats = case.geo.heads * case.geo.head_blocks
-    assert got.cycles == case.geo.attend_cycles(3) + 3 * (beats - 1)
+    assert got.cycles == case.geo.attend_cycles(3, case.unit.limits.engines) + 3 * (beats - 1)
 
 
 def test_refusals(case):
@@ -463,10 +498,17 @@ def test_bad_geometry(kw, words):
     (dict(kv_tokens=1, max_heads=1, max_kv_dim=64, max_q_dim=64), "at least 2"),
     (dict(kv_tokens=8, max_heads=0, max_kv_dim=64, max_q_dim=64), "max_heads"),
     (dict(kv_tokens=8, max_heads=1, max_kv_dim=48, max_q_dim=64), "max_kv_dim 48"),
+    (dict(kv_tokens=8, max_heads=2, max_kv_dim=64, max_q_dim=64, engines=3), "engines must lie in 1..max_heads"),
+    (dict(kv_tokens=8, max_heads=2, max_kv_dim=64, max_q_dim=64, engines=0), "engines must lie in 1..max_heads"),
 ])
 def test_bad_limits(kw, words):
     with pytest.raises(HardwireError, match=words):
         AttentionLimits(**kw)
+
+
+def test_die_attn_heads_within_its_heads():
+    with pytest.raises(HardwireError, match="attn_heads=9 must lie in 1..max_heads"):
+        dataclasses.replace(get_die("hw-tiny"), attn_heads=9)
 
 
 @pytest.mark.parametrize("geo, words", [
