@@ -60,6 +60,11 @@ NORM_TAIL_LATENCY = 17  # norm_unit: from its last input block to its first outp
 NORM_SUM_TERMS = 8  # norm_unit's SUM adds this many blocks' aligned powers a cycle (an exact integer sum)
 
 
+def norm_sum_index_bits(index_bits: int) -> int:
+    """Width of SUM's block index: a block's index, plus room to step past the last by NORM_SUM_TERMS."""
+    return index_bits + NORM_SUM_TERMS.bit_length()
+
+
 def norm_sum_cycles(n_blocks: int) -> int:
     """The cycles of norm_unit's SUM phase."""
     return -(-n_blocks // NORM_SUM_TERMS)
@@ -579,7 +584,8 @@ class NormSteps:
         self.r_latch = bit_signal()  # ROOT: R is on rsqrt_data
         self.emit_rd, self.emit_last = bit_signal(), bit_signal()  # EMIT: read block rd_ptr (the last one)
         self.empty_done = bit_signal()  # n_blocks was 0: done without a phase
-        self.wr_ptr, self.power_ptr, self.sum_idx, self.rd_ptr = (unsigned_signal(index_bits) for _ in range(4))
+        self.wr_ptr, self.power_ptr, self.rd_ptr = (unsigned_signal(index_bits) for _ in range(3))
+        self.sum_idx = unsigned_signal(norm_sum_index_bits(index_bits))  # steps by NORM_SUM_TERMS
         self.count = unsigned_signal(count_bits)  # the vector's blocks (SUM adds no power past them)
 
 
@@ -666,7 +672,7 @@ def norm_control(clk, rst, start, n_blocks, gain_base, in_valid, steps, emitting
     gains' ROM words (the header at start, a block per EMIT cycle) and starts the RSQRT read."""
     phase = Signal(NormPhase.IDLE)
     count, load_left, power_left, sum_left, emit_left = (unsigned_signal(count_bits) for _ in range(5))
-    sum_ptr, emit_ptr = unsigned_signal(len(steps.wr_ptr)), unsigned_signal(len(steps.wr_ptr))
+    sum_ptr, emit_ptr = unsigned_signal(len(steps.sum_idx)), unsigned_signal(len(steps.wr_ptr))
     gain_ptr = unsigned_signal(len(gain_base))
     loading, header_rd = bit_signal(), bit_signal()
 
@@ -727,7 +733,7 @@ def norm_control(clk, rst, start, n_blocks, gain_base, in_valid, steps, emitting
         elif phase == NormPhase.SUM:
             steps.sum_issue.next = 1
             steps.sum_idx.next = sum_ptr
-            sum_ptr.next = sum_ptr + NORM_SUM_TERMS  # stays below count while SUM lasts
+            sum_ptr.next = sum_ptr + NORM_SUM_TERMS
             sum_left.next = sum_left - 1
             if sum_left == 1:
                 phase.next = NormPhase.ROOT
@@ -784,8 +790,8 @@ def norm_load(clk, dclk, rst, in_data, steps, load_m, squares, shifts, powers, s
 @block
 def norm_sum(dclk, steps, shifts, powers, s_max, ss):
     """SUM: the powers aligned to the largest block exponent, each floored (numerics 5 step 2)."""
-    index_bits = len(steps.count) + NORM_SUM_TERMS.bit_length()  # room for sum_idx + a term: never wraps
-    block_bits = len(steps.sum_idx)
+    index_bits = len(steps.sum_idx)  # sum_idx + a term: never wraps
+    block_bits = len(steps.wr_ptr)  # a block's index in the unit's memories
     pad = NORM_SS_BITS - NORM_POWER_BITS
 
     @always(dclk.posedge)
@@ -796,7 +802,7 @@ def norm_sum(dclk, steps, shifts, powers, s_max, ss):
             index = intbv(0)[index_bits:]  # sum_idx + the term
             limit = intbv(0)[index_bits:]
             total = intbv(0)[NORM_SS_BITS:]
-            index[:] = concat(intbv(0)[index_bits - len(steps.sum_idx):], steps.sum_idx)
+            index[:] = steps.sum_idx
             limit[:] = concat(intbv(0)[index_bits - len(steps.count):], steps.count)
             for _ in range(NORM_SUM_TERMS):
                 if index < limit:
