@@ -71,7 +71,7 @@ from .cells.clock_gate import clock_gate
 from .cells.lut_rom import lut_address_bits, lut_rom
 from .cells.sram import address_bits, lane_sram
 from .cells.via_rom import multi_port_via_rom, via_rom
-from .cells.wiring import bit_signal, copy, or_reduce, unsigned_signal, unused
+from .cells.wiring import bit_signal, copy, mux2, or_reduce, unsigned_signal, unused
 from .die import DIES, LORA_BLOCK_BITS, Die
 from .isa import LORA_PROJECTIONS
 from .isa import WORD_BITS as UCODE_BITS
@@ -483,21 +483,8 @@ def first_working(leaves, out):
         return copy(leaves[0], out)
     half = len(leaves) // 2
     low, high = unsigned_signal(len(out)), unsigned_signal(len(out))
-    return first_working(leaves[:half], low), first_working(leaves[half:], high), prefer(low, high, out)
-
-
-@block
-def prefer(first, second, out):
-    top = len(first) - 1
-
-    @always_comb
-    def pick():
-        if first[top]:
-            out.next = first
-        else:
-            out.next = second
-
-    return pick
+    pick_low = mux2(low, len(out) - 1, high, low, out)  # low's valid bit picks low
+    return first_working(leaves[:half], low), first_working(leaves[half:], high), pick_low
 
 
 @block
