@@ -35,13 +35,14 @@ class Op(IntEnum):
     ARGMAX = 12  # arm the argmax tracker for `groups` vocabulary rows; the next streaming MATMUL feeds it
 
 
-# aux flags (bit 0 of `aux`), by opcode
+# aux flags (bit 0 of `aux`, and bit 1 for FEEDS_NORM), by opcode
 STREAM_ONLY = 1  # MATMUL: results go to the tap port and the argmax tracker only, not the scratchpad
 ALSO_SEND = 1  # ADD, EMBED: every block written also leaves downstream, as SEND would hand it on
 ALSO_NORM = 1  # RECV: every block received also enters the norm unit, started with `n` and the gains at `rom`
 #               as RUN begins (no block comes in RUN's first cycle: every unit starts together, and a
 #               tile's upstream sends only after its own program has begun)
-NORM_FED = 1  # NORM: its input entered the norm unit during the RECV before it; it only writes the result
+FEEDS_NORM = 2  # ADD (aux bit 1): every block it makes also enters the norm unit, started as ALSO_NORM starts it
+NORM_FED = 1  # NORM: its input entered the norm unit during the RECV or ADD before it; it only writes the result
 
 # tap op ids; the names are the golden trace's op names (docs/numerics.md section 10)
 TAP_OPS = ("embed", "attn_norm", "q", "k", "v", "attn", "o", "resid_attn", "ffn_norm", "ffn_act",

@@ -24,7 +24,18 @@ from hardwire.golden.gguf_model import Model, ModelConfig, QuantTensor, Weight
 from hardwire.golden.spec import BLOCK
 
 from .die import DIES, SLOT_BITS, Die
-from .isa import ALSO_NORM, ALSO_SEND, FORMAT_CODE, LORA_PROJECTIONS, NORM_FED, STREAM_ONLY, TAP_ID, Instr, Op
+from .isa import (
+    ALSO_NORM,
+    ALSO_SEND,
+    FEEDS_NORM,
+    FORMAT_CODE,
+    LORA_PROJECTIONS,
+    NORM_FED,
+    STREAM_ONLY,
+    TAP_ID,
+    Instr,
+    Op,
+)
 from .isa import WORD_BITS as UCODE_BITS
 from .units import vector
 
@@ -350,7 +361,8 @@ def layer_program(cfg: ModelConfig, lanes: int, bases: dict[str, int], consts: d
     word at its first projection); with a die that has a LoRA SRAM, each projection's adapter pass follows
     its run's MATMUL (the tile steps over a pass while its projection's adapter flag is clear). The
     residual enters the attention norm as it arrives (RECV with ALSO_NORM) and leaves as the last ADD
-    makes it (ALSO_SEND): no pass of its own over the scratchpad at either end."""
+    makes it (ALSO_SEND): no pass of its own over the scratchpad at either end. The attention residual's
+    ADD feeds the ffn norm likewise (FEEDS_NORM)."""
     L = tile_layout(cfg)
     nd, nf = cfg.d_model // BLOCK, cfg.d_ffn // BLOCK
     nkv = cfg.n_kv_heads * cfg.head_dim // BLOCK
@@ -392,8 +404,9 @@ def layer_program(cfg: ModelConfig, lanes: int, bases: dict[str, int], consts: d
         Instr(Op.ATTN, tap=tap["attn"], src=L.q, dst=L.attn, n=hb, groups=cfg.n_heads, aux=cfg.n_kv_heads,
               rom=spec.attn_scale(cfg.head_dim)),
         *projections(FUSIBLE[1]),
-        Instr(Op.ADD, tap=tap["resid_attn"], src=L.x, src2=L.o, dst=L.x, n=nd),
-        Instr(Op.NORM, tap=tap["ffn_norm"], src=L.x, dst=L.h, n=nd, rom=consts["ffn_norm"]),
+        Instr(Op.ADD, tap=tap["resid_attn"], src=L.x, src2=L.o, dst=L.x, n=nd, rom=consts["ffn_norm"],
+              aux=FEEDS_NORM),
+        Instr(Op.NORM, tap=tap["ffn_norm"], src=L.x, dst=L.h, n=nd, rom=consts["ffn_norm"], aux=NORM_FED),
         *projections(FUSIBLE[2]),
         Instr(Op.SILU, tap=tap["ffn_act"], src=L.gate_up, src2=L.gate_up + nf, dst=L.f, n=nf),
         *projections(FUSIBLE[3]),

@@ -49,7 +49,7 @@ from .cells.clock_gate import clock_gate
 from .cells.sram import address_bits
 from .cells.wiring import bit_signal, bus_lanes, mux_tree, signed_signal, unsigned_signal, unused, zero_extended
 from .die import LORA_BLOCK_BITS, SLOT_BITS
-from .isa import ALSO_NORM, ALSO_SEND, LORA_PASS_LEN, NORM_FED, STREAM_ONLY, Op, field_offsets
+from .isa import ALSO_NORM, ALSO_SEND, FEEDS_NORM, LORA_PASS_LEN, NORM_FED, STREAM_ONLY, Op, field_offsets
 from .lanes import lane_group_socket, mac_lanes, packed_words
 from .units import attention, head, vector
 
@@ -280,6 +280,7 @@ AUX_LO, AUX_HI = _F["aux"][0], _F["aux"][0] + _F["aux"][1]
 LORA_LO, LORA_HI = _F["lora"][0], _F["lora"][0] + _F["lora"][1]
 SRAM_LO, SRAM_HI = _F["sram"][0], _F["sram"][0] + _F["sram"][1]
 BLOCKS_LO, BLOCKS_HI = _F["blocks"][0], _F["blocks"][0] + _F["blocks"][1]
+FEEDS_NORM_BIT = FEEDS_NORM.bit_length() - 1  # the aux bit of an ADD's FEEDS_NORM flag
 
 
 @block
@@ -388,7 +389,7 @@ def tile(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_va
     embed_slot = unsigned_signal(SLOT_BITS)  # the token's lane of the weight word
     words = RomWords(sigmoid, rope, consts, rsqrt, exp2)
     norm_done, attn_done, attn_busy, attn_refused, waiting = (bit_signal() for _ in range(5))
-    norm_in = unsigned_signal(DATA_BITS)  # the scratchpad's read port, or the upstream block of a RECV
+    norm_in = unsigned_signal(DATA_BITS)  # the scratchpad's read port, the upstream block of a RECV, or the ADD's
     units = [
         vector.add_unit(clk, rst, enables.add, a_data, b_data, outs["add"]),
         vector.rq_unit(clk, rst, enables.rq, a_data, acc_exp, outs["rq"]),
@@ -419,7 +420,8 @@ def tile(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_va
     return (control, memory, units, waivers, rom_words(sigmoid, rope, consts, rsqrt, exp2, words),
             matmul_side(clk, rst, token, w_data, lora_data if lora_sram else None, ins, strobes, reads, stream, a_data,
                         a_exp, mm_out_valid, mm_out, embed_slot, lanes),
-            unit_enables(clk, reads.beat, ins, up, enables, stream, a_data, norm_in, a_exp_bits, a_exp, acc_exp),
+            unit_enables(clk, reads.beat, ins, up, outs["add"], enables, stream, a_data, norm_in, a_exp_bits, a_exp,
+                         acc_exp),
             write_back(ins, counts.written, up, mm_out_valid, mm_out, outs, stream, produce, we, wdata, waddr),
             tap_out(clk, rst, produce, end_tap, ins.tap, counts.written, wdata, zero_extended(best_row, DATA_BITS),
                     best_row, tap, token_out, token_valid),
@@ -549,14 +551,17 @@ def lora_reads(clk, ins, reads, lora, lora_sram: bool):
 def sequencer(clk, rst, start, entry, busy, ucode, pc, state, counts, reads, end_tap, produce, mm_out_valid,
               pass_off):
     """The FSM: fetch and decode an instruction, run it until every read is issued and every result
-    written, then decode the next, which the microcode ROM read during RUN (a jump, to the entry or
-    over an adapter pass that is off, fetches first); END stops (the head first taps its token, in
-    FINISH)."""
+    written, then decode the next, which the microcode ROM read during RUN. An adapter pass that is
+    off is stepped over in its head's DECODE, while the ROM reads the instruction after the pass, so
+    the next DECODE follows at once; only the jump to the entry fetches first. END stops (the head
+    first taps its token, in FINISH)."""
 
     @always_comb
     def fetch_address():
         if state == SeqState.RUN:
             ucode.addr.next = pc + 1  # never past the ROM: the last instruction is END, which does not run
+        elif state == SeqState.DECODE and pass_off:
+            ucode.addr.next = pc + LORA_PASS_LEN  # a pass is followed by at least END: still in the ROM
         else:
             ucode.addr.next = pc
 
@@ -583,7 +588,6 @@ def sequencer(clk, rst, start, entry, busy, ucode, pc, state, counts, reads, end
                 busy.next = 0
             elif pass_off:
                 pc.next = pc + LORA_PASS_LEN
-                state.next = SeqState.FETCH
             else:
                 state.next = SeqState.RUN
         elif state == SeqState.RUN:
@@ -661,7 +665,8 @@ def decoder(clk, rst, state, ucode_data, token, pass_flags, ins, counts, strobes
             ins.blocks.next = ucode_data[BLOCKS_HI:BLOCKS_LO]
             counts.group_beats.next = group_len
             strobes.norm.next = (code == OP_NORM and ucode_data[AUX_LO] != NORM_FED) or \
-                (code == OP_RECV and ucode_data[AUX_LO] == ALSO_NORM)
+                (code == OP_RECV and ucode_data[AUX_LO] == ALSO_NORM) or \
+                (code == OP_ADD and ucode_data[AUX_LO + FEEDS_NORM_BIT] == 1)
             strobes.kv.next = code == OP_KVW
             strobes.attn.next = code == OP_ATTN
             strobes.arm.next = code == OP_ARGMAX
@@ -791,9 +796,10 @@ def read_beats(clk, ins, block_in_group, read, padded: bool):
 
 
 @block
-def unit_enables(clk, beat, ins, up, enables, stream, a_data, norm_in, a_exp_bits, a_exp, acc_exp):
+def unit_enables(clk, beat, ins, up, add_out, enables, stream, a_data, norm_in, a_exp_bits, a_exp, acc_exp):
     """Each unit takes the beats of its own op; a streamed MATMUL (the LM head) keeps no results. The
-    norm unit also takes the blocks a RECV with ALSO_NORM receives, straight from upstream."""
+    norm unit also takes the blocks a RECV with ALSO_NORM receives, straight from upstream, and those
+    an ADD with FEEDS_NORM makes."""
 
     @always(clk.posedge)
     def constants():
@@ -807,9 +813,12 @@ def unit_enables(clk, beat, ins, up, enables, stream, a_data, norm_in, a_exp_bit
         enables.silu.next = beat and ins.op == OP_SILU
         enables.rope.next = beat and ins.op == OP_ROPE
         enables.norm.next = (beat and ins.op == OP_NORM) or \
-            (up.valid and ins.op == OP_RECV and ins.aux[0] == ALSO_NORM)
+            (up.valid and ins.op == OP_RECV and ins.aux[0] == ALSO_NORM) or \
+            (add_out.valid and ins.op == OP_ADD and ins.aux[FEEDS_NORM_BIT])
         if ins.op == OP_RECV:
             norm_in.next = up.data
+        elif ins.op == OP_ADD:
+            norm_in.next = add_out.data
         else:
             norm_in.next = a_data
         enables.attn.next = beat and (ins.op == OP_ATTN or ins.op == OP_KVW)
