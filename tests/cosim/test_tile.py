@@ -17,7 +17,7 @@ from hardwire.golden import spec
 from hardwire.golden.intref import IntModel, Trace
 from hardwire.rtl import metal
 from hardwire.rtl.die import get_die
-from hardwire.rtl.isa import TAP_ID, Instr, Op, executed
+from hardwire.rtl.isa import ALSO_NORM, TAP_ID, Instr, Op, executed
 from hardwire.rtl.metal import UCODE_BITS, RomImage, _int_bytes
 from hardwire.rtl.verilog import to_verilog
 
@@ -37,7 +37,6 @@ def segments(program: list[Instr], cfg) -> dict[str, list[Instr]]:
     program = without_adapter_passes(program)
     L = metal.tile_layout(cfg)
     nd = cfg.d_model // 32
-    recv_x = Instr(Op.RECV, dst=L.x, n=nd)
     norm_ffn = next(i for i, ins in enumerate(program) if ins.tap == TAP_ID["ffn_norm"])
     kvw = next(i for i, ins in enumerate(program) if ins.op == Op.KVW)
     wo = next(ins for ins in program if ins.tap == TAP_ID["o"])
@@ -48,7 +47,9 @@ def segments(program: list[Instr], cfg) -> dict[str, list[Instr]]:
               Instr(Op.MATMUL, tap=wo.tap, src=L.x + nd, dst=L.o, n=nd, groups=wo.groups, blocks=wo.blocks, rom=wo.rom,
                     fmt=wo.fmt),
               Instr(Op.ADD, tap=TAP_ID["resid_attn"], src=L.x, src2=L.o, dst=L.x, n=nd), Instr(Op.END)],
-        "ffn": [recv_x, *program[norm_ffn:]],  # norm, gate|up, SiLU, down, the residual sent on as it is made
+        # the residual fed into the norm as it comes (as the attention's ADD feeds it), gate|up, SiLU, down, the
+        # residual sent on as it is made
+        "ffn": [Instr(Op.RECV, dst=L.x, n=nd, rom=program[norm_ffn].rom, aux=ALSO_NORM), *program[norm_ffn:]],
         "vector": [Instr(Op.RECV, dst=0, n=2), Instr(Op.RQ, tap=TAP_ID["v"], src=0, dst=4, n=2),
                    Instr(Op.ADD, tap=TAP_ID["resid_attn"], src=0, src2=0, dst=8, n=2), Instr(Op.SEND, src=8, n=2),
                    Instr(Op.END)],
