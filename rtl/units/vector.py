@@ -56,7 +56,7 @@ RQ_LATENCY = 2
 ADD_LATENCY = 2
 SILU_LATENCY = 5
 ROPE_LATENCY = 4
-NORM_TAIL_LATENCY = 17  # norm_unit: from its last input block to its first output block, plus SUM's cycles
+NORM_TAIL_LATENCY = 14  # norm_unit: from its last input block to its first output block, plus SUM's cycles
 NORM_SUM_TERMS = 8  # norm_unit's SUM adds this many blocks' aligned powers a cycle (an exact integer sum)
 
 
@@ -624,7 +624,9 @@ def norm_unit(clk, rst, start, n_blocks, gain_base, in_valid, in_data, out, done
     Latency: with the last input block presented before rising edge k, output block b leaves
     after edge k + norm_sum_cycles(n) + NORM_TAIL_LATENCY + b, and done is high with the last one.
     The edges from k on: 8 to drain LOAD (operand, squares, 5 tree levels, P_b write), those of SUM,
-    5 of ROOT, 5 of EMIT (read, x16 * G, * R, rq and the output register).
+    2 of ROOT, 5 of EMIT (read, x16 * G, * R, rq and the output register). ROOT's last steps (the
+    table index, the ROM read, R) overlap EMIT's first two: R is registered at the edge before the
+    first * R.
 
     Exponents are 8-bit words throughout: they cannot leave [-128, 127] for e_G in
     [NORM_E_G_MIN, NORM_E_G_MAX], the range norm_const_words accepts (real gains give e_G
@@ -740,7 +742,7 @@ def norm_control(clk, rst, start, n_blocks, gain_base, in_valid, steps, emitting
         elif phase == NormPhase.ROOT:
             if steps.sum_issue:  # the last power is summed at this edge
                 steps.root_a.next = 1
-            if steps.r_latch:  # R is registered at this edge
+            if steps.root_a:  # EMIT's reads and x16 * G need no R: its * R comes after R's edge
                 phase.next = NormPhase.EMIT
                 emit_ptr.next = 0
                 emit_left.next = count
