@@ -551,7 +551,8 @@ def lora_reads(clk, ins, reads, lora, lora_sram: bool):
 def sequencer(clk, rst, start, entry, busy, ucode, pc, state, counts, reads, end_tap, produce, mm_out_valid,
               pass_off):
     """The FSM: fetch and decode an instruction, run it until every read is issued and every result
-    written, then decode the next, which the microcode ROM read during RUN. An adapter pass that is
+    written (RUN's last cycle writes the last result), then decode the next, which the microcode ROM
+    read during RUN. An adapter pass that is
     off is stepped over in its head's DECODE, while the ROM reads the instruction after the pass, so
     the next DECODE follows at once; only the jump to the entry fetches first. END stops (the head
     first taps its token, in FINISH)."""
@@ -591,8 +592,10 @@ def sequencer(clk, rst, start, entry, busy, ucode, pc, state, counts, reads, end
             else:
                 state.next = SeqState.RUN
         elif state == SeqState.RUN:
-            if counts.issued >= counts.in_total and counts.written == counts.out_total and not reads.issue \
-                    and not reads.beat and not mm_out_valid:
+            # done once every read is issued and the last result is written: at the latest, in this cycle
+            if counts.issued >= counts.in_total and not reads.issue and not reads.beat and \
+                    ((counts.written == counts.out_total and not mm_out_valid) or
+                     (produce and counts.written + 1 == counts.out_total)):
                 pc.next = pc + 1
                 state.next = SeqState.DECODE
         else:  # FINISH
