@@ -370,12 +370,14 @@ def tile(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_va
     produce, end_tap, mm_out_valid, pass_off = bit_signal(), bit_signal(), bit_signal(), bit_signal()
     pass_flags = ConcatSignal(lora_on, intbv(0)[1:])  # bit 1 + p: projection p's adapter is loaded
     pc = unsigned_signal(len(ucode.addr))  # the address of the instruction in DECODE or RUN
+    decoding = bit_signal()  # this cycle decodes the ROM's word (DECODE, or the last cycle of a RUN)
     control = [sequencer(clk, rst, start, entry, busy, ucode, pc, state, counts, reads, end_tap, produce,
-                         mm_out_valid, pass_off),
+                         mm_out_valid, pass_off, decoding),
                pass_switch(ucode_data, pass_flags, pass_off),
-               decoder(clk, rst, state, ucode_data, token, pass_flags, ins, counts, strobes, row_base, lanes, w_bits,
-                       s_bits),
-               issuer(clk, rst, state, ins, counts, reads, row_base, w, s_bits, head_block_bits, lanes > BLOCK),
+               decoder(clk, rst, decoding, ucode_data, token, pass_flags, ins, counts, strobes, row_base, lanes,
+                       w_bits, s_bits),
+               issuer(clk, rst, state, decoding, ins, counts, reads, row_base, w, s_bits, head_block_bits,
+                      lanes > BLOCK),
                lora_reads(clk, ins, reads, lora, lora_sram)]
 
     # the scratchpad's two read ports feed every unit; each unit takes the beats of its op
@@ -549,26 +551,45 @@ def lora_reads(clk, ins, reads, lora, lora_sram: bool):
 
 @block
 def sequencer(clk, rst, start, entry, busy, ucode, pc, state, counts, reads, end_tap, produce, mm_out_valid,
-              pass_off):
+              pass_off, decoding):
     """The FSM: fetch and decode an instruction, run it until every read is issued and every result
-    written (RUN's last cycle writes the last result), then decode the next, which the microcode ROM
-    read during RUN. An adapter pass that is
-    off is stepped over in its head's DECODE, while the ROM reads the instruction after the pass, so
-    the next DECODE follows at once; only the jump to the entry fetches first. END stops (the head
-    first taps its token, in FINISH)."""
+    written, then decode the next. During RUN the microcode ROM reads the next instruction, so from
+    RUN's second cycle on its word is at hand: RUN's last cycle (the one that writes the last result)
+    then also decodes it (`decoding`), and the next RUN follows at once; a RUN done in its first
+    cycle is followed by a DECODE cycle. An adapter pass that is off is stepped over where its head
+    is decoded, while the ROM reads the instruction after the pass, which the next cycle decodes;
+    only the jump to the entry fetches first. END stops (the head first taps its token, in FINISH)."""
+    word_ahead = bit_signal()  # RUN's ROM word is the next instruction's (not RUN's first cycle)
+    finishing = bit_signal()  # RUN: every read is issued and the last result is written in this cycle
+    decoded_pc = unsigned_signal(len(pc))  # the address of the word being decoded
+
+    @always_comb
+    def run_end():
+        finishing.next = state == SeqState.RUN and counts.issued >= counts.in_total and not reads.issue and \
+            not reads.beat and ((counts.written == counts.out_total and not mm_out_valid) or
+                                (produce and counts.written + 1 == counts.out_total))
+
+    @always_comb
+    def decode_here():
+        decoding.next = state == SeqState.DECODE or (finishing and word_ahead)
+        if state == SeqState.DECODE:
+            decoded_pc.next = pc
+        else:
+            decoded_pc.next = pc + 1
 
     @always_comb
     def fetch_address():
-        if state == SeqState.RUN:
+        if decoding and pass_off:
+            ucode.addr.next = decoded_pc + LORA_PASS_LEN  # a pass is followed by at least END: in the ROM
+        elif state == SeqState.RUN:
             ucode.addr.next = pc + 1  # never past the ROM: the last instruction is END, which does not run
-        elif state == SeqState.DECODE and pass_off:
-            ucode.addr.next = pc + LORA_PASS_LEN  # a pass is followed by at least END: still in the ROM
         else:
             ucode.addr.next = pc
 
     @always_seq(clk.posedge, reset=rst)
     def fsm():
         end_tap.next = 0
+        word_ahead.next = state == SeqState.RUN and not decoding
         if produce:
             counts.written.next = counts.written + 1
         if state == SeqState.IDLE:
@@ -579,8 +600,9 @@ def sequencer(clk, rst, start, entry, busy, ucode, pc, state, counts, reads, end
                 state.next = SeqState.FETCH
         elif state == SeqState.FETCH:
             state.next = SeqState.DECODE  # the ROM answers for pc in the next cycle
-        elif state == SeqState.DECODE:
+        elif decoding:
             counts.written.next = 0
+            pc.next = decoded_pc
             if ucode.data[OP_HI:OP_LO] == OP_END and ucode.data[TAP_HI:TAP_LO] != 0:
                 end_tap.next = 1  # the head hands out its token, tapped, in FINISH
                 state.next = SeqState.FINISH
@@ -588,21 +610,19 @@ def sequencer(clk, rst, start, entry, busy, ucode, pc, state, counts, reads, end
                 state.next = SeqState.IDLE
                 busy.next = 0
             elif pass_off:
-                pc.next = pc + LORA_PASS_LEN
+                pc.next = decoded_pc + LORA_PASS_LEN
+                state.next = SeqState.DECODE
             else:
                 state.next = SeqState.RUN
         elif state == SeqState.RUN:
-            # done once every read is issued and the last result is written: at the latest, in this cycle
-            if counts.issued >= counts.in_total and not reads.issue and not reads.beat and \
-                    ((counts.written == counts.out_total and not mm_out_valid) or
-                     (produce and counts.written + 1 == counts.out_total)):
+            if finishing:  # in RUN's first cycle: the ROM answers for pc + 1 in the next
                 pc.next = pc + 1
                 state.next = SeqState.DECODE
         else:  # FINISH
             state.next = SeqState.IDLE
             busy.next = 0
 
-    return fetch_address, fsm
+    return run_end, decode_here, fetch_address, fsm
 
 
 @block
@@ -619,9 +639,10 @@ def pass_switch(ucode_data, pass_flags, pass_off):
 
 
 @block
-def decoder(clk, rst, state, ucode_data, token, pass_flags, ins, counts, strobes, row_base, lanes: int, w_bits: int,
+def decoder(clk, rst, decoding, ucode_data, token, pass_flags, ins, counts, strobes, row_base, lanes: int, w_bits: int,
             s_bits: int):
-    """DECODE: latch the instruction's fields, size its reads and results, and pulse the strobes. A
+    """DECODE (`decoding`: a DECODE cycle or RUN's last): latch the instruction's fields, size its
+    reads and results, and pulse the strobes. A
     projection whose adapter pass runs leaves its tap to the pass (its ADD taps the joined result).
     A MATMUL's row group takes max(n, lanes / 32) beats (group_length), its output blocks are its
     `blocks` field."""
@@ -646,7 +667,7 @@ def decoder(clk, rst, state, ucode_data, token, pass_flags, ins, counts, strobes
         strobes.kv.next = 0
         strobes.attn.next = 0
         strobes.arm.next = 0
-        if state == SeqState.DECODE:
+        if decoding:
             code[:] = ucode_data[OP_HI:OP_LO]
             count[N_HI - N_LO:] = ucode_data[N_HI:N_LO]
             rows[GROUPS_HI - GROUPS_LO:] = ucode_data[GROUPS_HI:GROUPS_LO]
@@ -726,7 +747,7 @@ def group_length(n, group_len, blocks_per_group: int):
 
 
 @block
-def issuer(clk, rst, state, ins, counts, reads, row_base, w, s_bits: int, head_block_bits: int, padded: bool):
+def issuer(clk, rst, state, decoding, ins, counts, reads, row_base, w, s_bits: int, head_block_bits: int, padded: bool):
     """RUN: one read per cycle until in_total are issued, walking the row groups (first, last) and
     RoPE's blocks inside a head; the beat registers carry each read to the units. A MATMUL's row
     group ends with pad beats (no read) on a wide die (group_length)."""
@@ -749,7 +770,7 @@ def issuer(clk, rst, state, ins, counts, reads, row_base, w, s_bits: int, head_b
         reads.beat_first.next = reads.first
         reads.beat_last.next = reads.last
         reads.beat_block_in_head.next = reads.block_in_head
-        if state == SeqState.DECODE:
+        if decoding:
             counts.issued.next = 0
             counts.fetched.next = 0
             block_in_group.next = 0
