@@ -371,13 +371,12 @@ def tile(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_va
     # produce: a unit hands out a block this cycle; end_tap: the head taps its token
     # pass_off: the word in DECODE heads an adapter pass whose projection's flag is clear
     produce, end_tap, mm_out_valid, pass_off = bit_signal(), bit_signal(), bit_signal(), bit_signal()
-    pass_flags = ConcatSignal(lora_on, intbv(0)[1:])  # bit 1 + p: projection p's adapter is loaded
     # loaded: an adapter of the word's projections is loaded; skip_one: pass_off steps over one instruction
     loaded, skip_one = bit_signal(), bit_signal()
     pc = unsigned_signal(len(ucode.addr))  # the address of the instruction in DECODE or RUN
     control = [sequencer(clk, rst, start, entry, busy, ucode, pc, state, counts, reads, end_tap, produce,
                          mm_out_valid, pass_off, skip_one),
-               adapter_switch(ucode_data, pass_flags, loaded, pass_off, skip_one),
+               adapter_switch(ucode_data, lora_on, loaded, pass_off, skip_one),
                decoder(clk, rst, state, ucode_data, token, loaded, ins, counts, strobes, row_base, lanes, w_bits,
                        s_bits),
                issuer(clk, rst, state, ins, counts, reads, row_base, w, s_bits, head_block_bits, lanes > BLOCK),
@@ -612,20 +611,22 @@ def sequencer(clk, rst, start, entry, busy, ucode, pc, state, counts, reads, end
 
 
 @block
-def adapter_switch(ucode_data, pass_flags, loaded, pass_off, skip_one):
+def adapter_switch(ucode_data, lora_on, loaded, pass_off, skip_one):
     """`loaded`: an adapter flag of the word's projections (lora .. lora + span) is set. A conditional
     instruction without one is off (rtl/isa.py is_conditional): the sequencer steps over it, an
     adapter pass's head (a MATMUL on the LoRA SRAM) with its pass, any other one (`skip_one`) alone."""
-    flag_count = len(pass_flags)
+    count = len(lora_on)
+    # after<k>, bit l: the flag of projection l - 1 + k (l = lora is 1 + its index), zero past the last
+    after0, after1, after2, after3 = [ConcatSignal(lora_on, intbv(0)[1:])] + \
+        [ConcatSignal(intbv(0)[k:], lora_on(count, k - 1)) for k in range(1, 4)]
 
     @always_comb
     def flags():
-        hit = False
-        for k in range(flag_count):
-            if pass_flags[k] and ucode_data[LORA_HI:LORA_LO] <= k and \
-                    k <= ucode_data[LORA_HI:LORA_LO] + ucode_data[SPAN_HI:SPAN_LO]:
-                hit = True
-        loaded.next = hit
+        loaded.next = ucode_data[LORA_HI:LORA_LO] != 0 and \
+            (after0[ucode_data[LORA_HI:LORA_LO]] or
+             (ucode_data[SPAN_HI:SPAN_LO] >= 1 and after1[ucode_data[LORA_HI:LORA_LO]]) or
+             (ucode_data[SPAN_HI:SPAN_LO] >= 2 and after2[ucode_data[LORA_HI:LORA_LO]]) or
+             (ucode_data[SPAN_HI:SPAN_LO] == 3 and after3[ucode_data[LORA_HI:LORA_LO]]))
 
     @always_comb
     def switch():
