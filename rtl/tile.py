@@ -25,15 +25,17 @@ Ports:
     lora             the read port of the tile's LoRA SRAM: a word of `lanes` adapter blocks
                      (docs/numerics.md 12.1), read like a weight word by a MATMUL with `sram` set
     lora_on          the adapter flag of each projection (rtl/isa.py LORA_PROJECTIONS): a set flag
-                     runs the projection's adapter pass; a clear one steps over it
+                     runs the projection's adapter pass (and a SILU after gate|up's passes instead
+                     of the MATMUL's SiLU epilogue); a clear one steps over it
     perf_*           the performance probe: working (busy, not waiting in RECV), in RUN, and the
                      microcode address of the instruction
     tap_*            the written block, its op id and block index
 
 The tile reads top-down: `tile` wires the units to the scratchpad's read ports; `sequencer`
 (the FSM), `decoder` (DECODE latches the fields) and `issuer` (RUN issues the reads) run the
-program; `matmul_side` and `unit_enables` feed the units; `write_back` keeps the block a unit
-hands out; `tap_out` and `outward` drive the tap port, SEND and the clock enable.
+program; `matmul_side` and `unit_enables` feed the units; `silu_epilogue` runs the SiLU gate on a
+gate|up MATMUL's results (rtl/isa.py SILU_EPILOGUE); `write_back` keeps the block a unit hands out;
+`tap_out` and `outward` drive the tap port, SEND and the clock enable.
 """
 
 from __future__ import annotations
