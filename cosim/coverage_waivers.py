@@ -17,10 +17,11 @@ from functools import cache
 
 from hardwire.golden.gguf_model import ModelConfig
 from hardwire.rtl import metal
-from hardwire.rtl.isa import Op
+from hardwire.rtl.isa import SILU_EPILOGUE, Instr, Op
 
 # each unit's instance name in the converted Verilog (MyHDL prefixes its processes with it) and the
-# opcodes that start it (the sequencer's decode in rtl/tile.py); the other units serve every program
+# opcodes that start it (the sequencer's decode in rtl/tile.py; a MATMUL with SILU_EPILOGUE starts the SiLU
+# unit too: started_ops); the other units serve every program
 UNIT_OPS = {
     "add_unit0": {Op.ADD},
     "rq_unit0": {Op.RQ},
@@ -47,7 +48,14 @@ def program_ops(module: str) -> frozenset[Op]:
                     metal.passthrough_program(cfg)]
     else:
         raise KeyError(module)
-    return frozenset(instr.op for program in programs for instr in program)
+    return frozenset(op for program in programs for instr in program for op in started_ops(instr))
+
+
+def started_ops(instr: Instr) -> tuple[Op, ...]:
+    """The opcodes whose units `instr` starts: its own, and SILU for a MATMUL whose epilogue is the SiLU gate."""
+    if instr.op == Op.MATMUL and instr.aux & SILU_EPILOGUE:
+        return (Op.MATMUL, Op.SILU)
+    return (instr.op,)
 
 
 def waived_units(module: str) -> dict[str, str]:

@@ -24,13 +24,15 @@ class Op(IntEnum):
     SEND = 2  # n residual blocks from src -> the downstream neighbour
     NORM = 3  # dst <- RMSNorm(src), gains at consts[rom]
     MATMUL = 4  # dst <- W[rom] @ src: n input blocks, `groups` row groups of `lanes` rows, format `fmt`;
-    #            `blocks` output blocks (the last row group may fill fewer than lanes / 32)
+    #            `blocks` output blocks (the last row group may fill fewer than lanes / 32); with
+    #            SILU_EPILOGUE, the second half's blocks go through the SiLU gate to src2 instead
     ROPE = 5  # dst <- RoPE(src) over n blocks, `aux` blocks per head
     RQ = 6  # dst <- rq(src, -24, 16) over n blocks
     KVW = 7  # KV SRAM[position] <- K blocks at src, then V blocks at src2: `aux` KV heads of n blocks
     ATTN = 8  # dst <- attention(Q at src): `groups` heads, `aux` KV heads, n blocks a head, ATTN_SCALE in rom
     ADD = 9  # dst <- sat(src + src2, 48) over n blocks
-    SILU = 10  # dst <- silu(gate at src) * up at src2 over n blocks
+    SILU = 10  # dst <- silu(gate at src) * up at src2 over n blocks; with `lora`, only while an adapter of
+    #          its projections is loaded (the gate|up MATMUL's epilogue computes it otherwise)
     EMBED = 11  # dst <- embedding row of the input token: n blocks from ROM region `rom`
     ARGMAX = 12  # arm the argmax tracker for `groups` vocabulary rows; the next streaming MATMUL feeds it
 
@@ -43,6 +45,18 @@ ALSO_NORM = 1  # RECV: every block received also enters the norm unit, started w
 #               tile's upstream sends only after its own program has begun)
 FEEDS_NORM = 2  # ADD (aux bit 1): every block it makes also enters the norm unit, started as ALSO_NORM starts it
 NORM_FED = 1  # NORM: its input entered the norm unit during the RECV or ADD before it; it only writes the result
+# aux flags (bit 1 of `aux`)
+SILU_EPILOGUE = 2  # MATMUL: a fused gate|up run whose SiLU gate is its epilogue. Its `blocks` output blocks
+#                    split in two halves of the same rows (gate and up both have d_ffn rows): the first
+#                    half, gate, is written to dst as usual; each later block up_j leaves the engine into a
+#                    holding register while the scratchpad's read port b (free during a MATMUL) reads
+#                    gate_j at dst + j, and the SiLU unit turns the pair into f_j = silu(gate_j) * up_j,
+#                    written to src2 + j (the f region) and tapped under `tap` (ffn_act: gate is not
+#                    tapped). The up half is never written. Adapters join a projection's result before
+#                    the SiLU (docs/numerics.md 12), so the epilogue runs only while no adapter of the
+#                    MATMUL's projections (`lora`, `span`) is loaded; otherwise the MATMUL writes gate
+#                    and up without a tap, and a SILU naming the same projections, after their adapter
+#                    passes, computes f.
 
 # tap op ids; the names are the golden trace's op names (docs/numerics.md section 10)
 TAP_OPS = ("embed", "attn_norm", "q", "k", "v", "attn", "o", "resid_attn", "ffn_norm", "ffn_act",
@@ -60,12 +74,19 @@ FORMAT_CODE = {QT.Q8_0: 0, QT.Q4_0: 1, QT.Q4_1: 2, QT.Q5_0: 3, QT.Q5_1: 4, QT.Q2
 # instruction (a MATMUL with `sram`) is stepped over with the whole pass, in DECODE, while the tile's
 # adapter flag for its projection is clear; while it is set, the projection's MATMUL leaves its tap to the
 # pass's ADD. `sram` makes a MATMUL read its weight blocks from the tile's LoRA SRAM instead of the weight ROM.
+# `span` widens `lora` to the projections lora .. lora + span (a fused run's): an instruction depends on
+# the adapters of all of them ("loaded": any of their flags is set). A projection MATMUL with a loaded
+# adapter runs without its tap (and without SILU_EPILOGUE); any other instruction that names projections
+# (an adapter pass head, or a conditional SILU) runs only while one of them is loaded: the sequencer steps
+# over it in DECODE otherwise (a pass head with its whole pass, LORA_PASS_LEN instructions; any other one
+# alone).
 LORA_PROJECTIONS = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")
 LORA_PASS_LEN = 4  # MATMUL A (sram), RQ, MATMUL B' (sram), ADD
 
 # (field, bits) from the least significant end of the word
 LAYOUT = (("op", 4), ("tap", 5), ("src", 12), ("src2", 12), ("dst", 12), ("n", 12),
-          ("groups", 16), ("rom", 24), ("fmt", 4), ("aux", 8), ("lora", 3), ("sram", 1), ("blocks", 12))
+          ("groups", 16), ("rom", 24), ("fmt", 4), ("aux", 8), ("lora", 3), ("sram", 1), ("blocks", 12),
+          ("span", 2))
 
 
 @dataclass(frozen=True)
@@ -83,6 +104,7 @@ class Instr:
     lora: int = 0
     sram: int = 0
     blocks: int = 0
+    span: int = 0
 
     def encode(self) -> int:
         word, shift = 0, 0
@@ -118,17 +140,31 @@ def is_pass_head(ins: Instr) -> bool:
     return ins.op == Op.MATMUL and bool(ins.sram) and ins.lora != 0
 
 
+def is_conditional(ins: Instr) -> bool:
+    """An instruction that runs only while an adapter of its projections is loaded (a pass head, whose
+    whole pass is stepped over otherwise, or a SILU after the gate|up passes)."""
+    return ins.lora != 0 and (is_pass_head(ins) or ins.op != Op.MATMUL)
+
+
+def projections_of(ins: Instr) -> tuple[str, ...]:
+    """The projections an instruction names: lora .. lora + span (none without `lora`)."""
+    return LORA_PROJECTIONS[ins.lora - 1:ins.lora + ins.span] if ins.lora else ()
+
+
 def executed(program: list[Instr], loaded: set[str]) -> list[Instr]:
     """The instructions a tile runs with the adapter flags of `loaded` set (rtl/tile.py sequencer and decoder),
-    as they take effect: a pass whose flag is clear is stepped over; while a projection's flag is set, its
-    MATMUL runs without its tap."""
+    as they take effect: a conditional instruction none of whose projections is loaded is stepped over (a
+    pass head with its pass); while one of a projection MATMUL's projections is loaded, it runs without its
+    tap and without SILU_EPILOGUE."""
     out, pc = [], 0
     while pc < len(program):
         ins = program[pc]
-        on = ins.lora != 0 and LORA_PROJECTIONS[ins.lora - 1] in loaded
-        if is_pass_head(ins) and not on:
-            pc += LORA_PASS_LEN
+        on = any(proj in loaded for proj in projections_of(ins))
+        if is_conditional(ins) and not on:
+            pc += LORA_PASS_LEN if is_pass_head(ins) else 1
             continue
-        out.append(replace(ins, tap=0) if on else ins)
+        if on and ins.op == Op.MATMUL:
+            ins = replace(ins, tap=0, aux=ins.aux & ~SILU_EPILOGUE)
+        out.append(ins)
         pc += 1
     return out

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from gguf import GGMLQuantizationType as QT
@@ -31,6 +31,7 @@ from .isa import (
     FORMAT_CODE,
     LORA_PROJECTIONS,
     NORM_FED,
+    SILU_EPILOGUE,
     STREAM_ONLY,
     TAP_ID,
     Instr,
@@ -379,19 +380,32 @@ def layer_program(cfg: ModelConfig, lanes: int, bases: dict[str, int], consts: d
                "w_gate": (L.h, L.gate_up, 0, L.f), "w_up": (L.h, L.gate_up + nf, 0, L.f),
                "w_down": (L.f, L.o, tap["down"], L.gate_up)}
 
+    gate_up_fused = ("w_gate", "w_up") in runs
+    silu_names = {"lora": 1 + LORA_PROJECTIONS.index("w_gate"), "span": 1} if lora else {}
+
     def projections(group: tuple[str, ...]) -> list[Instr]:
         """The MATMULs of a FUSIBLE group's runs, each followed by its projections' adapter passes."""
         out = []
         for run in (r for r in runs if r[0] in group):
             src, dst, tap_id, _ = regions[run[0]]
             groups, blocks = matmul_shape(run_rows(cfg, run), lanes)
-            out.append(Instr(Op.MATMUL, tap=tap_id, src=src, dst=dst, n=projection_shape(cfg, run[0])[1] // BLOCK,
-                             groups=groups, blocks=blocks, rom=bases[run[0]], fmt=formats[run[0]],
-                             lora=1 + LORA_PROJECTIONS.index(run[0]) if lora else 0))
+            matmul = Instr(Op.MATMUL, tap=tap_id, src=src, dst=dst, n=projection_shape(cfg, run[0])[1] // BLOCK,
+                           groups=groups, blocks=blocks, rom=bases[run[0]], fmt=formats[run[0]],
+                           lora=1 + LORA_PROJECTIONS.index(run[0]) if lora else 0)
+            if run == ("w_gate", "w_up"):  # the SiLU gate as its epilogue (rtl/isa.py SILU_EPILOGUE)
+                matmul = replace(matmul, tap=tap["ffn_act"], src2=L.f, aux=SILU_EPILOGUE, **silu_names)
+            out.append(matmul)
             for proj in run if lora else ():
                 src, dst, tap_id, z = regions[proj]
                 out += lora_pass(cfg, die, proj, src, dst, L.q, z, tap_id)
         return out
+
+    # the SILU instruction: always for separate gate and up runs; after a fused run's adapter passes, run
+    # only while one of its adapters is loaded (the epilogue computes f otherwise); none without adapters
+    silu = [Instr(Op.SILU, tap=tap["ffn_act"], src=L.gate_up, src2=L.gate_up + nf, dst=L.f, n=nf,
+                  **(silu_names if gate_up_fused else {}))]
+    if gate_up_fused and not lora:
+        silu = []
 
     return [
         Instr(Op.RECV, dst=L.x, n=nd, rom=consts["attn_norm"], aux=ALSO_NORM),
@@ -408,7 +422,7 @@ def layer_program(cfg: ModelConfig, lanes: int, bases: dict[str, int], consts: d
               aux=FEEDS_NORM),
         Instr(Op.NORM, tap=tap["ffn_norm"], src=L.x, dst=L.h, n=nd, rom=consts["ffn_norm"], aux=NORM_FED),
         *projections(FUSIBLE[2]),
-        Instr(Op.SILU, tap=tap["ffn_act"], src=L.gate_up, src2=L.gate_up + nf, dst=L.f, n=nf),
+        *silu,
         *projections(FUSIBLE[3]),
         Instr(Op.ADD, tap=tap["resid_ffn"], src=L.x, src2=L.o, dst=L.x, n=nd, aux=ALSO_SEND),
         Instr(Op.END),

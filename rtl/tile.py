@@ -25,15 +25,17 @@ Ports:
     lora             the read port of the tile's LoRA SRAM: a word of `lanes` adapter blocks
                      (docs/numerics.md 12.1), read like a weight word by a MATMUL with `sram` set
     lora_on          the adapter flag of each projection (rtl/isa.py LORA_PROJECTIONS): a set flag
-                     runs the projection's adapter pass; a clear one steps over it
+                     runs the projection's adapter pass (and a SILU after gate|up's passes instead
+                     of the MATMUL's SiLU epilogue); a clear one steps over it
     perf_*           the performance probe: working (busy, not waiting in RECV), in RUN, and the
                      microcode address of the instruction
     tap_*            the written block, its op id and block index
 
 The tile reads top-down: `tile` wires the units to the scratchpad's read ports; `sequencer`
 (the FSM), `decoder` (DECODE latches the fields) and `issuer` (RUN issues the reads) run the
-program; `matmul_side` and `unit_enables` feed the units; `write_back` keeps the block a unit
-hands out; `tap_out` and `outward` drive the tap port, SEND and the clock enable.
+program; `matmul_side` and `unit_enables` feed the units; `silu_epilogue` runs the SiLU gate on a
+gate|up MATMUL's results (rtl/isa.py SILU_EPILOGUE); `write_back` keeps the block a unit hands out;
+`tap_out` and `outward` drive the tap port, SEND and the clock enable.
 """
 
 from __future__ import annotations
@@ -57,9 +59,9 @@ COUNT_BITS = 28  # beats of one instruction: groups (16 bits) x blocks (12 bits)
 
 
 @block
-def scratchpad(clk, we, waddr, wdata, re, raddr_a, raddr_b, rdata_a, rexp_a, rdata_b, depth: int):
-    """Two read ports and one write port; reads only when `re`, so an idle tile costs nothing.
-    The exponents have their own array: only port a reads them."""
+def scratchpad(clk, we, waddr, wdata, re, re_b, raddr_a, raddr_b, rdata_a, rexp_a, rdata_b, depth: int):
+    """Two read ports and one write port; port a reads only when `re`, port b when `re_b`, so an
+    idle tile costs nothing. The exponents have their own array: only port a reads them."""
     words = [Signal(intbv(0)[DATA_BITS:]) for _ in range(depth)]
     exps = [Signal(intbv(0)[EXP_BITS:]) for _ in range(depth)]
 
@@ -71,6 +73,7 @@ def scratchpad(clk, we, waddr, wdata, re, raddr_a, raddr_b, rdata_a, rexp_a, rda
         if re:
             rdata_a.next = words[raddr_a]
             rexp_a.next = exps[raddr_a]
+        if re_b:
             rdata_b.next = words[raddr_b]
 
     return access
@@ -281,6 +284,8 @@ LORA_LO, LORA_HI = _F["lora"][0], _F["lora"][0] + _F["lora"][1]
 SRAM_LO, SRAM_HI = _F["sram"][0], _F["sram"][0] + _F["sram"][1]
 BLOCKS_LO, BLOCKS_HI = _F["blocks"][0], _F["blocks"][0] + _F["blocks"][1]
 FEEDS_NORM_BIT = FEEDS_NORM.bit_length() - 1  # the aux bit of an ADD's FEEDS_NORM flag
+SPAN_LO, SPAN_HI = _F["span"][0], _F["span"][0] + _F["span"][1]
+EPILOGUE_BIT = AUX_LO + 1  # rtl/isa.py SILU_EPILOGUE
 
 
 @block
@@ -308,6 +313,7 @@ class Instruction:
             unsigned_signal(AUX_HI - AUX_LO)
         self.sram = bit_signal()  # a MATMUL on the LoRA SRAM
         self.blocks = unsigned_signal(BLOCKS_HI - BLOCKS_LO)  # a MATMUL's output blocks
+        self.epilogue = bit_signal()  # a MATMUL with SILU_EPILOGUE whose projections have no adapter loaded
 
 
 class Counts:
@@ -368,13 +374,14 @@ def tile(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_va
     # produce: a unit hands out a block this cycle; end_tap: the head taps its token
     # pass_off: the word in DECODE heads an adapter pass whose projection's flag is clear
     produce, end_tap, mm_out_valid, pass_off = bit_signal(), bit_signal(), bit_signal(), bit_signal()
-    pass_flags = ConcatSignal(lora_on, intbv(0)[1:])  # bit 1 + p: projection p's adapter is loaded
+    # loaded: an adapter of the word's projections is loaded; skip_one: pass_off steps over one instruction
+    loaded, skip_one = bit_signal(), bit_signal()
     pc = unsigned_signal(len(ucode.addr))  # the address of the instruction in DECODE or RUN
     decoding = bit_signal()  # this cycle decodes the ROM's word (DECODE, or the last cycle of a RUN)
     control = [sequencer(clk, rst, start, entry, busy, ucode, pc, state, counts, reads, end_tap, produce,
-                         mm_out_valid, pass_off, decoding),
-               pass_switch(ucode_data, pass_flags, pass_off),
-               decoder(clk, rst, decoding, ucode_data, token, pass_flags, ins, counts, strobes, row_base, lanes,
+                         mm_out_valid, pass_off, skip_one, decoding),
+               adapter_switch(ucode_data, lora_on, loaded, pass_off, skip_one),
+               decoder(clk, rst, decoding, ucode_data, token, loaded, ins, counts, strobes, row_base, lanes,
                        w_bits, s_bits),
                issuer(clk, rst, state, decoding, ins, counts, reads, row_base, w, s_bits, head_block_bits,
                       lanes > BLOCK),
@@ -383,8 +390,9 @@ def tile(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_va
     # the scratchpad's two read ports feed every unit; each unit takes the beats of its op
     a_data, b_data, a_exp_bits = unsigned_signal(DATA_BITS), unsigned_signal(DATA_BITS), unsigned_signal(EXP_BITS)
     we, wdata, waddr = bit_signal(), unsigned_signal(ENTRY_BITS), unsigned_signal(s_bits)
-    memory = scratchpad(clk, we, waddr, wdata, reads.issue, reads.raddr_a, reads.raddr_b, a_data, a_exp_bits, b_data,
-                        scratch_depth)
+    epi = Epilogue(s_bits)
+    memory = scratchpad(clk, we, waddr, wdata, reads.issue, epi.read_b, reads.raddr_a, epi.addr_b, a_data, a_exp_bits,
+                        b_data, scratch_depth)
     a_exp, acc_exp, stream = signed_signal(EXP_BITS), signed_signal(EXP_BITS), bit_signal()
     enables, outs = Enables(), {name: BlockBus(exp=name not in ACC_UNITS) for name in UNIT_OPS}
     mm_out, best_row = unsigned_signal(DATA_BITS), unsigned_signal(head.ROW_BITS)
@@ -395,7 +403,7 @@ def tile(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_va
     units = [
         vector.add_unit(clk, rst, enables.add, a_data, b_data, outs["add"]),
         vector.rq_unit(clk, rst, enables.rq, a_data, acc_exp, outs["rq"]),
-        vector.silu_unit(clk, rst, enables.silu, a_data, b_data, outs["silu"],
+        vector.silu_unit(clk, rst, epi.silu_in, epi.gate, epi.up, outs["silu"],
                          RomPort.of(en=sigmoid.en, addr=sigmoid.addr, data=words.sigmoid)),
         vector.rope_unit(clk, rst, enables.rope, a_data, pos(len(rope.addr) - head_block_bits, 0),
                          reads.beat_block_in_head, outs["rope"],
@@ -424,8 +432,11 @@ def tile(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_va
                         a_exp, mm_out_valid, mm_out, embed_slot, lanes),
             unit_enables(clk, reads.beat, ins, up, outs["add"], enables, stream, a_data, norm_in, a_exp_bits, a_exp,
                          acc_exp),
-            write_back(ins, counts.written, up, mm_out_valid, mm_out, outs, stream, produce, we, wdata, waddr),
-            tap_out(clk, rst, produce, end_tap, ins.tap, counts.written, wdata, zero_extended(best_row, DATA_BITS),
+            silu_epilogue(clk, rst, ins, strobes, counts.written, reads, mm_out_valid, mm_out, enables.silu, a_data,
+                          b_data, outs["silu"].valid, epi),
+            write_back(ins, epi.index, up, epi.mm_keep, mm_out, outs, stream, produce, we, wdata, waddr, epi.base,
+                       epi.f_write),
+            tap_out(clk, rst, produce, end_tap, epi.tap, epi.index, wdata, zero_extended(best_row, DATA_BITS),
                     best_row, tap, token_out, token_valid),
             outward(rst, start, busy, state, ins, counts, reads.beat, a_data, a_exp, produce, wdata, up, tap,
                     token_valid, strobes.norm, down, clock_on, waiting),
@@ -551,14 +562,15 @@ def lora_reads(clk, ins, reads, lora, lora_sram: bool):
 
 @block
 def sequencer(clk, rst, start, entry, busy, ucode, pc, state, counts, reads, end_tap, produce, mm_out_valid,
-              pass_off, decoding):
+              pass_off, skip_one, decoding):
     """The FSM: fetch and decode an instruction, run it until every read is issued and every result
     written, then decode the next. During RUN the microcode ROM reads the next instruction, so from
     RUN's second cycle on its word is at hand: RUN's last cycle (the one that writes the last result)
     then also decodes it (`decoding`), and the next RUN follows at once; a RUN done in its first
     cycle is followed by a DECODE cycle. An adapter pass that is off is stepped over where its head
-    is decoded, while the ROM reads the instruction after the pass, which the next cycle decodes;
-    only the jump to the entry fetches first. END stops (the head first taps its token, in FINISH)."""
+    is decoded, while the ROM reads the instruction after the pass, which the next cycle decodes (a
+    conditional instruction that is off likewise, alone: `skip_one`); only the jump to the entry
+    fetches first. END stops (the head first taps its token, in FINISH)."""
     word_ahead = bit_signal()  # RUN's ROM word is the next instruction's (not RUN's first cycle)
     finishing = bit_signal()  # RUN: every read is issued and the last result is written in this cycle
     decoded_pc = unsigned_signal(len(pc))  # the address of the word being decoded
@@ -579,7 +591,9 @@ def sequencer(clk, rst, start, entry, busy, ucode, pc, state, counts, reads, end
 
     @always_comb
     def fetch_address():
-        if decoding and pass_off:
+        if decoding and pass_off and skip_one:
+            ucode.addr.next = decoded_pc + 1  # a conditional instruction is followed by at least END
+        elif decoding and pass_off:
             ucode.addr.next = decoded_pc + LORA_PASS_LEN  # a pass is followed by at least END: in the ROM
         elif state == SeqState.RUN:
             ucode.addr.next = pc + 1  # never past the ROM: the last instruction is END, which does not run
@@ -609,6 +623,9 @@ def sequencer(clk, rst, start, entry, busy, ucode, pc, state, counts, reads, end
             elif ucode.data[OP_HI:OP_LO] == OP_END:
                 state.next = SeqState.IDLE
                 busy.next = 0
+            elif pass_off and skip_one:
+                pc.next = decoded_pc + 1
+                state.next = SeqState.DECODE
             elif pass_off:
                 pc.next = decoded_pc + LORA_PASS_LEN
                 state.next = SeqState.DECODE
@@ -626,24 +643,39 @@ def sequencer(clk, rst, start, entry, busy, ucode, pc, state, counts, reads, end
 
 
 @block
-def pass_switch(ucode_data, pass_flags, pass_off):
-    """An adapter pass's first instruction (a MATMUL on the LoRA SRAM naming a projection) whose
-    projection's adapter flag is clear: the sequencer steps over the pass (rtl/isa.py)."""
+def adapter_switch(ucode_data, lora_on, loaded, pass_off, skip_one):
+    """`loaded`: an adapter flag of the word's projections (lora .. lora + span) is set. A conditional
+    instruction without one is off (rtl/isa.py is_conditional): the sequencer steps over it, an
+    adapter pass's head (a MATMUL on the LoRA SRAM) with its pass, any other one (`skip_one`) alone."""
+    count = len(lora_on)
+    # after<k>, bit l: the flag of projection l - 1 + k (l = lora is 1 + its index), zero past the last
+    after0, after1, after2, after3 = [ConcatSignal(lora_on, intbv(0)[1:])] + \
+        [ConcatSignal(intbv(0)[k:], lora_on(count, k - 1)) for k in range(1, 4)]
+
+    @always_comb
+    def flags():
+        loaded.next = ucode_data[LORA_HI:LORA_LO] != 0 and \
+            (after0[ucode_data[LORA_HI:LORA_LO]] or
+             (ucode_data[SPAN_HI:SPAN_LO] >= 1 and after1[ucode_data[LORA_HI:LORA_LO]]) or
+             (ucode_data[SPAN_HI:SPAN_LO] >= 2 and after2[ucode_data[LORA_HI:LORA_LO]]) or
+             (ucode_data[SPAN_HI:SPAN_LO] == 3 and after3[ucode_data[LORA_HI:LORA_LO]]))
 
     @always_comb
     def switch():
-        pass_off.next = ucode_data[OP_HI:OP_LO] == OP_MATMUL and ucode_data[SRAM_LO] and \
-            ucode_data[LORA_HI:LORA_LO] != 0 and not pass_flags[ucode_data[LORA_HI:LORA_LO]]
+        skip_one.next = ucode_data[OP_HI:OP_LO] != OP_MATMUL
+        pass_off.next = ucode_data[LORA_HI:LORA_LO] != 0 and not loaded and \
+            (ucode_data[OP_HI:OP_LO] != OP_MATMUL or ucode_data[SRAM_LO])
 
-    return switch
+    return flags, switch
 
 
 @block
-def decoder(clk, rst, decoding, ucode_data, token, pass_flags, ins, counts, strobes, row_base, lanes: int, w_bits: int,
+def decoder(clk, rst, decoding, ucode_data, token, loaded, ins, counts, strobes, row_base, lanes: int, w_bits: int,
             s_bits: int):
     """DECODE (`decoding`: a DECODE cycle or RUN's last): latch the instruction's fields, size its
-    reads and results, and pulse the strobes. A
-    projection whose adapter pass runs leaves its tap to the pass (its ADD taps the joined result).
+    reads and results, and pulse the strobes. A projection MATMUL whose adapter pass runs (`loaded`)
+    leaves its tap to the pass (its ADD taps the joined result) and runs without its SiLU epilogue
+    (the SILU after the passes does it).
     A MATMUL's row group takes max(n, lanes / 32) beats (group_length), its output blocks are its
     `blocks` field."""
     src_top, src2_top, dst_top = SRC_LO + s_bits, SRC2_LO + s_bits, DST_LO + s_bits
@@ -661,7 +693,6 @@ def decoder(clk, rst, decoding, ucode_data, token, pass_flags, ins, counts, stro
         beats = intbv(0)[COUNT_BITS:]
         kv_blocks = intbv(0)[COUNT_BITS:]
         out_blocks = intbv(0)[COUNT_BITS:]
-        proj = intbv(0)[LORA_HI - LORA_LO:]
         strobes.mm_clear.next = 0
         strobes.norm.next = 0
         strobes.kv.next = 0
@@ -671,12 +702,12 @@ def decoder(clk, rst, decoding, ucode_data, token, pass_flags, ins, counts, stro
             code[:] = ucode_data[OP_HI:OP_LO]
             count[N_HI - N_LO:] = ucode_data[N_HI:N_LO]
             rows[GROUPS_HI - GROUPS_LO:] = ucode_data[GROUPS_HI:GROUPS_LO]
-            proj[:] = ucode_data[LORA_HI:LORA_LO]
             ins.op.next = code
-            if pass_flags[proj]:
+            if loaded and code == OP_MATMUL:
                 ins.tap.next = 0
             else:
                 ins.tap.next = ucode_data[TAP_HI:TAP_LO]
+            ins.epilogue.next = code == OP_MATMUL and ucode_data[EPILOGUE_BIT] and not loaded
             ins.sram.next = ucode_data[SRAM_LO]
             ins.src.next = ucode_data[src_top:SRC_LO]
             ins.src2.next = ucode_data[src2_top:SRC2_LO]
@@ -852,10 +883,98 @@ def unit_enables(clk, beat, ins, up, add_out, enables, stream, a_data, norm_in, 
     return constants, operands
 
 
+class Epilogue:
+    """A MATMUL's SiLU epilogue (rtl/isa.py SILU_EPILOGUE) beside the tile: the scratchpad's port b
+    (read_b, addr_b), the SiLU unit's inputs (silu_in, gate, up), the matmul results it keeps from
+    the write port (mm_keep: the others are up blocks), and where each written block goes and how
+    it is tapped (f_write: an f block; base + index; tap)."""
+
+    def __init__(self, s_bits: int):
+        self.read_b, self.silu_in, self.mm_keep, self.f_write = (bit_signal() for _ in range(4))
+        self.addr_b, self.base = unsigned_signal(s_bits), unsigned_signal(s_bits)
+        self.gate, self.up = unsigned_signal(DATA_BITS), unsigned_signal(DATA_BITS)
+        self.index, self.tap = unsigned_signal(COUNT_BITS), unsigned_signal(TAP_OP_BITS)
+
+
 @block
-def write_back(ins, written, up, mm_out_valid, mm_out, outs, stream, produce, we, wdata, waddr):
+def silu_epilogue(clk, rst, ins, strobes, written, reads, mm_out_valid, mm_out, silu_beat, a_data, b_data, silu_valid,
+                  epi):
+    """The SiLU gate as a MATMUL's epilogue: the first half of its output blocks (gate) is written
+    as usual; each later one (up_j) waits a cycle in `up_held` while port b reads gate_j (dst + j),
+    then both enter the SiLU unit, whose block f_j is written to src2 + j and tapped (gate is not).
+    Writes never collide: every gate block has left the engine before the first up block, and up
+    blocks are not written. The sequencer's RUN ends once `blocks` blocks are written (the gate
+    half and every f block), so it waits for the SiLU pipeline. Otherwise the SILU instruction
+    feeds the unit from ports a (gate) and b (up)."""
+    half_bits = BLOCKS_HI - BLOCKS_LO - 1
+    gates_left = unsigned_signal(half_bits)  # gate blocks still to leave the engine
+    up_index, f_index = unsigned_signal(len(epi.addr_b)), unsigned_signal(COUNT_BITS)
+    up_held, held = unsigned_signal(DATA_BITS), bit_signal()
+    up_block = bit_signal()
+
+    @always_comb
+    def route():
+        up_block.next = ins.epilogue and mm_out_valid and gates_left == 0
+        epi.f_write.next = ins.epilogue and silu_valid
+        epi.silu_in.next = silu_beat or held
+
+    @always_comb
+    def ports():
+        epi.mm_keep.next = mm_out_valid and not up_block
+        epi.read_b.next = reads.issue or up_block
+        if up_block:
+            epi.addr_b.next = ins.dst + up_index
+        else:
+            epi.addr_b.next = reads.raddr_b
+        if ins.epilogue:
+            epi.gate.next = b_data
+            epi.up.next = up_held
+        else:
+            epi.gate.next = a_data
+            epi.up.next = b_data
+
+    @always_comb
+    def placement():
+        if epi.f_write:
+            epi.base.next = ins.src2
+            epi.index.next = f_index
+            epi.tap.next = ins.tap
+        else:
+            epi.base.next = ins.dst
+            epi.index.next = written
+            if ins.epilogue:
+                epi.tap.next = 0
+            else:
+                epi.tap.next = ins.tap
+
+    @always_seq(clk.posedge, reset=rst)
+    def track():
+        held.next = up_block
+        if strobes.mm_clear:
+            gates_left.next = ins.blocks[BLOCKS_HI - BLOCKS_LO:1]
+            up_index.next = 0
+            f_index.next = 0
+        else:
+            if up_block:
+                up_index.next = up_index + 1
+            elif ins.epilogue and mm_out_valid:
+                gates_left.next = gates_left - 1
+            if epi.f_write:
+                f_index.next = f_index + 1
+
+    @always(clk.posedge)
+    def hold():
+        if up_block:
+            up_held.next = mm_out
+
+    return route, ports, placement, track, hold
+
+
+@block
+def write_back(ins, written, up, mm_out_valid, mm_out, outs, stream, produce, we, wdata, waddr, base, f_write):
     """The one block produced this cycle, from whichever source the instruction uses; it is
-    written to the scratchpad unless it is a streamed logit block."""
+    written to the scratchpad at base + written unless it is a streamed logit block (`f_write`: a
+    MATMUL's SiLU epilogue hands out a block, silu_epilogue)."""
     s_bits = len(waddr)
     add_valid, rq_valid, silu_valid, rope_valid, norm_valid, attn_valid, embed_valid = \
         (outs[name].valid for name in UNIT_OPS)
@@ -882,7 +1001,7 @@ def write_back(ins, written, up, mm_out_valid, mm_out, outs, stream, produce, we
         elif ins.op == OP_RQ and rq_valid:
             produce.next = 1
             wdata.next = rq_entry
-        elif ins.op == OP_SILU and silu_valid:
+        elif (ins.op == OP_SILU or f_write) and silu_valid:
             produce.next = 1
             wdata.next = silu_entry
         elif ins.op == OP_ROPE and rope_valid:
@@ -897,7 +1016,7 @@ def write_back(ins, written, up, mm_out_valid, mm_out, outs, stream, produce, we
         elif ins.op == OP_EMBED and embed_valid:
             produce.next = 1
             wdata.next = embed_entry
-        waddr.next = ins.dst + written[s_bits:]  # scratchpad addresses wrap: the metal keeps them in range
+        waddr.next = base + written[s_bits:]  # scratchpad addresses wrap: the metal keeps them in range
 
     @always_comb
     def keep():

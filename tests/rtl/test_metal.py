@@ -56,7 +56,8 @@ def test_tap_order_matches_the_golden_trace(synth_model):
 
 def test_every_projection_is_followed_by_its_adapter_pass(synth_model):
     """Each fused run's MATMUL is followed by the passes of its projections, in order; with no adapter
-    loaded the tile steps over every pass."""
+    loaded the tile steps over every pass, and over the SILU after gate|up's passes (the MATMUL's
+    epilogue computes the SiLU gate)."""
     program = metal.generate(synth_model, TINY).programs["tile00"]
     slots = metal.lora_layout(synth_model.config, TINY)
     heads = [i for i, ins in enumerate(program) if is_pass_head(ins)]
@@ -69,7 +70,9 @@ def test_every_projection_is_followed_by_its_adapter_pass(synth_model):
         assert (a.rom, b.rom) == (slots[proj].a_base, slots[proj].b_base) and a.src == program[base].src
         assert program[base].dst <= add.dst < program[base].dst + program[base].blocks
         assert add.src == add.dst and add.src2 == b.dst and rq.src == rq.dst == a.dst == b.src
-    assert len(executed(program, set())) == len(program) - len(heads) * LORA_PASS_LEN
+    silu = [i for i, ins in enumerate(program) if ins.op == Op.SILU]
+    assert len(silu) == 1 and program[silu[0] - LORA_PASS_LEN].lora == 1 + LORA_PROJECTIONS.index("w_up")
+    assert len(executed(program, set())) == len(program) - len(heads) * LORA_PASS_LEN - len(silu)
 
 
 def test_projections_of_one_format_fuse_into_one_matmul(synth_model):
