@@ -50,7 +50,7 @@ def program_of(image, unit: int):
 
 def assert_plausible(by_op: dict[str, int]) -> None:
     """Every projection and the LM head ran, and so did each op a layer always has."""
-    always = (*MATMUL_OPS, "attention", "kv_write", "norm", "rope", "silu", "residual", "rq", "embed", "argmax",
+    always = (*MATMUL_OPS, "attention", "norm", "rope", "silu", "residual", "rq", "embed", "argmax",
               "link", "control")
     assert [op for op in always if by_op[op] <= 0] == []
 
