@@ -102,7 +102,7 @@ def test_decoded_flips_reencode_to_the_flipped_rom(printed, name):
     (Flip("tile00_weights", 0, 36 * 8), UNUSED, "sub-block scale field of a Q4_0 block (none)"),
     (Flip("tile01_consts", 0, 64), MODEL, "layer 1 attn_norm gain exponent e_G"),
     (Flip("tile01_consts", 0, 100), UNUSED, "header bit 100: spare"),
-    (Flip("tile01_ucode", 0, 126), UNUSED, f"past the {sum(bits for _, bits in LAYOUT)} field bits"),
+    (Flip("tile01_ucode", 0, 127), UNUSED, f"past the {sum(bits for _, bits in LAYOUT)} field bits"),
     (Flip("tile01_ucode", 1, 5), UNMODELLED, "(NORM): tap"),
 ])
 def test_decode_names_the_field(printed, flip, kind, field):
