@@ -27,7 +27,7 @@ UNIT_OPS = {
     "rq_unit0": {Op.RQ},
     "silu_unit0": {Op.SILU},
     "rope_unit0": {Op.ROPE},
-    "attention_unit0": {Op.KVW, Op.ATTN},
+    "attention_unit0": {Op.ROPE},  # a ROPE with `feed` starts it; ATTN only writes its output
     "embed_unit0": {Op.EMBED},
     "argmax_tracker0": {Op.ARGMAX},
 }

@@ -8,8 +8,9 @@ there (rtl/metal.py programs):
     qkv, o, gate_up, down   a layer's projection MATMULs (told apart by the scratchpad regions they
                             read and write: rtl/metal.py tile_layout)
     lm_head                 the head's streamed MATMUL
-    attention, kv_write     ATTN, KVW
-    norm, rope, silu, rq    NORM, ROPE, SILU, RQ
+    attention               ATTN (the unit's output; its K, V and Q came in with ROPE and RQ)
+    norm, rope, silu, rq    NORM, ROPE, SILU, RQ (ROPE and RQ also feed the attention unit: the KV
+                            write is no op of its own)
     residual                ADD
     embed, argmax           EMBED, ARGMAX
     lora                    the four instructions of an adapter pass
@@ -30,11 +31,11 @@ from hardwire.rtl.metal import Metal, tile_layout
 
 from .chip_sim import CycleCounts
 
-OPS = ("qkv", "o", "gate_up", "down", "lm_head", "attention", "kv_write", "norm", "rope", "silu", "residual", "rq",
+OPS = ("qkv", "o", "gate_up", "down", "lm_head", "attention", "norm", "rope", "silu", "residual", "rq",
        "embed", "argmax", "lora", "link", "control")
 MATMUL_OPS = ("qkv", "o", "gate_up", "down", "lm_head")
-_BY_OPCODE = {Op.RECV: "link", Op.SEND: "link", Op.NORM: "norm", Op.ROPE: "rope", Op.RQ: "rq", Op.KVW: "kv_write",
-              Op.ATTN: "attention", Op.ADD: "residual", Op.SILU: "silu", Op.EMBED: "embed", Op.ARGMAX: "argmax"}
+_BY_OPCODE = {Op.RECV: "link", Op.SEND: "link", Op.NORM: "norm", Op.ROPE: "rope", Op.RQ: "rq", Op.ATTN: "attention",
+              Op.ADD: "residual", Op.SILU: "silu", Op.EMBED: "embed", Op.ARGMAX: "argmax"}
 
 Labels = dict[int, list[str | None]]  # unit (tile index, or chip.HEAD_TAG) -> the RUN label of each address
 

@@ -279,9 +279,9 @@ class IntModel:
         qk, qke = self._rotate(u[:, :qk_blocks], ue[:, :qk_blocks], pos, cfg.n_heads + cfg.n_kv_heads)
         q, k, qe, ke = qk[:, :cfg.d_model], qk[:, cfg.d_model:], qke[:, :nbq], qke[:, nbq:]
         v, ve = u[:, qk_blocks:].reshape(len(pos), -1), ue[:, qk_blocks:]
-        tap(li, "q", pos, q, qe)
-        tap(li, "k", pos, k, ke)
+        tap(li, "k", pos, k, ke)  # k and v before q, as the chip taps them (docs/numerics.md section 10)
         tap(li, "v", pos, v, ve)
+        tap(li, "q", pos, q, qe)
         new = slice(int(pos[0]), int(pos[-1]) + 1)  # positions are consecutive
         cache.k[li, new], cache.ke[li, new], cache.v[li, new], cache.ve[li, new] = k, ke, v, ve
         a, ae = self.attention(q, qe, cache, li, pos)

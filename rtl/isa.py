@@ -26,10 +26,11 @@ class Op(IntEnum):
     MATMUL = 4  # dst <- W[rom] @ src: n input blocks, `groups` row groups of `lanes` rows, format `fmt`;
     #            `blocks` output blocks (the last row group may fill fewer than lanes / 32); with
     #            SILU_EPILOGUE, the second half's blocks go through the SiLU gate to src2 instead
-    ROPE = 5  # dst <- RoPE(src) over n blocks, `aux` blocks per head
-    RQ = 6  # dst <- rq(src, -24, 16) over n blocks
-    KVW = 7  # KV SRAM[position] <- K blocks at src, then V blocks at src2: `aux` KV heads of n blocks
-    ATTN = 8  # dst <- attention(Q at src): `groups` heads, `aux` KV heads, n blocks a head, ATTN_SCALE in rom
+    ROPE = 5  # dst <- RoPE(src) over n blocks, `aux` blocks per head; with `feed`, also into the attention unit
+    RQ = 6  # dst <- rq(src, -24, 16) over n blocks; with `feed`, also into the attention unit
+    # 7 is free: the KV write is no instruction of its own (FEED_KV)
+    ATTN = 8  # dst <- the attention unit's output, `groups` heads of n blocks: the unit was fed its K, V and Q
+    #          blocks by the ROPE and RQ before it (FEED_KV, FEED_Q); ATTN reads nothing
     ADD = 9  # dst <- sat(src + src2, 48) over n blocks
     SILU = 10  # dst <- silu(gate at src) * up at src2 over n blocks; with `lora`, only while an adapter of
     #          its projections is loaded (the gate|up MATMUL's epilogue computes it otherwise)
@@ -58,6 +59,14 @@ SILU_EPILOGUE = 2  # MATMUL: a fused gate|up run whose SiLU gate is its epilogue
 #                    and up without a tap, and a SILU naming the same projections, after their adapter
 #                    passes, computes f.
 
+# `feed` values: a ROPE or RQ whose blocks also enter the attention unit as it writes them to the scratchpad.
+# A feeding ROPE names the attention geometry: `groups` query heads, `blocks` KV heads, `aux` blocks a head
+# (its own blocks per head), and with FEED_Q ATTN_SCALE in `rom`.
+FEED_KV = 1  # ROPE: starts the unit's KV write at the position (the K blocks, KV head-major); RQ: its blocks
+#             follow as the V blocks of that write
+FEED_Q = 2  # ROPE: starts the unit's attention at the position; its blocks are the Q blocks (head-major).
+#            The KV write is done by then: the sequencer decodes the ROPE only after the last V block is written
+
 # tap op ids; the names are the golden trace's op names (docs/numerics.md section 10)
 TAP_OPS = ("embed", "attn_norm", "q", "k", "v", "attn", "o", "resid_attn", "ffn_norm", "ffn_act",
            "down", "resid_ffn", "final_norm", "logits", "argmax")
@@ -85,8 +94,8 @@ LORA_PASS_LEN = 4  # MATMUL A (sram), RQ, MATMUL B' (sram), ADD
 
 # (field, bits) from the least significant end of the word
 LAYOUT = (("op", 4), ("tap", 5), ("src", 12), ("src2", 12), ("dst", 12), ("n", 12),
-          ("groups", 16), ("rom", 24), ("fmt", 4), ("aux", 8), ("lora", 3), ("sram", 1), ("blocks", 12),
-          ("span", 2))
+          ("groups", 16), ("rom", 20), ("fmt", 4), ("aux", 8), ("lora", 3), ("sram", 1), ("blocks", 12),
+          ("span", 2), ("feed", 2))
 
 
 @dataclass(frozen=True)
@@ -105,6 +114,7 @@ class Instr:
     sram: int = 0
     blocks: int = 0
     span: int = 0
+    feed: int = 0
 
     def encode(self) -> int:
         word, shift = 0, 0

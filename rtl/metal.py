@@ -27,6 +27,8 @@ from .die import DIES, SLOT_BITS, Die
 from .isa import (
     ALSO_NORM,
     ALSO_SEND,
+    FEED_KV,
+    FEED_Q,
     FEEDS_NORM,
     FORMAT_CODE,
     LORA_PROJECTIONS,
@@ -363,11 +365,13 @@ def layer_program(cfg: ModelConfig, lanes: int, bases: dict[str, int], consts: d
     its run's MATMUL (the tile steps over a pass while its projection's adapter flag is clear). The
     residual enters the attention norm as it arrives (RECV with ALSO_NORM) and leaves as the last ADD
     makes it (ALSO_SEND): no pass of its own over the scratchpad at either end. The attention residual's
-    ADD feeds the ffn norm likewise (FEEDS_NORM)."""
+    ADD feeds the ffn norm likewise (FEEDS_NORM), and the attention unit takes K and V as RoPE and rq make
+    them (FEED_KV: the KV write), then Q (FEED_Q: the attention starts), so ATTN only writes its output."""
     L = tile_layout(cfg)
     nd, nf = cfg.d_model // BLOCK, cfg.d_ffn // BLOCK
     nkv = cfg.n_kv_heads * cfg.head_dim // BLOCK
     hb = cfg.head_dim // BLOCK
+    geometry = {"groups": cfg.n_heads, "blocks": cfg.n_kv_heads}  # the attention unit's, with aux = hb
     tap = TAP_ID
     runs = fused_runs(formats)
     lora = die is not None and die.lora_rank > 0
@@ -411,12 +415,11 @@ def layer_program(cfg: ModelConfig, lanes: int, bases: dict[str, int], consts: d
         Instr(Op.RECV, dst=L.x, n=nd, rom=consts["attn_norm"], aux=ALSO_NORM),
         Instr(Op.NORM, tap=tap["attn_norm"], src=L.x, dst=L.h, n=nd, rom=consts["attn_norm"], aux=NORM_FED),
         *projections(FUSIBLE[0]),
-        Instr(Op.ROPE, tap=tap["q"], src=L.qkv, dst=L.q, n=nd, aux=hb),
-        Instr(Op.ROPE, tap=tap["k"], src=L.qkv + nd, dst=L.k, n=nkv, aux=hb),
-        Instr(Op.RQ, tap=tap["v"], src=L.qkv + nd + nkv, dst=L.v, n=nkv),
-        Instr(Op.KVW, src=L.k, src2=L.v, n=hb, groups=cfg.n_heads, aux=cfg.n_kv_heads),
-        Instr(Op.ATTN, tap=tap["attn"], src=L.q, dst=L.attn, n=hb, groups=cfg.n_heads, aux=cfg.n_kv_heads,
-              rom=spec.attn_scale(cfg.head_dim)),
+        Instr(Op.ROPE, tap=tap["k"], src=L.qkv + nd, dst=L.k, n=nkv, aux=hb, **geometry, feed=FEED_KV),
+        Instr(Op.RQ, tap=tap["v"], src=L.qkv + nd + nkv, dst=L.v, n=nkv, feed=FEED_KV),
+        Instr(Op.ROPE, tap=tap["q"], src=L.qkv, dst=L.q, n=nd, aux=hb, **geometry, rom=spec.attn_scale(cfg.head_dim),
+              feed=FEED_Q),
+        Instr(Op.ATTN, tap=tap["attn"], dst=L.attn, n=hb, groups=cfg.n_heads),
         *projections(FUSIBLE[1]),
         Instr(Op.ADD, tap=tap["resid_attn"], src=L.x, src2=L.o, dst=L.x, n=nd, rom=consts["ffn_norm"],
               aux=FEEDS_NORM),

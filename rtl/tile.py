@@ -51,7 +51,18 @@ from .cells.clock_gate import clock_gate
 from .cells.sram import address_bits
 from .cells.wiring import bit_signal, bus_lanes, mux_tree, signed_signal, unsigned_signal, unused, zero_extended
 from .die import LORA_BLOCK_BITS, SLOT_BITS
-from .isa import ALSO_NORM, ALSO_SEND, FEEDS_NORM, LORA_PASS_LEN, NORM_FED, STREAM_ONLY, Op, field_offsets
+from .isa import (
+    ALSO_NORM,
+    ALSO_SEND,
+    FEED_KV,
+    FEED_Q,
+    FEEDS_NORM,
+    LORA_PASS_LEN,
+    NORM_FED,
+    STREAM_ONLY,
+    Op,
+    field_offsets,
+)
 from .lanes import lane_group_socket, mac_lanes, packed_words
 from .units import attention, head, vector
 
@@ -267,7 +278,7 @@ def part_register(clk, write, part, index: int, closing, value, held):
 SeqState = enum("IDLE", "FETCH", "DECODE", "RUN", "FINISH")
 
 # opcodes and microcode field positions as plain ints: the converter inlines them
-(OP_END, OP_RECV, OP_SEND, OP_NORM, OP_MATMUL, OP_ROPE, OP_RQ, OP_KVW, OP_ATTN, OP_ADD, OP_SILU, OP_EMBED,
+(OP_END, OP_RECV, OP_SEND, OP_NORM, OP_MATMUL, OP_ROPE, OP_RQ, OP_ATTN, OP_ADD, OP_SILU, OP_EMBED,
  OP_ARGMAX) = (int(o) for o in Op)
 _F = field_offsets()
 OP_LO, OP_HI = _F["op"][0], _F["op"][0] + _F["op"][1]
@@ -286,6 +297,7 @@ BLOCKS_LO, BLOCKS_HI = _F["blocks"][0], _F["blocks"][0] + _F["blocks"][1]
 FEEDS_NORM_BIT = FEEDS_NORM.bit_length() - 1  # the aux bit of an ADD's FEEDS_NORM flag
 SPAN_LO, SPAN_HI = _F["span"][0], _F["span"][0] + _F["span"][1]
 EPILOGUE_BIT = AUX_LO + 1  # rtl/isa.py SILU_EPILOGUE
+FEED_LO, FEED_HI = _F["feed"][0], _F["feed"][0] + _F["feed"][1]
 
 
 @block
@@ -312,18 +324,19 @@ class Instruction:
         self.rom, self.fmt, self.aux = unsigned_signal(rom_bits), unsigned_signal(FMT_HI - FMT_LO), \
             unsigned_signal(AUX_HI - AUX_LO)
         self.sram = bit_signal()  # a MATMUL on the LoRA SRAM
-        self.blocks = unsigned_signal(BLOCKS_HI - BLOCKS_LO)  # a MATMUL's output blocks
+        self.blocks = unsigned_signal(BLOCKS_HI - BLOCKS_LO)  # a MATMUL's output blocks; a feeding ROPE's KV heads
         self.epilogue = bit_signal()  # a MATMUL with SILU_EPILOGUE whose projections have no adapter loaded
+        self.feed = unsigned_signal(FEED_HI - FEED_LO)  # a ROPE or RQ whose blocks also enter the attention unit
 
 
 class Counts:
-    """Beats of the instruction: issued of in_total beats, written of out_total results; a KVW's
-    V blocks follow its kv_half K blocks; a MATMUL's row group takes group_beats beats (its n
-    reads, then pad beats up to lanes / 32 on a wide die); fetched counts the reads."""
+    """Beats of the instruction: issued of in_total beats, written of out_total results; a MATMUL's
+    row group takes group_beats beats (its n reads, then pad beats up to lanes / 32 on a wide die);
+    fetched counts the reads."""
 
     def __init__(self):
-        self.issued, self.in_total, self.written, self.out_total, self.kv_half, self.fetched = \
-            (unsigned_signal(COUNT_BITS) for _ in range(6))
+        self.issued, self.in_total, self.written, self.out_total, self.fetched = \
+            (unsigned_signal(COUNT_BITS) for _ in range(5))
         self.group_beats = unsigned_signal(N_HI - N_LO)
 
 
@@ -344,11 +357,12 @@ class Enables:
     """Each unit's beats: high while the read port carries a block of the unit's op."""
 
     def __init__(self):
-        self.add, self.rq, self.silu, self.rope, self.norm, self.attn, self.embed = (bit_signal() for _ in range(7))
+        self.add, self.rq, self.silu, self.rope, self.norm, self.embed = (bit_signal() for _ in range(6))
 
 
 class Strobes:
-    """One-cycle pulses of DECODE: clear the matmul gathering, start a unit, arm the argmax tracker."""
+    """One-cycle pulses of DECODE: clear the matmul gathering, start a unit (the attention unit's KV
+    write or attention: a ROPE with FEED_KV or FEED_Q), arm the argmax tracker."""
 
     def __init__(self):
         self.mm_clear, self.norm, self.kv, self.attn, self.arm = (bit_signal() for _ in range(5))
@@ -400,6 +414,7 @@ def tile(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_va
     words = RomWords(sigmoid, rope, consts, rsqrt, exp2)
     norm_done, attn_done, attn_busy, attn_refused, waiting = (bit_signal() for _ in range(5))
     norm_in = unsigned_signal(DATA_BITS)  # the scratchpad's read port, the upstream block of a RECV, or the ADD's
+    attn_in, attn_data, attn_exp = bit_signal(), unsigned_signal(DATA_BITS), signed_signal(EXP_BITS)  # fed blocks
     units = [
         vector.add_unit(clk, rst, enables.add, a_data, b_data, outs["add"]),
         vector.rq_unit(clk, rst, enables.rq, a_data, acc_exp, outs["rq"]),
@@ -413,8 +428,8 @@ def tile(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_va
                          RomPort.of(en=consts.en, addr=consts.addr, data=words.consts),
                          RomPort.of(en=rsqrt.en, addr=rsqrt.addr, data=words.rsqrt), max_blocks=max_blocks),
         attention.attention_unit(clk, rst, strobes.kv, strobes.attn, pos, ins.groups(attn_limits.heads_bits, 0),
-                                 ins.aux(attn_limits.heads_bits, 0), ins.n(attn_limits.head_blocks_bits, 0),
-                                 ins.rom(attention.ATTN_SCALE_BITS, 0), enables.attn, a_data, a_exp, outs["attn"],
+                                 ins.blocks(attn_limits.heads_bits, 0), ins.aux(attn_limits.head_blocks_bits, 0),
+                                 ins.rom(attention.ATTN_SCALE_BITS, 0), attn_in, attn_data, attn_exp, outs["attn"],
                                  attn_done, attn_busy, attn_refused, RomPort.of(addr=exp2.addr, data=words.exp2),
                                  attn_limits),
         head.embed_unit(clk, rst, enables.embed, ins.fmt, embed_slot, outs["embed"]),
@@ -436,6 +451,7 @@ def tile(clk, rst, start, entry, busy, clock_on, pos, token, token_out, token_va
                           b_data, outs["silu"].valid, epi),
             write_back(ins, epi.index, up, epi.mm_keep, mm_out, outs, stream, produce, we, wdata, waddr, epi.base,
                        epi.f_write),
+            attention_feed(ins, produce, wdata, attn_in, attn_data, attn_exp),
             tap_out(clk, rst, produce, end_tap, epi.tap, epi.index, wdata, zero_extended(best_row, DATA_BITS),
                     best_row, tap, token_out, token_valid),
             outward(rst, start, busy, state, ins, counts, reads.beat, a_data, a_exp, produce, wdata, up, tap,
@@ -691,7 +707,6 @@ def decoder(clk, rst, decoding, ucode_data, token, loaded, ins, counts, strobes,
         count = intbv(0)[COUNT_BITS:]  # the n and groups fields, widened to beat counts
         rows = intbv(0)[COUNT_BITS:]
         beats = intbv(0)[COUNT_BITS:]
-        kv_blocks = intbv(0)[COUNT_BITS:]
         out_blocks = intbv(0)[COUNT_BITS:]
         strobes.mm_clear.next = 0
         strobes.norm.next = 0
@@ -718,33 +733,27 @@ def decoder(clk, rst, decoding, ucode_data, token, loaded, ins, counts, strobes,
             ins.fmt.next = ucode_data[FMT_HI:FMT_LO]
             ins.aux.next = ucode_data[AUX_HI:AUX_LO]
             ins.blocks.next = ucode_data[BLOCKS_HI:BLOCKS_LO]
+            ins.feed.next = ucode_data[FEED_HI:FEED_LO]
             counts.group_beats.next = group_len
             strobes.norm.next = (code == OP_NORM and ucode_data[AUX_LO] != NORM_FED) or \
                 (code == OP_RECV and ucode_data[AUX_LO] == ALSO_NORM) or \
                 (code == OP_ADD and ucode_data[AUX_LO + FEEDS_NORM_BIT] == 1)
-            strobes.kv.next = code == OP_KVW
-            strobes.attn.next = code == OP_ATTN
+            strobes.kv.next = code == OP_ROPE and ucode_data[FEED_HI:FEED_LO] == FEED_KV
+            strobes.attn.next = code == OP_ROPE and ucode_data[FEED_HI:FEED_LO] == FEED_Q
             strobes.arm.next = code == OP_ARGMAX
             strobes.mm_clear.next = 1
-            kv_blocks[:] = count * ucode_data[AUX_HI:AUX_LO]
-            counts.kv_half.next = kv_blocks
             if code == OP_EMBED:
                 row_base.next = token[token_top:lane_shift] * count[w_bits:]  # modulo the ROM
             else:
                 row_base.next = 0
-            if code == OP_RECV or (code == OP_NORM and ucode_data[AUX_LO] == NORM_FED):
+            if code == OP_RECV or code == OP_ATTN or (code == OP_NORM and ucode_data[AUX_LO] == NORM_FED):
                 counts.in_total.next = 0
             elif code == OP_MATMUL:
                 beats[:] = group_len * rows
                 counts.in_total.next = beats
-            elif code == OP_ATTN:
-                beats[:] = count * rows
-                counts.in_total.next = beats
-            elif code == OP_KVW:
-                counts.in_total.next = kv_blocks << 1
             else:
                 counts.in_total.next = count
-            if code == OP_SEND or code == OP_KVW:
+            if code == OP_SEND:
                 counts.out_total.next = 0
             elif code == OP_ATTN:
                 beats[:] = count * rows
@@ -811,10 +820,7 @@ def issuer(clk, rst, state, decoding, ins, counts, reads, row_base, w, s_bits: i
             counts.issued.next = counts.issued + 1
             if read:
                 counts.fetched.next = counts.fetched + 1
-            if ins.op == OP_KVW and counts.issued >= counts.kv_half:  # the V blocks follow the K blocks
-                read_a[:] = ins.src2 + counts.issued[s_bits:] - counts.kv_half[s_bits:]
-            else:
-                read_a[:] = ins.src + block_in_group[s_bits:]
+            read_a[:] = ins.src + block_in_group[s_bits:]
             read_b[:] = ins.src2 + block_in_group[s_bits:]
             reads.raddr_a.next = read_a
             reads.raddr_b.next = read_b
@@ -876,7 +882,6 @@ def unit_enables(clk, beat, ins, up, add_out, enables, stream, a_data, norm_in, 
             norm_in.next = add_out.data
         else:
             norm_in.next = a_data
-        enables.attn.next = beat and (ins.op == OP_ATTN or ins.op == OP_KVW)
         enables.embed.next = beat and ins.op == OP_EMBED
         stream.next = ins.op == OP_MATMUL and ins.aux[0] == STREAM_ONLY
 
@@ -1026,6 +1031,21 @@ def write_back(ins, written, up, mm_out_valid, mm_out, outs, stream, produce, we
 
 
 @block
+def attention_feed(ins, produce, wdata, attn_in, attn_data, attn_exp):
+    """The attention unit's input: every block a ROPE or RQ with `feed` writes also enters the unit,
+    as it reaches the scratchpad (K then V of the KV write, or the Q blocks of the attention), so no
+    instruction reads them back for it. The unit takes beats at any pace."""
+
+    @always_comb
+    def feed():
+        attn_in.next = produce and ins.feed != 0 and (ins.op == OP_ROPE or ins.op == OP_RQ)
+        attn_data.next = wdata[DATA_BITS:]
+        attn_exp.next = wdata[ENTRY_BITS:DATA_BITS].signed()
+
+    return feed
+
+
+@block
 def tap_out(clk, rst, produce, end_tap, tap_id, written, wdata, token_word, best_row, tap, token_out,
             token_valid):
     """Every written block of a tapped op leaves on the tap port, a cycle later; END's tap is the token."""
@@ -1102,8 +1122,8 @@ def ignored_inputs(ucode_data, token, s_bits: int, rom_bits: int, token_bits: in
     """Waivers for input bits this die never needs: microcode bits beyond its depths, and
     token bits beyond its weight ROM."""
     fields = [(SRC_LO + s_bits, SRC_HI), (SRC2_LO + s_bits, SRC2_HI), (DST_LO + s_bits, DST_HI),
-              (ROM_LO + rom_bits, ROM_HI), (BLOCKS_HI, len(ucode_data))]
-    spare = [ucode_data(hi, lo) for lo, hi in fields if hi > lo]
+              (ROM_LO + rom_bits, ROM_HI), (FEED_HI, len(ucode_data))]
+    spare = [ucode_data(lo) if hi == lo + 1 else ucode_data(hi, lo) for lo, hi in fields if hi > lo]  # a bit: no range
     waivers = [unused(ConcatSignal(*spare) if len(spare) > 1 else spare[0], "ucode_bits",
                       "microcode bits this die ignores: reserved, or above its scratchpad and ROM depths")]
     if token_bits < len(token):

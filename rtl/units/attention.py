@@ -2,8 +2,8 @@
 
 Base grid: the Verilog depends only on the die (`AttentionLimits`: kv_tokens, max_heads,
 max_kv_dim, max_d_model, and attn_heads as `engines`). The model's attention shape arrives at run time on ports latched
-with each start (the tile drives them from the ATTN instruction: groups = heads, aux =
-kv_heads, n = head_blocks, and ATTN_SCALE from the consts ROM), so two models on one die get
+with each start (the tile drives them from the ROPE instruction that feeds the unit: groups =
+heads, blocks = kv_heads, aux = head_blocks, and ATTN_SCALE in rom), so two models on one die get
 byte-identical Verilog and one unit runs any shape within the die's maxima.
 
 It owns the KV SRAM (B16 keys after RoPE and values, `kv_tokens` positions), a query buffer
@@ -148,7 +148,7 @@ PRODUCT_BITS = 2 * ACT_BITS  # q * k of two 16-bit mantissas (-32768 included, s
 DOT_BITS = PRODUCT_BITS + 5  # the sum of 32 products: the adder tree grows a bit per level
 SCORE_SHIFT_BITS = EXP_BITS + 2  # eq + ek + 16
 SCALE_FRAC = 15  # ATTN_SCALE and LOG2E_Q are Q.15
-ATTN_SCALE_BITS = 16  # the consts-ROM field of ATTN_SCALE (rtl/metal.py attention_consts)
+ATTN_SCALE_BITS = 16  # ATTN_SCALE in the `rom` field of the ROPE that starts an attention (rtl/metal.py)
 EXP2_FRAC = 16  # u: 16 fraction bits, of which the top LUT_ADDR_BITS index EXP2_LUT
 EXP2_ZERO_SHIFT = 17  # EXP2_LUT < 2**17: a shift of 17 or more gives 0
 RCP_NUMERATOR_BITS = 48  # RCP = floor(2**48 / sum p)

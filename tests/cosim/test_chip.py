@@ -154,7 +154,8 @@ def test_bad_token_is_refused_and_nothing_runs(models, run_record, chip_for):
     ("tile01_weights", 0, 0, 0x01, 1, "q"),  # the first word of layer 1's W_q: lane 0's first code
     ("tile00_consts", 1, 2, 0x40, 0, "attn_norm"),  # bit 22 of gain 0 of layer 0's attention norm
     ("head_weights", 0, 0, 0x01, 3, "logits"),  # the LM head, after the 3 layers (untied head)
-    ("tile02_ucode", 2, 1, 0x02, 2, "q"),  # microcode: layer 2's W_q reads its input one block off
+    ("tile02_ucode", 2, 1, 0x02, 2, "k"),  # microcode: layer 2's q|k|v MATMUL reads its input one block off;
+    #                                        k, tapped before q, fails first
 ])
 def test_a_flipped_via_bit_fails_at_its_layer_and_op(models, rom, word, byte, mask, layer, op, explain_failure):
     model, prompt = models["q4_0-gqa4-untied-v517"], [3, 257, 42]

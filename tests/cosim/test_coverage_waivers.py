@@ -17,7 +17,7 @@ def test_the_head_waives_the_layer_units_and_the_tile_the_head_units():
     assert set(waived_units("hw_head")) == {"add_unit0", "rq_unit0", "silu_unit0", "rope_unit0", "attention_unit0"}
     assert set(waived_units("hw_tile")) == {"embed_unit0", "argmax_tracker0"}
     assert waived_units("hw_chip") == {}
-    assert "no KVW/ATTN in hw_head's microcode" in waived_units("hw_head")["attention_unit0"]
+    assert "no ROPE in hw_head's microcode" in waived_units("hw_head")["attention_unit0"]
 
 
 @pytest.mark.parametrize("die", ["hw-tiny", "hw-s135"])

@@ -52,7 +52,7 @@ def program_of(image, unit: int):
 def assert_plausible(by_op: dict[str, int]) -> None:
     """Every projection and the LM head ran, and so did each op a layer always has (without adapters the SiLU
     gate is the gate|up MATMUL's epilogue: its SILU instruction is stepped over)."""
-    always = (*MATMUL_OPS, "attention", "kv_write", "norm", "rope", "residual", "rq", "embed", "argmax",
+    always = (*MATMUL_OPS, "attention", "norm", "rope", "residual", "rq", "embed", "argmax",
               "link", "control")
     assert [op for op in always if by_op[op] <= 0] == []
     assert by_op["silu"] == 0

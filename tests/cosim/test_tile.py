@@ -38,11 +38,13 @@ def segments(program: list[Instr], cfg) -> dict[str, list[Instr]]:
     L = metal.tile_layout(cfg)
     nd = cfg.d_model // 32
     norm_ffn = next(i for i, ins in enumerate(program) if ins.tap == TAP_ID["ffn_norm"])
-    kvw = next(i for i, ins in enumerate(program) if ins.op == Op.KVW)
+    attn = next(i for i, ins in enumerate(program) if ins.op == Op.ATTN)
     wo = next(ins for ins in program if ins.tap == TAP_ID["o"])
     return {
         "layer": program,  # the whole layer, attention included
-        "qkv": [*program[:kvw], Instr(Op.END)],  # RECV feeding the norm, projections, RoPE, v
+        # RECV feeding the norm, projections, RoPE, v; the attention they start runs to its end untapped, so
+        # the unit is idle for the next segment
+        "qkv": [*program[:attn], dataclasses.replace(program[attn], tap=0), Instr(Op.END)],
         "o": [Instr(Op.RECV, dst=L.x, n=2 * nd),  # the residual, then the attention output right above it
               Instr(Op.MATMUL, tap=wo.tap, src=L.x + nd, dst=L.o, n=nd, groups=wo.groups, blocks=wo.blocks, rom=wo.rom,
                     fmt=wo.fmt),
