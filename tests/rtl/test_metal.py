@@ -188,7 +188,8 @@ def test_matmul_shape_counts_row_groups_and_output_blocks():
 
 
 def test_microcode_round_trip_and_field_overflow():
-    ins = Instr(Op.MATMUL, tap=7, src=3, src2=4, dst=4095, n=48, groups=6144, rom=1 << 20, fmt=2, aux=1, blocks=4095)
+    ins = Instr(Op.MATMUL, tap=7, src=3, src2=4, dst=4095, n=48, groups=6144, rom=(1 << 20) - 1, fmt=2, aux=1,
+                blocks=4095)
     assert Instr.decode(ins.encode()) == ins
     with pytest.raises(HardwireError, match="field dst=4096 does not fit 12 bits"):
         Instr(Op.ADD, dst=4096).encode()
