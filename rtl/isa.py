@@ -65,7 +65,8 @@ SILU_EPILOGUE = 2  # MATMUL: a fused gate|up run whose SiLU gate is its epilogue
 FEED_KV = 1  # ROPE: starts the unit's KV write at the position (the K blocks, KV head-major); RQ: its blocks
 #             follow as the V blocks of that write
 FEED_Q = 2  # ROPE: starts the unit's attention at the position; its blocks are the Q blocks (head-major).
-#            The KV write is done by then: the sequencer decodes the ROPE only after the last V block is written
+#            The KV write is done by then: the ROPE is decoded in the cycle that writes the last V block at the
+#            earliest, the unit takes that block (and goes idle) at its end, and the start comes a cycle later
 
 # tap op ids; the names are the golden trace's op names (docs/numerics.md section 10)
 TAP_OPS = ("embed", "attn_norm", "q", "k", "v", "attn", "o", "resid_attn", "ffn_norm", "ffn_act",

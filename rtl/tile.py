@@ -59,6 +59,7 @@ from .isa import (
     FEEDS_NORM,
     LORA_PASS_LEN,
     NORM_FED,
+    SILU_EPILOGUE,
     STREAM_ONLY,
     Op,
     field_offsets,
@@ -296,7 +297,7 @@ SRAM_LO, SRAM_HI = _F["sram"][0], _F["sram"][0] + _F["sram"][1]
 BLOCKS_LO, BLOCKS_HI = _F["blocks"][0], _F["blocks"][0] + _F["blocks"][1]
 FEEDS_NORM_BIT = FEEDS_NORM.bit_length() - 1  # the aux bit of an ADD's FEEDS_NORM flag
 SPAN_LO, SPAN_HI = _F["span"][0], _F["span"][0] + _F["span"][1]
-EPILOGUE_BIT = AUX_LO + 1  # rtl/isa.py SILU_EPILOGUE
+EPILOGUE_BIT = AUX_LO + SILU_EPILOGUE.bit_length() - 1  # the word bit of a MATMUL's SILU_EPILOGUE flag
 FEED_LO, FEED_HI = _F["feed"][0], _F["feed"][0] + _F["feed"][1]
 
 
