@@ -18,8 +18,8 @@ from hardwire.golden.errors import HardwireError
 from hardwire.golden.spec import ACC_BITS, BLOCK
 
 from .bus import EXP_BITS, WORD
-from .cells.block_mac import ACT_BITS, LoraSource, block_mac
-from .cells.wiring import bit_signal, bus_lanes, signed_signal, unsigned_signal, unused
+from .cells.block_mac import ACT_BITS, block_mac, new_act_sums, shared_act_sums
+from .cells.wiring import bit_signal, signed_signal, unsigned_signal, unused
 from .die import LORA_BLOCK_BITS, SLOT_BITS
 from .isa import LAYOUT
 from .verilog import to_verilog
@@ -27,7 +27,9 @@ from .verilog import to_verilog
 LANE_MODULE = "hw_lanes"  # the lane group module of a wide die
 FMT_BITS = dict(LAYOUT)["fmt"]
 NO_INLINE = "/*verilator no_inline_module*/"
-SLICED_PINS = {"slots": SLOT_BITS, "lora_blocks": LORA_BLOCK_BITS}  # a group's slice of a word: bits per row
+MAC_MODULE = "hw_lane"  # one block-MAC lane of a lane group
+GROUP_SLICED_PINS = {"slots": BLOCK * SLOT_BITS, "lora_blocks": BLOCK * LORA_BLOCK_BITS}  # a group's slice of a word
+LANE_SLICED_PINS = {"y": WORD, "y_valid": 1}  # a lane's slices of its group's outputs
 # Verilator would read a sliced port straight from the tile's word, in code of each instance's own (the
 # lane code would no longer be shared); a port it must treat as writable from outside keeps its own copy
 OWN_COPY = "/*verilator public_flat_rw*/"
@@ -71,97 +73,145 @@ def mac_lanes(clk, rst, in_valid, first, last, fmt, slots, acts, e_act, ys, y_va
     m_bits = [unsigned_signal(16) for _ in range(lanes)]
     scales, mins = [unsigned_signal(16) for _ in range(lanes)], [unsigned_signal(16) for _ in range(lanes)]
     splits = [slot_fields(slots[i], codes[i], d_bits[i], m_bits[i], scales[i], mins[i]) for i in range(lanes)]
+    sums = new_act_sums(len(acts) // BLOCK)
     macs = [block_mac(clk, rst, in_valid, first, last, fmt, codes[i], scales[i], mins[i], d_bits[i], m_bits[i],
-                      acts, e_act, None, None, ys[i], y_valids[i], lora[i] if lora else None) for i in range(lanes)]
-    return splits, macs
+                      acts, e_act, None, None, ys[i], y_valids[i], lora[i] if lora else None, sums)
+            for i in range(lanes)]
+    return splits, macs, shared_act_sums(clk, rst, in_valid, fmt, acts, sums)
+
+
+@block
+def mac_lane(clk, rst, in_valid, first, last, fmt, sram, slot, acts, e_act, a_low, a_high, offset_low, offset_high, y,
+             y_valid):
+    """One block-MAC lane on `slot`: a slot of the weight word or, with `sram` high, the same row's
+    block of the LoRA SRAM word (block_mac's LoRA blocks), with its group's activation sums
+    (block_mac's `act_sums`): converted once as MAC_MODULE."""
+    codes, d_bits, m_bits = unsigned_signal(BLOCK * 8), unsigned_signal(16), unsigned_signal(16)
+    scales, mins = unsigned_signal(16), unsigned_signal(16)
+    return (slot_fields(slot, codes, d_bits, m_bits, scales, mins),
+            block_mac(clk, rst, in_valid, first, last, fmt, codes, scales, mins, d_bits, m_bits, acts, e_act, None,
+                      None, y, y_valid, sram, (a_low, a_high, offset_low, offset_high)))
 
 
 @block
 def lane_group(clk, rst, in_valid, first, last, fmt, sram, slots, lora_blocks, acts, e_act, y, y_valid):
-    """32 block-MAC lanes: `slots` is 32 block slots of the weight word, `lora_blocks` the same
-    rows' 32 blocks of the LoRA SRAM word, read instead with `sram` high; `y` the 32 row results
-    (48 bits each, row 0 in the least significant bits), valid with `y_valid` and held until the
-    next row group's. The lanes select between the two inside their stage-1 registers (block_mac's
-    LoRA source): nothing in the group is combinational on its inputs but wiring, and no lane reads
-    a signal outside its group, so a simulator compiles one copy of the lanes for every group."""
-    ys = [signed_signal(ACC_BITS) for _ in range(BLOCK)]
-    y_valids = [bit_signal() for _ in range(BLOCK)]
-    blocks = bus_lanes(lora_blocks, LORA_BLOCK_BITS, BLOCK)
-    lora = [LoraSource(sram, b(BLOCK * 8, 0), b(LORA_BLOCK_BITS, BLOCK * 8)) for b in blocks]
-    lanes = mac_lanes(clk, rst, in_valid, first, last, fmt, bus_lanes(slots, SLOT_BITS, BLOCK), acts, e_act, ys,
-                      y_valids, lora)
-    others = ConcatSignal(*y_valids[1:])
+    """32 block-MAC lanes (MAC_MODULE instances): `slots` is 32 block slots of the weight word,
+    `lora_blocks` the same rows' 32 blocks of the LoRA SRAM word, read instead with `sram` high;
+    `y` the 32 row results (48 bits each, row 0 in the least significant bits), valid with
+    `y_valid` and held until the next row group's. The lanes select between the two inside their
+    stage-1 registers (block_mac's LoRA source): nothing in a lane is combinational on its inputs
+    but wiring, and no lane reads a signal outside its own instance, so a simulator compiles one
+    copy of the lane for every lane of the die."""
+    valids = unsigned_signal(BLOCK)  # each lane's y_valid
+    a_low, a_high, offset_low, offset_high = sums = new_act_sums(ACT_BITS)
+    lanes = [socket(MAC_MODULE, f"u_lane{k}", k,
+                    dict(clk=clk, rst=rst, in_valid=in_valid, first=first, last=last, fmt=fmt, sram=sram,
+                         slot=SlotSelect(sram, slots, lora_blocks), acts=acts, e_act=e_act, a_low=a_low, a_high=a_high,
+                         offset_low=offset_low, offset_high=offset_high, y=y, y_valid=valids),
+                    sliced=LANE_SLICED_PINS, outputs=("y", "y_valid"))
+             for k in range(BLOCK)]
 
     @always_comb
     def valid():
-        y_valid.next = y_valids[0]  # every lane ends its row in the same cycle
+        y_valid.next = valids[0]  # every lane ends its row in the same cycle
 
-    return lanes, packed_words(ys, y), valid, unused(others, "lane_valids", "the lanes end their rows together: "
-                                                      "lane 0's valid stands for all")
+    others = unused(valids(BLOCK, 1), "lane_valids", "the lanes end their rows together: lane 0's valid stands for all")
+    return lanes, shared_act_sums(clk, rst, in_valid, fmt, acts, sums), valid, others
 
 
 @cache
 def lane_group_verilog() -> str:
-    """The lane group module's Verilog; it is the same for every wide die."""
+    """The lane group module's Verilog, followed by the lane module's; the same for every wide die."""
     ports = dict(clk=bit_signal(), rst=ResetSignal(0, active=1, isasync=False), in_valid=bit_signal(),
                  first=bit_signal(), last=bit_signal(), fmt=unsigned_signal(FMT_BITS), sram=bit_signal(),
                  slots=unsigned_signal(BLOCK * SLOT_BITS), lora_blocks=unsigned_signal(BLOCK * LORA_BLOCK_BITS),
                  acts=unsigned_signal(BLOCK * ACT_BITS),
                  e_act=signed_signal(EXP_BITS), y=unsigned_signal(BLOCK * WORD), y_valid=bit_signal())
-    text = to_verilog(lambda: lane_group(**ports), LANE_MODULE)
-    for name in SLICED_PINS:  # written as the port can be, so that Verilator keeps a copy of the group's own
-        declaration = f"input [{len(ports[name]) - 1}:0] {name};"
-        if declaration not in text:
-            raise HardwireError(f"the lane group's Verilog has no '{declaration}'")
-        text = text.replace(declaration, f"{declaration[:-1]} {OWN_COPY};")
+    group = to_verilog(lambda: lane_group(**ports), LANE_MODULE)  # inlined: its lanes read the tile's words
+    a_low, a_high, offset_low, offset_high = new_act_sums(ACT_BITS)
+    lane_ports = {**ports, "slot": unsigned_signal(SLOT_BITS),
+                  "a_low": a_low, "a_high": a_high, "offset_low": offset_low, "offset_high": offset_high,
+                  "y": signed_signal(ACC_BITS)}
+    del lane_ports["slots"], lane_ports["lora_blocks"]
+    lane = to_verilog(lambda: mac_lane(**lane_ports), MAC_MODULE)
+    declaration = f"input [{SLOT_BITS - 1}:0] slot;"  # so that Verilator keeps a copy of the lane's own
+    if declaration not in lane:
+        raise HardwireError(f"the lane's Verilog has no '{declaration}'")
+    lane = lane.replace(declaration, f"{declaration[:-1]} {OWN_COPY};")
+    return f"{group}\n{_not_inlined(lane)}"
+
+
+def _not_inlined(text: str) -> str:
     head, sep, body = text.partition(");\n")  # the end of the port list
     return f"{head}{sep}{NO_INLINE}\n{body}"
 
 
-class _LaneGroupPorts:
-    """A lane group instance's port map, rendered when MyHDL writes the tile (its nets have names by then)."""
+class SlotSelect:
+    """A lane's `slot` connection: slot `index` of the weight word, or with `sram` high the same
+    row's LoRA SRAM block with zeros above it (block_mac's LoRA blocks). One select per lane, in
+    the port connection: the lane's copy of its slot is the only copy either word gets."""
 
-    def __init__(self, pins: dict, index: int):
-        self.pins, self.index = pins, index
+    def __init__(self, sram, slots, lora_blocks):
+        self.signals = (sram, slots, lora_blocks)
+
+    def net(self, index: int) -> str:
+        sram, slots, lora = (s._name for s in self.signals)
+        pad = SLOT_BITS - LORA_BLOCK_BITS
+        return (f"{sram} ? {{{pad}'d0, {lora}[{(index + 1) * LORA_BLOCK_BITS - 1}:{index * LORA_BLOCK_BITS}]}} "
+                f": {slots}[{(index + 1) * SLOT_BITS - 1}:{index * SLOT_BITS}]")
+
+
+class _SocketPorts:
+    """An instance's port map, rendered when MyHDL writes the enclosing module (its nets have names
+    by then); a pin in `sliced` takes slice `index` of that many bits of its net."""
+
+    def __init__(self, pins: dict, index: int, sliced: dict[str, int]):
+        self.pins, self.index, self.sliced = pins, index, sliced
 
     def __str__(self) -> str:
         lines = []
         for name, sig in self.pins.items():
+            if isinstance(sig, SlotSelect):
+                lines.append(f"    .{name}({sig.net(self.index)})")
+                continue
             net = sig._name
-            if name in SLICED_PINS:
-                width = BLOCK * SLICED_PINS[name]
+            if name in self.sliced:
+                width = self.sliced[name]
                 net = f"{net}[{(self.index + 1) * width - 1}:{self.index * width}]"
             lines.append(f"    .{name}({net})")
         return ",\n".join(lines)
 
 
 @block
-def lane_group_socket(clk, rst, in_valid, first, last, fmt, sram, w_data, lora_word, index: int, acts, e_act, y,
-                      y_valid):
-    """Lane group `index` of a wide engine on its 32 slots of the weight word and its 32 blocks of
-    the LoRA SRAM word (`lora_word`, read with `sram` high): an instance of
-    LANE_MODULE in the converted tile. Like rtl/chip.py's unit sockets it has no Python body: the
-    lane group is elaborated once, for its own module (elaborating 32 block-MAC lanes takes MyHDL
-    seconds, and a wide die has dozens of lane groups)."""
-    pins = dict(clk=clk, rst=rst, in_valid=in_valid, first=first, last=last, fmt=fmt, sram=sram, slots=w_data,
-                lora_blocks=lora_word, acts=acts, e_act=e_act, y=y, y_valid=y_valid)
-    for name, sig in pins.items():  # the module reads its inputs and drives its outputs: MyHDL cannot see into it
-        if name in ("y", "y_valid"):
+def socket(module: str, instance: str, index: int, pins: dict, sliced: dict[str, int], outputs: tuple[str, ...]):
+    """An instance of `module`, converted on its own, with no Python body (as rtl/chip.py's unit
+    sockets): elaborating it once, for its own module, spares MyHDL seconds per instance."""
+    for name in outputs:  # the module drives its outputs and reads its inputs: MyHDL cannot see into it
+        pins[name].driven = "wire"
+    inputs = [pins[name] for name in pins if name not in outputs]
+    for sig in [s for pin in inputs for s in (pin.signals if isinstance(pin, SlotSelect) else (pin,))]:
+        sig.read = True
+        if isinstance(sig, ConcatSignal):  # only sockets read it (the LoRA word): declare and assign it
             sig.driven = "wire"
-        else:
-            sig.read = True
-            if isinstance(sig, ConcatSignal):  # only sockets read it (the LoRA word): declare and assign it
-                sig.driven = "wire"
-                sig._markUsed()
-    port_map = _LaneGroupPorts(pins, index)  # noqa: F841 (read by verilog_code: MyHDL fills it from these locals)
-    instance = f"u_lanes{index}"  # noqa: F841 (read by verilog_code)
-    module = LANE_MODULE  # noqa: F841 (read by verilog_code)
+            sig._markUsed()
+    port_map = _SocketPorts(pins, index, sliced)  # noqa: F841 (read by verilog_code: MyHDL fills it from these locals)
+    clk = pins["clk"]
 
     @always(clk.posedge)
     def opaque():
-        pass  # simulated by Verilator only, as rtl/chip.py's unit sockets
+        pass  # simulated by Verilator only
 
     return opaque
 
 
-lane_group_socket.verilog_code = "$module $instance (\n$port_map\n);\n"
+socket.verilog_code = "$module $instance (\n$port_map\n);\n"
+
+
+@block
+def lane_group_socket(clk, rst, in_valid, first, last, fmt, sram, w_data, lora_word, index: int, acts, e_act, y,
+                      y_valid):
+    """Lane group `index` of a wide engine on its 32 slots of the weight word and its 32 blocks of
+    the LoRA SRAM word (`lora_word`, read with `sram` high): an instance of LANE_MODULE."""
+    pins = dict(clk=clk, rst=rst, in_valid=in_valid, first=first, last=last, fmt=fmt, sram=sram, slots=w_data,
+                lora_blocks=lora_word, acts=acts, e_act=e_act, y=y, y_valid=y_valid)
+    return socket(LANE_MODULE, f"u_lanes{index}", index, pins, sliced=GROUP_SLICED_PINS, outputs=("y", "y_valid"))

@@ -78,7 +78,6 @@ from .wiring import (
     bus_lanes,
     guarded_add,
     guarded_register,
-    pipelined_adder_tree,
     sign_extended,
     signed_signal,
     unsigned_signal,
@@ -90,9 +89,11 @@ CODE_BITS = 8
 FIELD_BITS = 8  # a sub-block scale or min field
 ACT_BITS = spec.ACT_BITS  # the activation lanes of the chip (B16); 8-bit lanes are also accepted
 FP16_BITS = 16
-LATENCY = 9  # edges from a block at the inputs to its T_b (and its row's y) at the outputs
+LATENCY = 6  # edges from a block at the inputs to its T_b (and its row's y) at the outputs
 HALF = BLOCK // 2  # weights per 16-weight sub-block
-HALF_LEVELS = 4  # log2(HALF)
+HALF_LEVELS = 4  # log2(HALF): the half sums are this many bits wider than a product
+QUAD = 4  # weights per dot-product unit of stage 1
+SCALE_PRODUCT_STAGE = 4  # the stage that multiplies by the fp16 scales' mantissas
 SC_BITS = 8  # a decoded sub-block scale: Q6_K's int8, Q3_K's -32..31, 0..63, or 1
 MIN_BITS = 8  # a decoded sub-block min (0..63) or Q4_1/Q5_1's 1, signed for the multiplier
 ACCUMULATOR_BITS = 64  # exact for MAX_BLOCKS_PER_ROW blocks: 2 x 512 x 2**51 = 2**61
@@ -103,6 +104,7 @@ assert SHIFT_BITS == EXP_BITS + 2  # fp16_scale sign-extends e_b by two bits
 MAX_SC_Q = 128 * 32  # the largest |sc * q| of any format (Q6_K); Q8_0's is 128
 MAX_MIN = 63
 WORD_BITS = 64  # the widest intermediate of the saturating shifts
+NATIVE_BITS = 32  # a simulator's native integer: intermediates this wide need no sign extension
 
 
 # fp16 bits of 2**e for each 6-bit two's complement exponent field; 0 outside [LORA_EXP_MIN, LORA_EXP_MAX]
@@ -114,16 +116,6 @@ def _fp16_of_exponent(field: int) -> int:
 
 
 FP16_OF_EXPONENT = tuple(_fp16_of_exponent(f) for f in range(1 << LORA_EXP_FIELD))
-
-
-@dataclass(frozen=True)
-class LoraSource:
-    """A LoRA SRAM block a lane reads instead of its slot while `sram` is high: 32 int8 `codes`
-    and the signed `exponent` field of its scale (docs/numerics.md 12.1)."""
-
-    sram: object
-    codes: object
-    exponent: object
 
 
 @dataclass(frozen=True)
@@ -175,6 +167,9 @@ FORMAT_TRAITS = {
 }
 NO_FORMAT = Traits(0, sc_one=False)  # every other code: all weights read as 0
 _BY_CODE = {FORMAT_CODE[qtype]: traits for qtype, traits in FORMAT_TRAITS.items()}
+# format code -> code_offset's offset (code_flip, or 128 for the int8 of Q8_0)
+CODE_OFFSETS = tuple(_BY_CODE.get(code, NO_FORMAT).code_flip | _BY_CODE.get(code, NO_FORMAT).code_keep & 0x80
+                     for code in range(1 << FORMAT_BITS))
 TRAIT_ROMS = tuple(tuple(_BY_CODE.get(code, NO_FORMAT).words()[g] for code in range(1 << FORMAT_BITS))
                    for g in range(len(TRAIT_FIELDS)))
 
@@ -187,14 +182,17 @@ def field_value(field: int, keep: int, flip: int) -> int:
 
 @block
 def block_mac(clk, rst, in_valid, first, last, fmt, codes, scales, mins, d_bits, m_bits, acts, e_act,
-              term, term_valid, y, y_valid, lora=None):
-    """`lora` (a LoraSource, or None): with its `sram` bit high, stage 1 reads the LoRA SRAM block
-    instead of the slot fields, as the Q8_0 slot the block stands for (docs/numerics.md 12.2): its
-    codes, d = the fp16 2**e of its exponent (FP16_OF_EXPONENT), m, scales and mins 0. The select
-    sits inside the stage-1 registers: nothing combinational on the block's bits."""
+              term, term_valid, y, y_valid, sram=None, act_sums=None):
+    """`sram` (a bit, or None): while it is high the slot holds a LoRA SRAM block (LORA_BLOCK_BITS)
+    and every field above it zero: the Q8_0 slot the block stands for (docs/numerics.md 12.2), its
+    codes in the code bits and d the fp16 2**e of its exponent field (FP16_OF_EXPONENT), which sits
+    in d_bits' low bits. m, the scales and the mins are 0 as they read. `act_sums`
+    (A_0, A_1 of `acts` after stage 2, from activation_sums), or None: the lane computes its own.
+    Lanes on the same activations share one activation_sums: in silicon it saves each lane 30
+    adders, in simulation a third of the lane's work."""
     act_bits = _check_ports(fmt, codes, scales, mins, d_bits, m_bits, acts, e_act, term, y)
     product_bits = CODE_BITS + act_bits
-    half_bits, act_half_bits = product_bits + HALF_LEVELS, act_bits + HALF_LEVELS
+    half_bits = product_bits + HALF_LEVELS
     p_bits = (MAX_SC_Q * BLOCK << (act_bits - 1)).bit_length() + 1
     o_bits = (MAX_MIN * BLOCK << (act_bits - 1)).bit_length() + 1
 
@@ -207,65 +205,61 @@ def block_mac(clk, rst, in_valid, first, last, fmt, codes, scales, mins, d_bits,
 
     # the format's traits; the sub-block scales and mins, decoded
     t = FormatSignals()
-    decode = format_traits(fmt, t)
+    decode = (format_traits(fmt, t), code_sign(t.code_keep, t.code_sign),
+              code_mask(t.code_keep, t.code_flip, t.code_mask))
 
-    # stage 1: products and activations per lane, the scales' mantissas and shifts
-    products = [signed_signal(product_bits) for _ in range(BLOCK)]
-    act_regs = [signed_signal(act_bits) for _ in range(BLOCK)]
+    # stage 1: four-weight dot products, the scales' mantissas and shifts, the sub-block scales and mins
+    quads = [signed_signal(product_bits + 2) for _ in range(BLOCK // QUAD)]
+    code_fields = bus_lanes(codes, CODE_BITS, BLOCK)
     act_lanes = bus_lanes(acts, act_bits, BLOCK)
-    sram = lora.sram if lora else None
-    lora_codes = bus_lanes(lora.codes, CODE_BITS, BLOCK) if lora else [None] * BLOCK
-    lanes = [lane_product(clk, in_valid, t.code_keep, t.code_flip, code, act, p, sram, lora_code)
-             for code, lora_code, act, p in zip(bus_lanes(codes, CODE_BITS, BLOCK), lora_codes, act_lanes, products,
-                                                strict=True)]
-    lanes += [act_register(clk, in_valid, act, a) for act, a in zip(act_lanes, act_regs, strict=True)]
+    lanes = [quad_product(clk, in_valid, t.code_sign, t.code_mask, quads[i], act_lanes[QUAD * i:QUAD * (i + 1)],
+                          code_fields[QUAD * i:QUAD * (i + 1)])
+             for i in range(BLOCK // QUAD)]
     scale_stages = [[signed_signal(FP16_MANT_BITS), signed_signal(SHIFT_BITS),
-                     signed_signal(FP16_MANT_BITS), signed_signal(SHIFT_BITS)] for _ in range(1 + HALF_LEVELS + 1)]
+                     signed_signal(FP16_MANT_BITS), signed_signal(SHIFT_BITS)] for _ in range(SCALE_PRODUCT_STAGE - 1)]
     d_mant1, d_shift1, m_mant1, m_shift1 = scale_stages[0]
-    scales_ = [fp16_scale(clk, in_valid, d_bits, e_act, True, False, d_mant1, d_shift1, sram,
-                          lora.exponent if lora else None),
-               fp16_scale(clk, in_valid, m_bits, e_act, t.offset, t.negate, m_mant1, m_shift1, sram)]
-    for k in range(HALF_LEVELS + 1):  # the scales wait beside the trees and the sub-scale products
+    scales_ = [fp16_scale(clk, in_valid, d_bits, e_act, True, False, d_mant1, d_shift1, sram),
+               fp16_scale(clk, in_valid, m_bits, e_act, t.offset, t.negate, m_mant1, m_shift1)]
+    for k in range(SCALE_PRODUCT_STAGE - 2):  # the scales wait beside the sums and the sub-scale products
         scales_ += [guarded_register(clk, valid_in(k + 1), now, later)
                     for now, later in zip(scale_stages[k], scale_stages[k + 1], strict=True)]
     d_mant, d_shift, m_mant, m_shift = scale_stages[-1]
     sub_stages = [[signed_signal(SC_BITS), signed_signal(SC_BITS), signed_signal(MIN_BITS), signed_signal(MIN_BITS)]
-                  for _ in range(HALF_LEVELS + 1)]
-    scales_.append(sub_scale_register(clk, in_valid, t, scales, mins, *sub_stages[0], sram=sram))
-    for k in range(HALF_LEVELS):  # the sub-block scales wait beside the trees
-        scales_ += [guarded_register(clk, valid_in(k + 1), now, later)
-                    for now, later in zip(sub_stages[k], sub_stages[k + 1], strict=True)]
+                  for _ in range(2)]
+    scales_.append(sub_scale_register(clk, in_valid, t, scales, mins, *sub_stages[0]))
+    scales_ += [guarded_register(clk, valid_in(1), now, later) for now, later in zip(*sub_stages, strict=True)]
     sc0, sc1, o0, o1 = sub_stages[-1]
 
-    # stages 2..5: the half sums
-    sums = [signed_signal(half_bits), signed_signal(half_bits), signed_signal(act_half_bits),
-            signed_signal(act_half_bits)]
-    tree_enables = [valid_in(k) for k in range(1, 1 + HALF_LEVELS)]
-    trees = [pipelined_adder_tree(clk, tree_enables, products[:HALF], sums[0]),
-             pipelined_adder_tree(clk, tree_enables, products[HALF:], sums[1]),
-             pipelined_adder_tree(clk, tree_enables, act_regs[:HALF], sums[2]),
-             pipelined_adder_tree(clk, tree_enables, act_regs[HALF:], sums[3])]
+    # stage 2: the half sums S_k (the A_k from the activation sums, shared by every lane on `acts`)
+    sums = [signed_signal(half_bits), signed_signal(half_bits)]
+    trees = [quad_sum(clk, valid_in(1), *quads[:HALF // QUAD], sums[0]),
+             quad_sum(clk, valid_in(1), *quads[HALF // QUAD:], sums[1])]
+    if act_sums is None:  # a lane on its own computes them itself
+        act_sums = new_act_sums(act_bits)
+        trees += [code_offset(t.code_flip, t.code_sign, t.code_offset),
+                  activation_sums(clk, valid_in(0), valid_in(1), acts, t.code_offset, act_sums)]
+    a_low, a_high, offset_low, offset_high = act_sums
 
-    # stage 6: the sub-block scales and mins; stage 7: scale products; stage 8: saturating floor shifts
+    # stage 3: the sub-block scales and mins; stage 4: scale products; stage 5: saturating floor shifts
     block_sum, act_sum = signed_signal(p_bits), signed_signal(o_bits)
     d_product, m_product = signed_signal(FP16_MANT_BITS + p_bits), signed_signal(FP16_MANT_BITS + o_bits)
-    d_shift7, m_shift7 = signed_signal(SHIFT_BITS), signed_signal(SHIFT_BITS)
+    d_shift4, m_shift4 = signed_signal(SHIFT_BITS), signed_signal(SHIFT_BITS)
     d_term, m_term = signed_signal(TERM_BITS), signed_signal(TERM_BITS)
-    scaling = [scaled_pair(clk, valid_in(5), sc0, sums[0], sc1, sums[1], block_sum),
-               scaled_pair(clk, valid_in(5), o0, sums[2], o1, sums[3], act_sum),
-               scale_product(clk, valid_in(6), d_mant, block_sum, d_product),
-               scale_product(clk, valid_in(6), m_mant, act_sum, m_product),
-               guarded_register(clk, valid_in(6), d_shift, d_shift7),
-               guarded_register(clk, valid_in(6), m_shift, m_shift7),
-               saturating_floor_shift(clk, valid_in(7), d_product, d_shift7, d_term),
-               saturating_floor_shift(clk, valid_in(7), m_product, m_shift7, m_term)]
+    scaling = [offset_scaled_pair(clk, valid_in(2), sc0, sums[0], offset_low, sc1, sums[1], offset_high, block_sum),
+               scaled_pair(clk, valid_in(2), o0, a_low, o1, a_high, act_sum),
+               scale_product(clk, valid_in(3), d_mant, block_sum, d_product),
+               scale_product(clk, valid_in(3), m_mant, act_sum, m_product),
+               guarded_register(clk, valid_in(3), d_shift, d_shift4),
+               guarded_register(clk, valid_in(3), m_shift, m_shift4),
+               saturating_floor_shift(clk, valid_in(4), d_product, d_shift4, d_term),
+               saturating_floor_shift(clk, valid_in(4), m_product, m_shift4, m_term)]
 
-    # stage 9: the term, the accumulator, the row result
-    valid8, first8, last8 = after_stage[8]
-    accumulate = accumulator(clk, valid8, first8, last8, d_term, m_term, y)
-    done = row_done(clk, rst, valid8, last8, y_valid)
+    # stage 6: the term, the accumulator, the row result
+    valid5, first5, last5 = after_stage[LATENCY - 1]
+    accumulate = accumulator(clk, valid5, first5, last5, d_term, m_term, y)
+    done = row_done(clk, rst, valid5, last5, y_valid)
     if term is not None:  # T_b itself: the cell's tests read it, the matmul engine does not
-        done = done, guarded_add(clk, valid8, d_term, m_term, term), valid_pipe(clk, rst, valid8, term_valid)
+        done = done, guarded_add(clk, valid5, d_term, m_term, term), valid_pipe(clk, rst, valid5, term_valid)
     return controls, decode, lanes, scales_, trees, scaling, accumulate, done
 
 
@@ -287,6 +281,9 @@ class FormatSignals:
 
     def __init__(self):
         self.code_keep, self.code_flip = unsigned_signal(8), unsigned_signal(8)
+        self.code_mask = unsigned_signal(8)  # code_keep | code_flip: the bits a code has
+        self.code_sign = unsigned_signal(8)  # Q8_0's sign bit (its keep has bit 7), flipped before the mask
+        self.code_offset = unsigned_signal(8)  # what the flipped, masked code exceeds the weight by
         self.sc_keep, self.sc_flip = unsigned_signal(8), unsigned_signal(8)
         self.sc_one, self.sc_shared = bit_signal(), bit_signal()
         self.mn_keep = unsigned_signal(8)
@@ -313,6 +310,36 @@ def format_traits(fmt, t):
             at += bits
     outs = [_wire(slices[name], getattr(t, name)) for group in TRAIT_FIELDS for name, _ in group]
     return trait_rom(fmt, words[0], TRAIT_ROMS[0]), trait_rom(fmt, words[1], TRAIT_ROMS[1]), outs
+
+
+@block
+def code_sign(keep, sign):
+    """Every format's weight is ((code ^ sign) & mask) - offset, the unsigned code less an offset:
+    an offset code flips nothing and has its top bit as offset; Q8_0's int8 (the one keep with
+    bit 7) has its sign bit flipped and 128 as offset."""
+    @always_comb
+    def derive():
+        sign.next = concat(keep[CODE_BITS - 1], intbv(0)[CODE_BITS - 1:])
+
+    return derive
+
+
+@block
+def code_mask(keep, flip, mask):
+    @always_comb
+    def derive():
+        mask.next = keep | flip
+
+    return derive
+
+
+@block
+def code_offset(flip, sign, offset):
+    @always_comb
+    def derive():
+        offset.next = flip | sign
+
+    return derive
 
 
 @block
@@ -415,7 +442,7 @@ def min_field_shared(t, first_field, field, o):
 
 
 @block
-def sub_scale_register(clk, enable, t, scales, mins, sc0, sc1, o0, o1, sram=None):
+def sub_scale_register(clk, enable, t, scales, mins, sc0, sc1, o0, o1):
     """Stage 1's sub-block scales and mins: sub_scales' decoding inside the register, so that an
     idle lane evaluates none of it (a simulator evaluates combinational logic on its inputs in
     every evaluation; this runs only on the lane's clock edges). With `sram` high (a LoRA block)
@@ -462,55 +489,7 @@ def sub_scale_register(clk, enable, t, scales, mins, sc0, sc1, o0, o1, sram=None
             else:
                 o1.next = raw.signed()
 
-    @always(clk.posedge)
-    def decode_lora():
-        if enable:
-            own = intbv(0)[FIELD_BITS:]
-            raw = intbv(0)[FIELD_BITS:]
-            fa = intbv(0)[FIELD_BITS:]
-            fb = intbv(0)[FIELD_BITS:]
-            ma = intbv(0)[FIELD_BITS:]
-            mb = intbv(0)[FIELD_BITS:]
-            if not sram:
-                fa[:] = sc_a
-                fb[:] = sc_b
-                ma[:] = mn_a
-                mb[:] = mn_b
-            if t.sc_flip != 0 and (fa & t.sc_flip) == 0:
-                raw[:] = fa | ~t.sc_keep
-            else:
-                raw[:] = fa & t.sc_keep
-            if t.sc_one:
-                sc0.next = 1
-            else:
-                sc0.next = raw.signed()
-            if t.sc_shared:
-                own[:] = fa
-            else:
-                own[:] = fb
-            if t.sc_flip != 0 and (own & t.sc_flip) == 0:
-                raw[:] = own | ~t.sc_keep
-            else:
-                raw[:] = own & t.sc_keep
-            if t.sc_one:
-                sc1.next = 1
-            else:
-                sc1.next = raw.signed()
-            raw[:] = ma & t.mn_keep
-            if t.mn_one:
-                o0.next = 1
-            else:
-                o0.next = raw.signed()
-            if t.sc_shared:
-                raw[:] = ma & t.mn_keep
-            else:
-                raw[:] = mb & t.mn_keep
-            if t.mn_one:
-                o1.next = 1
-            else:
-                o1.next = raw.signed()
-
-    return decode if sram is None else decode_lora
+    return decode
 
 
 @block
@@ -540,10 +519,9 @@ def row_done(clk, rst, valid, last, y_valid):
 
 
 @block
-def lane_product(clk, enable, keep, flip, code, act, product, sram=None, lora_code=None):
+def lane_product(clk, enable, keep, flip, code, act, product):
     """q * a for one weight: q is the code's kept bits, or with the format's flip bit clear the
-    code with every bit outside `keep` set (the code minus its offset, sign-extended). With `sram`
-    high the code is `lora_code` (block_mac's LoRA source)."""
+    code with every bit outside `keep` set (the code minus its offset, sign-extended)."""
 
     @always(clk.posedge)
     def multiply():
@@ -555,41 +533,130 @@ def lane_product(clk, enable, keep, flip, code, act, product, sram=None, lora_co
                 weight[:] = code & keep
             product.next = weight.signed() * act.signed()
 
-    @always(clk.posedge)
-    def multiply_either():
-        if enable:
-            raw = intbv(0)[CODE_BITS:]
-            weight = intbv(0)[CODE_BITS:]
-            if sram:
-                raw[:] = lora_code
-            else:
-                raw[:] = code
-            if flip != 0 and (raw & flip) == 0:
-                weight[:] = raw | ~keep
-            else:
-                weight[:] = raw & keep
-            product.next = weight.signed() * act.signed()
-
-    return multiply if sram is None else multiply_either
+    return multiply
 
 
 @block
-def act_register(clk, enable, act, act_reg):
-    """a kept beside its product, for the A sums."""
+def quad_product(clk, enable, sign, mask, total, acts, codes):
+    """total = sum of u_j * a_j over four weights, u_j = (code ^ sign) & mask, the weight plus its
+    format's offset (unsigned: the offsets leave the lane as offset * A_k, see block_mac). The u_j
+    are held in 32-bit signed variables: a simulator then multiplies in its native word with no
+    sign extension, and synthesis keeps the 8 bits that vary."""
+    c0, c1, c2, c3 = codes  # plain names: a list would convert to a memory
+    a0, a1, a2, a3 = acts
+    word = 1 << (NATIVE_BITS - 1)
 
     @always(clk.posedge)
-    def keep():
+    def multiply_add():
         if enable:
-            act_reg.next = act.signed()
+            r0 = intbv(0)[CODE_BITS:]
+            u0 = intbv(0, min=-word, max=word)
+            r1 = intbv(0)[CODE_BITS:]
+            u1 = intbv(0, min=-word, max=word)
+            r2 = intbv(0)[CODE_BITS:]
+            u2 = intbv(0, min=-word, max=word)
+            r3 = intbv(0)[CODE_BITS:]
+            u3 = intbv(0, min=-word, max=word)
+            total_word = intbv(0, min=-word, max=word)
+            r0[:] = (c0 ^ sign) & mask
+            u0[:] = concat(intbv(0)[NATIVE_BITS - CODE_BITS:], r0)
+            r1[:] = (c1 ^ sign) & mask
+            u1[:] = concat(intbv(0)[NATIVE_BITS - CODE_BITS:], r1)
+            r2[:] = (c2 ^ sign) & mask
+            u2[:] = concat(intbv(0)[NATIVE_BITS - CODE_BITS:], r2)
+            r3[:] = (c3 ^ sign) & mask
+            u3[:] = concat(intbv(0)[NATIVE_BITS - CODE_BITS:], r3)
+            total_word[:] = u0 * a0.signed() + u1 * a1.signed() + u2 * a2.signed() + u3 * a3.signed()
+            total.next = total_word[len(total):].signed()
 
-    return keep
+    return multiply_add
 
 
 @block
-def fp16_scale(clk, enable, bits, e_act, keep, negate, mant, shift, sram=None, lora_exponent=None):
+def quad_sum(clk, enable, q0, q1, q2, q3, total):
+    """total = q0 + q1 + q2 + q3, as two levels of adders that each grow a bit."""
+    bound = 1 << len(q0)
+
+    @always(clk.posedge)
+    def add():
+        if enable:
+            low = intbv(0, min=-bound, max=bound)
+            high = intbv(0, min=-bound, max=bound)
+            low[:] = q0 + q1
+            high[:] = q2 + q3
+            total.next = low + high
+
+    return add
+
+
+@block
+def activation_sums(clk, valid0, valid1, acts, offset, sums):
+    """`sums` = (A_0, A_1, offset * A_0, offset * A_1) after stage 2, as block_mac's half sums:
+    A_0 and A_1 the sums of activations 0..15 and 16..31, `offset` the format's code offset
+    (code_offset). Four-term sums load at valid0's edge (a block at the inputs), the rest at valid1's."""
+    act_bits = len(acts) // BLOCK
+    lanes = bus_lanes(acts, act_bits, BLOCK)
+    quads = [signed_signal(act_bits + 2) for _ in range(BLOCK // QUAD)]
+    stage1 = [quad_act_sum(clk, valid0, *lanes[QUAD * i:QUAD * (i + 1)], quads[i]) for i in range(BLOCK // QUAD)]
+    half = HALF // QUAD
+    a_low, a_high, offset_low, offset_high = sums
+    return (stage1, half_act_sum(clk, valid1, *quads[:half], offset, a_low, offset_low),
+            half_act_sum(clk, valid1, *quads[half:], offset, a_high, offset_high))
+
+
+@block
+def shared_act_sums(clk, rst, in_valid, fmt, acts, sums):
+    """activation_sums for every lane on `acts` at once, with its own lookup of the format's code
+    offset and stage-1 valid bit: `sums` as block_mac's `act_sums`."""
+    offset, valid1 = unsigned_signal(CODE_BITS), bit_signal()
+    return (trait_rom(fmt, offset, CODE_OFFSETS), valid_pipe(clk, rst, in_valid, valid1),
+            activation_sums(clk, in_valid, valid1, acts, offset, sums))
+
+
+@block
+def half_act_sum(clk, enable, q0, q1, q2, q3, offset, total, offset_total):
+    """total = q0 + q1 + q2 + q3 (as quad_sum) and offset_total = offset * total."""
+    bound = 1 << len(q0)
+
+    @always(clk.posedge)
+    def add():
+        if enable:
+            low = intbv(0, min=-bound, max=bound)
+            high = intbv(0, min=-bound, max=bound)
+            signed_offset = intbv(0, min=-(1 << CODE_BITS), max=1 << CODE_BITS)
+            low[:] = q0 + q1
+            high[:] = q2 + q3
+            whole = intbv(0, min=-(bound << 1), max=bound << 1)
+            signed_offset[:] = concat(False, offset)
+            whole[:] = low + high
+            total.next = whole
+            offset_total.next = signed_offset * whole
+
+    return add
+
+
+@block
+def quad_act_sum(clk, enable, a0, a1, a2, a3, total):
+    bound = 1 << len(a0)
+
+    @always(clk.posedge)
+    def add():
+        if enable:
+            low = intbv(0, min=-bound, max=bound)
+            high = intbv(0, min=-bound, max=bound)
+            low[:] = a0.signed() + a1.signed()
+            high[:] = a2.signed() + a3.signed()
+            total.next = low + high
+
+    return add
+
+
+@block
+def fp16_scale(clk, enable, bits, e_act, keep, negate, mant, shift, sram=None):
     """An fp16 value held exactly: mant = M (negated with `negate`, 0 without `keep`), shift = E + e_b + 24 =
-    max(x, 1) + e_b - 1. With `sram` high the value is FP16_OF_EXPONENT[lora_exponent], or 0 without
-    a `lora_exponent` (block_mac's LoRA source)."""
+    max(x, 1) + e_b - 1. With `sram` high the value is FP16_OF_EXPONENT of the LoRA exponent field
+    in the low bits of `bits` (block_mac's LoRA blocks)."""
+    lora_exponent = bits(LORA_EXP_FIELD, 0) if sram is not None else None
 
     @always(clk.posedge)
     def decode():
@@ -634,31 +701,7 @@ def fp16_scale(clk, enable, bits, e_act, keep, negate, mant, shift, sram=None, l
             act_exp[:] = concat(e_act[EXP_BITS - 1], e_act[EXP_BITS - 1], e_act)
             shift.next = biased.signed() + act_exp.signed() - 1
 
-    @always(clk.posedge)
-    def decode_or_zero():
-        if enable:
-            value = intbv(0)[FP16_BITS:]
-            magnitude = intbv(0)[FP16_MANT_BITS:]
-            biased = intbv(1)[SHIFT_BITS:]  # subnormal: E = -24 = 1 - 25
-            act_exp = intbv(0)[SHIFT_BITS:]
-            if not sram:
-                value[:] = bits
-            magnitude[10:] = value[10:]
-            if value[15:10] != 0:
-                magnitude[10] = 1  # the hidden one of normal numbers
-                biased[FP16_EXP_BITS:] = value[15:10]
-            if not keep:
-                mant.next = 0
-            elif value[15] != negate:
-                mant.next = -magnitude.signed()
-            else:
-                mant.next = magnitude.signed()
-            act_exp[:] = concat(e_act[EXP_BITS - 1], e_act[EXP_BITS - 1], e_act)
-            shift.next = biased.signed() + act_exp.signed() - 1
-
-    if sram is None:
-        return decode
-    return decode_either if lora_exponent is not None else decode_or_zero
+    return decode if sram is None else decode_either
 
 
 @block
@@ -671,6 +714,31 @@ def scaled_pair(clk, enable, s0, x0, s1, x1, total):
             total.next = s0 * x0 + s1 * x1
 
     return multiply_add
+
+
+@block
+def offset_scaled_pair(clk, enable, s0, x0, y0, s1, x1, y1, total):
+    """total = s0 * (x0 - y0) + s1 * (x1 - y1): S_k is the unsigned codes' sum less offset * A_k."""
+
+    bound = 1 << len(x0)
+
+    @always(clk.posedge)
+    def multiply_add():
+        if enable:
+            d0 = intbv(0, min=-bound, max=bound)
+            d1 = intbv(0, min=-bound, max=bound)
+            d0[:] = x0 - y0
+            d1[:] = x1 - y1
+            total.next = s0 * d0 + s1 * d1
+
+    return multiply_add
+
+
+def new_act_sums(act_bits: int) -> tuple:
+    """Signals for activation_sums' (A_0, A_1, offset * A_0, offset * A_1)."""
+    a_bits = act_bits + HALF_LEVELS
+    return (signed_signal(a_bits), signed_signal(a_bits), signed_signal(a_bits + CODE_BITS),
+            signed_signal(a_bits + CODE_BITS))
 
 
 @block
