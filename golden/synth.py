@@ -103,7 +103,9 @@ def byte_level_vocab(vocab: int) -> tuple[list[str], list[str]]:
     tokens, merges = sorted(pre_tokenizers.ByteLevel.alphabet()), []
     wanted = vocab - len(CONTROL_TOKENS)
     letters = "etaoinshrdlucmfwypvbgkjqxz"
-    lefts = itertools.chain(letters, (a + b for a in letters for b in letters))  # pairs, then triples
+    # tokens of two letters, then three, then four: over 475,000 (the 360M class needs 49,152)
+    lefts = itertools.chain(letters, (a + b for a in letters for b in letters),
+                            (a + b + c for a in letters for b in letters for c in letters))
     for left, right in itertools.product(lefts, letters):
         if len(tokens) >= wanted:
             break

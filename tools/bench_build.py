@@ -6,13 +6,13 @@ Each build runs `hardwire build` in a fresh process. "Cold" starts from an empty
 synthetic model on hw-tiny, measured in the same run; the ratios divide by it. Medians over
 --repeats cold/warm pairs:
 
-    python tools/bench_build.py --model smollm2-135m --die hw-s135 --repeats 1
+    python tools/bench_build.py --model smollm2-135m --die hw-s135w --repeats 1
 
 --warm-only times warm builds alone, on the cache `hardwire` uses ($HARDWIRE_CACHE): one untimed build
 fills it (it builds only what is missing), then --repeats timed builds, the baseline's alternated with
 the target's:
 
-    python tools/bench_build.py --model smollm2-135m --die hw-s135 --warm-only --repeats 3
+    python tools/bench_build.py --model smollm2-135m --die hw-s135w --warm-only --repeats 3
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def warm_only(model: Path, die: str, baseline_model: Path, repeats: int, scratch
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_option(ap)
-    add_die_option(ap, default="hw-s135")
+    add_die_option(ap, default="hw-s135w")
     ap.add_argument("--repeats", type=int, default=1, help="cold/warm pairs per die (a cold build takes minutes)")
     ap.add_argument("--warm-only", action="store_true", help="warm builds alone, on hardwire's own cache")
     args = ap.parse_args(argv)
