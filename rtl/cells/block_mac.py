@@ -78,6 +78,7 @@ from .wiring import (
     bus_lanes,
     guarded_add,
     guarded_register,
+    or2,
     sign_extended,
     signed_signal,
     unsigned_signal,
@@ -206,7 +207,7 @@ def block_mac(clk, rst, in_valid, first, last, fmt, codes, scales, mins, d_bits,
     # the format's traits; the sub-block scales and mins, decoded
     t = FormatSignals()
     decode = (format_traits(fmt, t), code_sign(t.code_keep, t.code_sign),
-              code_mask(t.code_keep, t.code_flip, t.code_mask))
+              or2(t.code_keep, t.code_flip, t.code_mask))
 
     # stage 1: four-weight dot products, the scales' mantissas and shifts, the sub-block scales and mins
     quads = [signed_signal(product_bits + 2) for _ in range(BLOCK // QUAD)]
@@ -236,7 +237,7 @@ def block_mac(clk, rst, in_valid, first, last, fmt, codes, scales, mins, d_bits,
              quad_sum(clk, valid_in(1), *quads[HALF // QUAD:], sums[1])]
     if act_sums is None:  # a lane on its own computes them itself
         act_sums = new_act_sums(act_bits)
-        trees += [code_offset(t.code_flip, t.code_sign, t.code_offset),
+        trees += [or2(t.code_flip, t.code_sign, t.code_offset),
                   activation_sums(clk, valid_in(0), valid_in(1), acts, t.code_offset, act_sums)]
     a_low, a_high, offset_low, offset_high = act_sums
 
@@ -316,28 +317,11 @@ def format_traits(fmt, t):
 def code_sign(keep, sign):
     """Every format's weight is ((code ^ sign) & mask) - offset, the unsigned code less an offset:
     an offset code flips nothing and has its top bit as offset; Q8_0's int8 (the one keep with
-    bit 7) has its sign bit flipped and 128 as offset."""
+    bit 7) has its sign bit flipped and 128 as offset (mask = keep | flip, offset = flip | sign)."""
+
     @always_comb
     def derive():
         sign.next = concat(keep[CODE_BITS - 1], intbv(0)[CODE_BITS - 1:])
-
-    return derive
-
-
-@block
-def code_mask(keep, flip, mask):
-    @always_comb
-    def derive():
-        mask.next = keep | flip
-
-    return derive
-
-
-@block
-def code_offset(flip, sign, offset):
-    @always_comb
-    def derive():
-        offset.next = flip | sign
 
     return derive
 
