@@ -2,10 +2,11 @@
 
 A die whose `lanes` is a multiple of 32 computes lanes / 32 output blocks per row group. Each
 block comes from a lane group: 32 block-MAC lanes on the broadcast activation block, one row
-each. The lane group is converted once as a Verilog module of its own (LANE_MODULE) and
-instantiated `lanes / 32` times in the tile, so the tile's conversion stays small and Verilator
-compiles one class for every lane group of the die (it is not inlined: the module carries
-Verilator's no_inline_module metacomment). The module is the same for every wide die.
+each, and the activation sums they share. A lane is converted once as a Verilog module of its
+own (MAC_MODULE), instantiated 32 times by the lane group module (LANE_MODULE), which the tile
+instantiates `lanes / 32` times: the tile's conversion stays small, and Verilator compiles one
+class for every lane of the die (the lane module carries Verilator's no_inline_module
+metacomment; the group is inlined into the tile). Both modules are the same for every wide die.
 """
 
 from __future__ import annotations
@@ -64,9 +65,9 @@ def packed_words(words, bus):
 
 
 @block
-def mac_lanes(clk, rst, in_valid, first, last, fmt, slots, acts, e_act, ys, y_valids, lora=None):
-    """One block-MAC lane per slot of `slots` (a list of SLOT_BITS buses), each on its own row;
-    `lora` (a LoraSource per lane, or None) the LoRA SRAM blocks they read instead with `sram` high."""
+def mac_lanes(clk, rst, in_valid, first, last, fmt, slots, acts, e_act, ys, y_valids):
+    """One block-MAC lane per slot of `slots` (a list of SLOT_BITS buses), each on its own row, and
+    the activation sums they share (the narrow engine's lanes, in the tile itself)."""
     lanes = len(slots)
     codes = [unsigned_signal(BLOCK * 8) for _ in range(lanes)]
     d_bits = [unsigned_signal(16) for _ in range(lanes)]
@@ -75,7 +76,7 @@ def mac_lanes(clk, rst, in_valid, first, last, fmt, slots, acts, e_act, ys, y_va
     splits = [slot_fields(slots[i], codes[i], d_bits[i], m_bits[i], scales[i], mins[i]) for i in range(lanes)]
     sums = new_act_sums(len(acts) // BLOCK)
     macs = [block_mac(clk, rst, in_valid, first, last, fmt, codes[i], scales[i], mins[i], d_bits[i], m_bits[i],
-                      acts, e_act, None, None, ys[i], y_valids[i], lora[i] if lora else None, sums)
+                      acts, e_act, None, None, ys[i], y_valids[i], None, sums)
             for i in range(lanes)]
     return splits, macs, shared_act_sums(clk, rst, in_valid, fmt, acts, sums)
 
@@ -98,10 +99,10 @@ def lane_group(clk, rst, in_valid, first, last, fmt, sram, slots, lora_blocks, a
     """32 block-MAC lanes (MAC_MODULE instances): `slots` is 32 block slots of the weight word,
     `lora_blocks` the same rows' 32 blocks of the LoRA SRAM word, read instead with `sram` high;
     `y` the 32 row results (48 bits each, row 0 in the least significant bits), valid with
-    `y_valid` and held until the next row group's. The lanes select between the two inside their
-    stage-1 registers (block_mac's LoRA source): nothing in a lane is combinational on its inputs
-    but wiring, and no lane reads a signal outside its own instance, so a simulator compiles one
-    copy of the lane for every lane of the die."""
+    `y_valid` and held until the next row group's. Each lane's slot port is connected to the
+    select of the two (SlotSelect): nothing in a lane is combinational on its inputs but wiring,
+    and no lane reads a signal outside its own instance, so a simulator compiles one copy of the
+    lane for every lane of the die."""
     valids = unsigned_signal(BLOCK)  # each lane's y_valid
     a_low, a_high, offset_low, offset_high = sums = new_act_sums(ACT_BITS)
     lanes = [socket(MAC_MODULE, f"u_lane{k}", k,

@@ -34,19 +34,22 @@ Ports (sampled on the rising edge of clk):
     y_valid   out  one cycle per row
 
 The lane never re-quantizes: it applies each format's fixed offsets to the raw fields (codes
--8, -16, -4 or -32 and Q3_K's scale -32, as "flip the top bit, sign-extend"; Q8_0's and Q6_K's
-int8 as they are) from a table indexed by the format code (FORMAT_TRAITS). A field bit the
-format does not define is never read. A format code with no format reads every weight as 0.
+-8, -16, -4 or -32 and Q3_K's scale -32; Q8_0's and Q6_K's int8 as they are) from a table indexed
+by the format code (FORMAT_TRAITS). A field bit the format does not define is never read. A
+format code with no format reads every weight as 0. The code offsets leave the multipliers:
+each weight is q_j = u_j - offset with the unsigned u_j = (code ^ sign) & mask (code_sign), so
+S_k = sum u_j a_j - offset * A_k, the same integer.
 
 Pipeline: one block per cycle, rows back to back. A block presented with in_valid high before
 rising edge k has its T_b on `term` (term_valid high) after edge k + LATENCY - 1, and a row's
 y leaves with its last block's term (y_valid high). Stages:
-    1      decode codes, sub-block scales and mins, fp16 scales; 32 multipliers q_j * a_j
-    2..5   the S_k and A_k adder trees of each 16-weight half, one register per level
-    6      P_b = sc_0 S_0 + sc_1 S_1 and O_b = o_0 A_0 + o_1 A_1 (the trees' last level)
-    7      the scale products M_d * P_b and M_o * O_b
-    8      the two saturating floor shifts
-    9      T_b, the accumulator, the final saturation
+    1      decode sub-block scales and mins, fp16 scales; eight 4-weight dot products of u_j a_j
+           (and, in activation_sums, 4-activation sums)
+    2      each 16-weight half's sum of u_j a_j (and A_k, offset * A_k)
+    3      P_b = sc_0 S_0 + sc_1 S_1 and O_b = o_0 A_0 + o_1 A_1
+    4      the scale products M_d * P_b and M_o * O_b
+    5      the two saturating floor shifts
+    6      T_b, the accumulator, the final saturation
 Every datapath register loads only under its stage's valid bit, so an idle lane costs the
 simulator untaken branches (docs/architecture.md 4b) and toggles nothing in silicon.
 
@@ -168,7 +171,7 @@ FORMAT_TRAITS = {
 }
 NO_FORMAT = Traits(0, sc_one=False)  # every other code: all weights read as 0
 _BY_CODE = {FORMAT_CODE[qtype]: traits for qtype, traits in FORMAT_TRAITS.items()}
-# format code -> code_offset's offset (code_flip, or 128 for the int8 of Q8_0)
+# format code -> its code offset (code_flip, or 128 for the int8 of Q8_0; see code_sign)
 CODE_OFFSETS = tuple(_BY_CODE.get(code, NO_FORMAT).code_flip | _BY_CODE.get(code, NO_FORMAT).code_keep & 0x80
                      for code in range(1 << FORMAT_BITS))
 TRAIT_ROMS = tuple(tuple(_BY_CODE.get(code, NO_FORMAT).words()[g] for code in range(1 << FORMAT_BITS))
@@ -429,8 +432,8 @@ def min_field_shared(t, first_field, field, o):
 def sub_scale_register(clk, enable, t, scales, mins, sc0, sc1, o0, o1):
     """Stage 1's sub-block scales and mins: sub_scales' decoding inside the register, so that an
     idle lane evaluates none of it (a simulator evaluates combinational logic on its inputs in
-    every evaluation; this runs only on the lane's clock edges). With `sram` high (a LoRA block)
-    the raw fields read as 0."""
+    every evaluation; this runs only on the lane's clock edges). A LoRA block's fields read as 0:
+    the slot is zero above the block."""
     sc_a, sc_b = bus_lanes(scales, FIELD_BITS, 2)  # plain names: a list would convert to a memory
     mn_a, mn_b = bus_lanes(mins, FIELD_BITS, 2)
 

@@ -132,25 +132,6 @@ def guarded_add(clk, enable, a, b, total):
 
 
 @block
-def pipelined_adder_tree(clk, level_enables, leaves, total):
-    """A balanced signed adder tree with a register after every level: level k loads when
-    level_enables[k] is high (the valid bit of its inputs). log2(len(leaves)) levels, each
-    one bit wider; `total` is the last level's register."""
-    depth = len(leaves).bit_length() - 1
-    if len(leaves) != 1 << depth or depth < 1 or len(level_enables) != depth:
-        raise HardwireError(f"a pipelined tree of {len(leaves)} leaves needs a power of two >= 2 leaves "
-                            f"and one enable per level, not {len(level_enables)}")
-    if len(total) != len(leaves[0]) + depth:
-        raise HardwireError(f"the tree total must have {len(leaves[0]) + depth} bits, not {len(total)}")
-    adders, level = [], leaves
-    for k, enable in enumerate(level_enables):
-        sums = [total] if k == depth - 1 else [signed_signal(len(level[0]) + 1) for _ in range(len(level) // 2)]
-        adders += [guarded_add(clk, enable, a, b, s) for a, b, s in zip(level[0::2], level[1::2], sums, strict=True)]
-        level = sums
-    return adders
-
-
-@block
 def valid_pipe(clk, rst, d, q):
     """One stage of a valid bit (the only bits the reset clears)."""
 
