@@ -497,7 +497,7 @@ def matmul_side(clk, rst, token, w_data, sram_data, ins, strobes, reads, stream,
     mm_valid = bit_signal()
     lora_word, sources = None, []
     if sram_data is not None and is_wide(lanes):
-        lora_word = sram_data  # the lanes read its blocks as Q8_0 slots themselves (block_mac's LoRA source)
+        lora_word = sram_data  # each lane's slot port selects its block (rtl/lanes.py SlotSelect)
     elif sram_data is not None:
         lora_word, scales = lora_slots(sram_data, lanes)
         sources = lora_scales(sram_data, scales, lanes)

@@ -3,7 +3,7 @@
     python tools/bench_sim_step.py [--repeats 5]
 
 Designs: the loop counter (a trivial design, as in the toolchain notes) and the block
-dot-product lane (32 multipliers, two adder trees, a 9-stage pipeline), fed a block in every
+dot-product lane (eight 4-weight dot products, a 6-stage pipeline), fed a block in every
 cycle and then idle (in_valid low).
 Each figure is the median of --repeats runs; the ratio is native / python in the same run.
 """

@@ -23,6 +23,8 @@ from hardwire.rtl import metal
 from hardwire.rtl.die import get_die
 
 DIE = get_die("hw-s135w")  # the default die: metal.smallest_die(SmolLM2-135M)
+# These chips are never coverage builds: with toggle coverage a hw-s135w chip takes more than 20 GB
+# (30 tiles of 576 lanes); the nightly's coverage comes from the chips of the small dies.
 PROMPTS = ["The capital of France is", "def fibonacci(n):"]
 FORMAT_MODELS = {
     "q4_0-attn-q8_0-ffn-q4_1-head": SynthSpec(layers=2, d_model=128, d_ffn=256, heads=2, kv_heads=1, vocab=517,
@@ -34,11 +36,10 @@ FORMAT_MODELS = {
 
 
 @pytest.fixture(scope="module")
-def smollm2_chip(smollm2, hw_coverage):
-    """One chip for both prompts (a coverage build keeps every instance, a few GB each, until the
-    process ends)."""
+def smollm2_chip(smollm2):
+    """One chip for both prompts."""
     maps, _ = metal_maps(metal.generate(smollm2, DIE))
-    return ChipSim(DIE, maps, coverage=hw_coverage)
+    return ChipSim(DIE, maps)
 
 
 @pytest.mark.nightly
@@ -57,9 +58,9 @@ def test_sixteen_tokens_bit_exact_on_the_chip(smollm2, smollm2_chip, prompt, run
 
 @pytest.mark.nightly
 @pytest.mark.parametrize("name", sorted(FORMAT_MODELS))
-def test_every_weight_format_on_the_big_chip(name, tmp_path, run_record, hw_coverage, explain_failure, behaviour):
+def test_every_weight_format_on_the_big_chip(name, tmp_path, run_record, explain_failure, behaviour):
     model, prompt = load_model(write_synthetic(FORMAT_MODELS[name], tmp_path / f"{name}.gguf")), [3, 257, 42, 11]
-    sim = ChipSim(DIE, metal_maps(metal.generate(model, DIE))[0], coverage=hw_coverage)
+    sim = ChipSim(DIE, metal_maps(metal.generate(model, DIE))[0])
     fingerprint = behaviour.start(DIE.name, name)
     gen = generate(model, sim, prompt, n_new=6, observe=observers(run_record.observer(model, sim),
                                                                   fingerprint.observe))
@@ -70,15 +71,14 @@ def test_every_weight_format_on_the_big_chip(name, tmp_path, run_record, hw_cove
 
 @pytest.mark.nightly
 @pytest.mark.parametrize("recipe", ["q3_k_m", "q4_k_m", "q6_k"])
-def test_requantized_smollm2_sixteen_tokens_bit_exact(recipe, smollm2_path, tmp_path, run_record, hw_coverage,
-                                                      explain_failure):
+def test_requantized_smollm2_sixteen_tokens_bit_exact(recipe, smollm2_path, tmp_path, run_record, explain_failure):
     """SmolLM2-135M under a llama.cpp recipe (the bytes llama-quantize writes, tests/golden/test_recipes.py),
     printed on the default die and chained for 16 tokens."""
     types = requantize(smollm2_path, recipe, tmp_path / f"{recipe}.gguf")
     assert len({t for name, t in types.items() if name.endswith(".weight") and "norm" not in name}) >= 2
     model = load_model(tmp_path / f"{recipe}.gguf")
     ids = GGUFTokenizer(model.tokenizer_meta).encode(PROMPTS[0])
-    sim = ChipSim(DIE, metal_maps(metal.generate(model, DIE))[0], coverage=hw_coverage)
+    sim = ChipSim(DIE, metal_maps(metal.generate(model, DIE))[0])
     gen = generate(model, sim, ids, n_new=16, observe=run_record.observer(model, sim))
     assert gen.mismatch is None and not gen.missing, explain_failure(sim, gen, model, ids, 16)
     assert len(gen.tokens) == 16 and gen.tokens == gen.golden_tokens
