@@ -580,7 +580,7 @@ def quad_sum(clk, enable, q0, q1, q2, q3, total):
 def activation_sums(clk, valid0, valid1, acts, offset, sums):
     """`sums` = (A_0, A_1, offset * A_0, offset * A_1) after stage 2, as block_mac's half sums:
     A_0 and A_1 the sums of activations 0..15 and 16..31, `offset` the format's code offset
-    (code_offset). Four-term sums load at valid0's edge (a block at the inputs), the rest at valid1's."""
+    (CODE_OFFSETS). Four-term sums load at valid0's edge (a block at the inputs), the rest at valid1's."""
     act_bits = len(acts) // BLOCK
     lanes = bus_lanes(acts, act_bits, BLOCK)
     quads = [signed_signal(act_bits + 2) for _ in range(BLOCK // QUAD)]
