@@ -77,6 +77,7 @@ from ..bus import EXP_BITS
 from ..die import LORA_EXP_FIELD
 from ..isa import FORMAT_CODE
 from .wiring import (
+    as_signed,
     bit_signal,
     bus_lanes,
     guarded_add,
@@ -582,9 +583,10 @@ def activation_sums(clk, valid0, valid1, acts, offset, sums):
     A_0 and A_1 the sums of activations 0..15 and 16..31, `offset` the format's code offset
     (CODE_OFFSETS). Four-term sums load at valid0's edge (a block at the inputs), the rest at valid1's."""
     act_bits = len(acts) // BLOCK
-    lanes = bus_lanes(acts, act_bits, BLOCK)
+    lanes = [signed_signal(act_bits) for _ in range(BLOCK)]
     quads = [signed_signal(act_bits + 2) for _ in range(BLOCK // QUAD)]
-    stage1 = [quad_act_sum(clk, valid0, *lanes[QUAD * i:QUAD * (i + 1)], quads[i]) for i in range(BLOCK // QUAD)]
+    stage1 = ([as_signed(raw, lane) for raw, lane in zip(bus_lanes(acts, act_bits, BLOCK), lanes, strict=True)]
+              + [quad_sum(clk, valid0, *lanes[QUAD * i:QUAD * (i + 1)], quads[i]) for i in range(BLOCK // QUAD)])
     half = HALF // QUAD
     a_low, a_high, offset_low, offset_high = sums
     return (stage1, half_act_sum(clk, valid1, *quads[:half], offset, a_low, offset_low),
@@ -618,22 +620,6 @@ def half_act_sum(clk, enable, q0, q1, q2, q3, offset, total, offset_total):
             whole[:] = low + high
             total.next = whole
             offset_total.next = signed_offset * whole
-
-    return add
-
-
-@block
-def quad_act_sum(clk, enable, a0, a1, a2, a3, total):
-    bound = 1 << len(a0)
-
-    @always(clk.posedge)
-    def add():
-        if enable:
-            low = intbv(0, min=-bound, max=bound)
-            high = intbv(0, min=-bound, max=bound)
-            low[:] = a0.signed() + a1.signed()
-            high[:] = a2.signed() + a3.signed()
-            total.next = low + high
 
     return add
 
