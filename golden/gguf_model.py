@@ -139,6 +139,19 @@ def _field(reader: GGUFReader, key: str, default=None):
     return f.contents()
 
 
+class _PlainArrayReader(GGUFReader):
+    """GGUFReader over a plain ndarray view of its memmap: gguf slices the file once per array
+    element, and numpy.memmap's per-slice bookkeeping triples the time of a 49k-token vocabulary."""
+
+    @property
+    def data(self) -> np.ndarray:
+        return self._data
+
+    @data.setter
+    def data(self, mapped: np.ndarray) -> None:
+        self._data = np.asarray(mapped)  # the same pages, no copy
+
+
 def open_reader(path: Path) -> GGUFReader:
     path = Path(path)
     try:
@@ -149,7 +162,7 @@ def open_reader(path: Path) -> GGUFReader:
     if magic != b"GGUF":
         raise HardwireError(f"{path}: not a GGUF file (bad magic {magic!r})")
     try:
-        return GGUFReader(path)
+        return _PlainArrayReader(path)
     except HardwireError:
         raise
     except ValueError as exc:
