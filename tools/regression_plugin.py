@@ -22,6 +22,9 @@ test with an error; the reproduce lines carry the flip.
 Every failing test whose failure text carries no "reproduce:" line of its own gets a JUnit
 property `reproduce`: the one-line command that runs it again (tools/run_results.py reads both).
 A test may record a `seed` property (record_property) when its stimulus comes from one.
+
+xdist workers start with one BLAS thread each (unless OPENBLAS_NUM_THREADS or OMP_NUM_THREADS says
+otherwise): the workers already fill the cores.
 """
 
 from __future__ import annotations
@@ -158,6 +161,14 @@ def pytest_configure(config) -> None:
         for name in (COVERAGE_FILE, PERF_FILE, JUNIT_FILE, code_coverage.MERGED_FILE, code_coverage.INFO_FILE,
                      code_coverage.SUMMARY_FILE):  # a crashed run must not report the last one's
             (run_dir / name).unlink(missing_ok=True)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own sessionstart starts the workers
+def pytest_sessionstart(session) -> None:
+    if _distributes(session.config):
+        # a BLAS pool per worker spins against the other workers: SmolLM2's golden trace took 7x as long
+        for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+            os.environ.setdefault(name, "1")
 
 
 def pytest_sessionfinish(session) -> None:

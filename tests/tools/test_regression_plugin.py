@@ -31,6 +31,7 @@ def test_hits(run_record, worker_run_dir, n):
     run_record.coverage.hit("group/hit", n)
     run_record.perf.setdefault("die-x", {"cycles": [], "sim_s": [], "build_s": []})["cycles"].append(100 + n)
     (worker_run_dir / f"ran-{n}").write_text(os.environ.get("PYTEST_XDIST_WORKER", "master"))
+    (worker_run_dir / f"blas-{n}").write_text(os.environ.get("OPENBLAS_NUM_THREADS", "unset"))
 
 
 def test_fails(record_property):
@@ -47,7 +48,8 @@ def run_fake_suite(tmp_path, *args):
     (tmp_path / "test_fake.py").write_text(textwrap.dedent(FAKE_SUITE))
     run_dir = tmp_path / "run"
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    env.pop("PYTEST_XDIST_WORKER", None)  # this test may itself run inside a worker
+    for name in ("PYTEST_XDIST_WORKER", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):  # this test may run in a worker
+        env.pop(name, None)
     result = subprocess.run([sys.executable, "-m", "pytest", "-p", "hardwire.regression_plugin", "-p",
                              "no:cacheprovider", "--hw-run-dir", str(run_dir), "--junitxml", str(run_dir / "junit.xml"),
                              "-q", *args, "test_fake.py"], cwd=tmp_path, capture_output=True, text=True, env=env,
@@ -56,9 +58,11 @@ def run_fake_suite(tmp_path, *args):
     return run_dir
 
 
-@pytest.mark.parametrize("args, workers", [(["-n", "2"], {"gw0", "gw1"}), (["-p", "no:xdist"], {"master"})])
-def test_workers_write_their_own_files_and_the_controller_merges_them(tmp_path, args, workers):
+@pytest.mark.parametrize("args, workers, blas_threads", [(["-n", "2"], {"gw0", "gw1"}, "1"),
+                                                         (["-p", "no:xdist"], {"master"}, "unset")])
+def test_workers_write_their_own_files_and_the_controller_merges_them(tmp_path, args, workers, blas_threads):
     run_dir = run_fake_suite(tmp_path, *args)
+    assert {p.read_text() for p in (run_dir / "workers").glob("*/blas-*")} == {blas_threads}
     assert {p.name for p in (run_dir / "workers").iterdir()} == workers
     ran = {p.name: p.read_text() for w in workers for p in (run_dir / "workers" / w).glob("ran-*")}
     assert len(ran) == 6
