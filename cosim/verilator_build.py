@@ -31,13 +31,15 @@ library pyverilator loaded.
 
 A coverage build (`coverage=True`, its own key) Verilates the top and every part with line and
 toggle coverage and compiles in `hw_coverage_write`, which writes the library's coverage
-database (`Simulator.write_coverage`, `write_coverage_files`).
+database (`Simulator.write_coverage`, `write_coverage_files`), and `hw_coverage_clear`, which
+empties it once no test holds any of the build's models (`release_coverage_models`).
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
+import gc
 import hashlib
 import itertools
 import json
@@ -120,7 +122,12 @@ extern "C" void hw_coverage_write(const char* path) {
     cov->write(path);
     cov->zero();
 }
+
+extern "C" void hw_coverage_clear() {
+    Verilated::threadContextp()->coveragep()->clear();
+}
 """
+COVERAGE_CLEAR_SYMBOL = "hw_coverage_clear"
 
 
 @functools.cache
@@ -251,6 +258,7 @@ class Simulator:
 # coverage build's models live until the process ends, so that a write never reads freed counters.
 _COVERAGE_MODELS: dict[Path, list[Simulator]] = {}
 _WRITES = itertools.count()
+RELEASE_AFTER = 4  # models of one coverage build that a process keeps before it writes and frees them
 
 
 def _keep_for_coverage(sim: Simulator) -> None:
@@ -260,9 +268,36 @@ def _keep_for_coverage(sim: Simulator) -> None:
 def write_coverage_files(directory: Path) -> list[Path]:
     """One .dat file per coverage build loaded in this process, each with the counts of all the build's
     models since its last write: <label>.<build key>.<pid>.<n>.dat, which no other process or write reuses."""
-    return [sims[0].write_coverage(Path(directory) / f"{sims[0].coverage_label}.{build_dir.name}.{os.getpid()}."
-                                                     f"{next(_WRITES)}.dat")
-            for build_dir, sims in _COVERAGE_MODELS.items()]
+    return [_write_build_coverage(directory, build_dir, sims) for build_dir, sims in _COVERAGE_MODELS.items()]
+
+
+def release_coverage_models(directory: Path) -> list[Path]:
+    """Write the counts of every coverage build with RELEASE_AFTER or more models, none of which anything
+    but this module still holds, then empty that build's database and let its models go: each model's
+    points take memory (0.7 GB for a hw-tiny-w chip), too much to keep every model of a session, and
+    each write a file (130 MB for hw-tiny-w), too much to write after every test. Returns the files."""
+    gc.collect()  # a dropped model in a reference cycle is garbage only after a collection
+    released = [build_dir for build_dir, sims in _COVERAGE_MODELS.items()
+                if len(sims) >= RELEASE_AFTER and not _held_elsewhere(sims)]
+    written = []
+    for build_dir in released:
+        sims = _COVERAGE_MODELS.pop(build_dir)
+        written.append(_write_build_coverage(directory, build_dir, sims))
+        clear = getattr(sims[0].model.lib, COVERAGE_CLEAR_SYMBOL)
+        clear.argtypes, clear.restype = [], None
+        clear()  # no point left that reads the models' counters: they may be freed now
+    return written
+
+
+def _held_elsewhere(sims: list[Simulator]) -> bool:
+    """Whether anything holds one of `sims` besides their list: a throwaway object in a list of its own,
+    counted the same way, has the references that the list and the counting add."""
+    return max(map(sys.getrefcount, sims)) > max(map(sys.getrefcount, [object()]))
+
+
+def _write_build_coverage(directory: Path, build_dir: Path, sims: list[Simulator]) -> Path:
+    return sims[0].write_coverage(Path(directory) / f"{sims[0].coverage_label}.{build_dir.name}.{os.getpid()}."
+                                                    f"{next(_WRITES)}.dat")
 
 
 def plan(sources: Mapping[str, str | Path], top: str, *, data_files: Mapping[str, Path] | None = None,

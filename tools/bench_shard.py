@@ -2,8 +2,8 @@
 
 The run is a fixed set of layer-sharded tile tests (default: the nightly's, all 30 SmolLM2-135M
 layers, each on the hw-s135 tile fed golden inputs over a 7-token prompt; every test is the same
-amount of work, so N workers can share them evenly. Each worker loads the model and the golden
-trace once, about 5 s: a set of a few layers measures that, not the sharding). One warm-up run
+amount of work, so N workers can share them evenly. Each worker loads the model and computes the
+golden trace once, about 2 s: a set of a few layers measures that, not the sharding). One warm-up run
 first fills the build caches (MyHDL conversion, Verilator builds, the model), so compile time is
 excluded; then the serial and the sharded run alternate, each repeated, and the medians of their
 wall times give the ratio. Prints JSON.

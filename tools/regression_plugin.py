@@ -10,7 +10,8 @@ RUN/functional_coverage.json and RUN/perf.json. Files of an earlier run are clea
 
 With --hw-coverage (or HARDWIRE_COVERAGE=1) the chip tests build their chips for Verilator line and
 toggle coverage (fixture `hw_coverage`); each process writes the counts of its coverage builds into
-its work directory, and the controller merges them into RUN/coverage.dat, RUN/coverage.info and
+its work directory (after each test, those of the builds whose models no test holds any more, which
+it then frees; the rest when it ends), and the controller merges them into RUN/coverage.dat, RUN/coverage.info and
 RUN/code_coverage.json (tools/code_coverage.py; needs verilator_coverage, checked at the start).
 
 --hw-flip ROM:WORD:BIT injects a fault: every metal the session prints (rtl.metal.generate) has
@@ -186,6 +187,21 @@ def pytest_sessionfinish(session) -> None:
         merge_run_dir(run_dir)
         if coverage:
             config.stash[CODE_COVERAGE] = merge_code_coverage(run_dir)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """After each test of a coverage run, the counts of the chips no test holds any more are written and
+    their models let go: a process that kept every coverage model of its session ran out of memory."""
+    result = yield
+    config = item.config
+    if config.getoption("hw_coverage") and config.getoption("hw_run_dir") is not None:
+        from hardwire.cosim.verilator_build import release_coverage_models  # pyverilator: only with coverage
+
+        directory = config.getoption("hw_run_dir") / WORKERS_DIR / _worker_id(config)
+        directory.mkdir(parents=True, exist_ok=True)
+        release_coverage_models(directory)
+    return result
 
 
 def write_code_coverage(directory: Path) -> list[Path]:

@@ -4,6 +4,8 @@ with pad beats (n < lanes / 32), partly filled last row groups, and LoRA adapter
 from __future__ import annotations
 
 import pytest
+from chip_models import CHIP_TILES, K_MODELS
+from chip_models import MODELS as NARROW_MODELS
 
 from hardwire.cosim.chip_sim import ChipSim, metal_maps
 from hardwire.cosim.generation import generate
@@ -32,6 +34,7 @@ MODELS = {
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
+    assert DIE.tiles == CHIP_TILES
     root = tmp_path_factory.mktemp("wide_models")
     return {name: load_model(write_synthetic(spec, root / f"{name}.gguf")) for name, spec in MODELS.items()}
 
@@ -46,16 +49,27 @@ def test_the_programs_pad_and_close_partial_groups(models):
     assert all((i.groups - 1) * BLOCKS_PER_GROUP < i.blocks <= i.groups * BLOCKS_PER_GROUP for i in matmuls)
 
 
+@pytest.fixture(scope="module")
+def chip_for(hw_coverage):
+    """chip_for(model): the model's chip, built for code coverage when the run measures it (the nightly's
+    coverage of the lane module and of the attention engines in lockstep comes from these chips)."""
+
+    def make(model) -> ChipSim:
+        return ChipSim(DIE, metal_maps(metal.generate(model, DIE))[0], coverage=hw_coverage)
+
+    return make
+
+
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_generation_on_the_wide_die_is_bit_exact(models, name, explain_failure):
+def test_generation_on_the_wide_die_is_bit_exact(models, name, explain_failure, chip_for):
     model, prompt = models[name], [3, 257, 42]
-    sim = ChipSim(DIE, metal_maps(metal.generate(model, DIE))[0])
+    sim = chip_for(model)
     gen = generate(model, sim, prompt, n_new=3)
     assert gen.mismatch is None and not gen.missing, explain_failure(sim, gen, model, prompt, 3)
     assert len(gen.tokens) == 3 and gen.tokens == gen.golden_tokens
 
 
-def test_lora_with_lanes_above_the_rank_is_bit_exact(models, tmp_path, explain_failure):
+def test_lora_with_lanes_above_the_rank_is_bit_exact(models, tmp_path, explain_failure, chip_for):
     """Rank 32 on 64 lanes: the A pass is one partly filled row group, the SRAM slots are padded to whole
     row groups, and the adapter-load addresses cover them."""
     model = models["d96-partial-gqa3-v290"]
@@ -68,9 +82,22 @@ def test_lora_with_lanes_above_the_rank_is_bit_exact(models, tmp_path, explain_f
     adapter = load_adapter(write_peft(LoraSpec(rank=20, alpha=16.0, seed=5, b_std=0.3), model.config,
                                       tmp_path / "adapter"), model.config)
     image = adapter_image(adapter, model.config, DIE)
-    sim = ChipSim(DIE, metal_maps(metal.generate(model, DIE))[0])
+    sim = chip_for(model)
     assert sim.load_adapter(image, adapter) == len(image.commands)
     prompt = [3, 257, 42]
+    gen = generate(model, sim, prompt, n_new=3)
+    assert gen.mismatch is None and not gen.missing, explain_failure(sim, gen, model, prompt, 3)
+    assert gen.tokens == gen.golden_tokens
+
+
+@pytest.mark.nightly
+@pytest.mark.parametrize("name", sorted({**NARROW_MODELS, **K_MODELS}))
+def test_the_narrow_dies_models_on_the_wide_die_are_bit_exact(name, tmp_path, explain_failure, chip_for):
+    """test_chip.py's models (every weight format, saturation, all-zero weights) on the wide lanes: with
+    --hw-coverage, the nightly's line and toggle coverage of the lane module comes from these runs."""
+    spec = {**NARROW_MODELS, **K_MODELS}[name]
+    model, prompt = load_model(write_synthetic(spec, tmp_path / f"{name}.gguf")), [3, 257, 42]
+    sim = chip_for(model)
     gen = generate(model, sim, prompt, n_new=3)
     assert gen.mismatch is None and not gen.missing, explain_failure(sim, gen, model, prompt, 3)
     assert gen.tokens == gen.golden_tokens
