@@ -83,7 +83,6 @@ from .wiring import (
     guarded_add,
     guarded_register,
     or2,
-    sign_extended,
     signed_signal,
     unsigned_signal,
     valid_pipe,
@@ -733,7 +732,6 @@ def saturating_floor_shift(clk, enable, product, shift, result):
     pw, rw = len(product), len(result)
     if pw >= WORD_BITS or rw > WORD_BITS:
         raise HardwireError(f"saturating_floor_shift works in {WORD_BITS} bits, not {pw} -> {rw}")
-    wide_in = sign_extended(product, WORD_BITS)
 
     @always(clk.posedge)
     def shift_and_clamp():
@@ -741,7 +739,7 @@ def saturating_floor_shift(clk, enable, product, shift, result):
             x = intbv(0, min=-(1 << (WORD_BITS - 1)), max=1 << (WORD_BITS - 1))
             limit = intbv(0, min=-(1 << (rw - 1)), max=1 << (rw - 1))
             amount = intbv(0)[len(shift):]
-            x[:] = wide_in.signed()
+            x[:] = product  # signed: Verilog sign-extends it in one operation, a replicated sign bit in one per bit
             limit[rw - 1] = 1  # the most negative word; its complement is the largest
             if product >= 0:
                 limit[:] = ~limit
@@ -771,7 +769,6 @@ def saturating_floor_shift(clk, enable, product, shift, result):
 @block
 def accumulator(clk, enable, first, last, d_term, m_term, y):
     """The 64-bit row sum of d_term + m_term restarts on `first`; y = sat(sum, 48) on `last`."""
-    d_wide, m_wide = sign_extended(d_term, ACCUMULATOR_BITS), sign_extended(m_term, ACCUMULATOR_BITS)
     total = signed_signal(ACCUMULATOR_BITS)
     yw = len(y)
 
@@ -780,10 +777,10 @@ def accumulator(clk, enable, first, last, d_term, m_term, y):
         if enable:
             running = intbv(0, min=-(1 << (ACCUMULATOR_BITS - 1)), max=1 << (ACCUMULATOR_BITS - 1))
             limit = intbv(0, min=-(1 << (yw - 1)), max=1 << (yw - 1))
-            if first:
-                running[:] = d_wide.signed() + m_wide.signed()
+            if first:  # signed terms, sign-extended by the sum's width
+                running[:] = d_term + m_term
             else:
-                running[:] = total + d_wide.signed() + m_wide.signed()
+                running[:] = total + d_term + m_term
             total.next = running
             if last:
                 limit[yw - 1] = 1
