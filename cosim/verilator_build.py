@@ -359,8 +359,12 @@ def builds_root() -> Path:
 # Lint waivers (Verilator configuration), each with its reason:
 # - block_mac's quad_product sums its four products in a 32-bit variable and keeps the bits its
 #   register holds: the products are exact in 32 bits, so the bits above are copies of the sign.
+# - block_mac's saturating shift and accumulator widen their signed operands to 64 bits on purpose:
+#   Verilog sign-extends them (a replicated sign bit, the lint-clean form, simulates bit by bit).
 LINT_WAIVERS = """`verilator_config
 lint_off -rule UNUSEDSIGNAL -file "*" -match "*Bits of signal are not used: 'total_word'*"
+lint_off -rule WIDTHEXPAND -file "*" -match "*expects 64 bits on the Assign RHS*'*scale_product*_product' generates*"
+lint_off -rule WIDTHEXPAND -file "*" -match "*ADD expects 64 bits on the *'*saturating_floor_shift*_result' generates*"
 """
 
 

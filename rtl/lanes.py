@@ -11,6 +11,7 @@ metacomment; the group is inlined into the tile). Both modules are the same for 
 
 from __future__ import annotations
 
+import re
 from functools import cache
 
 from myhdl import ConcatSignal, ResetSignal, always, always_comb, block
@@ -31,9 +32,13 @@ NO_INLINE = "/*verilator no_inline_module*/"
 MAC_MODULE = "hw_lane"  # one block-MAC lane of a lane group
 GROUP_SLICED_PINS = {"slots": BLOCK * SLOT_BITS, "lora_blocks": BLOCK * LORA_BLOCK_BITS}  # a group's slice of a word
 LANE_SLICED_PINS = {"y": WORD, "y_valid": 1}  # a lane's slices of its group's outputs
-# Verilator would read a sliced port straight from the tile's word, in code of each instance's own (the
+# Verilator would read a port straight from the net it is connected to, in code of the instance's own (the
 # lane code would no longer be shared); a port it must treat as writable from outside keeps its own copy
 OWN_COPY = "/*verilator public_flat_rw*/"
+# the lane's slot (a slice of the tile's word) and its group's activation sums (each group has its own):
+# read in place, they would make the lane's code differ from lane to lane or from group to group. The
+# other inputs are the same nets for every lane: copying them (the 512-bit activations) costs more
+OWN_COPY_PINS = ("slot", "a_low", "a_high", "offset_low", "offset_high")
 
 
 @block
@@ -101,8 +106,8 @@ def lane_group(clk, rst, in_valid, first, last, fmt, sram, slots, lora_blocks, a
     `y` the 32 row results (48 bits each, row 0 in the least significant bits), valid with
     `y_valid` and held until the next row group's. Each lane's slot port is connected to the
     select of the two (SlotSelect): nothing in a lane is combinational on its inputs but wiring,
-    and no lane reads a signal outside its own instance, so a simulator compiles one copy of the
-    lane for every lane of the die."""
+    and a lane reads only its own copies (OWN_COPY_PINS) and signals the same for every lane, so a
+    simulator compiles one copy of the lane for every lane of the die."""
     valids = unsigned_signal(BLOCK)  # each lane's y_valid
     a_low, a_high, offset_low, offset_high = sums = new_act_sums(ACT_BITS)
     lanes = [socket(MAC_MODULE, f"u_lane{k}", k,
@@ -135,11 +140,16 @@ def lane_group_verilog() -> str:
                   "y": signed_signal(ACC_BITS)}
     del lane_ports["slots"], lane_ports["lora_blocks"]
     lane = to_verilog(lambda: mac_lane(**lane_ports), MAC_MODULE)
-    declaration = f"input [{SLOT_BITS - 1}:0] slot;"  # so that Verilator keeps a copy of the lane's own
-    if declaration not in lane:
-        raise HardwireError(f"the lane's Verilog has no '{declaration}'")
-    lane = lane.replace(declaration, f"{declaration[:-1]} {OWN_COPY};")
-    return f"{group}\n{_not_inlined(lane)}"
+    return f"{group}\n{_not_inlined(_own_copies(lane, OWN_COPY_PINS))}"
+
+
+def _own_copies(lane: str, inputs: tuple[str, ...]) -> str:
+    """The lane's Verilog with OWN_COPY on each of `inputs`."""
+    for name in inputs:
+        lane, found = re.subn(rf"^(input (?:signed )?(?:\[\d+:0\] )?{name});$", rf"\1 {OWN_COPY};", lane, flags=re.M)
+        if found != 1:
+            raise HardwireError(f"the lane's Verilog has no declaration of input '{name}'")
+    return lane
 
 
 def _not_inlined(text: str) -> str:
