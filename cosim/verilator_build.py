@@ -255,7 +255,8 @@ class Simulator:
 
 
 # Verilator's coverage database points at every model's counters and cannot drop one model's: a
-# coverage build's models live until the process ends, so that a write never reads freed counters.
+# coverage build's models live until its database is written and emptied (release_coverage_models,
+# or the process's end), so that a write never reads freed counters.
 _COVERAGE_MODELS: dict[Path, list[Simulator]] = {}
 _WRITES = itertools.count()
 RELEASE_AFTER = 4  # models of one coverage build that a process keeps before it writes and frees them

@@ -10,9 +10,10 @@ RUN/functional_coverage.json and RUN/perf.json. Files of an earlier run are clea
 
 With --hw-coverage (or HARDWIRE_COVERAGE=1) the chip tests build their chips for Verilator line and
 toggle coverage (fixture `hw_coverage`); each process writes the counts of its coverage builds into
-its work directory (after each test, those of the builds whose models no test holds any more, which
-it then frees; the rest when it ends), and the controller merges them into RUN/coverage.dat, RUN/coverage.info and
-RUN/code_coverage.json (tools/code_coverage.py; needs verilator_coverage, checked at the start).
+its work directory (after a test, those of a build with four models or more that no test holds any
+more, which it then frees; the rest when it ends), and the controller merges them into
+RUN/coverage.dat, RUN/coverage.info and RUN/code_coverage.json (tools/code_coverage.py; needs
+verilator_coverage, checked at the start).
 
 --hw-flip ROM:WORD:BIT injects a fault: every metal the session prints (rtl.metal.generate) has
 that one via bit flipped, a mask edit registered with rtl.metal.add_mask_edit, so the chip and
