@@ -44,3 +44,4 @@ K_MODELS = {
                                embed_quant="q5_k", attn_quant="q2_k", ffn_quant="q4_k", output_quant="q6_k",
                                weight_scale=0.0),
 }
+ALL_MODELS = {**MODELS, **K_MODELS}

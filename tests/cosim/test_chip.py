@@ -10,7 +10,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from chip_models import CHIP_TILES, K_MODELS, MODELS
+from chip_models import ALL_MODELS, CHIP_TILES, K_MODELS, MODELS
 from gguf import GGMLQuantizationType as QT
 
 from hardwire.cosim.behaviour import observers
@@ -30,7 +30,7 @@ def models(tmp_path_factory):
     assert DIE.tiles == CHIP_TILES
     root = tmp_path_factory.mktemp("chip_models")
     return {name: load_model(write_synthetic(spec, root / f"{name}.gguf"))
-            for name, spec in {**MODELS, **K_MODELS}.items()}
+            for name, spec in ALL_MODELS.items()}
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ with pad beats (n < lanes / 32), partly filled last row groups, and LoRA adapter
 from __future__ import annotations
 
 import pytest
-from chip_models import CHIP_TILES, K_MODELS
-from chip_models import MODELS as NARROW_MODELS
+from chip_models import ALL_MODELS as NARROW_MODELS
+from chip_models import CHIP_TILES
 
 from hardwire.cosim.chip_sim import ChipSim, metal_maps
 from hardwire.cosim.generation import generate
@@ -91,12 +91,11 @@ def test_lora_with_lanes_above_the_rank_is_bit_exact(models, tmp_path, explain_f
 
 
 @pytest.mark.nightly
-@pytest.mark.parametrize("name", sorted({**NARROW_MODELS, **K_MODELS}))
+@pytest.mark.parametrize("name", sorted(NARROW_MODELS))
 def test_the_narrow_dies_models_on_the_wide_die_are_bit_exact(name, tmp_path, explain_failure, chip_for):
     """test_chip.py's models (every weight format, saturation, all-zero weights) on the wide lanes: with
     --hw-coverage, the nightly's line and toggle coverage of the lane module comes from these runs."""
-    spec = {**NARROW_MODELS, **K_MODELS}[name]
-    model, prompt = load_model(write_synthetic(spec, tmp_path / f"{name}.gguf")), [3, 257, 42]
+    model, prompt = load_model(write_synthetic(NARROW_MODELS[name], tmp_path / f"{name}.gguf")), [3, 257, 42]
     sim = chip_for(model)
     gen = generate(model, sim, prompt, n_new=3)
     assert gen.mismatch is None and not gen.missing, explain_failure(sim, gen, model, prompt, 3)
