@@ -5,19 +5,28 @@ the metal generator gives each module a fixed instruction set: layer tiles run l
 passthrough_program, the head runs head_program (rtl/metal.py). A unit whose starting opcodes
 none of its module's programs issue is unreachable on that module, whatever the model.
 
+The tables read by a field of the metal are the other unreachable code: a case arm whose label no via
+map can hold. The format-trait ROMs have arms for 16 format codes, and the metal writes only those of
+FORMAT_CODE; the LoRA exponent tables have arms for 64 exponent fields, and an adapter image holds only
+exponents in [LORA_EXP_MIN, LORA_EXP_MAX] (rtl/adapter_image.py). `waived_arms` finds those arms.
+
 The waivers are derived, not written by hand: `waived_units` asks the metal generator which
-opcodes each module's programs use, so a program that starts using a unit drops its waiver. The
-merge (tools/code_coverage.py) takes a waived unit's lines out of both the hit and the total count
-and lists them apart with the reason; a waiver that names no line of its module is an error there.
+opcodes each module's programs use, so a program that starts using a unit drops its waiver, and the
+arms' labels come from the same tables the metal generator and the adapter image use. The merge
+(tools/code_coverage.py) takes waived lines out of both the hit and the total count and lists them
+apart with the reason; a waiver that names no line of its module is an error there.
 """
 
 from __future__ import annotations
 
+import re
 from functools import cache
 
 from hardwire.golden.gguf_model import ModelConfig
+from hardwire.golden.spec import LORA_EXP_MAX, LORA_EXP_MIN
 from hardwire.rtl import metal
-from hardwire.rtl.isa import SILU_EPILOGUE, Instr, Op
+from hardwire.rtl.die import LORA_EXP_FIELD
+from hardwire.rtl.isa import FORMAT_CODE, SILU_EPILOGUE, Instr, Op
 
 # each unit's instance name in the converted Verilog (MyHDL prefixes its processes with it) and the
 # opcodes that start it (the sequencer's decode in rtl/tile.py; a MATMUL with SILU_EPILOGUE starts the SiLU
@@ -66,3 +75,39 @@ def waived_units(module: str) -> dict[str, str]:
     return {unit: (f"no {'/'.join(op.name for op in sorted(ops))} in {module}'s microcode: it runs only "
                    f"{PROGRAMS[module]} (rtl/metal.py), whose opcodes are {', '.join(op.name for op in sorted(used))}")
             for unit, ops in UNIT_OPS.items() if not ops & used}
+
+
+# case tables indexed by a field of the metal: (processes holding one, the labels a via map can hold, why)
+ARM_TABLES = {
+    "format-code arms": (re.compile(r"trait_rom\d+_lookup$"), frozenset(FORMAT_CODE.values()),
+                         "format codes no format has: the metal writes only FORMAT_CODE's (rtl/isa.py)"),
+    "LoRA exponent arms": (re.compile(r"(exponent_scale\d+_lookup|fp16_scale\d+_decode(_either)?)$"),
+                           frozenset(e & ((1 << LORA_EXP_FIELD) - 1) for e in range(LORA_EXP_MIN, LORA_EXP_MAX + 1)),
+                           f"exponent fields outside [{LORA_EXP_MIN}, {LORA_EXP_MAX}]: an adapter image holds "
+                           "none (rtl/adapter_image.py)"),
+}
+_ARM = re.compile(r"^\s*(\d+|default)\s*:")
+_CASE = re.compile(r"^\s*case\b")
+
+
+def waived_arms(lines: list[str], names: list[str]) -> dict[str, list[int]]:
+    """table name -> the 1-based line numbers of its unreachable one-line case arms in a Verilog source,
+    `names` being each line's process (tools/code_coverage.py process_names). A `default` arm is unreachable
+    when every reachable label has its own arm."""
+    found: dict[str, list[int]] = {}
+    labels: list[tuple[int, str]] = []  # the current case statement's arms: (line, label)
+    table = None
+    for number, (line, name) in enumerate(zip(lines, names, strict=True), 1):
+        if _CASE.match(line):
+            table = next((t for t, (pattern, _, _) in ARM_TABLES.items() if pattern.search(name)), None)
+            labels = []
+        elif table and (arm := _ARM.match(line)):
+            labels.append((number, arm.group(1)))
+        elif table and line.strip() == "endcase":
+            reachable = ARM_TABLES[table][1]
+            explicit = {int(label) for _, label in labels if label != "default"}
+            found.setdefault(table, []).extend(
+                n for n, label in labels
+                if (reachable <= explicit if label == "default" else int(label) not in reachable))
+            table = None
+    return {t: n for t, n in found.items() if n}

@@ -34,6 +34,7 @@ GGUF_QUANTIZES = (QT.Q8_0, QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1)
 CONTROL_TOKENS = ("<|im_start|>", "<|im_end|>")
 MIN_VOCAB = 256 + len(CONTROL_TOKENS)
 MAX_WEIGHT_SCALE = 1e4  # keeps every fp16 block scale finite, whatever the shape and quant type
+MAX_GAIN_SCALE = 1e6  # gains stay far inside float32 (they are stored as F32)
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,8 @@ class SynthSpec:
     # every weight matrix and the embedding times this: 0 gives all-zero vectors, thousands drive the
     # accumulators, scores and tables into saturation (the corner cases the chip must match exactly)
     weight_scale: float = 1.0
+    # every RMSNorm gain times this: with weight_scale, it drives the projections' accumulators into saturation
+    gain_scale: float = 1.0
 
     def check(self) -> None:
         for name in ("layers", "d_model", "d_ffn", "heads", "kv_heads", "vocab", "context"):
@@ -77,6 +80,8 @@ class SynthSpec:
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
                 raise HardwireError(f"--{name.replace('_', '-')} {getattr(self, name)} must be a finite number "
                                     "above 0")
+        if not (math.isfinite(self.gain_scale) and 0 <= self.gain_scale <= MAX_GAIN_SCALE):
+            raise HardwireError(f"--gain-scale {self.gain_scale} is outside [0, {MAX_GAIN_SCALE:g}]")
         if not 0 <= self.weight_scale <= MAX_WEIGHT_SCALE:
             raise HardwireError(f"--weight-scale {self.weight_scale} is outside [0, {MAX_WEIGHT_SCALE:g}] "
                                 "(larger ones overflow the fp16 block scales)")
@@ -155,7 +160,7 @@ def _write(spec: SynthSpec, tmp: Path) -> None:
         _add(w, name, data, QUANTS[quant])
 
     def gains(name: str, n: int) -> None:
-        w.add_tensor(name, (1.0 + 0.1 * rng.standard_normal(n)).astype(np.float32))
+        w.add_tensor(name, (spec.gain_scale * (1.0 + 0.1 * rng.standard_normal(n))).astype(np.float32))
 
     embed = (0.5 * spec.weight_scale * rng.standard_normal((spec.vocab, spec.d_model))).astype(np.float32)
     _add(w, "token_embd.weight", embed, QUANTS[spec.embed_quant])

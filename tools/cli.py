@@ -99,6 +99,9 @@ def _add_synth(sub) -> None:
     p.add_argument("--weight-scale", type=float, default=d.weight_scale,
                    help="multiply every weight matrix and the embedding: 0 for all-zero vectors, thousands for "
                         "saturation corners (default: %(default)s)")
+    p.add_argument("--gain-scale", type=float, default=d.gain_scale,
+                   help="multiply every RMSNorm gain: with --weight-scale, saturates the projections "
+                        "(default: %(default)s)")
     add_json_option(p)
     p.set_defaults(handler=_run_synth)
 

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hardwire.cosim.coverage_waivers import waived_units
+from hardwire.cosim.coverage_waivers import ARM_TABLES, waived_arms, waived_units
 from hardwire.golden.errors import HardwireError
 
 TOOL = "verilator_coverage"
@@ -164,22 +164,31 @@ def add_lines(blocks: dict[str, Block], files: dict[str, dict[int, int]], dies: 
 
 
 def waive(block: Block, source: Path, lines: dict[int, int], names: list[str]) -> dict[int, int]:
-    """`lines` less those of the units waived on this module, which are counted into block.waived. A
-    waiver that names no line of its module stops the merge: the unit was renamed or removed."""
-    waivers = waived_units(source.stem)
-    if not waivers or not names:  # no waivers, or the source is gone and its lines cannot be placed
+    """`lines` less those of the units waived on this module and of the case arms no metal can select
+    (cosim/coverage_waivers.py), which are counted into block.waived. A unit waiver that names no line
+    of its module stops the merge: the unit was renamed or removed."""
+    if not names:  # the source is gone (a cleared build cache): its lines cannot be placed
         return lines
     kept = dict(lines)
-    for unit, reason in waivers.items():
+    for unit, reason in waived_units(source.stem).items():
         inside = [n for n in lines if n <= len(names) and (names[n - 1] == unit or names[n - 1].startswith(unit + "_"))]
         if not inside:
             raise HardwireError(f"coverage waiver {unit!r} names no line of {source.name}: "
                                 "was the unit renamed? (cosim/coverage_waivers.py)")
-        for n in inside:
-            del kept[n]
-        entry = block.waived.setdefault(unit, {"lines": 0, "reason": reason})
-        entry["lines"] += len(inside)
+        _take(block, kept, inside, unit, reason)
+    for table, numbers in waived_arms(source.read_text().splitlines(), names).items():
+        if hit := [n for n in numbers if lines.get(n, 0) > 0]:
+            raise HardwireError(f"{source.name} line {hit[0]} is a case arm waived as unreachable ({table}), "
+                                "yet it ran: the waiver is wrong (cosim/coverage_waivers.py)")
+        _take(block, kept, [n for n in numbers if n in kept], table, ARM_TABLES[table][2])
     return kept
+
+
+def _take(block: Block, kept: dict[int, int], numbers: list[int], name: str, reason: str) -> None:
+    for n in numbers:
+        del kept[n]
+    entry = block.waived.setdefault(name, {"lines": 0, "reason": reason})
+    entry["lines"] += len(numbers)
 
 
 def process_names(source: Path) -> list[str]:

@@ -4,6 +4,7 @@ hw-tiny (test_chip.py) and, in the nightly, on the wide hw-tiny-w (test_chip_wid
 from __future__ import annotations
 
 from hardwire.golden.synth import SynthSpec
+from hardwire.requant_corners import CORNER_NEW, CORNER_PROMPT, CORNER_SHAPE  # noqa: F401 (the corner tests' run)
 
 CHIP_TILES = 4  # hw-tiny's and hw-tiny-w's: one model fills every tile
 
@@ -45,3 +46,18 @@ K_MODELS = {
                                weight_scale=0.0),
 }
 ALL_MODELS = {**MODELS, **K_MODELS}
+
+
+# saturation corners (nightly): norm gains 1e4 times larger (gain_scale) saturate the projections' accumulators, so
+# every lane of the requantizers after them rounds up past 2**15 - 1 and clamps; the residual saturates at -2**47
+# and a small positive add lands it just above, where the norm's requantizer clamps at -(2**15 - 1); huge weights
+# with plain gains saturate the weighted sum of V. Chosen with the golden reference (tools/requant_corners.py)
+# so that, together, every lane of each of those requantizers clamps.
+CORNER_MODELS = {  # `python tools/requant_corners.py --seeds 6` chose these, in this order
+    "sat-gains-s2": SynthSpec(**CORNER_SHAPE, seed=2, weight_scale=300.0, gain_scale=1e4),
+    "sat-gains-s3": SynthSpec(**CORNER_SHAPE, seed=3, weight_scale=300.0, gain_scale=1e4),
+    "sat-values-s4": SynthSpec(**CORNER_SHAPE, seed=4, weight_scale=1e4),
+    "sat-gains-s6": SynthSpec(**CORNER_SHAPE, seed=6, weight_scale=300.0, gain_scale=1e4),
+    "sat-values-gains-s3": SynthSpec(**CORNER_SHAPE, seed=3, gain_scale=1e4),
+    "sat-values-gains-s2": SynthSpec(**CORNER_SHAPE, seed=2, gain_scale=1e4),
+}

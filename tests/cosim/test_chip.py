@@ -10,7 +10,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from chip_models import ALL_MODELS, CHIP_TILES, K_MODELS, MODELS
+from chip_models import ALL_MODELS, CHIP_TILES, CORNER_MODELS, CORNER_NEW, CORNER_PROMPT, K_MODELS, MODELS
 from gguf import GGMLQuantizationType as QT
 
 from hardwire.cosim.behaviour import observers
@@ -70,6 +70,18 @@ def test_every_format_generates_bit_exact(models, name, run_record, record_prope
     gen = generate(model, sim, prompt, n_new=3, observe=run_record.observer(model, sim))
     assert gen.mismatch is None and not gen.missing, explain_failure(sim, gen, model, prompt, 3)
     assert len(gen.tokens) == 3 and gen.tokens == gen.golden_tokens
+
+
+@pytest.mark.nightly
+@pytest.mark.parametrize("name", sorted(CORNER_MODELS))
+def test_saturation_corners_are_bit_exact(name, tmp_path, explain_failure, chip_for):
+    """Accumulators, residuals and the weighted sum of V saturated, so the requantizers after them clamp in
+    every lane (tests/cosim/test_requant_corners.py): the RTL's clamp branches against the golden ones."""
+    model = load_model(write_synthetic(CORNER_MODELS[name], tmp_path / f"{name}.gguf"))
+    sim = chip_for(model)
+    gen = generate(model, sim, CORNER_PROMPT, n_new=CORNER_NEW)
+    assert gen.mismatch is None and not gen.missing, explain_failure(sim, gen, model, CORNER_PROMPT, CORNER_NEW)
+    assert gen.tokens == gen.golden_tokens
 
 
 def test_base_grid_is_the_same_for_two_models(models, chip_for):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from chip_models import ALL_MODELS as NARROW_MODELS
-from chip_models import CHIP_TILES
+from chip_models import CHIP_TILES, CORNER_MODELS, CORNER_NEW, CORNER_PROMPT
 
 from hardwire.cosim.chip_sim import ChipSim, metal_maps
 from hardwire.cosim.generation import generate
@@ -99,4 +99,15 @@ def test_the_narrow_dies_models_on_the_wide_die_are_bit_exact(name, tmp_path, ex
     sim = chip_for(model)
     gen = generate(model, sim, prompt, n_new=3)
     assert gen.mismatch is None and not gen.missing, explain_failure(sim, gen, model, prompt, 3)
+    assert gen.tokens == gen.golden_tokens
+
+
+@pytest.mark.nightly
+@pytest.mark.parametrize("name", sorted(CORNER_MODELS))
+def test_saturation_corners_on_the_wide_die_are_bit_exact(name, tmp_path, explain_failure, chip_for):
+    """test_chip.py's saturation corners on the wide die: its requantizers' and lanes' clamp branches."""
+    model = load_model(write_synthetic(CORNER_MODELS[name], tmp_path / f"{name}.gguf"))
+    sim = chip_for(model)
+    gen = generate(model, sim, CORNER_PROMPT, n_new=CORNER_NEW)
+    assert gen.mismatch is None and not gen.missing, explain_failure(sim, gen, model, CORNER_PROMPT, CORNER_NEW)
     assert gen.tokens == gen.golden_tokens

@@ -1,16 +1,20 @@
-"""Coverage waivers: a waived unit is one no generated program can start, and it names real lines."""
+"""Coverage waivers: a waived unit is one no generated program can start, a waived case arm one no via map can
+select, and both name real lines."""
 
 from __future__ import annotations
+
+import tempfile
+from pathlib import Path
 
 import pytest
 
 from hardwire.code_coverage import Block, add_lines, process_names
 from hardwire.cosim.chip_sim import grid_sources
-from hardwire.cosim.coverage_waivers import UNIT_OPS, program_ops, waived_units
+from hardwire.cosim.coverage_waivers import UNIT_OPS, program_ops, waived_arms, waived_units
 from hardwire.golden.errors import HardwireError
 from hardwire.rtl import metal
 from hardwire.rtl.die import get_die
-from hardwire.rtl.isa import Op
+from hardwire.rtl.isa import FORMAT_CODE, Op
 
 
 def test_the_head_waives_the_layer_units_and_the_tile_the_head_units():
@@ -70,3 +74,56 @@ def test_a_waiver_that_names_no_line_stops_the_merge(tmp_path):
 
 def test_the_programs_use_what_the_units_serve():
     assert Op.EMBED in program_ops("hw_head") and Op.ATTN in program_ops("hw_tile")
+
+
+TABLE = """always @(fmt) begin: lanes0_format_traits0_trait_rom0_lookup
+    case (fmt)
+{arms}        default: word = 0;
+    endcase
+end
+"""
+
+
+def _arms(labels) -> str:
+    return "".join(f"        {label}: word = {label};\n" for label in labels)
+
+
+def test_the_format_arms_no_format_code_selects_are_waived_with_the_default():
+    lines = TABLE.format(arms=_arms(range(16 - 1))).splitlines()
+    waived = waived_arms(lines, [""] + ["lanes0_format_traits0_trait_rom0_lookup"] * (len(lines) - 1))
+    assert [lines[n - 1].split(":")[0].strip() for n in waived["format-code arms"]] == \
+        [str(c) for c in range(max(FORMAT_CODE.values()) + 1, 15)] + ["default"]
+
+
+def test_a_default_that_a_format_code_reaches_is_kept():
+    lines = TABLE.format(arms=_arms(range(4))).splitlines()  # codes 4.. reach the default
+    waived = waived_arms(lines, ["lanes0_format_traits0_trait_rom0_lookup"] * len(lines))
+    assert waived == {}
+
+
+def test_a_table_in_another_process_is_not_waived():
+    lines = TABLE.format(arms=_arms(range(15))).splitlines()
+    assert waived_arms(lines, ["lanes0_decoder0_decode"] * len(lines)) == {}
+
+
+@pytest.mark.parametrize("module", ["hw_tile", "hw_head"])
+def test_the_arm_waivers_name_the_base_grids_tables(module):
+    """On hw-tiny: its lanes' format-trait ROMs in both modules; its tile's LoRA exponent tables, 24 fields
+    each (the 64 of a 6-bit field less the 40 exponents in [-24, 15])."""
+    text = grid_sources(get_die("hw-tiny"))[0][f"{module}.v"]
+    path = Path(tempfile.mkdtemp()) / f"{module}.v"
+    path.write_text(text)
+    waived = waived_arms(text.splitlines(), process_names(path))
+    assert waived["format-code arms"] and len(waived["format-code arms"]) % 6 == 0  # codes 10-14 and default
+    if module == "hw_tile":
+        assert len(waived["LoRA exponent arms"]) == 4 * 24
+    else:
+        assert "LoRA exponent arms" not in waived  # the head runs no adapter
+
+
+def test_a_waived_arm_that_ran_stops_the_merge(tmp_path):
+    source = tmp_path / "hw_lanes.v"  # a module without unit waivers
+    source.write_text(TABLE.format(arms=_arms(range(15))))
+    lines = {n: 0 for n in range(1, 20)} | {14: 1}  # label 11's arm (line 3 + 11) ran
+    with pytest.raises(HardwireError, match=r"line 14 is a case arm waived as unreachable \(format-code arms\)"):
+        add_lines({}, {str(source): lines}, {})

@@ -1,0 +1,25 @@
+"""The corner models still reach the requantizers' clamps they were chosen for (tools/requant_corners.py), on the
+golden reference: the nightly runs them on the chips, where those clamps are the RTL's saturation branches."""
+
+from __future__ import annotations
+
+from chip_models import CORNER_MODELS, CORNER_NEW, CORNER_PROMPT, MODELS
+
+from hardwire.requant_corners import clamped_lanes, summary, union
+
+# site -> lanes (of 32) clamping up, down. Down at the accumulator sites needs an ACC just above -2**47, which
+# saturating at -2**47 does not give; the products after the norm, RoPE and the SiLU gate need exact values.
+REACHED = {"_layer/u": (32, 0), "_silu_stacked/m16": (32, 0), "attention/m": (32, 0), "rmsnorm/x16": (32, 26)}
+
+
+def test_the_corner_models_clamp_every_lane_of_the_saturating_requantizers(tmp_path):
+    reached = summary(union([clamped_lanes(spec, CORNER_PROMPT, CORNER_NEW, tmp_path)
+                             for spec in CORNER_MODELS.values()]))
+    assert {site: reached.get(site) for site in REACHED} == REACHED, reached
+
+
+def test_an_ordinary_model_clamps_nothing(tmp_path):
+    """The recorder tells a clamp from none: a model of ordinary scale never rounds past 2**15 - 1."""
+    reached = summary(clamped_lanes(MODELS["q4_1-gqa2-v301"], CORNER_PROMPT, CORNER_NEW, tmp_path))
+    assert set(reached) >= {"_layer/u", "rmsnorm/x16", "attention/m"}
+    assert all(lanes == (0, 0) for lanes in reached.values()), reached
