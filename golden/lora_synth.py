@@ -33,6 +33,9 @@ class LoraSpec:
     seed: int = 0
     b_std: float = 0.02  # B's standard deviation; A's is 1/sqrt(in), as PEFT's initialisation scale
     dtype: str = "f32"  # of the safetensors file
+    # > 0: B's row i times 2**(i % b_octaves), so its blocks' exponents run over that many octaves (every
+    # entry of the chip's LoRA exponent table, with a b_std small enough)
+    b_octaves: int = 0
 
     def check(self) -> None:
         unknown = sorted(set(self.targets) - set(SHORT_NAMES)) + sorted(
@@ -44,6 +47,8 @@ class LoraSpec:
             raise HardwireError("--targets must name at least one projection")
         if min([self.rank, *(r for _, r in self.rank_pattern)]) < 1:
             raise HardwireError("LoRA ranks must be at least 1")
+        if self.b_octaves < 0:
+            raise HardwireError(f"--b-octaves {self.b_octaves} must not be negative")
         if self.dtype not in DTYPES:
             raise HardwireError(f"--dtype {self.dtype} is not one of {', '.join(DTYPES)}")
 
@@ -62,7 +67,10 @@ def draw(spec: LoraSpec, config: ModelConfig) -> dict:
             out, inp = projection_shape(config, proj)
             r = spec.rank_of(short)
             a = (rng.standard_normal((r, inp)) / np.sqrt(inp)).astype(np.float32)
-            b = (spec.b_std * rng.standard_normal((out, r))).astype(np.float32)
+            b = spec.b_std * rng.standard_normal((out, r))
+            if spec.b_octaves:
+                b *= np.exp2(np.arange(out) % spec.b_octaves)[:, None]
+            b = b.astype(np.float32)
             pairs[(layer, proj)] = (a, b)
     return pairs
 

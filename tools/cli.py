@@ -141,6 +141,8 @@ def _add_synth_lora(sub) -> None:
     p.add_argument("--rslora", action="store_true", help="scale alpha/sqrt(r) (PEFT only)")
     p.add_argument("--b-std", type=float, default=d.b_std,
                    help="standard deviation of B; A's is 1/sqrt(in) (default: %(default)s)")
+    p.add_argument("--b-octaves", type=int, default=d.b_octaves,
+                   help="B's row i times 2**(i %% N): block exponents over N octaves (default: %(default)s)")
     p.add_argument("--dtype", choices=DTYPES, default=d.dtype, help="PEFT tensor type (default: %(default)s)")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed (default: %(default)s)")
     add_json_option(p)
@@ -153,7 +155,7 @@ def _run_synth_lora(args, console: Console) -> int:
 
     spec = LoraSpec(rank=args.rank, alpha=args.alpha, targets=tuple(t for t in args.targets.split(",") if t),
                     rank_pattern=_rank_pattern(args.rank_pattern), use_rslora=args.rslora, seed=args.seed,
-                    b_std=args.b_std, dtype=args.dtype)
+                    b_std=args.b_std, b_octaves=args.b_octaves, dtype=args.dtype)
     spec.check()
     config = load_model(console.fetch_model(args.model)).config
     path = (write_gguf if args.format == "gguf" else write_peft)(spec, config, args.out)

@@ -14,7 +14,9 @@ from hardwire.cosim.generation import generate
 from hardwire.golden.errors import HardwireError
 from hardwire.golden.gguf_model import load_model
 from hardwire.golden.lora import load_adapter
+from hardwire.golden.lora_int import padded_rank, store_pair
 from hardwire.golden.lora_synth import LoraSpec, write_gguf, write_peft
+from hardwire.golden.spec import LORA_EXP_MAX, LORA_EXP_MIN
 from hardwire.golden.synth import SynthSpec, write_synthetic
 from hardwire.rtl import chip, metal
 from hardwire.rtl.adapter_image import COMMAND_WORDS, adapter_image, check_adapter_fits
@@ -25,8 +27,10 @@ MODEL = SynthSpec(layers=2, d_model=128, d_ffn=256, heads=2, kv_heads=1, vocab=3
 PROMPT, N_NEW = [3, 257, 42], 3
 
 # (id, adapter spec, format): ranks below, at and padded to the die's 32; every projection alone or in groups;
-# per-projection ranks; rsLoRA; a GGUF adapter
+# per-projection ranks; rsLoRA; a GGUF adapter; B's rows over 39 octaves, so that every lane reads every exponent
+# field an adapter can hold (the exponent tables' every reachable arm)
 ADAPTERS = {
+    "r8-every-exponent": (LoraSpec(rank=8, alpha=16.0, seed=6, b_std=2.0**-19, b_octaves=39), "peft"),
     "r8-all": (LoraSpec(rank=8, alpha=16.0, seed=1, b_std=0.2), "peft"),
     "r32-all-rslora": (LoraSpec(rank=32, alpha=8.0, seed=2, b_std=0.2, use_rslora=True), "peft"),
     "r5-q-o-down": (LoraSpec(rank=5, alpha=10.0, targets=("q", "o", "down"), seed=3, b_std=0.5), "peft"),
@@ -68,6 +72,20 @@ def _beats(sim, model, prompt, n_new):
     gen = generate(model, sim, prompt, n_new, observe=lambda position, run, trace: runs.append(run))
     taps = [(b.unit, b.op, b.block, b.exp, b.words.tobytes()) for run in runs for b in run.beats]
     return gen, taps, [run.cycles for run in runs]
+
+
+def test_one_adapter_puts_every_exponent_in_every_lane(model, adapters):
+    """Every exponent in [LORA_EXP_MIN, LORA_EXP_MAX] reaches each of the die's lanes (row r is read by lane
+    r % lanes): 39 octaves, odd, so rows of each octave fall on every lane; the padding holds the floor."""
+    seen = [set() for _ in range(DIE.lanes)]
+    for layer in range(model.config.n_layers):
+        for proj in metal.LORA_PROJECTIONS:
+            for stored in store_pair(adapters["r8-every-exponent"], layer, proj):
+                padded = np.full((padded_rank(len(stored.e)), stored.e.shape[1]), LORA_EXP_MIN)
+                padded[:len(stored.e)] = stored.e
+                for row, exponents in enumerate(padded):
+                    seen[row % DIE.lanes] |= set(exponents.tolist())
+    assert all(lane == set(range(LORA_EXP_MIN, LORA_EXP_MAX + 1)) for lane in seen), seen
 
 
 @pytest.mark.parametrize("name", sorted(ADAPTERS))

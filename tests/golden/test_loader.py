@@ -131,3 +131,18 @@ def test_weight_scale_scales_every_matrix(tmp_path):
                    for s in (1.0, 100.0))
     q, l_ = (m.layers[0].wq.dequantize() for m in (quiet, loud))
     assert 90 < abs(l_).max() / abs(q).max() < 110
+
+
+@pytest.mark.parametrize("scale", [-1.0, 2e6, float("nan"), float("inf")])
+def test_a_gain_scale_outside_its_range_is_refused(tmp_path, scale):
+    with pytest.raises(HardwireError, match="--gain-scale .* is outside \\[0, 1e\\+06\\]"):
+        write_synthetic(SynthSpec(gain_scale=scale), tmp_path / "g.gguf")
+    assert not list(tmp_path.iterdir())
+
+
+def test_gain_scale_scales_the_norm_gains_and_nothing_else(tmp_path):
+    plain, loud = (load_model(write_synthetic(SynthSpec(attn_quant="q8_0", gain_scale=s), tmp_path / f"{s}.gguf"))
+                   for s in (1.0, 1e4))
+    for a, b in ((loud.layers[0].attn_norm, plain.layers[0].attn_norm), (loud.out_norm, plain.out_norm)):
+        assert np.allclose(a, 1e4 * b.astype(np.float64), rtol=2**-22, atol=0)  # each rounded to float32 once
+    assert np.array_equal(loud.layers[0].wq.dequantize(), plain.layers[0].wq.dequantize())

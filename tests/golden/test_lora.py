@@ -16,7 +16,7 @@ from hardwire.golden.gguf_model import load_model
 from hardwire.golden.intref import IntModel, Trace
 from hardwire.golden.lora import PEFT_CONFIG, PEFT_WEIGHTS, load_adapter, merged_float_model, permute_for_rope
 from hardwire.golden.lora_int import GroupLora, IntLora, padded_rank, quantize, store_pair
-from hardwire.golden.lora_synth import LoraSpec, write_gguf, write_peft
+from hardwire.golden.lora_synth import LoraSpec, draw, write_gguf, write_peft
 from hardwire.golden.synth import SynthSpec, write_synthetic
 
 # heads 4 / kv_heads 2: q and k permute with different head counts
@@ -376,3 +376,13 @@ def test_refuses_rank_that_disagrees_with_config(model, peft_dir, tmp_path):
     _edit_config(d, rank_pattern={})
     with pytest.raises(HardwireError, match="has rank 40, but adapter_config.json says 8"):
         load_adapter(d, model.config)
+
+
+def test_b_octaves_doubles_b_row_by_row_and_a_negative_count_is_refused(model):
+    plain, spread = (draw(LoraSpec(rank=4, seed=3, b_octaves=n), model.config) for n in (0, 3))
+    a0, b0 = plain[(0, "wq")]
+    a1, b1 = spread[(0, "wq")]
+    assert np.array_equal(a0, a1)
+    assert np.array_equal(b1[:6], b0[:6] * np.float32([1, 2, 4, 1, 2, 4])[:, None])  # powers of two: exact
+    with pytest.raises(HardwireError, match="--b-octaves -1 must not be negative"):
+        LoraSpec(b_octaves=-1).check()
