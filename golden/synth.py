@@ -58,6 +58,9 @@ class SynthSpec:
     weight_scale: float = 1.0
     # every RMSNorm gain times this: with weight_scale, it drives the projections' accumulators into saturation
     gain_scale: float = 1.0
+    # the FFN's matrices times this too, at most 1: loud attention saturates the residual, and a quiet FFN adds a
+    # little to it (a residual just inside the saturation bound, where the next norm's requantizer clamps)
+    ffn_scale: float = 1.0
 
     def check(self) -> None:
         for name in ("layers", "d_model", "d_ffn", "heads", "kv_heads", "vocab", "context"):
@@ -82,6 +85,8 @@ class SynthSpec:
                                     "above 0")
         if not (math.isfinite(self.gain_scale) and 0 <= self.gain_scale <= MAX_GAIN_SCALE):
             raise HardwireError(f"--gain-scale {self.gain_scale} is outside [0, {MAX_GAIN_SCALE:g}]")
+        if not 0 <= self.ffn_scale <= 1:
+            raise HardwireError(f"--ffn-scale {self.ffn_scale} is outside [0, 1]")
         if not 0 <= self.weight_scale <= MAX_WEIGHT_SCALE:
             raise HardwireError(f"--weight-scale {self.weight_scale} is outside [0, {MAX_WEIGHT_SCALE:g}] "
                                 "(larger ones overflow the fp16 block scales)")
@@ -155,8 +160,8 @@ def _write(spec: SynthSpec, tmp: Path) -> None:
     w.add_vocab_size(spec.vocab)
     _add_tokenizer(w, spec.vocab)
 
-    def linear(name: str, rows: int, cols: int, quant: str) -> None:
-        data = (spec.weight_scale * rng.standard_normal((rows, cols)) / np.sqrt(cols)).astype(np.float32)
+    def linear(name: str, rows: int, cols: int, quant: str, scale: float = 1.0) -> None:
+        data = (scale * spec.weight_scale * rng.standard_normal((rows, cols)) / np.sqrt(cols)).astype(np.float32)
         _add(w, name, data, QUANTS[quant])
 
     def gains(name: str, n: int) -> None:
@@ -172,9 +177,9 @@ def _write(spec: SynthSpec, tmp: Path) -> None:
         linear(b + "attn_v.weight", kv_dim, spec.d_model, spec.attn_quant)
         linear(b + "attn_output.weight", spec.d_model, spec.d_model, spec.attn_quant)
         gains(b + "ffn_norm.weight", spec.d_model)
-        linear(b + "ffn_gate.weight", spec.d_ffn, spec.d_model, spec.ffn_quant)
-        linear(b + "ffn_up.weight", spec.d_ffn, spec.d_model, spec.ffn_quant)
-        linear(b + "ffn_down.weight", spec.d_model, spec.d_ffn, spec.ffn_quant)
+        linear(b + "ffn_gate.weight", spec.d_ffn, spec.d_model, spec.ffn_quant, spec.ffn_scale)
+        linear(b + "ffn_up.weight", spec.d_ffn, spec.d_model, spec.ffn_quant, spec.ffn_scale)
+        linear(b + "ffn_down.weight", spec.d_model, spec.d_ffn, spec.ffn_quant, spec.ffn_scale)
     gains("output_norm.weight", spec.d_model)
     if spec.output_quant is not None:
         linear("output.weight", spec.vocab, spec.d_model, spec.output_quant)

@@ -5,7 +5,7 @@ happens only for a value within 2**-16 of the top of its binade, so random model
 and the RTL's clamp branches stay untested. This tool runs synthetic models through the golden integer
 reference with rq instrumented, and reports for each requantizer site the lanes that clamped up and down:
 
-    python tools/requant_corners.py --seeds 6   # greedy choice among seeds, weight and gain scales
+    python tools/requant_corners.py   # greedy choice among layer counts, seeds, and weight, gain and FFN scales
 
 The chip tests' corner models (tests/cosim/chip_models.py CORNER_MODELS) are its choice, and
 tests/cosim/test_requant_corners.py checks that they still clamp every lane they were chosen for.
@@ -36,7 +36,8 @@ from hardwire.golden.synth import SynthSpec, write_synthetic
 CORNER_SHAPE = dict(layers=3, d_model=256, d_ffn=512, heads=8, kv_heads=2, vocab=300, attn_quant="q8_0",
                     ffn_quant="q4_0")
 CORNER_PROMPT, CORNER_NEW = [3, 257, 42, 11], 6
-WEIGHT_SCALES, GAIN_SCALES = (1.0, 300.0, 3000.0, 1e4), (1.0, 1e3, 1e4)
+LAYERS, WEIGHT_SCALES, GAIN_SCALES, FFN_SCALES = (1, 3), (1.0, 300.0, 3000.0, 1e4), (1.0, 1e3, 1e4), (1.0, 1e-3, 1e-4)
+VARIED = ("layers", "seed", "weight_scale", "gain_scale", "ffn_scale")
 Hits = dict[str, np.ndarray]  # site -> (2, 32) bool: [0] lanes that clamped up, [1] down
 
 
@@ -50,6 +51,8 @@ def recording() -> Iterator[Hits]:
         v = np.asarray(v, dtype=np.int64)
         caller = sys._getframe(1)  # the site's name: the golden code, not this tool, knows which rq it calls
         target = caller.f_code.co_name + "/" + _assigned(caller)
+        if caller.f_code.co_name == "rmsnorm":  # the layers' norms run on the tiles, the final norm on the head
+            target += " (final)" if caller.f_back.f_code.co_name == "forward" else " (layers)"
         lim = (1 << (bits - 1)) - 1
         s = np.maximum(spec.bitlen(np.abs(v).max(axis=-1)) - (bits - 1), 0)
         m = (v + ((1 << s) >> 1)[..., None]) >> s[..., None]
@@ -97,11 +100,11 @@ def summary(hits: Hits) -> dict[str, tuple[int, int]]:
 
 
 def search(base: SynthSpec, seeds: int, prompt: list[int], n_new: int, work: Path, picks: int = 6):
-    """Greedy: the (seed, weight_scale, gain_scale) variants of `base` that add the most clamped lanes."""
+    """Greedy: the variants of `base` (layers, seed and the three scales) that add the most clamped lanes."""
     found = {}
-    for seed, ws, gs in itertools.product(range(1, seeds + 1), WEIGHT_SCALES, GAIN_SCALES):
-        variant = dataclasses.replace(base, seed=seed, weight_scale=ws, gain_scale=gs)
-        found[(seed, ws, gs)] = clamped_lanes(variant, prompt, n_new, work)
+    for key in itertools.product(LAYERS, range(1, seeds + 1), WEIGHT_SCALES, GAIN_SCALES, FFN_SCALES):
+        variant = dataclasses.replace(base, **dict(zip(VARIED, key, strict=True)))
+        found[key] = clamped_lanes(variant, prompt, n_new, work)
     chosen, covered = [], {}
     for _ in range(picks):
         gains = {key: _new_lanes(hits, covered) for key, hits in found.items()}
@@ -119,14 +122,14 @@ def _new_lanes(hits: Hits, covered: Hits) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", type=int, default=4, help="seeds 1..N of each scale pair (default: %(default)s)")
-    p.add_argument("--picks", type=int, default=6, help="how many variants to choose (default: %(default)s)")
+    p.add_argument("--seeds", type=int, default=4, help="seeds 1..N of each variant (default: %(default)s)")
+    p.add_argument("--picks", type=int, default=12, help="how many variants to choose (default: %(default)s)")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         chosen, covered = search(SynthSpec(**CORNER_SHAPE), args.seeds, CORNER_PROMPT, CORNER_NEW, Path(tmp),
                                  args.picks)
-    for (seed, ws, gs), added in chosen:
-        print(f"seed={seed} weight_scale={ws:g} gain_scale={gs:g}: {added} more lanes")
+    for key, added in chosen:
+        print(", ".join(f"{name}={value:g}" for name, value in zip(VARIED, key, strict=True)) + f": {added} more lanes")
     for site, (up, down) in summary(covered).items():
         print(f"{site:24} clamps up in {up:2}/32 lanes, down in {down:2}/32")
     return 0

@@ -3,6 +3,7 @@ hw-tiny (test_chip.py) and, in the nightly, on the wide hw-tiny-w (test_chip_wid
 
 from __future__ import annotations
 
+from hardwire.golden.lora_synth import LoraSpec
 from hardwire.golden.synth import SynthSpec
 from hardwire.requant_corners import CORNER_NEW, CORNER_PROMPT, CORNER_SHAPE  # noqa: F401 (the corner tests' run)
 
@@ -48,16 +49,23 @@ K_MODELS = {
 ALL_MODELS = {**MODELS, **K_MODELS}
 
 
-# saturation corners (nightly): norm gains 1e4 times larger (gain_scale) saturate the projections' accumulators, so
-# every lane of the requantizers after them rounds up past 2**15 - 1 and clamps; the residual saturates at -2**47
-# and a small positive add lands it just above, where the norm's requantizer clamps at -(2**15 - 1); huge weights
-# with plain gains saturate the weighted sum of V. Chosen with the golden reference (tools/requant_corners.py)
-# so that, together, every lane of each of those requantizers clamps.
-CORNER_MODELS = {  # `python tools/requant_corners.py --seeds 6` chose these, in this order
-    "sat-gains-s2": SynthSpec(**CORNER_SHAPE, seed=2, weight_scale=300.0, gain_scale=1e4),
-    "sat-gains-s3": SynthSpec(**CORNER_SHAPE, seed=3, weight_scale=300.0, gain_scale=1e4),
-    "sat-values-s4": SynthSpec(**CORNER_SHAPE, seed=4, weight_scale=1e4),
-    "sat-gains-s6": SynthSpec(**CORNER_SHAPE, seed=6, weight_scale=300.0, gain_scale=1e4),
-    "sat-values-gains-s3": SynthSpec(**CORNER_SHAPE, seed=3, gain_scale=1e4),
-    "sat-values-gains-s2": SynthSpec(**CORNER_SHAPE, seed=2, gain_scale=1e4),
+# saturation corners (nightly): norm gains up to 1e4 times larger (gain_scale) saturate the projections' accumulators,
+# so every lane of the requantizers after them rounds up past 2**15 - 1 and clamps; loud attention saturates the
+# residual and a quiet FFN (ffn_scale) adds a little to it, so the next norm's requantizer clamps both ways; huge
+# weights with plain gains saturate the weighted sum of V. tools/requant_corners.py chose them (its first ten picks,
+# `python tools/requant_corners.py --seeds 4`); tests/cosim/test_requant_corners.py checks the lanes they reach.
+CORNER_MODELS = {
+    f"sat-l{layers}-s{seed}-w{ws:g}-g{gs:g}-f{fs:g}": SynthSpec(
+        **{**CORNER_SHAPE, "layers": layers}, seed=seed, weight_scale=ws, gain_scale=gs, ffn_scale=fs)
+    for layers, seed, ws, gs, fs in [(3, 2, 300.0, 1e3, 1e-4), (3, 2, 300.0, 1e4, 1.0), (3, 4, 1e4, 1.0, 1e-4),
+                                     (1, 3, 300.0, 1e3, 1e-4), (3, 1, 3000.0, 1e3, 1.0), (3, 1, 1e4, 1.0, 1.0),
+                                     (3, 4, 1.0, 1e4, 1.0), (3, 4, 300.0, 1e4, 1.0), (1, 1, 300.0, 1e4, 1e-4),
+                                     (3, 4, 300.0, 1e4, 1e-3)]
 }
+
+
+# the LoRA tests' base model, and an adapter whose B rows span 39 octaves (odd, so each octave's rows fall on every
+# lane): every exponent field an adapter image can hold reaches every lane (test_chip_lora.py checks), so every
+# reachable arm of the chips' LoRA exponent tables runs
+LORA_MODEL = SynthSpec(layers=2, d_model=128, d_ffn=256, heads=2, kv_heads=1, vocab=301, seed=4)
+EVERY_EXPONENT_ADAPTER = LoraSpec(rank=8, alpha=16.0, seed=6, b_std=2.0**-19, b_octaves=39)

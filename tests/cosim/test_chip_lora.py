@@ -8,6 +8,7 @@ import hashlib
 
 import numpy as np
 import pytest
+from chip_models import EVERY_EXPONENT_ADAPTER, LORA_MODEL
 
 from hardwire.cosim.chip_sim import ChipSim, metal_maps
 from hardwire.cosim.generation import generate
@@ -17,20 +18,19 @@ from hardwire.golden.lora import load_adapter
 from hardwire.golden.lora_int import padded_rank, store_pair
 from hardwire.golden.lora_synth import LoraSpec, write_gguf, write_peft
 from hardwire.golden.spec import LORA_EXP_MAX, LORA_EXP_MIN
-from hardwire.golden.synth import SynthSpec, write_synthetic
+from hardwire.golden.synth import write_synthetic
 from hardwire.rtl import chip, metal
 from hardwire.rtl.adapter_image import COMMAND_WORDS, adapter_image, check_adapter_fits
 from hardwire.rtl.die import get_die
 
 DIE = get_die("hw-tiny")
-MODEL = SynthSpec(layers=2, d_model=128, d_ffn=256, heads=2, kv_heads=1, vocab=301, seed=4)
+MODEL = LORA_MODEL
 PROMPT, N_NEW = [3, 257, 42], 3
 
 # (id, adapter spec, format): ranks below, at and padded to the die's 32; every projection alone or in groups;
-# per-projection ranks; rsLoRA; a GGUF adapter; B's rows over 39 octaves, so that every lane reads every exponent
-# field an adapter can hold (the exponent tables' every reachable arm)
+# per-projection ranks; rsLoRA; a GGUF adapter; every exponent field in every lane
 ADAPTERS = {
-    "r8-every-exponent": (LoraSpec(rank=8, alpha=16.0, seed=6, b_std=2.0**-19, b_octaves=39), "peft"),
+    "r8-every-exponent": (EVERY_EXPONENT_ADAPTER, "peft"),
     "r8-all": (LoraSpec(rank=8, alpha=16.0, seed=1, b_std=0.2), "peft"),
     "r32-all-rslora": (LoraSpec(rank=32, alpha=8.0, seed=2, b_std=0.2, use_rslora=True), "peft"),
     "r5-q-o-down": (LoraSpec(rank=5, alpha=10.0, targets=("q", "o", "down"), seed=3, b_std=0.5), "peft"),

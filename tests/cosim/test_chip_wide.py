@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from chip_models import ALL_MODELS as NARROW_MODELS
-from chip_models import CHIP_TILES, CORNER_MODELS, CORNER_NEW, CORNER_PROMPT
+from chip_models import CHIP_TILES, CORNER_MODELS, CORNER_NEW, CORNER_PROMPT, EVERY_EXPONENT_ADAPTER, LORA_MODEL
 
 from hardwire.cosim.chip_sim import ChipSim, metal_maps
 from hardwire.cosim.generation import generate
@@ -110,4 +110,18 @@ def test_saturation_corners_on_the_wide_die_are_bit_exact(name, tmp_path, explai
     sim = chip_for(model)
     gen = generate(model, sim, CORNER_PROMPT, n_new=CORNER_NEW)
     assert gen.mismatch is None and not gen.missing, explain_failure(sim, gen, model, CORNER_PROMPT, CORNER_NEW)
+    assert gen.tokens == gen.golden_tokens
+
+
+@pytest.mark.nightly
+def test_every_lora_exponent_on_the_wide_die_is_bit_exact(tmp_path, explain_failure, chip_for):
+    """The adapter that puts every exponent field in every lane (test_chip_lora.py), on the lane module."""
+    model = load_model(write_synthetic(LORA_MODEL, tmp_path / "m.gguf"))
+    adapter = load_adapter(write_peft(EVERY_EXPONENT_ADAPTER, model.config, tmp_path / "adapter"), model.config)
+    image = adapter_image(adapter, model.config, DIE)
+    sim = chip_for(model)
+    assert sim.load_adapter(image, adapter) == len(image.commands)
+    prompt = [3, 257, 42]
+    gen = generate(model, sim, prompt, n_new=3)
+    assert gen.mismatch is None and not gen.missing, explain_failure(sim, gen, model, prompt, 3)
     assert gen.tokens == gen.golden_tokens
