@@ -102,6 +102,9 @@ def _add_synth(sub) -> None:
     p.add_argument("--gain-scale", type=float, default=d.gain_scale,
                    help="multiply every RMSNorm gain: with --weight-scale, saturates the projections "
                         "(default: %(default)s)")
+    p.add_argument("--ffn-scale", type=float, default=d.ffn_scale,
+                   help="multiply the FFN matrices too, at most 1: a quiet FFN under loud attention leaves the "
+                        "residual just inside saturation (default: %(default)s)")
     add_json_option(p)
     p.set_defaults(handler=_run_synth)
 

@@ -30,8 +30,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hardwire.cosim.coverage_waivers import ARM_TABLES, waived_arms, waived_units
+from hardwire.cosim.coverage_waivers import PROGRAMS, waived_arms, waived_units
+from hardwire.cosim.partition import PART_SUFFIX
 from hardwire.golden.errors import HardwireError
+from hardwire.rtl.lanes import LANE_MODULE
 
 TOOL = "verilator_coverage"
 MERGED_FILE, INFO_FILE, SUMMARY_FILE = "coverage.dat", "coverage.info", "code_coverage.json"
@@ -46,6 +48,7 @@ _KEY_DIR = re.compile(r"/([0-9a-f]{32})/")
 _FILE = re.compile(rb"\x01f\x02([^\x01']*)")
 _POINT = re.compile(rb"C '[^\n]*' \d+\n")
 _PROCESS = re.compile(r"\bbegin\s*:\s*(\w+)")
+_PART = re.compile(rf"/V(hw_\w+?){PART_SUFFIX}/")
 
 
 @dataclass
@@ -176,12 +179,23 @@ def waive(block: Block, source: Path, lines: dict[int, int], names: list[str]) -
             raise HardwireError(f"coverage waiver {unit!r} names no line of {source.name}: "
                                 "was the unit renamed? (cosim/coverage_waivers.py)")
         _take(block, kept, inside, unit, reason)
-    for table, numbers in waived_arms(source.read_text().splitlines(), names).items():
+    module = owner(source)
+    if module not in PROGRAMS:
+        return kept
+    for table, (numbers, why) in waived_arms(source.read_text().splitlines(), names, module).items():
         if hit := [n for n in numbers if lines.get(n, 0) > 0]:
             raise HardwireError(f"{source.name} line {hit[0]} is a case arm waived as unreachable ({table}), "
                                 "yet it ran: the waiver is wrong (cosim/coverage_waivers.py)")
-        _take(block, kept, [n for n in numbers if n in kept], table, ARM_TABLES[table][2])
+        name = table if module == source.stem else f"{table} of {module}'s lanes"
+        _take(block, kept, [n for n in numbers if n in kept], name, why)
     return kept
+
+
+def owner(source: Path) -> str:
+    """The module a source belongs to: its own name, or for the lane module the part it was built into
+    (cosim/partition.py part_prefix names its directory)."""
+    part = _PART.search(str(source))
+    return part.group(1) if part and source.stem == LANE_MODULE else source.stem
 
 
 def _take(block: Block, kept: dict[int, int], numbers: list[int], name: str, reason: str) -> None:

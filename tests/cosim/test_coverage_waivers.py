@@ -18,7 +18,8 @@ from hardwire.rtl.isa import FORMAT_CODE, Op
 
 
 def test_the_head_waives_the_layer_units_and_the_tile_the_head_units():
-    assert set(waived_units("hw_head")) == {"add_unit0", "rq_unit0", "silu_unit0", "rope_unit0", "attention_unit0"}
+    assert set(waived_units("hw_head")) == {"add_unit0", "rq_unit0", "silu_unit0", "silu_epilogue0", "rope_unit0",
+                                            "attention_unit0"}
     assert set(waived_units("hw_tile")) == {"embed_unit0", "argmax_tracker0"}
     assert waived_units("hw_chip") == {}
     assert "no ROPE in hw_head's microcode" in waived_units("hw_head")["attention_unit0"]
@@ -90,20 +91,20 @@ def _arms(labels) -> str:
 
 def test_the_format_arms_no_format_code_selects_are_waived_with_the_default():
     lines = TABLE.format(arms=_arms(range(16 - 1))).splitlines()
-    waived = waived_arms(lines, [""] + ["lanes0_format_traits0_trait_rom0_lookup"] * (len(lines) - 1))
-    assert [lines[n - 1].split(":")[0].strip() for n in waived["format-code arms"]] == \
+    waived = waived_arms(lines, [""] + ["lanes0_format_traits0_trait_rom0_lookup"] * (len(lines) - 1), "hw_tile")
+    assert [lines[n - 1].split(":")[0].strip() for n in waived["format-code arms"][0]] == \
         [str(c) for c in range(max(FORMAT_CODE.values()) + 1, 15)] + ["default"]
 
 
 def test_a_default_that_a_format_code_reaches_is_kept():
     lines = TABLE.format(arms=_arms(range(4))).splitlines()  # codes 4.. reach the default
-    waived = waived_arms(lines, ["lanes0_format_traits0_trait_rom0_lookup"] * len(lines))
+    waived = waived_arms(lines, ["lanes0_format_traits0_trait_rom0_lookup"] * len(lines), "hw_tile")
     assert waived == {}
 
 
 def test_a_table_in_another_process_is_not_waived():
     lines = TABLE.format(arms=_arms(range(15))).splitlines()
-    assert waived_arms(lines, ["lanes0_decoder0_decode"] * len(lines)) == {}
+    assert waived_arms(lines, ["lanes0_decoder0_decode"] * len(lines), "hw_tile") == {}
 
 
 @pytest.mark.parametrize("module", ["hw_tile", "hw_head"])
@@ -113,16 +114,28 @@ def test_the_arm_waivers_name_the_base_grids_tables(module):
     text = grid_sources(get_die("hw-tiny"))[0][f"{module}.v"]
     path = Path(tempfile.mkdtemp()) / f"{module}.v"
     path.write_text(text)
-    waived = waived_arms(text.splitlines(), process_names(path))
-    assert waived["format-code arms"] and len(waived["format-code arms"]) % 6 == 0  # codes 10-14 and default
+    waived = waived_arms(text.splitlines(), process_names(path), module)
+    assert waived["format-code arms"][0] and len(waived["format-code arms"][0]) % 6 == 0  # codes 10-14, default
     if module == "hw_tile":
-        assert len(waived["LoRA exponent arms"]) == 4 * 24
+        assert len(waived["LoRA exponent arms"][0]) == 4 * 24
     else:
-        assert "LoRA exponent arms" not in waived  # the head runs no adapter
+        assert "LoRA exponent arms" not in waived  # hw-tiny's head has no exponent table
+
+
+def test_the_heads_lanes_waive_every_lora_exponent_arm_and_the_tiles_only_the_out_of_range_ones():
+    lines = ["case (d_bits[6-1:0])", *(f"    {f}: value = {f};" for f in range(63)), "    default: value = 0;",
+             "endcase"]
+    names = ["lanes0_fp16_scale0_decode_either"] * len(lines)
+    tile, tile_why = waived_arms(lines, names, "hw_tile")["LoRA exponent arms"]
+    head, head_why = waived_arms(lines, names, "hw_head")["LoRA exponent arms"]
+    assert [lines[n - 1].split(":")[0].strip() for n in tile] == [str(f) for f in range(16, 40)]  # e 16..31, -32..-25
+    assert len(head) == 64 and "hw_head's microcode reads no LoRA SRAM" in head_why
+    assert "outside [-24, 15]" in tile_why
 
 
 def test_a_waived_arm_that_ran_stops_the_merge(tmp_path):
-    source = tmp_path / "hw_lanes.v"  # a module without unit waivers
+    source = tmp_path / "parts" / "Vhw_tile_part" / "src" / "hw_lanes.v"  # a tile's lanes: no unit waivers
+    source.parent.mkdir(parents=True)
     source.write_text(TABLE.format(arms=_arms(range(15))))
     lines = {n: 0 for n in range(1, 20)} | {14: 1}  # label 11's arm (line 3 + 11) ran
     with pytest.raises(HardwireError, match=r"line 14 is a case arm waived as unreachable \(format-code arms\)"):

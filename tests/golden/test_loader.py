@@ -146,3 +146,18 @@ def test_gain_scale_scales_the_norm_gains_and_nothing_else(tmp_path):
     for a, b in ((loud.layers[0].attn_norm, plain.layers[0].attn_norm), (loud.out_norm, plain.out_norm)):
         assert np.allclose(a, 1e4 * b.astype(np.float64), rtol=2**-22, atol=0)  # each rounded to float32 once
     assert np.array_equal(loud.layers[0].wq.dequantize(), plain.layers[0].wq.dequantize())
+
+
+@pytest.mark.parametrize("scale", [-0.5, 1.5, float("nan")])
+def test_an_ffn_scale_outside_zero_to_one_is_refused(tmp_path, scale):
+    with pytest.raises(HardwireError, match="--ffn-scale .* is outside \\[0, 1\\]"):
+        write_synthetic(SynthSpec(ffn_scale=scale), tmp_path / "f.gguf")
+    assert not list(tmp_path.iterdir())
+
+
+def test_ffn_scale_quiets_the_ffn_alone(tmp_path):
+    plain, quiet = (load_model(write_synthetic(SynthSpec(ffn_quant="q8_0", attn_quant="q8_0", ffn_scale=s),
+                                               tmp_path / f"{s}.gguf")) for s in (1.0, 1e-3))
+    ratio = abs(quiet.layers[0].w_down.dequantize()).max() / abs(plain.layers[0].w_down.dequantize()).max()
+    assert 0.9e-3 < ratio < 1.1e-3
+    assert np.array_equal(quiet.layers[0].wq.dequantize(), plain.layers[0].wq.dequantize())
