@@ -62,6 +62,13 @@ CORNER_MODELS = {
                                      (3, 4, 1.0, 1e4, 1.0), (3, 4, 300.0, 1e4, 1.0), (1, 1, 300.0, 1e4, 1e-4),
                                      (3, 4, 300.0, 1e4, 1e-3)]
 }
+# formats with mins (Q4_1, Q5_1) saturate the block MACs' min terms too, in the layers and in the LM head: their
+# saturating shifts, and a min term shifted left by 52 or more
+CORNER_MODELS |= {
+    f"sat-mins-w{ws:g}-g{gs:g}": SynthSpec(**{**CORNER_SHAPE, "embed_quant": "q4_1", "attn_quant": "q5_1",
+                                             "ffn_quant": "q4_1"}, seed=2, weight_scale=ws, gain_scale=gs)
+    for ws, gs in [(300.0, 1e4), (3000.0, 1e3)]
+}
 
 
 # the LoRA tests' base model, and an adapter whose B rows span 39 octaves (odd, so each octave's rows fall on every
