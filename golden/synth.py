@@ -35,6 +35,9 @@ CONTROL_TOKENS = ("<|im_start|>", "<|im_end|>")
 MIN_VOCAB = 256 + len(CONTROL_TOKENS)
 MAX_WEIGHT_SCALE = 1e4  # keeps every fp16 block scale finite, whatever the shape and quant type
 MAX_GAIN_SCALE = 1e6  # gains stay far inside float32 (they are stored as F32)
+# weight_scale * embed_scale of a Q6_K embedding: values up to about 5e7, where its blocks hold 2.6e8 (d * 127 * 32);
+# the embedding of any other format stays within weight_scale's bound
+MAX_Q6_K_EMBED = 1e7
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,9 @@ class SynthSpec:
     # the FFN's matrices times this too, at most 1: loud attention saturates the residual, and a quiet FFN adds a
     # little to it (a residual just inside the saturation bound, where the next norm's requantizer clamps)
     ffn_scale: float = 1.0
+    # the embedding times this too: a Q6_K embedding (its scales are products of two) then holds values past the
+    # 48-bit accumulator, and the embedding unit saturates
+    embed_scale: float = 1.0
 
     def check(self) -> None:
         for name in ("layers", "d_model", "d_ffn", "heads", "kv_heads", "vocab", "context"):
@@ -95,6 +101,13 @@ class SynthSpec:
             if value is not None and value not in QUANTS:
                 raise HardwireError(f"--{name.replace('_', '-')} {value} is not one of {', '.join(QUANTS)}")
         self._check_rows()
+        if not (math.isfinite(self.embed_scale) and self.embed_scale >= 0):
+            raise HardwireError(f"--embed-scale {self.embed_scale} must be a finite number of at least 0")
+        embed_bound = MAX_Q6_K_EMBED if self.embed_quant == "q6_k" else MAX_WEIGHT_SCALE
+        if self.embed_scale * self.weight_scale > embed_bound:
+            raise HardwireError(f"--embed-scale {self.embed_scale:g} times --weight-scale {self.weight_scale:g} is "
+                                f"above {embed_bound:g}, past what a {self.embed_quant} embedding block holds"
+                                + ("" if self.embed_quant == "q6_k" else " (q6_k holds up to 1e7)"))
 
     def _check_rows(self) -> None:
         """Each tensor's rows (d_model wide, or d_ffn for ffn_down) must hold whole blocks of its type."""
@@ -167,7 +180,8 @@ def _write(spec: SynthSpec, tmp: Path) -> None:
     def gains(name: str, n: int) -> None:
         w.add_tensor(name, (spec.gain_scale * (1.0 + 0.1 * rng.standard_normal(n))).astype(np.float32))
 
-    embed = (0.5 * spec.weight_scale * rng.standard_normal((spec.vocab, spec.d_model))).astype(np.float32)
+    embed = (spec.embed_scale * 0.5 * spec.weight_scale * rng.standard_normal((spec.vocab, spec.d_model)))
+    embed = embed.astype(np.float32)
     _add(w, "token_embd.weight", embed, QUANTS[spec.embed_quant])
     for i in range(spec.layers):
         b = f"blk.{i}."

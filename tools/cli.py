@@ -105,6 +105,9 @@ def _add_synth(sub) -> None:
     p.add_argument("--ffn-scale", type=float, default=d.ffn_scale,
                    help="multiply the FFN matrices too, at most 1: a quiet FFN under loud attention leaves the "
                         "residual just inside saturation (default: %(default)s)")
+    p.add_argument("--embed-scale", type=float, default=d.embed_scale,
+                   help="multiply the embedding too: a q6_k embedding then saturates the embedding unit "
+                        "(default: %(default)s)")
     add_json_option(p)
     p.set_defaults(handler=_run_synth)
 

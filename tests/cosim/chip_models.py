@@ -69,6 +69,10 @@ CORNER_MODELS |= {
                                              "ffn_quant": "q4_1"}, seed=2, weight_scale=ws, gain_scale=gs)
     for ws, gs in [(300.0, 1e4), (3000.0, 1e3)]
 }
+# a Q6_K embedding 1e3 times louder (embed_scale) holds values past the 48-bit accumulator: the embedding unit
+# saturates in every lane
+CORNER_MODELS["sat-embed-q6_k"] = SynthSpec(**{**CORNER_SHAPE, "layers": 1}, seed=1, embed_quant="q6_k",
+                                            output_quant="q8_0", weight_scale=1e4, embed_scale=1e3)
 
 
 # the LoRA tests' base model, and an adapter whose B rows span 39 octaves (odd, so each octave's rows fall on every

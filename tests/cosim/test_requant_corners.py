@@ -3,8 +3,13 @@ golden reference: the nightly runs them on the chips, where those clamps are the
 
 from __future__ import annotations
 
+import numpy as np
 from chip_models import CORNER_MODELS, CORNER_NEW, CORNER_PROMPT, MODELS
 
+from hardwire.golden.gguf_model import load_model
+from hardwire.golden.intref import IntModel
+from hardwire.golden.spec import ACC_BITS, BLOCK
+from hardwire.golden.synth import write_synthetic
 from hardwire.requant_corners import clamped_lanes, summary, union
 
 # site -> lanes (of 32) clamping up, down. Down at the accumulator sites needs an ACC just above -2**47, which
@@ -24,3 +29,15 @@ def test_an_ordinary_model_clamps_nothing(tmp_path):
     reached = summary(clamped_lanes(MODELS["q4_1-gqa2-v301"], CORNER_PROMPT, CORNER_NEW, tmp_path))
     assert set(reached) >= {"_layer/u", "rmsnorm/x16 (layers)", "rmsnorm/x16 (final)", "attention/m"}
     assert all(lanes == (0, 0) for lanes in reached.values()), reached
+
+
+def test_the_embedding_corner_saturates_every_lane_of_the_embedding(tmp_path):
+    model = load_model(write_synthetic(CORNER_MODELS["sat-embed-q6_k"], tmp_path / "e.gguf"))
+    golden = IntModel(model, capacity=len(CORNER_PROMPT) + CORNER_NEW)
+    cache, tokens = golden.new_cache(), list(CORNER_PROMPT)
+    for i in range(len(CORNER_PROMPT) + CORNER_NEW - 1):
+        logits = golden.forward(np.array([tokens[i]]), cache, None)
+        if i >= len(CORNER_PROMPT) - 1:
+            tokens.append(int(np.argmax(logits[-1])))
+    saturated = np.abs(golden.embed_rows(np.array(tokens))) >= (1 << (ACC_BITS - 1)) - 1
+    assert set(np.nonzero(saturated)[1] % BLOCK) == set(range(BLOCK))

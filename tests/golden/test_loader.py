@@ -161,3 +161,20 @@ def test_ffn_scale_quiets_the_ffn_alone(tmp_path):
     ratio = abs(quiet.layers[0].w_down.dequantize()).max() / abs(plain.layers[0].w_down.dequantize()).max()
     assert 0.9e-3 < ratio < 1.1e-3
     assert np.array_equal(quiet.layers[0].wq.dequantize(), plain.layers[0].wq.dequantize())
+
+
+@pytest.mark.parametrize("quant, scale", [("q8_0", 2.0), ("q4_k", 2.0), ("q6_k", 1001.0)])
+def test_an_embedding_louder_than_its_format_holds_is_refused_before_anything_is_written(tmp_path, quant, scale):
+    with pytest.raises(HardwireError, match=f"--embed-scale {scale:g} times --weight-scale 10000 is above .* {quant} "):
+        write_synthetic(SynthSpec(d_model=256, embed_quant=quant, weight_scale=1e4, embed_scale=scale),
+                        tmp_path / "e.gguf")
+    assert not list(tmp_path.iterdir())
+
+
+def test_embed_scale_scales_the_embedding_alone(tmp_path):
+    plain, loud = (load_model(write_synthetic(SynthSpec(d_model=256, embed_quant="q6_k", output_quant="q8_0",
+                                                        embed_scale=s),
+                                              tmp_path / f"{s}.gguf")) for s in (1.0, 1e3))
+    ratio = abs(loud.embed.dequantize()).max() / abs(plain.embed.dequantize()).max()
+    assert 0.99e3 < ratio < 1.01e3
+    assert np.array_equal(loud.lm_head.dequantize(), plain.lm_head.dequantize())
