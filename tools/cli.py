@@ -76,6 +76,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 # --- synth -----------------------------------------------------------------------------------------
 
+# the synthetic model's numeric-corner knobs (golden/synth.py SynthSpec), each a --flag
+SYNTH_SCALES = {
+    "weight_scale": "multiply every weight matrix and the embedding: 0 for all-zero vectors, thousands for "
+                    "saturation corners",
+    "gain_scale": "multiply every RMSNorm gain: with --weight-scale, saturates the projections",
+    "ffn_scale": "multiply the FFN matrices too, at most 1: a quiet FFN under loud attention leaves the residual "
+                 "just inside saturation",
+    "embed_scale": "multiply the embedding too: a q6_k embedding then saturates the embedding unit",
+}
+
+
 def _add_synth(sub) -> None:
     from hardwire.golden.synth import QUANTS, SynthSpec
 
@@ -96,18 +107,9 @@ def _add_synth(sub) -> None:
     p.add_argument("--output-quant", choices=choices, default=None,
                    help="write an untied LM head of this quant type (default: tied to the embedding)")
     p.add_argument("--rope-theta", type=float, default=d.rope_theta, help="RoPE base (default: %(default)s)")
-    p.add_argument("--weight-scale", type=float, default=d.weight_scale,
-                   help="multiply every weight matrix and the embedding: 0 for all-zero vectors, thousands for "
-                        "saturation corners (default: %(default)s)")
-    p.add_argument("--gain-scale", type=float, default=d.gain_scale,
-                   help="multiply every RMSNorm gain: with --weight-scale, saturates the projections "
-                        "(default: %(default)s)")
-    p.add_argument("--ffn-scale", type=float, default=d.ffn_scale,
-                   help="multiply the FFN matrices too, at most 1: a quiet FFN under loud attention leaves the "
-                        "residual just inside saturation (default: %(default)s)")
-    p.add_argument("--embed-scale", type=float, default=d.embed_scale,
-                   help="multiply the embedding too: a q6_k embedding then saturates the embedding unit "
-                        "(default: %(default)s)")
+    for name, help_text in SYNTH_SCALES.items():
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=float, default=getattr(d, name),
+                       help=f"{help_text} (default: %(default)s)")
     add_json_option(p)
     p.set_defaults(handler=_run_synth)
 

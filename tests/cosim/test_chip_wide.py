@@ -79,8 +79,13 @@ def test_lora_with_lanes_above_the_rank_is_bit_exact(models, tmp_path, explain_f
         out, nb = metal.lora_dims(model.config, proj)
         assert slot.a_words == nb and slot.b_words == -(-out // DIE.lanes) * (DIE.lora_rank // 32)
     assert max(s.b_base + s.b_words for s in slots.values()) <= DIE.lora_sram_words
-    adapter = load_adapter(write_peft(LoraSpec(rank=20, alpha=16.0, seed=5, b_std=0.3), model.config,
-                                      tmp_path / "adapter"), model.config)
+    _generate_with_adapter(model, LoraSpec(rank=20, alpha=16.0, seed=5, b_std=0.3), tmp_path, chip_for,
+                           explain_failure)
+
+
+def _generate_with_adapter(model, spec: LoraSpec, tmp_path, chip_for, explain_failure) -> None:
+    """Load the adapter through the chip's adapter-load port, then generate bit-exact."""
+    adapter = load_adapter(write_peft(spec, model.config, tmp_path / "adapter"), model.config)
     image = adapter_image(adapter, model.config, DIE)
     sim = chip_for(model)
     assert sim.load_adapter(image, adapter) == len(image.commands)
@@ -117,11 +122,4 @@ def test_saturation_corners_on_the_wide_die_are_bit_exact(name, tmp_path, explai
 def test_every_lora_exponent_on_the_wide_die_is_bit_exact(tmp_path, explain_failure, chip_for):
     """The adapter that puts every exponent field in every lane (test_chip_lora.py), on the lane module."""
     model = load_model(write_synthetic(LORA_MODEL, tmp_path / "m.gguf"))
-    adapter = load_adapter(write_peft(EVERY_EXPONENT_ADAPTER, model.config, tmp_path / "adapter"), model.config)
-    image = adapter_image(adapter, model.config, DIE)
-    sim = chip_for(model)
-    assert sim.load_adapter(image, adapter) == len(image.commands)
-    prompt = [3, 257, 42]
-    gen = generate(model, sim, prompt, n_new=3)
-    assert gen.mismatch is None and not gen.missing, explain_failure(sim, gen, model, prompt, 3)
-    assert gen.tokens == gen.golden_tokens
+    _generate_with_adapter(model, EVERY_EXPONENT_ADAPTER, tmp_path, chip_for, explain_failure)
