@@ -74,12 +74,12 @@ def test_every_format_generates_bit_exact(models, name, run_record, record_prope
 
 @pytest.mark.nightly
 @pytest.mark.parametrize("name", sorted(CORNER_MODELS))
-def test_saturation_corners_are_bit_exact(name, tmp_path, explain_failure, chip_for):
+def test_saturation_corners_are_bit_exact(name, tmp_path, explain_failure, chip_for, run_record):
     """Accumulators, residuals and the weighted sum of V saturated, so the requantizers after them clamp in
     every lane (tests/cosim/test_requant_corners.py): the RTL's clamp branches against the golden ones."""
     model = load_model(write_synthetic(CORNER_MODELS[name], tmp_path / f"{name}.gguf"))
     sim = chip_for(model)
-    gen = generate(model, sim, CORNER_PROMPT, n_new=CORNER_NEW)
+    gen = generate(model, sim, CORNER_PROMPT, n_new=CORNER_NEW, observe=run_record.observer(model, sim))
     assert gen.mismatch is None and not gen.missing, explain_failure(sim, gen, model, CORNER_PROMPT, CORNER_NEW)
     assert gen.tokens == gen.golden_tokens
 

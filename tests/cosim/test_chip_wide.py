@@ -109,11 +109,11 @@ def test_the_narrow_dies_models_on_the_wide_die_are_bit_exact(name, tmp_path, ex
 
 @pytest.mark.nightly
 @pytest.mark.parametrize("name", sorted(CORNER_MODELS))
-def test_saturation_corners_on_the_wide_die_are_bit_exact(name, tmp_path, explain_failure, chip_for):
+def test_saturation_corners_on_the_wide_die_are_bit_exact(name, tmp_path, explain_failure, chip_for, run_record):
     """test_chip.py's saturation corners on the wide die: its requantizers' and lanes' clamp branches."""
     model = load_model(write_synthetic(CORNER_MODELS[name], tmp_path / f"{name}.gguf"))
     sim = chip_for(model)
-    gen = generate(model, sim, CORNER_PROMPT, n_new=CORNER_NEW)
+    gen = generate(model, sim, CORNER_PROMPT, n_new=CORNER_NEW, observe=run_record.observer(model, sim))
     assert gen.mismatch is None and not gen.missing, explain_failure(sim, gen, model, CORNER_PROMPT, CORNER_NEW)
     assert gen.tokens == gen.golden_tokens
 
