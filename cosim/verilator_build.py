@@ -74,8 +74,10 @@ NATIVE_RUN_SYMBOL = "hw_run_cycles"
 # $time) instead of pyverilator's main_time, which every eval advances; otherwise Verilator
 # refuses a second model of the same library in one process ("time is non-zero").
 CXX_FLAGS = "-std=c++17 -DVL_TIME_CONTEXT"
-# a part (partition.py) is where a whole model's cycles are spent: optimised for speed, not size
-PART_OPT = "OPT_FAST=-O2"
+# a part (partition.py) is where a whole model's cycles are spent: optimised for speed, not size, by Verilator
+# (-O3: its slower optimisations) and by the C++ compiler
+PART_VERILATOR_OPT = "-O3"
+PART_OPT = "OPT_FAST=-O3"
 
 # Runs whole clock cycles without returning to Python. One cycle is exactly what
 # pyverilator's Clock.tick() does: clock high, eval, clock low, eval.
@@ -196,6 +198,7 @@ class BuildPlan:
             "verilator_args": self.verilator_args,
             "cxx_flags": CXX_FLAGS,
             "part_opt": PART_OPT,
+            "part_verilator_opt": PART_VERILATOR_OPT,
             "parts": [[p.module, p.prefix, {name: _sha256(text.encode()) for name, text in p.sources}]
                       for p in self.parts],
             # only when on, so that the keys of the builds without coverage stay what they were
@@ -490,8 +493,9 @@ def _verilate_part(directory: Path, part: Part, coverage: bool = False) -> Path:
     src.mkdir(parents=True)
     for name, text in part.sources:
         (src / name).write_text(text)
-    cmd = ["verilator", "--cc", "-Wno-fatal", "--prefix", part.prefix, "--top-module", part.module, "--Mdir", str(obj),
-           "-CFLAGS", f"-fPIC {CXX_FLAGS}", *_coverage_args(coverage), *(str(src / name) for name, _ in part.sources)]
+    cmd = ["verilator", "--cc", PART_VERILATOR_OPT, "-Wno-fatal", "--prefix", part.prefix, "--top-module", part.module,
+           "--Mdir", str(obj), "-CFLAGS", f"-fPIC {CXX_FLAGS}", *_coverage_args(coverage),
+           *(str(src / name) for name, _ in part.sources)]
     with _wheel_toolchain():
         result = run_tool(cmd)
     if result.returncode != 0:
