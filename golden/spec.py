@@ -73,12 +73,17 @@ def rq(v, e_in, bits: int):
 
     Inputs are at most RQ_IN_BITS wide, so |v| and v + half stay inside int64.
     """
-    v = np.asarray(v, dtype=np.int64)
     lim = (1 << (bits - 1)) - 1
+    m, s = rq_rounded(v, bits)
+    return np.minimum(np.maximum(m, -lim), lim), np.asarray(e_in, dtype=np.int64) + s
+
+
+def rq_rounded(v, bits: int):
+    """rq's mantissas before the clamp, and its per-block shift s: (m, s)."""
+    v = np.asarray(v, dtype=np.int64)
     s = np.maximum(bitlen(np.abs(v).max(axis=-1)) - (bits - 1), 0)
     half = (1 << s) >> 1  # 2**(s-1), or 0 when s == 0
-    m = (v + half[..., None]) >> s[..., None]
-    return np.minimum(np.maximum(m, -lim), lim), np.asarray(e_in, dtype=np.int64) + s
+    return (v + half[..., None]) >> s[..., None], s
 
 
 def blocks(v):

@@ -48,14 +48,12 @@ def recording() -> Iterator[Hits]:
     original = intref.rq
 
     def rq(v, e_in, bits):
-        v = np.asarray(v, dtype=np.int64)
         caller = sys._getframe(1)  # the site's name: the golden code, not this tool, knows which rq it calls
         target = caller.f_code.co_name + "/" + _assigned(caller)
         if caller.f_code.co_name == "rmsnorm":  # the layers' norms run on the tiles, the final norm on the head
             target += " (final)" if caller.f_back.f_code.co_name == "forward" else " (layers)"
         lim = (1 << (bits - 1)) - 1
-        s = np.maximum(spec.bitlen(np.abs(v).max(axis=-1)) - (bits - 1), 0)
-        m = (v + ((1 << s) >> 1)[..., None]) >> s[..., None]
+        m, _ = spec.rq_rounded(v, bits)
         lanes = hits.setdefault(target, np.zeros((2, spec.BLOCK), bool))
         lanes[0] |= (m > lim).reshape(-1, spec.BLOCK).any(axis=0)
         lanes[1] |= (m < -lim).reshape(-1, spec.BLOCK).any(axis=0)
@@ -125,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=4, help="seeds 1..N of each variant (default: %(default)s)")
     p.add_argument("--picks", type=int, default=12, help="how many variants to choose (default: %(default)s)")
     args = p.parse_args(argv)
+    if args.seeds < 1 or args.picks < 1:
+        p.error("--seeds and --picks must be at least 1")
     with tempfile.TemporaryDirectory() as tmp:
         chosen, covered = search(SynthSpec(**CORNER_SHAPE), args.seeds, CORNER_PROMPT, CORNER_NEW, Path(tmp),
                                  args.picks)
