@@ -39,7 +39,7 @@ from hardwire.rtl.die import Die
 from hardwire.rtl.metal import Metal
 from hardwire.rtl.via_map import check_via_map_file, via_map_file, write_via_map_rows
 
-from .partition import bridge_cpp, bridge_verilog, part_prefix, unit_pins
+from .partition import bridge_cpp, bridge_verilog, part_prefix, part_top, part_top_verilog, unit_pins
 from .verilator_build import Part, Simulator, build, publish_once
 from .via_map_loader import with_package
 
@@ -337,7 +337,9 @@ class ChipSim:
         for module, is_head in ((chip.TILE_MODULE, False), (chip.HEAD_MODULE, True)) if partitioned else ():
             pins = unit_pins(die, is_head)
             bridges[f"{module}.v"] = _bridge_verilog(module, pins, coverage)
-            parts.append(Part(module, part_prefix(module), tuple(chip.unit_sources(die, module, sources).items())))
+            part_sources = {f"{part_top(module)}.v": part_top_verilog(module, pins),
+                            **chip.unit_sources(die, module, sources)}
+            parts.append(Part(part_top(module), part_prefix(module), tuple(part_sources.items())))
             cpp.append(bridge_cpp(module, pins))
         if partitioned:  # the parts hold the lane group module; the chip's own build needs none
             sources = {name: text for name, text in sources.items() if name != f"{chip.LANE_MODULE}.v"}

@@ -27,6 +27,12 @@ the bridge's own port (public, found once by name in the bridge's scope) in ever
 the rising edge's: they are the data of read ports on the unit's own clock, so they change only at
 its rising edges, and the falling edge that follows every rising edge copies them in. At a rising
 edge the part still holds them as they were before it, as the unit's registers need.
+
+The part's top is a wrapper (part_top_verilog) that holds the bulk inputs in registers on an edge of
+their own (BULK_EDGE), which the bridge gives only when a word differs from the one held. Verilator
+evaluates a model's logic on its top inputs in every evaluation; the lanes' copies of their slots
+(rtl/lanes.py) are that logic if they read the inputs themselves. Read from the held registers,
+they run only when a new word arrives or the lanes' own clock ticks: an idle unit copies nothing.
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ PART_SUFFIX = "_part"
 # the data of the weight ROM's and the LoRA SRAM's read ports, both on the unit's own clock: the
 # part reads them from the bridge's ports, not through DPI (see above)
 BULK_PINS = (member_pin("w", "data"), member_pin("lora", "data"))
+BULK_EDGE = "bulk_edge"  # the part's own input: toggled by the bridge when it copies in a new bulk word
+HELD_SUFFIX = "_held"
 
 
 @dataclass(frozen=True)
@@ -60,7 +68,37 @@ def unit_pins(die, head: bool) -> list[Pin]:
 
 def part_prefix(module: str) -> str:
     """The C++ class of the module's separately Verilated model."""
-    return f"V{module}{PART_SUFFIX}"
+    return f"V{part_top(module)}"
+
+
+def part_top(module: str) -> str:
+    """The top module of the part: `module` inside the wrapper that holds its bulk inputs."""
+    return f"{module}{PART_SUFFIX}"
+
+
+def part_top_verilog(module: str, pins: list[Pin]) -> str:
+    """The part's top: the unit module with its bulk inputs held in registers that load on either
+    edge of BULK_EDGE (simulation scaffolding, outside the coverage counts)."""
+    ports = ",\n".join(f"    {'input wire' if p.is_input else 'output wire'} {_range(p)}{p.name}" for p in pins)
+    bulk = [p for p in pins if p.bulk]
+    held = "".join(f"reg {_range(p)}{p.name}{HELD_SUFFIX};\n" for p in bulk)
+    loads = "".join(f"    {p.name}{HELD_SUFFIX} <= {p.name};\n" for p in bulk)
+    connections = ",\n".join(f"    .{p.name}({p.name}{HELD_SUFFIX if p.bulk else ''})" for p in pins)
+    return f"""\
+// Simulation part (hardwire.cosim.partition): `{module}` with its bulk inputs held on an edge of their own.
+/* verilator coverage_off */
+`timescale 1ns/10ps
+module {part_top(module)} (
+{ports},
+    input wire {BULK_EDGE}
+);
+{held}always @(posedge {BULK_EDGE} or negedge {BULK_EDGE}) begin
+{loads}end
+{module} u_unit (
+{connections}
+);
+endmodule
+"""
 
 
 # --- the bridge's Verilog ------------------------------------------------------------------------
@@ -120,7 +158,10 @@ def bridge_cpp(module: str, pins: list[Pin]) -> str:
     fields = "".join(f"    const void* {p.name};\n" for p in bulk)
     finds = "".join(f"    s->{p.name} = hw_part_bulk_input(scope, \"{p.name}\", sizeof(s->model->{p.name}));\n"
                     for p in bulk)
-    copy_bulk = "".join(f"        std::memcpy(&m->{p.name}, s->{p.name}, sizeof(m->{p.name}));\n" for p in bulk)
+    copy_bulk = "".join(f"        if (std::memcmp(&m->{p.name}, s->{p.name}, sizeof(m->{p.name})) != 0) {{\n"
+                        f"            std::memcpy(&m->{p.name}, s->{p.name}, sizeof(m->{p.name}));\n"
+                        f"            fresh = true;\n"
+                        f"        }}\n" for p in bulk)
     return f"""
 #include <cstdio>
 #include <cstdlib>
@@ -159,7 +200,9 @@ extern "C" void hw_part_eval_{module}(void* handle, svBit rising, {params}) {{
     {state}* s = static_cast<{state}*>(handle);
     {prefix}* m = s->model;
 {copy_in}    if (!rising) {{
-{copy_bulk}    }}
+        bool fresh = false;
+{copy_bulk}        if (fresh) m->{BULK_EDGE} = !m->{BULK_EDGE};
+    }}
     m->eval();
 {copy_out}}}
 """

@@ -190,10 +190,10 @@ def wide_matmul_engine(clk, rst, clear, blocks, in_valid, first, last, fmt, sram
         lora_word = ConcatSignal(intbv(0)[1:], intbv(0)[lanes * LORA_BLOCK_BITS - 1:])  # constant: two parts
     ys = [unsigned_signal(BLOCK * WORD) for _ in range(count)]
     y_valids = [bit_signal() for _ in range(count)]
-    lanes_clk, lanes_fmt = bit_signal(), unsigned_signal(len(fmt))
-    gate = lane_clock(clk, rst, clear, in_valid, fmt, lanes_clk, lanes_fmt)
-    groups = [lane_group_socket(lanes_clk, rst, in_valid, first, last, lanes_fmt, sram, w_data, lora_word, k, acts,
-                                e_act, ys[k], y_valids[k])
+    lanes_clk, lanes_fmt, lanes_sram = bit_signal(), unsigned_signal(len(fmt)), bit_signal()
+    gate = lane_clock(clk, rst, clear, in_valid, fmt, sram, lanes_clk, lanes_fmt, lanes_sram)
+    groups = [lane_group_socket(lanes_clk, rst, in_valid, first, last, lanes_fmt, lanes_sram, w_data, lora_word, k,
+                                acts, e_act, ys[k], y_valids[k])
               for k in range(count)]
     results = ConcatSignal(*reversed(ys))
     held = unsigned_signal(lanes * WORD)  # the output buffer: its lowest block leaves next
@@ -234,13 +234,14 @@ def wide_matmul_engine(clk, rst, clear, blocks, in_valid, first, last, fmt, sram
 
 
 @block
-def lane_clock(clk, rst, clear, in_valid, fmt, lanes_clk, lanes_fmt):
+def lane_clock(clk, rst, clear, in_valid, fmt, sram, lanes_clk, lanes_fmt, lanes_sram):
     """The lane groups' clock: on for a block's edge and the LATENCY edges that carry it out of the
     lanes (the last clears their row-done bit), for reset, and for `clear` (a MATMUL's DECODE
-    strobe), whose edge copies the instruction's format to `lanes_fmt`, the lanes' own register.
-    Every other edge would leave every lane register as it is, so gating them changes no result;
-    in silicon the lanes do not toggle, and Verilator evaluates none of their logic (all of it
-    runs on their clock: the format they decode is a register on it too)."""
+    strobe), whose edge copies the instruction's format and LoRA select to `lanes_fmt` and
+    `lanes_sram`, the lanes' own registers. Every other edge would leave every lane register as it
+    is, so gating them changes no result; in silicon the lanes do not toggle, and Verilator
+    evaluates none of their logic (all of it runs on their clock: the format they decode and the
+    select of their slots' word are registers on it too)."""
     ticks = unsigned_signal(LATENCY.bit_length())  # edges the lanes still need after the last block
     lanes_on = bit_signal()
 
@@ -258,6 +259,7 @@ def lane_clock(clk, rst, clear, in_valid, fmt, lanes_clk, lanes_fmt):
     @always(lanes_clk.posedge)
     def format_register():
         lanes_fmt.next = fmt
+        lanes_sram.next = sram
 
     return count_down, enable, clock_gate(clk, lanes_on, lanes_clk), format_register
 
