@@ -23,7 +23,7 @@ damaged build is built again.
 
 Verilator and make run in a process group of their own, led by a small watchdog
 (`GROUP_LEADER`): when the build is interrupted, or this process dies (even by SIGKILL), the
-whole group is killed, compilers included.
+whole group is killed, compilers included. The parts are built side by side, one thread each.
 
 The native multi-cycle run (`Simulator.run`) is a small C++ function compiled into the
 same shared library as pyverilator's wrapper; Python calls it through ctypes on the
@@ -49,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,6 +111,8 @@ if os.getppid() != int(sys.argv[1]):
     kill_group()
 sys.exit(subprocess.call(sys.argv[2:]))
 """
+
+_LIVE_GROUPS: set[int] = set()  # the process groups of the tools running now (parts build side by side)
 
 COVERAGE_ARGS = ("--coverage-line", "--coverage-toggle")
 COVERAGE_SYMBOL = "hw_coverage_write"
@@ -399,12 +402,15 @@ def run_tool(cmd: Sequence[str], capture: bool = True, cwd: Path | None = None) 
     pipe = subprocess.PIPE if capture else None
     proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", GROUP_LEADER, str(os.getpid()), *cmd],
                             stdout=pipe, stderr=pipe, text=True, cwd=cwd, start_new_session=True)
+    _LIVE_GROUPS.add(proc.pid)
     try:
         out, err = proc.communicate()
     except BaseException:
         _kill_group(proc.pid)
         proc.wait()
         raise
+    finally:
+        _LIVE_GROUPS.discard(proc.pid)
     return subprocess.CompletedProcess(list(cmd), proc.returncode, out, err)
 
 
@@ -463,8 +469,7 @@ def _verilate(staging: Path, final: Path, the_plan: BuildPlan) -> None:
         # the path the copy will have once published: the ROM macro loads it when a model starts
         defines.append(f'{define}="{final / "data" / f"{define}{suffix}"}"')
     extra = [str(src / name) for name in sorted(the_plan.sources) if name != f"{the_plan.top}.v"]
-    for part in the_plan.parts:
-        part_obj = _verilate_part(staging / "parts" / part.prefix, part, the_plan.coverage)
+    for part, part_obj in zip(the_plan.parts, _verilate_parts(staging, the_plan), strict=True):
         extra += ["-CFLAGS", f"-I{part_obj}", str(part_obj / f"{part.prefix}__ALL.a")]
     if the_plan.native_cpp:
         (src / "hw_native_run.cpp").write_text(the_plan.native_cpp)
@@ -487,8 +492,27 @@ def _coverage_args(coverage: bool) -> tuple[str, ...]:
     return COVERAGE_ARGS if coverage else ()
 
 
+def _verilate_parts(staging: Path, the_plan: BuildPlan) -> list[Path]:
+    """Every part's model, built side by side: one part's compile fills the cores that another's
+    last large file leaves idle. Threads suffice (the work is in Verilator and make); an interrupt
+    kills every tool still running."""
+    parts = the_plan.parts
+    pool = ThreadPoolExecutor(max_workers=max(1, len(parts)))
+    try:
+        with _wheel_toolchain():
+            jobs = [pool.submit(_verilate_part, staging / "parts" / p.prefix, p, the_plan.coverage) for p in parts]
+            return [job.result() for job in jobs]
+    except BaseException:
+        for group in list(_LIVE_GROUPS):
+            _kill_group(group)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _verilate_part(directory: Path, part: Part, coverage: bool = False) -> Path:
-    """The part's model as a static archive (compiled position-independent, for the library)."""
+    """The part's model as a static archive (compiled position-independent, for the library);
+    run with the wheel's toolchain on PATH (_wheel_toolchain, entered once for every part)."""
     src, obj = directory / "src", directory / "obj"
     src.mkdir(parents=True)
     for name, text in part.sources:
@@ -496,8 +520,7 @@ def _verilate_part(directory: Path, part: Part, coverage: bool = False) -> Path:
     cmd = ["verilator", "--cc", PART_VERILATOR_OPT, "-Wno-fatal", "--prefix", part.prefix, "--top-module", part.module,
            "--Mdir", str(obj), "-CFLAGS", f"-fPIC {CXX_FLAGS}", *_coverage_args(coverage),
            *(str(src / name) for name, _ in part.sources)]
-    with _wheel_toolchain():
-        result = run_tool(cmd)
+    result = run_tool(cmd)
     if result.returncode != 0:
         raise HardwireError(f"Verilator rejected part '{part.module}': {_first_error(result.stderr)}")
     _make(obj, part.prefix[1:], directory, target=f"{part.prefix}__ALL.a", options=(PART_OPT,))

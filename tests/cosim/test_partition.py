@@ -9,7 +9,16 @@ import numpy as np
 import pytest
 
 from hardwire.cosim.chip_sim import ChipSim, grid_sources, metal_maps
-from hardwire.cosim.partition import WAKE_EVENTS, bridge_cpp, bridge_verilog, unit_pins
+from hardwire.cosim.partition import (
+    BULK_EDGE,
+    HELD_SUFFIX,
+    WAKE_EVENTS,
+    bridge_cpp,
+    bridge_verilog,
+    part_top,
+    part_top_verilog,
+    unit_pins,
+)
 from hardwire.golden.gguf_model import load_model
 from hardwire.golden.synth import SynthSpec, write_synthetic
 from hardwire.rtl import chip, metal, tile
@@ -78,3 +87,25 @@ def test_one_port_table_gives_the_tile_signature_and_the_bridge_pins():
     pins = [p.name for p in unit_pins(get_die("hw-tiny"), False)]
     assert pins[:3] == ["clk", "rst", "start"] and "up_valid" in pins and "ucode_data" in pins
     assert pins.index("up_exp") < pins.index("down_valid") < pins.index("tap_data") == len(pins) - 1
+
+
+@pytest.mark.parametrize("is_head", [False, True])
+def test_the_part_holds_its_bulk_inputs_on_an_edge_the_bridge_gives_only_for_a_new_word(is_head):
+    """The unit reads its bulk inputs from the wrapper's registers (so its lanes' copies of them are not logic
+    on the part's inputs, which Verilator would run in every evaluation); the bridge copies a word in, and
+    toggles the registers' edge, only when it differs from the one held."""
+    module = chip.HEAD_MODULE if is_head else chip.TILE_MODULE
+    pins = unit_pins(get_die("hw-tiny"), is_head)
+    bulk = [p.name for p in pins if p.bulk]
+    assert sorted(bulk) == ["lora_data", "w_data"]
+    top, cpp = part_top_verilog(module, pins), bridge_cpp(module, pins)
+    assert f"module {part_top(module)} (" in top and f"input wire {BULK_EDGE}" in top
+    assert f"always @(posedge {BULK_EDGE} or negedge {BULK_EDGE}) begin" in top
+    for p in pins:
+        held = f"{p.name}{HELD_SUFFIX}" if p.bulk else p.name
+        assert f"    .{p.name}({held})" in top
+    for name in bulk:
+        assert f"    {name}{HELD_SUFFIX} <= {name};" in top
+        assert f"if (std::memcmp(&m->{name}, s->{name}, sizeof(m->{name})) != 0) {{" in cpp
+    assert f"if (fresh) m->{BULK_EDGE} = !m->{BULK_EDGE};" in cpp
+    assert cpp.index("if (!rising) {") < cpp.index("bool fresh = false;") < cpp.index("m->eval();")

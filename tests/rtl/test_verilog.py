@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 import re
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 from hardwire.cosim.cells import block_mac_top, requant_top, via_rom_top
 from hardwire.cosim.verilator_build import lint
 from hardwire.rtl.cells.via_rom import via_map_define
-from hardwire.rtl.verilog import to_verilog
+from hardwire.rtl.verilog import _InspectWithQuickStack, to_verilog
 from hardwire.rtl.via_map import write_via_map
 
 DESIGNS = {
@@ -63,3 +64,21 @@ def test_conversion_is_byte_identical_across_processes_and_repeats():
     others = {subprocess.run([sys.executable, "-c", HASH_OF_BLOCK_MAC], capture_output=True, text=True, check=True,
                              env={**os.environ, "PYTHONHASHSEED": seed}).stdout.strip() for seed in ("1", "2")}
     assert {here, again} | others == {here}
+
+
+def test_the_quick_stack_gives_myhdl_the_frames_and_names_inspect_does():
+    """MyHDL reads each stack record's frame and function name: the quick stack must give both, in
+    inspect.stack()'s order, from the caller's frame outwards."""
+    def caller():
+        return inspect.stack(), _InspectWithQuickStack.stack()
+
+    full, quick = caller()
+    assert [(r.frame, r.function) for r in quick] == [(r.frame, r.function) for r in full]
+    assert quick[0].function == "caller" and _InspectWithQuickStack().getsourcefile is inspect.getsourcefile
+
+
+def test_process_variables_are_automatic_and_module_registers_are_not():
+    text = to_verilog(block_mac_top(), "block_mac")
+    assert re.search(r"^    automatic reg \[8-1:0\] r0;$", text, re.MULTILINE)
+    assert not re.search(r"^ +reg ", text, re.MULTILINE)  # every process variable
+    assert re.search(r"^reg signed \[25:0\] quad_product0_total;$", text, re.MULTILINE)  # a register stays static
