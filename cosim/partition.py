@@ -187,6 +187,7 @@ static const void* hw_part_bulk_input(const char* scope, const char* name, size_
 
 struct {state} {{
     {prefix}* model;
+    bool loaded;  // the held words have been loaded once (whatever the registers' initial values)
 {fields}}};
 
 extern "C" void* hw_part_new_{module}(const char* scope) {{
@@ -200,7 +201,8 @@ extern "C" void hw_part_eval_{module}(void* handle, svBit rising, {params}) {{
     {state}* s = static_cast<{state}*>(handle);
     {prefix}* m = s->model;
 {copy_in}    if (!rising) {{
-        bool fresh = false;
+        bool fresh = !s->loaded;
+        s->loaded = true;
 {copy_bulk}        if (fresh) m->{BULK_EDGE} = !m->{BULK_EDGE};
     }}
     m->eval();
