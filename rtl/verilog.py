@@ -59,6 +59,7 @@ class _InspectWithQuickStack:
 
 @contextmanager
 def _quick_call_info() -> Iterator[None]:
+    """MyHDL's block and process constructors see the quick stack while a design elaborates and converts."""
     modules = (myhdl_block, myhdl_instance)
     for module in modules:
         module.inspect = _InspectWithQuickStack()
