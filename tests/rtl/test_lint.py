@@ -9,14 +9,17 @@ import pytest
 
 from hardwire.cosim.chip_sim import grid_sources
 from hardwire.lint_rtl import MODULES, lint_module
+from hardwire.rtl.chip import LANE_MODULE
 from hardwire.rtl.die import get_die
 
 
-@pytest.mark.parametrize("module", MODULES)
-def test_base_grid_module_is_lint_clean(module):
-    sources, _ = grid_sources(get_die("hw-tiny"))
+@pytest.mark.parametrize("die, module", [*(("hw-tiny", m) for m in MODULES),
+                                         *(("hw-tiny-w", m) for m in (*MODULES, LANE_MODULE))])
+def test_base_grid_module_is_lint_clean(die, module):
+    """The narrow test die, and the wide one, whose units instantiate the lane group module."""
+    sources, _ = grid_sources(get_die(die))
     report = lint_module(sources, module)
-    assert report == "", f"verilator -Wall on {module} (hw-tiny):\n{report}"
+    assert report == "", f"verilator -Wall on {module} ({die}):\n{report}"
 
 
 def test_every_waiver_gives_its_reason():
