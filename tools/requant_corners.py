@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from hardwire.golden import intref, spec
+from hardwire.golden.generate import greedy
 from hardwire.golden.gguf_model import load_model
 from hardwire.golden.synth import SynthSpec, write_synthetic
 
@@ -72,23 +73,13 @@ def _assigned(frame) -> str:
 
 
 def clamped_lanes(model_spec: SynthSpec, prompt: list[int], n_new: int, work: Path) -> Hits:
-    """The lanes each rq site clamps while the model reads `prompt` and greedily generates n_new tokens,
-    one position at a time, as the chip does."""
+    """The lanes each rq site clamps while the model reads `prompt` and greedily generates n_new tokens
+    (golden/generate.py greedy; the integer reference's rows do not depend on how positions are batched)."""
     golden = intref.IntModel(load_model(write_synthetic(model_spec, work / "corner.gguf")),
                              capacity=len(prompt) + n_new)
     with recording() as hits:
-        greedy_tokens(golden, prompt, n_new)
+        greedy(golden, golden.new_cache(), prompt, n_new)
     return hits
-
-
-def greedy_tokens(golden: intref.IntModel, prompt: list[int], n_new: int) -> list[int]:
-    """The prompt and n_new greedily generated tokens, fed one position at a time, as the chip runs them."""
-    cache, tokens = golden.new_cache(), list(prompt)
-    for i in range(len(prompt) + n_new - 1):
-        logits = golden.forward(np.array([tokens[i]]), cache, None)
-        if i >= len(prompt) - 1:
-            tokens.append(int(np.argmax(logits[-1])))
-    return tokens
 
 
 def union(runs: list[Hits]) -> Hits:

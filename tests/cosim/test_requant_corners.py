@@ -6,11 +6,12 @@ from __future__ import annotations
 import numpy as np
 from chip_models import CORNER_MODELS, CORNER_NEW, CORNER_PROMPT, MODELS
 
+from hardwire.golden.generate import greedy
 from hardwire.golden.gguf_model import load_model
 from hardwire.golden.intref import IntModel
 from hardwire.golden.spec import ACC_BITS, BLOCK
 from hardwire.golden.synth import write_synthetic
-from hardwire.requant_corners import clamped_lanes, greedy_tokens, summary, union
+from hardwire.requant_corners import clamped_lanes, summary, union
 
 # site -> lanes (of 32) clamping up, down. Down at the accumulator sites needs an ACC just above -2**47, which
 # saturating at -2**47 does not give; the products after the norm, RoPE and the SiLU gate need exact values.
@@ -34,6 +35,6 @@ def test_an_ordinary_model_clamps_nothing(tmp_path):
 def test_the_embedding_corner_saturates_every_lane_of_the_embedding(tmp_path):
     model = load_model(write_synthetic(CORNER_MODELS["sat-embed-q6_k"], tmp_path / "e.gguf"))
     golden = IntModel(model, capacity=len(CORNER_PROMPT) + CORNER_NEW)
-    tokens = greedy_tokens(golden, CORNER_PROMPT, CORNER_NEW)
+    tokens = CORNER_PROMPT + greedy(golden, golden.new_cache(), CORNER_PROMPT, CORNER_NEW)
     saturated = np.abs(golden.embed_rows(np.array(tokens))) >= (1 << (ACC_BITS - 1)) - 1
     assert set(np.nonzero(saturated)[1] % BLOCK) == set(range(BLOCK))
