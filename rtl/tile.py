@@ -46,7 +46,17 @@ from hardwire.golden.errors import HardwireError
 from hardwire.golden.spec import ACC_BITS, ACC_FRAC, BLOCK
 
 from .bus import ADDR_BITS, DATA_BITS, ENTRY_BITS, EXP_BITS, TAP_OP_BITS, WORD, BlockBus, RomPort
-from .cells.block_mac import ACT_BITS, FP16_OF_EXPONENT, LATENCY
+from .cells.block_mac import (
+    ACT_BITS,
+    FP16_OF_EXPONENT,
+    LATENCY,
+    FormatSignals,
+    format_decode,
+    native_lanes,
+    new_act_sums,
+    new_native_lanes,
+    shared_act_sums,
+)
 from .cells.clock_gate import clock_gate
 from .cells.sram import address_bits
 from .cells.wiring import bit_signal, bus_lanes, mux_tree, signed_signal, unsigned_signal, unused, zero_extended
@@ -184,7 +194,9 @@ def wide_matmul_engine(clk, rst, clear, blocks, in_valid, first, last, fmt, sram
     lanes / 32 output blocks enter the output buffer together and leave it one a cycle, until
     `blocks` have left (the last row group may hold fewer). The issuer spaces row groups at least
     lanes / 32 beats apart, so the buffer is empty when the next group's results arrive. The lane
-    groups run on a gated clock (lane_clock), off while no block is arriving or in flight."""
+    groups run on a gated clock (lane_clock), off while no block is arriving or in flight. Every
+    lane reads the one decode of the format, the one set of activation sums and the activations
+    sign-extended once, all on the lanes' clock or wired from it: the same nets for every lane."""
     count = lanes // BLOCK
     if lora_word is None:  # no LoRA SRAM (the head): its programs never set `sram`; the word reads as zero
         lora_word = ConcatSignal(intbv(0)[1:], intbv(0)[lanes * LORA_BLOCK_BITS - 1:])  # constant: two parts
@@ -192,8 +204,12 @@ def wide_matmul_engine(clk, rst, clear, blocks, in_valid, first, last, fmt, sram
     y_valids = [bit_signal() for _ in range(count)]
     lanes_clk, lanes_fmt, lanes_sram = bit_signal(), unsigned_signal(len(fmt)), bit_signal()
     gate = lane_clock(clk, rst, clear, in_valid, fmt, sram, lanes_clk, lanes_fmt, lanes_sram)
-    groups = [lane_group_socket(lanes_clk, rst, in_valid, first, last, lanes_fmt, lanes_sram, w_data, lora_word, k,
-                                acts, e_act, ys[k], y_valids[k])
+    traits, sums = FormatSignals(), new_act_sums(ACT_BITS)
+    wide, native = new_native_lanes()
+    shared = (format_decode(lanes_fmt, traits), native_lanes(acts, wide),
+              shared_act_sums(lanes_clk, rst, in_valid, traits.code_offset, acts, sums))
+    groups = [lane_group_socket(lanes_clk, rst, in_valid, first, last, traits.lane_bus(), lanes_sram, w_data,
+                                lora_word, k, native, e_act, sums, ys[k], y_valids[k])
               for k in range(count)]
     results = ConcatSignal(*reversed(ys))
     held = unsigned_signal(lanes * WORD)  # the output buffer: its lowest block leaves next
@@ -229,8 +245,8 @@ def wide_matmul_engine(clk, rst, clear, blocks, in_valid, first, last, fmt, sram
     def emit():
         out_data.next = held[BLOCK * WORD:]
 
-    return gate, groups, hand_out, buffer, emit, unused(others, "group_valids", "the lane groups end their rows "
-                                                                           "together: group 0's valid stands for all")
+    others = unused(others, "group_valids", "the lane groups end their rows together: group 0's valid stands for all")
+    return gate, shared, groups, hand_out, buffer, emit, others
 
 
 @block

@@ -67,7 +67,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gguf import GGMLQuantizationType as QT
-from myhdl import always, always_comb, always_seq, block, concat, intbv
+from myhdl import ConcatSignal, always, always_comb, always_seq, block, concat, intbv
 
 from hardwire.golden import spec
 from hardwire.golden.errors import HardwireError
@@ -171,9 +171,6 @@ FORMAT_TRAITS = {
 }
 NO_FORMAT = Traits(0, sc_one=False)  # every other code: all weights read as 0
 _BY_CODE = {FORMAT_CODE[qtype]: traits for qtype, traits in FORMAT_TRAITS.items()}
-# format code -> its code offset (code_flip, or 128 for the int8 of Q8_0; see code_sign)
-CODE_OFFSETS = tuple(_BY_CODE.get(code, NO_FORMAT).code_flip | _BY_CODE.get(code, NO_FORMAT).code_keep & 0x80
-                     for code in range(1 << FORMAT_BITS))
 TRAIT_ROMS = tuple(tuple(_BY_CODE.get(code, NO_FORMAT).words()[g] for code in range(1 << FORMAT_BITS))
                    for g in range(len(TRAIT_FIELDS)))
 
@@ -186,15 +183,21 @@ def field_value(field: int, keep: int, flip: int) -> int:
 
 @block
 def block_mac(clk, rst, in_valid, first, last, fmt, codes, scales, mins, d_bits, m_bits, acts, e_act,
-              term, term_valid, y, y_valid, sram=None, act_sums=None):
+              term, term_valid, y, y_valid, sram=None, act_sums=None, traits=None):
     """`sram` (a bit, or None): while it is high the slot holds a LoRA SRAM block (LORA_BLOCK_BITS)
     and every field above it zero: the Q8_0 slot the block stands for (docs/numerics.md 12.2), its
     codes in the code bits and d the fp16 2**e of its exponent field (FP16_OF_EXPONENT), which sits
     in d_bits' low bits. m, the scales and the mins are 0 as they read. `act_sums`
     (A_0, A_1 of `acts` after stage 2, from activation_sums), or None: the lane computes its own.
     Lanes on the same activations share one activation_sums: in silicon it saves each lane 30
-    adders, in simulation a third of the lane's work."""
+    adders, in simulation a third of the lane's work. `traits` (a FormatSignals, or None): the
+    format's decoded traits, from one format_decode shared by every lane on the same format; `fmt`
+    is then unused. `acts` may also hold NATIVE_BITS lanes (native_lanes): B16 activations, each
+    sign-extended, so that no lane extends them again (with `act_sums` given)."""
     act_bits = _check_ports(fmt, codes, scales, mins, d_bits, m_bits, acts, e_act, term, y)
+    lane_bits = len(acts) // BLOCK
+    if lane_bits == NATIVE_BITS and act_sums is None:
+        raise HardwireError("block_mac's native activation lanes need their shared sums (act_sums)")
     product_bits = CODE_BITS + act_bits
     half_bits = product_bits + HALF_LEVELS
     p_bits = (MAX_SC_Q * BLOCK << (act_bits - 1)).bit_length() + 1
@@ -208,16 +211,18 @@ def block_mac(clk, rst, in_valid, first, last, fmt, codes, scales, mins, d_bits,
     valid_in = after_stage.valid
 
     # the format's traits; the sub-block scales and mins, decoded
-    t = FormatSignals()
-    decode = (format_traits(fmt, t), code_sign(t.code_keep, t.code_sign),
-              or2(t.code_keep, t.code_flip, t.code_mask))
+    t = traits
+    decode = ()
+    if t is None:
+        t = FormatSignals()
+        decode = format_decode(fmt, t)
 
     # stage 1: four-weight dot products, the scales' mantissas and shifts, the sub-block scales and mins
     quads = [signed_signal(product_bits + 2) for _ in range(BLOCK // QUAD)]
-    code_fields = bus_lanes(codes, CODE_BITS, BLOCK)
-    act_lanes = bus_lanes(acts, act_bits, BLOCK)
-    lanes = [quad_product(clk, in_valid, t.code_sign, t.code_mask, quads[i], act_lanes[QUAD * i:QUAD * (i + 1)],
-                          code_fields[QUAD * i:QUAD * (i + 1)])
+    code_words = bus_lanes(codes, QUAD * CODE_BITS, BLOCK // QUAD)
+    act_lanes = bus_lanes(acts, lane_bits, BLOCK)
+    lanes = [quad_product(clk, in_valid, t.code_sign4, t.code_mask4, quads[i], act_lanes[QUAD * i:QUAD * (i + 1)],
+                          code_words[i])
              for i in range(BLOCK // QUAD)]
     scale_stages = [[signed_signal(FP16_MANT_BITS), signed_signal(SHIFT_BITS),
                      signed_signal(FP16_MANT_BITS), signed_signal(SHIFT_BITS)] for _ in range(SCALE_PRODUCT_STAGE - 1)]
@@ -240,8 +245,7 @@ def block_mac(clk, rst, in_valid, first, last, fmt, codes, scales, mins, d_bits,
              quad_sum(clk, valid_in(1), *quads[HALF // QUAD:], sums[1])]
     if act_sums is None:  # a lane on its own computes them itself
         act_sums = new_act_sums(act_bits)
-        trees += [or2(t.code_flip, t.code_sign, t.code_offset),
-                  activation_sums(clk, valid_in(0), valid_in(1), acts, t.code_offset, act_sums)]
+        trees.append(activation_sums(clk, valid_in(0), valid_in(1), acts, t.code_offset, act_sums))
     a_low, a_high, offset_low, offset_high = act_sums
 
     # stage 3: the sub-block scales and mins; stage 4: scale products; stage 5: saturating floor shifts
@@ -288,10 +292,34 @@ class FormatSignals:
         self.code_mask = unsigned_signal(8)  # code_keep | code_flip: the bits a code has
         self.code_sign = unsigned_signal(8)  # Q8_0's sign bit (its keep has bit 7), flipped before the mask
         self.code_offset = unsigned_signal(8)  # what the flipped, masked code exceeds the weight by
+        self.code_sign4 = unsigned_signal(QUAD * 8)  # code_sign and code_mask for four codes at once
+        self.code_mask4 = unsigned_signal(QUAD * 8)
         self.sc_keep, self.sc_flip = unsigned_signal(8), unsigned_signal(8)
         self.sc_one, self.sc_shared = bit_signal(), bit_signal()
         self.mn_keep = unsigned_signal(8)
         self.mn_one, self.offset, self.negate = bit_signal(), bit_signal(), bit_signal()
+
+
+    def lane_bus(self):
+        """The traits a lane reads (LANE_TRAITS), packed: the first field in the least significant bits."""
+        return ConcatSignal(*[getattr(self, name) for name, _ in reversed(LANE_TRAITS)])
+
+    @classmethod
+    def from_lane_bus(cls, bus):
+        """The traits of a lane_bus: slices of it (the other fields stay unused)."""
+        if len(bus) != LANE_TRAIT_BITS:
+            raise HardwireError(f"a lane's traits bus is {LANE_TRAIT_BITS} bits, not {len(bus)}")
+        t, at = cls(), 0
+        for name, bits in LANE_TRAITS:
+            setattr(t, name, bus(at + bits, at) if bits > 1 else bus(at))
+            at += bits
+        return t
+
+
+# the traits a block-MAC lane reads, in a lane bus (FormatSignals.lane_bus)
+LANE_TRAITS = (("code_sign4", QUAD * 8), ("code_mask4", QUAD * 8), ("sc_keep", 8), ("sc_flip", 8), ("mn_keep", 8),
+               ("sc_one", 1), ("sc_shared", 1), ("mn_one", 1), ("offset", 1), ("negate", 1))
+LANE_TRAIT_BITS = sum(bits for _, bits in LANE_TRAITS)
 
 
 class SubScales:
@@ -314,6 +342,26 @@ def format_traits(fmt, t):
             at += bits
     outs = [_wire(slices[name], getattr(t, name)) for group in TRAIT_FIELDS for name, _ in group]
     return trait_rom(fmt, words[0], TRAIT_ROMS[0]), trait_rom(fmt, words[1], TRAIT_ROMS[1]), outs
+
+
+@block
+def format_decode(fmt, t):
+    """Every trait of format code `fmt` a lane reads, into the FormatSignals `t`: one decode serves
+    every lane on the same format."""
+    return (format_traits(fmt, t), code_sign(t.code_keep, t.code_sign), or2(t.code_keep, t.code_flip, t.code_mask),
+            or2(t.code_flip, t.code_sign, t.code_offset), quadrupled(t.code_sign, t.code_sign4),
+            quadrupled(t.code_mask, t.code_mask4))
+
+
+@block
+def quadrupled(field, copies):
+    """`copies` holds four copies of `field` side by side."""
+
+    @always_comb
+    def replicate():
+        copies.next = concat(field, field, field, field)
+
+    return replicate
 
 
 @block
@@ -524,35 +572,30 @@ def lane_product(clk, enable, keep, flip, code, act, product):
 
 
 @block
-def quad_product(clk, enable, sign, mask, total, acts, codes):
+def quad_product(clk, enable, sign4, mask4, total, acts, code_word):
     """total = sum of u_j * a_j over four weights, u_j = (code ^ sign) & mask, the weight plus its
-    format's offset (unsigned: the offsets leave the lane as offset * A_k, see block_mac). The u_j
-    are held in 32-bit signed variables: a simulator then multiplies in its native word with no
-    sign extension, and synthesis keeps the 8 bits that vary."""
-    c0, c1, c2, c3 = codes  # plain names: a list would convert to a memory
-    a0, a1, a2, a3 = acts
+    format's offset (unsigned: the offsets leave the lane as offset * A_k, see block_mac). The four
+    codes of `code_word` take their sign flip and mask together (`sign4`, `mask4`: four copies).
+    The u_j are held in 32-bit signed variables: a simulator then multiplies in its native word with
+    no sign extension (none either for NATIVE_BITS activation lanes), and synthesis keeps the 8
+    bits that vary."""
+    a0, a1, a2, a3 = acts  # plain names: a list would convert to a memory
     word = 1 << (NATIVE_BITS - 1)
 
     @always(clk.posedge)
     def multiply_add():
         if enable:
-            r0 = intbv(0)[CODE_BITS:]
+            u = intbv(0)[QUAD * CODE_BITS:]
             u0 = intbv(0, min=-word, max=word)
-            r1 = intbv(0)[CODE_BITS:]
             u1 = intbv(0, min=-word, max=word)
-            r2 = intbv(0)[CODE_BITS:]
             u2 = intbv(0, min=-word, max=word)
-            r3 = intbv(0)[CODE_BITS:]
             u3 = intbv(0, min=-word, max=word)
             total_word = intbv(0, min=-word, max=word)
-            r0[:] = (c0 ^ sign) & mask
-            u0[:] = concat(intbv(0)[NATIVE_BITS - CODE_BITS:], r0)
-            r1[:] = (c1 ^ sign) & mask
-            u1[:] = concat(intbv(0)[NATIVE_BITS - CODE_BITS:], r1)
-            r2[:] = (c2 ^ sign) & mask
-            u2[:] = concat(intbv(0)[NATIVE_BITS - CODE_BITS:], r2)
-            r3[:] = (c3 ^ sign) & mask
-            u3[:] = concat(intbv(0)[NATIVE_BITS - CODE_BITS:], r3)
+            u[:] = (code_word ^ sign4) & mask4
+            u0[:] = concat(intbv(0)[NATIVE_BITS - CODE_BITS:], u[CODE_BITS:])
+            u1[:] = concat(intbv(0)[NATIVE_BITS - CODE_BITS:], u[2 * CODE_BITS:CODE_BITS])
+            u2[:] = concat(intbv(0)[NATIVE_BITS - CODE_BITS:], u[3 * CODE_BITS:2 * CODE_BITS])
+            u3[:] = concat(intbv(0)[NATIVE_BITS - CODE_BITS:], u[4 * CODE_BITS:3 * CODE_BITS])
             total_word[:] = u0 * a0.signed() + u1 * a1.signed() + u2 * a2.signed() + u3 * a3.signed()
             total.next = total_word[len(total):].signed()
 
@@ -580,7 +623,7 @@ def quad_sum(clk, enable, q0, q1, q2, q3, total):
 def activation_sums(clk, valid0, valid1, acts, offset, sums):
     """`sums` = (A_0, A_1, offset * A_0, offset * A_1) after stage 2, as block_mac's half sums:
     A_0 and A_1 the sums of activations 0..15 and 16..31, `offset` the format's code offset
-    (CODE_OFFSETS). Four-term sums load at valid0's edge (a block at the inputs), the rest at valid1's."""
+    (FormatSignals.code_offset). Four-term sums load at valid0's edge (a block at the inputs), the rest at valid1's."""
     act_bits = len(acts) // BLOCK
     lanes = [signed_signal(act_bits) for _ in range(BLOCK)]
     quads = [signed_signal(act_bits + 2) for _ in range(BLOCK // QUAD)]
@@ -593,12 +636,39 @@ def activation_sums(clk, valid0, valid1, acts, offset, sums):
 
 
 @block
-def shared_act_sums(clk, rst, in_valid, fmt, acts, sums):
-    """activation_sums for every lane on `acts` at once, with its own lookup of the format's code
-    offset and stage-1 valid bit: `sums` as block_mac's `act_sums`."""
-    offset, valid1 = unsigned_signal(CODE_BITS), bit_signal()
-    return (trait_rom(fmt, offset, CODE_OFFSETS), valid_pipe(clk, rst, in_valid, valid1),
-            activation_sums(clk, in_valid, valid1, acts, offset, sums))
+def shared_act_sums(clk, rst, in_valid, offset, acts, sums):
+    """activation_sums for every lane on `acts` at once, with its own stage-1 valid bit: `sums`
+    as block_mac's `act_sums`, `offset` the format's code offset (FormatSignals.code_offset)."""
+    valid1 = bit_signal()
+    return valid_pipe(clk, rst, in_valid, valid1), activation_sums(clk, in_valid, valid1, acts, offset, sums)
+
+
+def new_native_lanes() -> tuple:
+    """(the lanes, the bus) for native_lanes: BLOCK signed NATIVE_BITS words, side by side in a ConcatSignal."""
+    wide = [signed_signal(NATIVE_BITS) for _ in range(BLOCK)]
+    return wide, ConcatSignal(*[w(NATIVE_BITS, 0) for w in reversed(wide)])
+
+
+@block
+def native_lanes(acts, wide):
+    """`wide`: the B16 lanes of `acts`, each sign-extended to NATIVE_BITS (block_mac's native lanes)."""
+    return [widened(lane, w) for lane, w in zip(bus_lanes(acts, ACT_BITS, BLOCK), wide, strict=True)]
+
+
+@block
+def widened(narrow, wide):
+    """`wide` = the unsigned lane `narrow` read as two's complement, sign-extended."""
+
+    extra = len(wide) - len(narrow)
+
+    @always_comb
+    def extend():  # the sign's copies by hand: Verilog's own extension of an assignment is a lint warning
+        if narrow[len(narrow) - 1]:
+            wide.next = concat(intbv(-1)[extra:], narrow).signed()
+        else:
+            wide.next = concat(intbv(0)[extra:], narrow).signed()
+
+    return extend
 
 
 @block
@@ -795,7 +865,7 @@ def accumulator(clk, enable, first, last, d_term, m_term, y):
 
 
 def _check_ports(fmt, codes, scales, mins, d_bits, m_bits, acts, e_act, term, y) -> int:
-    """Port widths; returns the activation lane width."""
+    """Port widths; returns the width of the activations' values (ACT_BITS in native lanes)."""
     act_bits = len(acts) // BLOCK
     expected = {"fmt": (fmt, FORMAT_BITS), "codes": (codes, BLOCK * CODE_BITS), "scales": (scales, 2 * FIELD_BITS),
                 "mins": (mins, 2 * FIELD_BITS), "d_bits": (d_bits, FP16_BITS), "m_bits": (m_bits, FP16_BITS),
@@ -804,6 +874,6 @@ def _check_ports(fmt, codes, scales, mins, d_bits, m_bits, acts, e_act, term, y)
     for name, (port, width) in expected.items():
         if port is not None and len(port) != width:
             raise HardwireError(f"block_mac port {name} is {len(port)} bits; it must be {width}")
-    if act_bits not in (8, ACT_BITS):
-        raise HardwireError(f"block_mac activation lanes must be 8 or {ACT_BITS} bits, not {act_bits}")
-    return act_bits
+    if act_bits not in (8, ACT_BITS, NATIVE_BITS):
+        raise HardwireError(f"block_mac activation lanes must be 8, {ACT_BITS} or {NATIVE_BITS} bits, not {act_bits}")
+    return ACT_BITS if act_bits == NATIVE_BITS else act_bits

@@ -79,6 +79,6 @@ def test_the_quick_stack_gives_myhdl_the_frames_and_names_inspect_does():
 
 def test_process_variables_are_automatic_and_module_registers_are_not():
     text = to_verilog(block_mac_top(), "block_mac")
-    assert re.search(r"^    automatic reg \[8-1:0\] r0;$", text, re.MULTILINE)
+    assert re.search(r"^    automatic reg \[32-1:0\] u;$", text, re.MULTILINE)
     assert not re.search(r"^ +reg ", text, re.MULTILINE)  # every process variable
     assert re.search(r"^reg signed \[25:0\] quad_product0_total;$", text, re.MULTILINE)  # a register stays static
