@@ -253,13 +253,14 @@ def wide_matmul_engine(clk, rst, clear, blocks, in_valid, first, last, fmt, sram
 def lane_clock(clk, rst, clear, in_valid, fmt, sram, lanes_clk, lanes_fmt, lanes_sram):
     """The lane groups' clock: on for a block's edge and the LATENCY edges that carry it out of the
     lanes (the last clears their row-done bit), for reset, and for `clear` (a MATMUL's DECODE
-    strobe), whose edge copies the instruction's format and LoRA select to `lanes_fmt` and
-    `lanes_sram`, the lanes' own registers. Every other edge would leave every lane register as it
-    is, so gating them changes no result; in silicon the lanes do not toggle, and Verilator
-    evaluates none of their logic (all of it runs on their clock: the format they decode and the
-    select of their slots' word are registers on it too)."""
+    strobe). Every other edge would leave every lane register as it is, so gating them changes no
+    result; in silicon the lanes do not toggle, and Verilator evaluates none of their logic (all of
+    it runs on their clock). The instruction's format and LoRA select, which change only with a
+    DECODE, load into `lanes_fmt` and `lanes_sram` on a clock of their own, on for reset and
+    `clear` alone: what the lanes decode from them (their format, the select of their slots' word)
+    is then evaluated once per instruction, not at every edge of the lanes' clock."""
     ticks = unsigned_signal(LATENCY.bit_length())  # edges the lanes still need after the last block
-    lanes_on = bit_signal()
+    lanes_on, select_on, select_clk = bit_signal(), bit_signal(), bit_signal()
 
     @always_seq(clk.posedge, reset=rst)
     def count_down():
@@ -271,13 +272,15 @@ def lane_clock(clk, rst, clear, in_valid, fmt, sram, lanes_clk, lanes_fmt, lanes
     @always_comb
     def enable():
         lanes_on.next = rst or clear or in_valid or ticks != 0
+        select_on.next = rst or clear
 
-    @always(lanes_clk.posedge)
+    @always(select_clk.posedge)
     def format_register():
         lanes_fmt.next = fmt
         lanes_sram.next = sram
 
-    return count_down, enable, clock_gate(clk, lanes_on, lanes_clk), format_register
+    return count_down, enable, clock_gate(clk, lanes_on, lanes_clk), clock_gate(clk, select_on, select_clk), \
+        format_register
 
 
 @block
