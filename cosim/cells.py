@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from myhdl import ResetSignal, Signal
+from myhdl import ResetSignal, Signal, block
 
 from hardwire.golden.errors import HardwireError
 from hardwire.golden.spec import ACC_BITS, BLOCK, TERM_BITS
@@ -15,7 +15,7 @@ from hardwire.rtl.cells import block_mac as mac
 from hardwire.rtl.cells.counter import cycle_counter
 from hardwire.rtl.cells.requant import DEFAULT_IN_WIDTH, check_requant_params, requant
 from hardwire.rtl.cells.via_rom import via_map_define, via_rom
-from hardwire.rtl.cells.wiring import bit_signal, signed_signal, unsigned_signal
+from hardwire.rtl.cells.wiring import bit_signal, copy, signed_signal, unsigned_signal
 from hardwire.rtl.isa import FORMAT_CODE
 
 from .lanes import pack_lanes, to_signed, to_unsigned, unpack_lanes
@@ -33,14 +33,32 @@ def requant_top(bits: int = 8, in_width: int = DEFAULT_IN_WIDTH):
                            unsigned_signal(BLOCK * bits), signed_signal(EXP_BITS), bits=bits, in_width=in_width)
 
 
-def block_mac_top(act_bits: int = mac.ACT_BITS):
-    """The block dot-product lane alone as a top: a callable that elaborates it."""
-    return lambda: mac.block_mac(
+def block_mac_top(act_bits: int = mac.ACT_BITS, engine_wired: bool = False):
+    """The block dot-product lane alone as a top (or, `engine_wired`, as engine_wired_lane): a
+    callable that elaborates it."""
+    cell = engine_wired_lane if engine_wired else mac.block_mac
+    return lambda: cell(
         bit_signal(), sync_reset(), bit_signal(), bit_signal(), bit_signal(),
         unsigned_signal(mac.FORMAT_BITS), unsigned_signal(BLOCK * mac.CODE_BITS),
         unsigned_signal(2 * mac.FIELD_BITS), unsigned_signal(2 * mac.FIELD_BITS), unsigned_signal(mac.FP16_BITS),
         unsigned_signal(mac.FP16_BITS), unsigned_signal(BLOCK * act_bits),
         signed_signal(EXP_BITS), signed_signal(TERM_BITS + 1), bit_signal(), signed_signal(ACC_BITS), bit_signal())
+
+
+@block
+def engine_wired_lane(clk, rst, in_valid, first, last, fmt, codes, scales, mins, d_bits, m_bits, acts, e_act, term,
+                      term_valid, y, y_valid):
+    """block_mac's ports on a lane wired as rtl/tile.py wide_matmul_engine wires every lane: the
+    format decoded outside it (through a lane bus of traits), the activations sign-extended and
+    their sums computed outside it."""
+    traits, sums = mac.FormatSignals(), mac.new_act_sums(mac.ACT_BITS)
+    wide, native = mac.new_native_lanes()
+    # the lane's ports: plain signals, as the lane module's are (MyHDL slices no concatenation)
+    bus, lane_acts = unsigned_signal(mac.LANE_TRAIT_BITS), unsigned_signal(BLOCK * mac.NATIVE_BITS)
+    return (mac.format_decode(fmt, traits), copy(traits.lane_bus(), bus), mac.native_lanes(acts, wide),
+            copy(native, lane_acts), mac.shared_act_sums(clk, rst, in_valid, traits.code_offset, acts, sums),
+            mac.block_mac(clk, rst, in_valid, first, last, None, codes, scales, mins, d_bits, m_bits, lane_acts, e_act,
+                          term, term_valid, y, y_valid, None, sums, mac.FormatSignals.from_lane_bus(bus)))
 
 
 def via_rom_top(width: int, depth: int, map_name: str, model_file: Path | None = None):
@@ -71,10 +89,10 @@ class BlockMacCell:
 
     FORMATS = {qtype.name: code for qtype, code in FORMAT_CODE.items()}
 
-    def __init__(self, act_bits: int = mac.ACT_BITS):
+    def __init__(self, act_bits: int = mac.ACT_BITS, engine_wired: bool = False):
         self.act_bits = act_bits
-        self.top = f"block_mac_a{act_bits}"
-        self.sim = build_myhdl(block_mac_top(act_bits), self.top)
+        self.top = f"block_mac_a{act_bits}{'_engine' if engine_wired else ''}"
+        self.sim = build_myhdl(block_mac_top(act_bits, engine_wired), self.top)
         self.sim.io.rst = 1
         self.sim.step(2)
         self.sim.io.rst = 0

@@ -37,9 +37,10 @@ def requant8_w64():
     return RequantCell(bits=8, in_width=64)
 
 
-@pytest.fixture(scope="session")
-def block_mac():
-    return BlockMacCell()
+@pytest.fixture(scope="session", params=[False, True], ids=["own-decode", "engine-wired"])
+def block_mac(request):
+    """The lane with its own format decode and activation sums, and as a wide engine wires it."""
+    return BlockMacCell(engine_wired=request.param)
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,9 @@
 
 Each case streams whole rows through the cell, one block per cycle and rows back to back;
 the harness also checks that every term and row result arrives at the documented latency.
-Activations are B16 mantissas (the chip's lanes); one test runs the 8-bit-lane build.
+Activations are B16 mantissas (the chip's lanes); one test runs the 8-bit-lane build. Every
+`block_mac` test runs twice: on the lane with its own format decode and activation sums, and on
+the lane as a wide engine wires it (the decode, the sums and the sign-extended activations shared).
 """
 
 from __future__ import annotations
