@@ -32,7 +32,8 @@ The part's top is a wrapper (part_top_verilog) that holds the bulk inputs in reg
 their own (BULK_EDGE), which the bridge gives only when a word differs from the one held. Verilator
 evaluates a model's logic on its top inputs in every evaluation; the lanes' copies of their slots
 (rtl/lanes.py) are that logic if they read the inputs themselves. Read from the held registers,
-they run only when a new word arrives or the lanes' own clock ticks: an idle unit copies nothing.
+they run only when a new word arrives or a MATMUL's DECODE loads the lanes' LoRA select: an idle
+unit copies nothing.
 """
 
 from __future__ import annotations

@@ -719,7 +719,7 @@ def decoder(clk, rst, decoding, ucode_data, token, loaded, ins, counts, strobes,
     src_top, src2_top, dst_top = SRC_LO + s_bits, SRC2_LO + s_bits, DST_LO + s_bits
     rom_top = ROM_LO + len(ins.rom)
     lane_shift = (lanes - 1).bit_length()
-    token_top = w_bits + lane_shift
+    token_top = min(w_bits + lane_shift, len(token))  # a token's row group, modulo the ROM, within its bits
     group_len = unsigned_signal(N_HI - N_LO)
     length = group_length(ucode_data(N_HI, N_LO), group_len, max(1, lanes // BLOCK))
 

@@ -18,7 +18,7 @@ from hardwire.rtl.die import get_die
 def test_base_grid_module_is_lint_clean(die, module):
     """The narrow test die, and the wide one, whose units instantiate the lane group module."""
     sources, _ = grid_sources(get_die(die))
-    report = lint_module(sources, module)
+    report = lint_module(sources, module, get_die(die))
     assert report == "", f"verilator -Wall on {module} ({die}):\n{report}"
 
 
