@@ -3,11 +3,12 @@
 A die whose `lanes` is a multiple of 32 computes lanes / 32 output blocks per row group. Each
 block comes from a lane group: 32 block-MAC lanes on the broadcast activation block, one row
 each. Every lane of the engine shares one format decode, one set of activation sums and the
-activations sign-extended once (rtl/tile.py wide_matmul_engine). A lane is converted once as a Verilog module of its
-own (MAC_MODULE), instantiated 32 times by the lane group module (LANE_MODULE), which the tile
-instantiates `lanes / 32` times: the tile's conversion stays small, and Verilator compiles one
-class for every lane of the die (the lane module carries Verilator's no_inline_module
-metacomment; the group is inlined into the tile). Both modules are the same for every wide die.
+activations sign-extended once (rtl/tile.py wide_matmul_engine). A lane is converted once as a
+Verilog module of its own (MAC_MODULE), instantiated 32 times by the lane group module
+(LANE_MODULE), which the tile instantiates `lanes / 32` times: the tile's conversion stays small,
+and Verilator compiles one class for every lane of the die (the lane module carries Verilator's
+no_inline_module metacomment; the group is inlined into the tile). Both modules are the same for
+every wide die.
 """
 
 from __future__ import annotations

@@ -196,7 +196,7 @@ def wide_matmul_engine(clk, rst, clear, blocks, in_valid, first, last, fmt, sram
     lanes / 32 beats apart, so the buffer is empty when the next group's results arrive. The lane
     groups run on a gated clock (lane_clock), off while no block is arriving or in flight. Every
     lane reads the one decode of the format, the one set of activation sums and the activations
-    sign-extended once, all on the lanes' clock or wired from it: the same nets for every lane."""
+    sign-extended once: the same nets for every lane."""
     count = lanes // BLOCK
     if lora_word is None:  # no LoRA SRAM (the head): its programs never set `sram`; the word reads as zero
         lora_word = ConcatSignal(intbv(0)[1:], intbv(0)[lanes * LORA_BLOCK_BITS - 1:])  # constant: two parts

@@ -299,7 +299,6 @@ class FormatSignals:
         self.mn_keep = unsigned_signal(8)
         self.mn_one, self.offset, self.negate = bit_signal(), bit_signal(), bit_signal()
 
-
     def lane_bus(self):
         """The traits a lane reads (LANE_TRAITS), packed: the first field in the least significant bits."""
         return ConcatSignal(*[getattr(self, name) for name, _ in reversed(LANE_TRAITS)])
@@ -658,7 +657,6 @@ def native_lanes(acts, wide):
 @block
 def widened(narrow, wide):
     """`wide` = the unsigned lane `narrow` read as two's complement, sign-extended."""
-
     extra = len(wide) - len(narrow)
 
     @always_comb
