@@ -48,15 +48,15 @@ def block_mac_top(act_bits: int = mac.ACT_BITS, engine_wired: bool = False):
 @block
 def engine_wired_lane(clk, rst, in_valid, first, last, fmt, codes, scales, mins, d_bits, m_bits, acts, e_act, term,
                       term_valid, y, y_valid):
-    """block_mac's ports on a lane wired as rtl/tile.py wide_matmul_engine wires every lane: the
-    format decoded outside it (through a lane bus of traits), the activations sign-extended and
-    their sums computed outside it."""
+    """block_mac's ports on a lane wired as rtl/tile.py wide_matmul_engine wires every lane: its
+    format decoded, its activations sign-extended and summed outside it, by the engine's own
+    engine_lane_inputs (the traits through a lane bus)."""
     traits, sums = mac.FormatSignals(), mac.new_act_sums(mac.ACT_BITS)
     wide, native = mac.new_native_lanes()
     # the lane's ports: plain signals, as the lane module's are (MyHDL slices no concatenation)
     bus, lane_acts = unsigned_signal(mac.LANE_TRAIT_BITS), unsigned_signal(BLOCK * mac.NATIVE_BITS)
-    return (mac.format_decode(fmt, traits), copy(traits.lane_bus(), bus), mac.native_lanes(acts, wide),
-            copy(native, lane_acts), mac.shared_act_sums(clk, rst, in_valid, traits.code_offset, acts, sums),
+    return (mac.engine_lane_inputs(clk, rst, in_valid, fmt, acts, traits, wide, sums), copy(traits.lane_bus(), bus),
+            copy(native, lane_acts),
             mac.block_mac(clk, rst, in_valid, first, last, None, codes, scales, mins, d_bits, m_bits, lane_acts, e_act,
                           term, term_valid, y, y_valid, None, sums, mac.FormatSignals.from_lane_bus(bus)))
 

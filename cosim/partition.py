@@ -80,7 +80,7 @@ def part_top(module: str) -> str:
 def part_top_verilog(module: str, pins: list[Pin]) -> str:
     """The part's top: the unit module with its bulk inputs held in registers that load on either
     edge of BULK_EDGE (simulation scaffolding, outside the coverage counts)."""
-    ports = ",\n".join(f"    {'input wire' if p.is_input else 'output wire'} {_range(p)}{p.name}" for p in pins)
+    ports = port_list(pins)
     bulk = [p for p in pins if p.bulk]
     held = "".join(f"reg {_range(p)}{p.name}{HELD_SUFFIX};\n" for p in bulk)
     loads = "".join(f"    {p.name}{HELD_SUFFIX} <= {p.name};\n" for p in bulk)
@@ -141,6 +141,11 @@ always @(negedge clk) evaluate(1'b0, 1'b0);
 always @({wake}) evaluate(clk, 1'b0);
 endmodule
 """
+
+
+def port_list(pins: list[Pin]) -> str:
+    """The pins as a Verilog port list of wires, one a line."""
+    return ",\n".join(f"    {'input wire' if p.is_input else 'output wire'} {_range(p)}{p.name}" for p in pins)
 
 
 def _range(pin: Pin) -> str:

@@ -51,11 +51,9 @@ from .cells.block_mac import (
     FP16_OF_EXPONENT,
     LATENCY,
     FormatSignals,
-    format_decode,
-    native_lanes,
+    engine_lane_inputs,
     new_act_sums,
     new_native_lanes,
-    shared_act_sums,
 )
 from .cells.clock_gate import clock_gate
 from .cells.sram import address_bits
@@ -206,10 +204,10 @@ def wide_matmul_engine(clk, rst, clear, blocks, in_valid, first, last, fmt, sram
     gate = lane_clock(clk, rst, clear, in_valid, fmt, sram, lanes_clk, lanes_fmt, lanes_sram)
     traits, sums = FormatSignals(), new_act_sums(ACT_BITS)
     wide, native = new_native_lanes()
-    shared = (format_decode(lanes_fmt, traits), native_lanes(acts, wide),
-              shared_act_sums(lanes_clk, rst, in_valid, traits.code_offset, acts, sums))
-    groups = [lane_group_socket(lanes_clk, rst, in_valid, first, last, traits.lane_bus(), lanes_sram, w_data,
-                                lora_word, k, native, e_act, sums, ys[k], y_valids[k])
+    shared = engine_lane_inputs(lanes_clk, rst, in_valid, lanes_fmt, acts, traits, wide, sums)
+    traits_bus = traits.lane_bus()  # one net for every lane group
+    groups = [lane_group_socket(lanes_clk, rst, in_valid, first, last, traits_bus, lanes_sram, w_data, lora_word, k,
+                                native, e_act, sums, ys[k], y_valids[k])
               for k in range(count)]
     results = ConcatSignal(*reversed(ys))
     held = unsigned_signal(lanes * WORD)  # the output buffer: its lowest block leaves next

@@ -13,7 +13,7 @@ import sys
 
 from hardwire.cli_common import EXIT_MISMATCH, EXIT_OK, EXIT_USAGE
 from hardwire.cosim.chip_sim import grid_sources
-from hardwire.cosim.partition import unit_pins
+from hardwire.cosim.partition import port_list, unit_pins
 from hardwire.cosim.verilator_build import lint
 from hardwire.golden.errors import HardwireError
 from hardwire.rtl.chip import CHIP_MODULE, HEAD_MODULE, LANE_MODULE, TILE_MODULE
@@ -36,11 +36,9 @@ def lint_module(sources: dict[str, str], module: str, die) -> str:
 def unit_stub(die, head: bool) -> str:
     """The tile (or head) module with its ports alone: every output tied to zero, no input read."""
     pins = unit_pins(die, head)
-    ports = ",\n".join(f"    {'input' if p.is_input else 'output'} wire {f'[{p.width - 1}:0] ' if p.width > 1 else ''}"
-                       f"{p.name}" for p in pins)
     ties = "".join(f"assign {p.name} = {p.width}'d0;\n" for p in pins if not p.is_input)
     return (f"// A port-only stub: the unit is linted on its own\n/* verilator lint_off UNUSEDSIGNAL */\n"
-            f"module {HEAD_MODULE if head else TILE_MODULE} (\n{ports}\n);\n{ties}endmodule\n")
+            f"module {HEAD_MODULE if head else TILE_MODULE} (\n{port_list(pins)}\n);\n{ties}endmodule\n")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -642,6 +642,14 @@ def shared_act_sums(clk, rst, in_valid, offset, acts, sums):
     return valid_pipe(clk, rst, in_valid, valid1), activation_sums(clk, in_valid, valid1, acts, offset, sums)
 
 
+@block
+def engine_lane_inputs(clk, rst, in_valid, fmt, acts, traits, wide, sums):
+    """What every lane of a wide engine reads, computed once for all of them: the format's decode
+    (`traits`), the activations sign-extended (`wide`, new_native_lanes) and their sums (`sums`)."""
+    return (format_decode(fmt, traits), native_lanes(acts, wide),
+            shared_act_sums(clk, rst, in_valid, traits.code_offset, acts, sums))
+
+
 def new_native_lanes() -> tuple:
     """(the lanes, the bus) for native_lanes: BLOCK signed NATIVE_BITS words, side by side in a ConcatSignal."""
     wide = [signed_signal(NATIVE_BITS) for _ in range(BLOCK)]
